@@ -1,0 +1,284 @@
+//! `Plan`: what a backend compiles. The execution order of kernels (fusion groups and single
+//! primitives) and a memory plan: every stored intermediate gets an offset in one arena, reused
+//! once its last reader has run (liveness intervals, largest first into the lowest free offset).
+//!
+//! Persistent state never lives in the arena: `State` reads the buffer, `Assign` writes it after
+//! every reader of that buffer (the planner orders it so), so one step can read `w` and write `w'`.
+
+use crate::dtype::numel;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, TensorType};
+use crate::op::Op;
+use crate::passes::{fusion_groups, optimize, verify};
+use std::fmt::Write;
+
+/// Arena offsets are aligned to this many bytes (one cache line, enough for any SIMD load).
+pub const ALIGN: usize = 64;
+
+/// Where a node's value lives while a plan runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// The k-th fed input.
+    Input(usize),
+    /// A persistent buffer (also the result of an Assign to it).
+    State(String),
+    /// A constant of the graph; backends materialise it once, at compile time.
+    Const,
+    /// Bytes `offset..offset+bytes` of the arena.
+    Arena { offset: usize, bytes: usize },
+    /// The same memory as another node's value (a reshape); never points to another view.
+    View(NodeId),
+    /// Computed inside a fused step and never stored (also an expand read with broadcast strides).
+    Inline,
+}
+
+/// One kernel of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Elementwise nodes (and the expands they read through) computed in one pass; `outputs` are
+    /// stored.
+    Fused { nodes: Vec<NodeId>, outputs: Vec<NodeId> },
+    /// One other primitive (an Assign copies its operand into the state buffer).
+    Node(NodeId),
+}
+
+/// A graph ordered into kernels with a memory plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub graph: Graph,
+    pub steps: Vec<Step>,
+    pub storage: Vec<Storage>,
+    /// Peak arena size in bytes.
+    pub arena_bytes: usize,
+    /// Sum of the sizes of all arena values: what the arena would take without reuse.
+    pub value_bytes: usize,
+    /// Input nodes in feed order.
+    pub inputs: Vec<NodeId>,
+    /// Persistent buffers read or written, sorted by name.
+    pub states: Vec<(String, TensorType)>,
+}
+
+fn bytes_of(ty: &TensorType) -> usize {
+    numel(&ty.shape) * ty.dtype.size_bytes()
+}
+
+impl Plan {
+    /// Optimises (fold, simplify, CSE, DCE) and plans a graph.
+    pub fn compile(g: &Graph) -> Result<Plan> {
+        Plan::new(optimize(g, false)?)
+    }
+
+    /// Plans a graph as it is.
+    pub fn new(graph: Graph) -> Result<Plan> {
+        verify(&graph)?;
+        let n = graph.nodes.len();
+        let users = graph.users();
+        let groups = fusion_groups(&graph);
+        let mut group_of = vec![usize::MAX; n];
+        for (gi, grp) in groups.iter().enumerate() {
+            for &m in &grp.nodes {
+                group_of[m] = gi;
+            }
+        }
+        // Expands read by a single group are absorbed into it as broadcast loads.
+        let mut absorbed = vec![false; n];
+        for (id, node) in graph.nodes.iter().enumerate() {
+            if matches!(node.op, Op::Expand { .. }) && !users[id].is_empty() && !graph.outputs.contains(&id) {
+                let g0 = group_of[users[id][0]];
+                absorbed[id] = g0 != usize::MAX && users[id].iter().all(|&u| group_of[u] == g0);
+            }
+        }
+        let mut storage = vec![Storage::Inline; n];
+        let inputs = graph.inputs();
+        let mut steps_keyed: Vec<((usize, u8), Step)> = Vec::new();
+        for (id, node) in graph.nodes.iter().enumerate() {
+            storage[id] = match &node.op {
+                Op::Input { .. } => Storage::Input(inputs.iter().position(|&i| i == id).unwrap_or(0)),
+                Op::State { name, .. } | Op::Assign { name } => Storage::State(name.clone()),
+                Op::Const { .. } => Storage::Const,
+                Op::Reshape { .. } => {
+                    let src = node.inputs[0];
+                    Storage::View(match &storage[src] {
+                        Storage::View(r) => *r,
+                        _ => src,
+                    })
+                }
+                _ if absorbed[id] => Storage::Inline,
+                _ if group_of[id] != usize::MAX => {
+                    if groups[group_of[id]].outputs.contains(&id) {
+                        Storage::Arena { offset: 0, bytes: bytes_of(&node.ty) }
+                    } else {
+                        Storage::Inline
+                    }
+                }
+                _ => Storage::Arena { offset: 0, bytes: bytes_of(&node.ty) },
+            };
+        }
+        let root = |s: &[Storage], id: NodeId| match &s[id] {
+            Storage::View(r) => *r,
+            _ => id,
+        };
+        for (gi, grp) in groups.iter().enumerate() {
+            let mut nodes = Vec::new();
+            for &m in &grp.nodes {
+                for &i in &graph.nodes[m].inputs {
+                    if absorbed[i] && group_of[users[i][0]] == gi && !nodes.contains(&i) {
+                        nodes.push(i);
+                    }
+                }
+                nodes.push(m);
+            }
+            steps_keyed.push(((grp.root(), 0), Step::Fused { nodes, outputs: grp.outputs.clone() }));
+        }
+        for (id, node) in graph.nodes.iter().enumerate() {
+            let needs_step = !matches!(node.op, Op::Input { .. } | Op::State { .. } | Op::Const { .. } | Op::Reshape { .. })
+                && group_of[id] == usize::MAX
+                && !absorbed[id];
+            if needs_step && !matches!(node.op, Op::Assign { .. }) {
+                steps_keyed.push(((id, 0), Step::Node(id)));
+            }
+        }
+        // External operands of each step, resolved through views.
+        let operands = |step: &Step| -> Vec<NodeId> {
+            let members: &[NodeId] = match step {
+                Step::Fused { nodes, .. } => nodes,
+                Step::Node(id) => std::slice::from_ref(id),
+            };
+            let mut v = Vec::new();
+            for &m in members {
+                for &i in &graph.nodes[m].inputs {
+                    if !members.contains(&i) {
+                        v.push(root(&storage, i));
+                    }
+                }
+            }
+            v
+        };
+        let mut anchor_of = vec![0usize; n];
+        for ((a, _), s) in &steps_keyed {
+            match s {
+                Step::Fused { nodes, .. } => nodes.iter().for_each(|&m| anchor_of[m] = *a),
+                Step::Node(id) => anchor_of[*id] = *a,
+            }
+        }
+        // Each Assign runs after its value exists and after every reader of its state.
+        for (id, node) in graph.nodes.iter().enumerate() {
+            if let Op::Assign { name } = &node.op {
+                let v = root(&storage, node.inputs[0]);
+                let mut pos = id.max(anchor_of[v]);
+                for ((a, _), s) in &steps_keyed {
+                    if operands(s).iter().any(|&o| matches!(&graph.nodes[o].op, Op::State { name: s, .. } if s == name)) {
+                        pos = pos.max(*a);
+                    }
+                }
+                steps_keyed.push(((pos, 1), Step::Node(id)));
+            }
+        }
+        steps_keyed.sort_by_key(|(k, _)| *k);
+        let steps: Vec<Step> = steps_keyed.into_iter().map(|(_, s)| s).collect();
+
+        // Liveness of arena values in step indices.
+        let mut def = vec![usize::MAX; n];
+        let mut last = vec![0usize; n];
+        for (t, s) in steps.iter().enumerate() {
+            match s {
+                Step::Fused { outputs, .. } => outputs.iter().for_each(|&o| def[o] = t),
+                Step::Node(id) => def[*id] = t,
+            }
+            for o in operands(s) {
+                last[o] = last[o].max(t);
+            }
+        }
+        for &o in &graph.outputs {
+            last[root(&storage, o)] = steps.len();
+        }
+        let mut values: Vec<NodeId> = (0..n).filter(|&i| matches!(storage[i], Storage::Arena { .. })).collect();
+        values.sort_by_key(|&i| (std::cmp::Reverse(bytes_of(&graph.nodes[i].ty)), i));
+        let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, end, def, last)
+        let mut arena_bytes = 0;
+        let mut value_bytes = 0;
+        for &v in &values {
+            let bytes = bytes_of(&graph.nodes[v].ty);
+            let size = bytes.div_ceil(ALIGN) * ALIGN;
+            value_bytes += size;
+            let (d, l) = (def[v], last[v].max(def[v]));
+            if d == usize::MAX {
+                return Err(Error::InvalidGraph(format!("planner: %{v} is stored but no step computes it")));
+            }
+            let mut live: Vec<(usize, usize)> = placed.iter().filter(|p| p.2 <= l && d <= p.3).map(|p| (p.0, p.1)).collect();
+            live.sort_unstable();
+            let mut offset = 0;
+            for (o, e) in live {
+                if o >= offset + size {
+                    break;
+                }
+                offset = offset.max(e);
+            }
+            placed.push((offset, offset + size, d, l));
+            arena_bytes = arena_bytes.max(offset + size);
+            storage[v] = Storage::Arena { offset, bytes };
+        }
+        Ok(Plan { states: graph.states(), graph, steps, storage, arena_bytes, value_bytes, inputs })
+    }
+
+    /// The node whose memory holds `id`'s value (itself unless it is a view).
+    pub fn root(&self, id: NodeId) -> NodeId {
+        match &self.storage[id] {
+            Storage::View(r) => *r,
+            _ => id,
+        }
+    }
+
+    /// Number of kernels per run.
+    pub fn kernel_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Checks fed inputs against the plan: count, shape and dtype of each.
+    pub fn check_inputs(&self, inputs: &[&crate::HostTensor]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        for (k, (&id, t)) in self.inputs.iter().zip(inputs).enumerate() {
+            let ty = &self.graph.nodes[id].ty;
+            if t.shape() != ty.shape.as_slice() || t.dtype() != ty.dtype {
+                let name = match &self.graph.nodes[id].op {
+                    Op::Input { name, .. } => name.as_str(),
+                    _ => "?",
+                };
+                return Err(Error::Input(format!(
+                    "input {k} \"{name}\": expected {}, got {}{}",
+                    ty.describe(),
+                    t.dtype(),
+                    crate::dtype::fmt_shape(t.shape())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line per step with where its results live, then the arena size.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let loc = |id: NodeId| match &self.storage[id] {
+            Storage::Arena { offset, bytes } => format!("%{id}@{offset}+{bytes}"),
+            Storage::State(n) => format!("%{id}→\"{n}\""),
+            _ => format!("%{id}"),
+        };
+        for (t, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Fused { nodes, outputs } => {
+                    let names: Vec<&str> = nodes.iter().map(|&m| self.graph.nodes[m].op.name()).collect();
+                    let outs: Vec<String> = outputs.iter().map(|&o| loc(o)).collect();
+                    let _ = writeln!(s, "{t}: fused({}) -> {}", names.join(" "), outs.join(" "));
+                }
+                Step::Node(id) => {
+                    let ins: Vec<String> = self.graph.nodes[*id].inputs.iter().map(|i| format!("%{i}")).collect();
+                    let _ = writeln!(s, "{t}: {} {} -> {}", crate::print::op_text(&self.graph.nodes[*id].op), ins.join(" "), loc(*id));
+                }
+            }
+        }
+        let _ = writeln!(s, "arena {} bytes (values {} bytes)", self.arena_bytes, self.value_bytes);
+        s
+    }
+}
