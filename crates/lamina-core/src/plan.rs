@@ -70,10 +70,23 @@ impl Plan {
 
     /// Plans a graph as it is.
     pub fn new(graph: Graph) -> Result<Plan> {
+        Plan::with_fusion(graph, true)
+    }
+
+    /// Plans a graph as it is; with `fuse` false every elementwise node is its own kernel (for
+    /// measuring what fusion buys).
+    pub fn with_fusion(graph: Graph, fuse: bool) -> Result<Plan> {
         verify(&graph)?;
         let n = graph.nodes.len();
         let users = graph.users();
-        let groups = fusion_groups(&graph);
+        let groups = if fuse {
+            fusion_groups(&graph)
+        } else {
+            (0..n)
+                .filter(|&i| graph.nodes[i].op.kind().is_elementwise())
+                .map(|i| crate::passes::FusionGroup { nodes: vec![i], outputs: vec![i] })
+                .collect()
+        };
         let mut group_of = vec![usize::MAX; n];
         for (gi, grp) in groups.iter().enumerate() {
             for &m in &grp.nodes {
