@@ -198,6 +198,13 @@ impl Tensor {
     pub fn scalar(self, value: f64) -> Tensor {
         self.full(&[], value)
     }
+    /// A constant of this tensor's dtype with the given row-major values.
+    pub fn literal(self, shape: &[usize], values: Vec<f64>) -> Tensor {
+        if values.len() != numel(shape) {
+            return self.fail("const", format!("shape {} needs {} values, got {}", fmt_shape(shape), numel(shape), values.len()));
+        }
+        self.source(Op::Const { value: Literal::Data(std::sync::Arc::new(values)), shape: shape.to_vec(), dtype: self.dtype() })
+    }
     pub fn full_like(self, value: f64) -> Tensor {
         self.full(&self.shape(), value)
     }

@@ -155,14 +155,16 @@ pub fn eval_scalar(op: &Op, args: &[f64], out: DType) -> f64 {
                 args[2]
             }
         }
+        // float → int truncates toward zero and saturates (NaN → 0), Rust's `as`
+        Op::Cast { .. } if out == DType::I32 => return args[0] as i32 as f64,
         Op::Cast { .. } => args[0],
         _ => unreachable!("eval_scalar of {}", op.name()),
     };
     round_to(r, out)
 }
 
-/// Rounds an f64 to what a value of `dtype` can hold (Rust `as` semantics for integers: truncation
-/// toward zero, saturation, NaN → 0).
+/// Rounds an f64 to what a value of `dtype` can hold: f32 rounding, i32 wrap-around (integer
+/// arithmetic overflows like `wrapping_add`), bool as 0/1.
 pub fn round_to(v: f64, dtype: DType) -> f64 {
     match dtype {
         DType::F32 => v as f32 as f64,
