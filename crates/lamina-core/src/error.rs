@@ -19,6 +19,12 @@ pub enum Error {
     /// Data fed to an executable does not match what it was compiled for.
     #[error("bad input: {0}")]
     Input(String),
+    /// A model, layer or configuration is invalid (names the layer or argument).
+    #[error("{0}")]
+    Spec(String),
+    /// Reading or writing a file failed (the path is in the message).
+    #[error("{0}")]
+    Io(String),
     /// A backend cannot run something (an unsupported dtype, a device failure).
     #[error("{backend}: {msg}")]
     Backend { backend: String, msg: String },

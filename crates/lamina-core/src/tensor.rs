@@ -526,6 +526,9 @@ impl Tensor {
         if a.len() < 2 || b.len() < 2 {
             return self.fail("matmul", format!("operands must have rank ≥ 2: {} x {}", fmt_shape(&a), fmt_shape(&b)));
         }
+        if a[a.len() - 1] != b[b.len() - 2] {
+            return self.fail("matmul", format!("inner dimensions differ: {} x {}", fmt_shape(&a), fmt_shape(&b)));
+        }
         let Some(batch) = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2]) else {
             return self.fail("matmul", format!("batch dimensions do not broadcast: {} x {}", fmt_shape(&a), fmt_shape(&b)));
         };

@@ -88,8 +88,11 @@ pub fn simplify(g: &Graph) -> Result<Graph> {
         if let Some(f) = fwd {
             return Ok(Some(f));
         }
-        let inner = &out.nodes[ins.first().copied().unwrap_or(0)];
-        match (&n.op, ins.first().map(|_| &inner.op)) {
+        let Some(&first) = ins.first() else {
+            return out.push(n.op.clone(), ins).map(Some);
+        };
+        let inner = out.nodes[first].clone();
+        match (&n.op, Some(&inner.op)) {
             (Op::Reshape { shape }, Some(Op::Reshape { .. })) => {
                 let src = inner.inputs[0];
                 if out.nodes[src].ty.shape == *shape {
