@@ -1,1 +1,124 @@
+//! lamina-cpu: the CPU backend of lamina.
+//!
+//! [`CpuBackend`] compiles a [`Plan`](lamina_core::Plan) into a [`CpuExecutable`]: one arena of
+//! `plan.arena_bytes` for every intermediate, constants materialised once, and a kernel per step
+//! with its shapes and strides worked out. Elementwise fusion groups run as one chunked pass,
+//! MatMul and Conv go through the `gemm` crate, everything is parallel with rayon.
+//!
+//! ```
+//! use lamina_core::*;
+//! use lamina_cpu::CpuBackend;
+//! let b = GraphBuilder::new();
+//! let x = b.input("x", &[2, 3], DType::F32);
+//! let y = (x * 2.0).relu().sum(&[1], false);
+//! let plan = Plan::compile(&b.finish(&[y]).unwrap()).unwrap();
+//! let cpu = CpuBackend::with_threads(2);
+//! let mut exe = cpu.compile(&plan).unwrap();
+//! let xv = HostTensor::f32(&[2, 3], vec![1.0, -2.0, 3.0, -4.0, 5.0, 6.0]).unwrap();
+//! let out = cpu.run(&mut exe, &mut StateMap::new(), &[&xv]).unwrap();
+//! assert_eq!(out[0].to_f64(), vec![8.0, 22.0]);
+//! ```
 
+mod arena;
+mod buffer;
+mod conv;
+mod elem;
+mod ew;
+mod exec;
+mod fused;
+mod kernels;
+mod layout;
+mod math;
+mod matmul;
+
+pub use buffer::CpuBuffer;
+pub use exec::CpuExecutable;
+
+use lamina_core::{Backend, HostTensor, Plan, Result, StateMap};
+use std::sync::Arc;
+
+/// The CPU backend: runs plans on a rayon thread pool.
+#[derive(Clone)]
+pub struct CpuBackend {
+    /// `None`: rayon's global pool.
+    pool: Option<Arc<rayon::ThreadPool>>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBackend")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// A backend using every thread of rayon's global pool.
+    pub fn new() -> Self {
+        CpuBackend {
+            pool: None,
+            threads: rayon::current_num_threads(),
+        }
+    }
+
+    /// A backend with its own pool of `threads` threads (at least 1). Should the pool fail to
+    /// start, work runs on rayon's global pool, still split for `threads` workers.
+    pub fn with_threads(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lamina-cpu-{i}"))
+            .build()
+            .ok();
+        CpuBackend {
+            pool: pool.map(Arc::new),
+            threads,
+        }
+    }
+
+    /// Number of threads kernels split their work for.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buffer = CpuBuffer;
+    type Executable = CpuExecutable;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<CpuBuffer> {
+        Ok(CpuBuffer::from_host(t))
+    }
+
+    fn download(&self, b: &CpuBuffer) -> Result<HostTensor> {
+        b.to_host()
+    }
+
+    fn compile(&self, plan: &Plan) -> Result<CpuExecutable> {
+        CpuExecutable::compile(plan)
+    }
+
+    fn run(
+        &self,
+        exe: &mut CpuExecutable,
+        state: &mut StateMap<CpuBuffer>,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
+        let threads = self.threads;
+        match &self.pool {
+            Some(pool) => pool.install(|| exe.execute(state, inputs, threads)),
+            None => exe.execute(state, inputs, threads),
+        }
+    }
+}

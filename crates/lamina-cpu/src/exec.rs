@@ -1,0 +1,1019 @@
+//! `CpuExecutable`: a plan compiled into kernel descriptions with its memory allocated, and the
+//! loop that runs them.
+//!
+//! Compilation resolves where every operand lives (a slot per node root: arena, constant, fed
+//! input, state buffer, or a snapshot of a state buffer), materialises constants, and turns every
+//! step into a [`Kernel`] with its shapes and strides precomputed, so a run only binds the fed
+//! inputs and state buffers to their slots and calls the kernels in order.
+
+use crate::arena::{Block, Ptr, Slots};
+use crate::buffer::{host_data_ptr, host_from_raw, host_ptr, zeroed_host, CpuBuffer};
+use crate::conv::Conv;
+use crate::elem::{backend_err, with_elem, Dt, Elem};
+use crate::ew::Ew;
+use crate::fused::{self, Arg, Fused, Source};
+use crate::kernels::{self, ArgMax, Gather, Iota, Pad, RandomBits, Reduce, ReduceKind, ScatterAdd};
+use crate::layout::{broadcast_strides, Strided};
+use crate::matmul::{MatMul, MatOperand};
+use lamina_core::{
+    check_state, numel, strides, HostTensor, Literal, NodeId, Op, Plan, Result, StateMap, Step,
+    Storage,
+};
+use std::collections::HashMap;
+
+/// One step of a compiled plan.
+#[derive(Clone, Debug)]
+enum Kernel {
+    /// Nothing to compute (a source, a view, a group with no stored result, or a transpose that
+    /// its MatMul users read in place).
+    Nop,
+    Fused(Fused),
+    Iota(Iota),
+    RandomBits(RandomBits),
+    Reduce(Reduce),
+    ArgMax(ArgMax),
+    Copy(kernels::StridedCopy),
+    Pad(Pad),
+    MatMul(MatMul),
+    Conv(Conv),
+    Gather(Gather),
+    ScatterAdd(ScatterAdd),
+    /// Copies `bytes` from slot `src` into the state buffer bound to slot `dst`.
+    Assign {
+        src: usize,
+        dst: usize,
+        bytes: usize,
+    },
+}
+
+impl Kernel {
+    /// # Safety
+    /// The slots must be bound as compiled: every operand's slot holds its value and every result's
+    /// slot is writable memory that no operand of the same step overlaps.
+    unsafe fn run(&self, slots: &Slots, threads: usize) {
+        // SAFETY: guaranteed by the caller; each kernel's slots and sizes were derived from the plan.
+        unsafe {
+            match self {
+                Kernel::Nop => {}
+                Kernel::Fused(k) => k.run(slots, threads),
+                Kernel::Iota(k) => k.run(slots),
+                Kernel::RandomBits(k) => k.run(slots),
+                Kernel::Reduce(k) => k.run(slots, threads),
+                Kernel::ArgMax(k) => k.run(slots),
+                Kernel::Copy(k) => k.run(slots, threads),
+                Kernel::Pad(k) => k.run(slots),
+                Kernel::MatMul(k) => k.run(slots, threads),
+                Kernel::Conv(k) => k.run(slots, threads),
+                Kernel::Gather(k) => k.run(slots, threads),
+                Kernel::ScatterAdd(k) => k.run(slots),
+                // `copy`, not `copy_nonoverlapping`: assigning a state its own value is allowed.
+                Kernel::Assign { src, dst, bytes } => {
+                    std::ptr::copy(slots.ptr(*src).0, slots.ptr(*dst).0, *bytes)
+                }
+            }
+        }
+    }
+}
+
+/// A state buffer's contents saved before an Assign overwrites it, for readers that come later
+/// but must see the value the run started with.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    from: usize,
+    to: usize,
+    bytes: usize,
+}
+
+/// Where a graph output comes from.
+#[derive(Clone, Debug)]
+struct OutputRead {
+    slot: usize,
+    dt: Dt,
+    shape: Vec<usize>,
+    /// The value is computed straight into a fresh host vector that becomes the output (its slot
+    /// is pointed there for the run), so no copy is made; otherwise it is copied out at the end.
+    direct: bool,
+}
+
+/// A plan compiled for the CPU: memory allocated, constants materialised, kernels chosen.
+pub struct CpuExecutable {
+    plan: Plan,
+    // The blocks own the memory the slots point into; they are never resized.
+    _arena: Block,
+    _consts: Vec<Block>,
+    _snapshots: Vec<Block>,
+    slots: Slots,
+    /// The slot pointers as compiled (direct outputs are pointed elsewhere during a run).
+    arena_ptrs: Vec<Ptr>,
+    bind_inputs: Vec<(usize, usize)>,
+    bind_states: Vec<(usize, String)>,
+    steps: Vec<Kernel>,
+    /// Snapshots to take before each step.
+    pre: Vec<Vec<Snapshot>>,
+    outputs: Vec<OutputRead>,
+}
+
+impl std::fmt::Debug for CpuExecutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuExecutable")
+            .field("steps", &self.steps.len())
+            .field("arena_bytes", &self.plan.arena_bytes)
+            .finish()
+    }
+}
+
+impl CpuExecutable {
+    /// The plan this executable runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Number of steps that do work (views, sources and transposes read in place cost nothing).
+    pub fn kernel_count(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|k| !matches!(k, Kernel::Nop))
+            .count()
+    }
+
+    /// Compiles `plan`: checks it, allocates the arena, materialises constants, builds kernels.
+    pub(crate) fn compile(plan: &Plan) -> Result<CpuExecutable> {
+        lamina_core::passes::verify(&plan.graph)?;
+        let mut b = Builder::new(plan)?;
+        let through = b.read_through();
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        for (t, step) in plan.steps.iter().enumerate() {
+            let k = match step {
+                Step::Fused { nodes, outputs } => b.fused(nodes, outputs)?,
+                Step::Node(id) => b.node(*id, t, &through)?,
+            };
+            steps.push(k);
+        }
+        let mut outputs: Vec<OutputRead> = Vec::with_capacity(plan.graph.outputs.len());
+        for &o in &plan.graph.outputs {
+            check_id(plan, o)?;
+            let ty = &plan.graph.nodes[o].ty;
+            let slot = b.read(o)?;
+            // Arena values are written by exactly one step, which can write the output directly.
+            let direct = slot == o
+                && matches!(plan.storage[o], Storage::Arena { .. })
+                && b.dts[o] != Dt::Bool
+                && !outputs.iter().any(|p| p.direct && p.slot == slot);
+            outputs.push(OutputRead {
+                slot,
+                dt: b.dts[o],
+                shape: ty.shape.clone(),
+                direct,
+            });
+        }
+        Ok(CpuExecutable {
+            plan: plan.clone(),
+            _arena: b.arena,
+            _consts: b.consts,
+            _snapshots: b.snapshots,
+            arena_ptrs: b.ptrs.clone(),
+            slots: Slots { ptrs: b.ptrs },
+            bind_inputs: b.bind_inputs,
+            bind_states: b.bind_states,
+            steps,
+            pre: b.pre,
+            outputs,
+        })
+    }
+
+    /// Runs the plan once (see `Backend::run`).
+    pub(crate) fn execute(
+        &mut self,
+        state: &mut StateMap<CpuBuffer>,
+        inputs: &[&HostTensor],
+        threads: usize,
+    ) -> Result<Vec<HostTensor>> {
+        // Check everything before touching anything, so bad input leaves `state` unchanged.
+        self.plan.check_inputs(inputs)?;
+        check_state(&self.plan, state, CpuBuffer::ty)?;
+        for &(slot, k) in &self.bind_inputs {
+            // Fed inputs are only ever read.
+            self.slots.ptrs[slot] = Ptr(host_ptr(inputs[k]) as *mut u8);
+        }
+        for (slot, name) in &self.bind_states {
+            let buf = state
+                .get_mut(name)
+                .ok_or_else(|| backend_err(format!("state \"{name}\" is missing")))?;
+            self.slots.ptrs[*slot] = Ptr(buf.as_mut_ptr());
+        }
+        let mut direct = Vec::new();
+        for o in self.outputs.iter().filter(|o| o.direct) {
+            if let Some(mut data) = zeroed_host(o.dt, numel(&o.shape)) {
+                self.slots.ptrs[o.slot] = Ptr(host_data_ptr(&mut data));
+                direct.push(data);
+            }
+        }
+        for (kernel, pre) in self.steps.iter().zip(&self.pre) {
+            for s in pre {
+                // SAFETY: `from` is a bound state buffer and `to` a snapshot block, both `bytes` long.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.slots.ptr(s.from).0,
+                        self.slots.ptr(s.to).0,
+                        s.bytes,
+                    )
+                };
+            }
+            // SAFETY: every slot is bound: arena and constants at compile time, inputs and states
+            // above (checked against the plan's types); the planner never places a step's result
+            // over memory that one of its operands still occupies.
+            unsafe { kernel.run(&self.slots, threads) };
+        }
+        let mut direct = direct.into_iter();
+        let mut outs = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            let t = match if o.direct { direct.next() } else { None } {
+                Some(data) => HostTensor::new(&o.shape, data)
+                    .map_err(|e| backend_err(format!("building an output: {e}")))?,
+                // SAFETY: each output slot holds a value of the output's type after the last step.
+                None => unsafe { host_from_raw(self.slots.ptr(o.slot).0, o.dt, &o.shape)? },
+            };
+            outs.push(t);
+        }
+        // Point the slots back into the arena: the vectors now belong to the caller.
+        for o in self.outputs.iter().filter(|o| o.direct) {
+            self.slots.ptrs[o.slot] = self.arena_ptrs[o.slot];
+        }
+        Ok(outs)
+    }
+}
+
+fn check_id(plan: &Plan, id: NodeId) -> Result<()> {
+    if id < plan.graph.nodes.len() {
+        Ok(())
+    } else {
+        Err(backend_err(format!(
+            "plan refers to node %{id}, which does not exist"
+        )))
+    }
+}
+
+/// A MatMul operand read through the Permute or Expand that produced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Through {
+    /// The operand of a Permute swapping the last two axes, read transposed.
+    Transposed,
+    /// The operand of an Expand growing batch axes only, read with batch stride 0.
+    Broadcast,
+}
+
+/// Compile-time state: memory, slot bindings and snapshots.
+struct Builder<'p> {
+    plan: &'p Plan,
+    dts: Vec<Dt>,
+    arena: Block,
+    ptrs: Vec<Ptr>,
+    consts: Vec<Block>,
+    materialised: Vec<bool>,
+    snapshots: Vec<Block>,
+    /// Snapshot slot of each state that a reader needs after its Assign ran.
+    snap_of: HashMap<String, usize>,
+    /// Step index of the Assign of each state compiled so far.
+    assigned: HashMap<String, usize>,
+    pre: Vec<Vec<Snapshot>>,
+    bind_inputs: Vec<(usize, usize)>,
+    bind_states: Vec<(usize, String)>,
+}
+
+impl<'p> Builder<'p> {
+    fn new(plan: &'p Plan) -> Result<Builder<'p>> {
+        let g = &plan.graph;
+        let n = g.nodes.len();
+        if plan.storage.len() != n {
+            return Err(backend_err(format!(
+                "plan has {} storage entries for {n} nodes",
+                plan.storage.len()
+            )));
+        }
+        let dts = g
+            .nodes
+            .iter()
+            .map(|nd| Dt::of(nd.ty.dtype))
+            .collect::<Result<Vec<_>>>()?;
+        let mut arena = Block::new(plan.arena_bytes);
+        let base = Ptr(arena.ptr());
+        let mut ptrs = vec![Ptr::NULL; n];
+        let (mut bind_inputs, mut bind_states) = (Vec::new(), Vec::new());
+        for (id, s) in plan.storage.iter().enumerate() {
+            let ty = &g.nodes[id].ty;
+            let need = numel(&ty.shape) * ty.dtype.size_bytes();
+            match s {
+                Storage::Arena { offset, bytes } => {
+                    if offset % lamina_core::plan::ALIGN != 0
+                        || *bytes < need
+                        || offset + bytes > arena.len()
+                    {
+                        return Err(backend_err(format!(
+                            "%{id}: arena range {offset}+{bytes} does not hold {} in an arena of {} bytes",
+                            ty.describe(),
+                            arena.len()
+                        )));
+                    }
+                    ptrs[id] = Ptr(base.at::<u8>(*offset));
+                }
+                Storage::Input(k) => {
+                    if plan.inputs.get(*k) != Some(&id) {
+                        return Err(backend_err(format!(
+                            "%{id} is stored as input {k}, which the plan feeds elsewhere"
+                        )));
+                    }
+                    bind_inputs.push((id, *k));
+                }
+                Storage::State(name) => {
+                    if !plan.states.iter().any(|(s, t)| s == name && t == ty) {
+                        return Err(backend_err(format!("%{id} is stored in state \"{name}\", which the plan does not declare as {}", ty.describe())));
+                    }
+                    bind_states.push((id, name.clone()));
+                }
+                Storage::View(r) => {
+                    let ok = *r < n && !matches!(plan.storage[*r], Storage::View(_)) && {
+                        let rt = &g.nodes[*r].ty;
+                        numel(&rt.shape) == numel(&ty.shape) && rt.dtype == ty.dtype
+                    };
+                    if !ok {
+                        return Err(backend_err(format!(
+                            "%{id} is a view of %{r}, which does not hold the same elements"
+                        )));
+                    }
+                }
+                Storage::Const => {
+                    if !matches!(g.nodes[id].op, Op::Const { .. }) {
+                        return Err(backend_err(format!(
+                            "%{id} ({}) is stored as a constant",
+                            g.nodes[id].op.name()
+                        )));
+                    }
+                }
+                Storage::Inline => {}
+            }
+        }
+        Ok(Builder {
+            plan,
+            dts,
+            arena,
+            ptrs,
+            consts: Vec::new(),
+            materialised: vec![false; n],
+            snapshots: Vec::new(),
+            snap_of: HashMap::new(),
+            assigned: HashMap::new(),
+            pre: vec![Vec::new(); plan.steps.len()],
+            bind_inputs,
+            bind_states,
+        })
+    }
+
+    fn op(&self, id: NodeId) -> &'p Op {
+        &self.plan.graph.nodes[id].op
+    }
+
+    fn shape(&self, id: NodeId) -> &'p [usize] {
+        &self.plan.graph.nodes[id].ty.shape
+    }
+
+    fn len(&self, id: NodeId) -> usize {
+        numel(self.shape(id))
+    }
+
+    fn root(&self, id: NodeId) -> NodeId {
+        match self.plan.storage[id] {
+            Storage::View(r) => r,
+            _ => id,
+        }
+    }
+
+    /// The value of a splat constant (through views), if `id` is one.
+    fn splat(&self, id: NodeId) -> Option<f64> {
+        match self.op(self.root(id)) {
+            Op::Const {
+                value: Literal::Splat(v),
+                ..
+            } => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The slot holding `id`'s value for a reader compiled at the current step.
+    fn read(&mut self, id: NodeId) -> Result<usize> {
+        let r = self.root(id);
+        match &self.plan.storage[r] {
+            Storage::Inline | Storage::View(_) => Err(backend_err(format!(
+                "%{id} ({}) is read but the plan stores no value for it",
+                self.op(id).name()
+            ))),
+            Storage::Const => {
+                self.materialise(r);
+                Ok(r)
+            }
+            Storage::State(name)
+                if matches!(self.op(r), Op::State { .. }) && self.assigned.contains_key(name) =>
+            {
+                Ok(self.snapshot(name, r))
+            }
+            Storage::State(_) | Storage::Input(_) | Storage::Arena { .. } => Ok(r),
+        }
+    }
+
+    /// The slot a step writes `id`'s result into (an arena value).
+    fn write(&self, id: NodeId) -> Result<usize> {
+        match self.plan.storage[id] {
+            Storage::Arena { .. } => Ok(id),
+            ref s => Err(backend_err(format!(
+                "%{id} ({}) is computed by a step but stored as {s:?}",
+                self.op(id).name()
+            ))),
+        }
+    }
+
+    /// A snapshot of state `name` (read through node `state_node`), taken before its Assign.
+    fn snapshot(&mut self, name: &str, state_node: NodeId) -> usize {
+        if let Some(&s) = self.snap_of.get(name) {
+            return s;
+        }
+        let ty = &self.plan.graph.nodes[state_node].ty;
+        let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
+        let mut block = Block::new(bytes);
+        let slot = self.ptrs.len();
+        self.ptrs.push(Ptr(block.ptr()));
+        self.snapshots.push(block);
+        self.snap_of.insert(name.to_string(), slot);
+        self.pre[self.assigned[name]].push(Snapshot {
+            from: state_node,
+            to: slot,
+            bytes,
+        });
+        slot
+    }
+
+    /// Fills a constant's memory once.
+    fn materialise(&mut self, id: NodeId) {
+        if self.materialised[id] {
+            return;
+        }
+        self.materialised[id] = true;
+        let Op::Const { value, .. } = self.op(id) else {
+            return;
+        };
+        let n = self.len(id);
+        let dt = self.dts[id];
+        let mut block = Block::new(n * dt.size());
+        with_elem!(dt, T => {
+            for (i, v) in block.as_mut_slice::<T>().iter_mut().take(n).enumerate() {
+                *v = T::from_f64(value.get(i));
+            }
+        });
+        self.ptrs[id] = Ptr(block.ptr());
+        self.consts.push(block);
+    }
+
+    /// Step index of every node computed by a step.
+    fn step_of(&self) -> Vec<Option<usize>> {
+        let n = self.plan.graph.nodes.len();
+        let mut s = vec![None; n];
+        for (t, step) in self.plan.steps.iter().enumerate() {
+            let members: &[NodeId] = match step {
+                Step::Fused { nodes, .. } => nodes,
+                Step::Node(id) => std::slice::from_ref(id),
+            };
+            for &m in members.iter().filter(|&&m| m < n) {
+                s[m] = Some(t);
+            }
+        }
+        s
+    }
+
+    /// True when the value of `q` is not overwritten by steps `t0+1 ..= t1`.
+    fn untouched(&self, q: NodeId, t0: usize, t1: usize) -> bool {
+        let q = self.root(q);
+        let writes = |t: usize| -> Vec<NodeId> {
+            match &self.plan.steps[t] {
+                Step::Fused { outputs, .. } => outputs.clone(),
+                Step::Node(id) => vec![*id],
+            }
+        };
+        match &self.plan.storage[q] {
+            Storage::Input(_) | Storage::Const => true,
+            Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(|&v| match self.plan.storage.get(v) {
+                    Some(Storage::Arena { offset: o, bytes: b }) => o + b <= *offset || offset + bytes <= *o,
+                    _ => true,
+                })
+            }),
+            Storage::State(name) => {
+                (t0 + 1..=t1).all(|t| writes(t).iter().all(|&v| !matches!(self.plan.graph.nodes.get(v).map(|n| &n.op), Some(Op::Assign { name: s }) if s == name)))
+            }
+            Storage::View(_) | Storage::Inline => false,
+        }
+    }
+
+    /// Permutes and expands that every user (all MatMuls) can read in place, so they need not run.
+    fn read_through(&self) -> HashMap<NodeId, Through> {
+        let g = &self.plan.graph;
+        let users = g.users();
+        let step_of = self.step_of();
+        let mut out = HashMap::new();
+        for (id, node) in g.nodes.iter().enumerate() {
+            let kind = match &node.op {
+                Op::Permute { perm } => {
+                    let r = perm.len();
+                    let swap = r >= 2
+                        && perm[r - 2] == r - 1
+                        && perm[r - 1] == r - 2
+                        && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p);
+                    if !swap {
+                        continue;
+                    }
+                    Through::Transposed
+                }
+                Op::Expand { shape } => {
+                    let src = &g.nodes[node.inputs[0]].ty.shape;
+                    let r = shape.len();
+                    if r < 2 || src.len() != r || src[r - 2..] != shape[r - 2..] {
+                        continue;
+                    }
+                    Through::Broadcast
+                }
+                _ => continue,
+            };
+            let Some(t0) = step_of[id] else { continue };
+            let stored = matches!(self.plan.storage[id], Storage::Arena { .. })
+                && matches!(self.plan.steps[t0], Step::Node(_));
+            if !stored || g.outputs.contains(&id) || users[id].is_empty() {
+                continue;
+            }
+            let ok = users[id].iter().all(|&u| {
+                matches!(g.nodes[u].op, Op::MatMul)
+                    && matches!(step_of[u], Some(t1) if t1 > t0 && self.untouched(node.inputs[0], t0, t1))
+            });
+            if ok {
+                out.insert(id, kind);
+            }
+        }
+        out
+    }
+
+    /// How a MatMul reads operand `x` (`[..., rows, cols]`).
+    fn mat_operand(&mut self, x: NodeId, through: &HashMap<NodeId, Through>) -> Result<MatOperand> {
+        let xs = self.shape(x);
+        let r = xs.len();
+        let (rows, cols) = (xs[r - 2], xs[r - 1]);
+        let batch_shape = &xs[..r - 2];
+        let batch = numel(batch_shape);
+        let dense = |b: usize| b * rows * cols;
+        Ok(match through.get(&x) {
+            None => MatOperand {
+                slot: self.read(x)?,
+                batch_offsets: (0..batch).map(dense).collect(),
+                rs: cols as isize,
+                cs: 1,
+            },
+            Some(Through::Transposed) => {
+                let q = self.plan.graph.nodes[x].inputs[0];
+                MatOperand {
+                    slot: self.read(q)?,
+                    batch_offsets: (0..batch).map(dense).collect(),
+                    rs: 1,
+                    cs: rows as isize,
+                }
+            }
+            Some(Through::Broadcast) => {
+                let q = self.plan.graph.nodes[x].inputs[0];
+                let st = broadcast_strides(self.shape(q), xs);
+                let mut offsets = Vec::with_capacity(batch);
+                Strided::new(batch_shape, &st[..r - 2], 0)
+                    .for_runs(0..batch, |_, off, run, stride| {
+                        offsets.extend((0..run).map(|j| off + j * stride))
+                    });
+                MatOperand {
+                    slot: self.read(q)?,
+                    batch_offsets: offsets,
+                    rs: cols as isize,
+                    cs: 1,
+                }
+            }
+        })
+    }
+
+    /// The kernel of `Step::Node(id)` at step `t`.
+    fn node(&mut self, id: NodeId, t: usize, through: &HashMap<NodeId, Through>) -> Result<Kernel> {
+        check_id(self.plan, id)?;
+        let node = &self.plan.graph.nodes[id];
+        for &i in &node.inputs {
+            check_id(self.plan, i)?;
+        }
+        let dt = self.dts[id];
+        let shape = &node.ty.shape;
+        let x = node.inputs.first().copied();
+        let xshape = |b: &Self| x.map(|x| b.shape(x)).unwrap_or(&[]);
+        let split = |s: &[usize], axis: usize| (numel(&s[..axis]), s[axis], numel(&s[axis + 1..]));
+        Ok(match &node.op {
+            Op::Input { .. } | Op::State { .. } | Op::Const { .. } => Kernel::Nop,
+            Op::Neg
+            | Op::Recip
+            | Op::Sqrt
+            | Op::Exp
+            | Op::Log
+            | Op::Tanh
+            | Op::Erf
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::CmpLt
+            | Op::CmpEq
+            | Op::Where
+            | Op::Cast { .. } => self.fused(&[id], &[id])?,
+            Op::Iota { axis, .. } => {
+                let (outer, dim, inner) = split(shape, *axis);
+                Kernel::Iota(Iota {
+                    out: self.write(id)?,
+                    dt,
+                    outer,
+                    dim,
+                    inner,
+                })
+            }
+            Op::RandomBits { stream, .. } => {
+                let key = self.read(node.inputs[0])?;
+                Kernel::RandomBits(RandomBits {
+                    key,
+                    out: self.write(id)?,
+                    len: numel(shape),
+                    stream: *stream,
+                })
+            }
+            Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
+                if dt == Dt::Bool {
+                    return Err(backend_err(format!(
+                        "%{id}: {} of bool is not defined",
+                        node.op.name()
+                    )));
+                }
+                let kind = if matches!(node.op, Op::ReduceSum { .. }) {
+                    ReduceKind::Sum
+                } else {
+                    ReduceKind::Max
+                };
+                let src = self.read(node.inputs[0])?;
+                Kernel::Reduce(Reduce::new(
+                    kind,
+                    dt,
+                    src,
+                    self.write(id)?,
+                    xshape(self),
+                    axes,
+                ))
+            }
+            Op::ArgMax { axis } => {
+                let (outer, dim, inner) = split(xshape(self), *axis);
+                let xdt = self.dts[node.inputs[0]];
+                Kernel::ArgMax(ArgMax {
+                    dt: xdt,
+                    src: self.read(node.inputs[0])?,
+                    out: self.write(id)?,
+                    outer,
+                    dim,
+                    inner,
+                })
+            }
+            Op::Reshape { .. } => match self.plan.storage[id] {
+                Storage::View(_) => Kernel::Nop,
+                _ => {
+                    let n = numel(shape);
+                    self.copy(id, Strided::new(&[n], &[1], 0))?
+                }
+            },
+            Op::Permute { perm } => {
+                if through.contains_key(&id) {
+                    return Ok(Kernel::Nop);
+                }
+                let st = strides(xshape(self));
+                let walk = Strided::new(shape, &perm.iter().map(|&p| st[p]).collect::<Vec<_>>(), 0);
+                self.copy(id, walk)?
+            }
+            Op::Expand { shape: to } => {
+                if through.contains_key(&id) {
+                    return Ok(Kernel::Nop);
+                }
+                let walk = Strided::new(to, &broadcast_strides(xshape(self), to), 0);
+                self.copy(id, walk)?
+            }
+            Op::Slice { start, stride, .. } => {
+                let st = strides(xshape(self));
+                let offset = start.iter().zip(&st).map(|(a, s)| a * s).sum();
+                let walk = Strided::new(
+                    shape,
+                    &st.iter()
+                        .zip(stride)
+                        .map(|(s, k)| s * k)
+                        .collect::<Vec<_>>(),
+                    offset,
+                );
+                self.copy(id, walk)?
+            }
+            Op::Pad {
+                lo,
+                interior,
+                value,
+                ..
+            } => {
+                let ost = strides(shape);
+                let offset = lo.iter().zip(&ost).map(|(a, s)| a * s).sum();
+                let walk = Strided::new(
+                    xshape(self),
+                    &ost.iter()
+                        .zip(interior)
+                        .map(|(s, i)| s * (i + 1))
+                        .collect::<Vec<_>>(),
+                    offset,
+                );
+                let src = self.read(node.inputs[0])?;
+                Kernel::Pad(Pad {
+                    dt,
+                    src,
+                    src_len: numel(xshape(self)),
+                    out: self.write(id)?,
+                    out_len: numel(shape),
+                    value: *value,
+                    walk,
+                })
+            }
+            Op::MatMul => {
+                let f64 = match dt {
+                    Dt::F32 => false,
+                    Dt::F64 => true,
+                    _ => {
+                        return Err(backend_err(format!(
+                            "%{id}: matmul of {} is not supported",
+                            node.ty.dtype
+                        )))
+                    }
+                };
+                let r = shape.len();
+                let (m, n) = (shape[r - 2], shape[r - 1]);
+                let k = self.shape(node.inputs[0])[r - 1];
+                let a = self.mat_operand(node.inputs[0], through)?;
+                let b = self.mat_operand(node.inputs[1], through)?;
+                Kernel::MatMul(MatMul {
+                    f64,
+                    a,
+                    b,
+                    out: self.write(id)?,
+                    m,
+                    n,
+                    k,
+                })
+            }
+            Op::Conv(p) => {
+                let f64 = match dt {
+                    Dt::F32 => false,
+                    Dt::F64 => true,
+                    _ => {
+                        return Err(backend_err(format!(
+                            "%{id}: conv of {} is not supported",
+                            node.ty.dtype
+                        )))
+                    }
+                };
+                let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
+                Kernel::Conv(Conv {
+                    f64,
+                    x: self.read(node.inputs[0])?,
+                    w: self.read(node.inputs[1])?,
+                    out: self.write(id)?,
+                    input: [xs[0], xs[1], xs[2], xs[3]],
+                    kernel: [ws[0], ws[1], ws[2], ws[3]],
+                    out_hw: [shape[2], shape[3]],
+                    stride: p.stride,
+                    pad_lo: [p.padding[0].0, p.padding[1].0],
+                    dilation: p.dilation,
+                    groups: p.groups,
+                })
+            }
+            Op::Gather { axis } => {
+                let (pre, dim, post) = split(xshape(self), *axis);
+                let k = self.len(node.inputs[1]);
+                let (src, idx) = (self.read(node.inputs[0])?, self.read(node.inputs[1])?);
+                Kernel::Gather(Gather {
+                    dt,
+                    src,
+                    idx,
+                    out: self.write(id)?,
+                    pre,
+                    dim,
+                    post,
+                    k,
+                })
+            }
+            Op::ScatterAdd { axis, dim_size } => {
+                if dt == Dt::Bool {
+                    return Err(backend_err(format!(
+                        "%{id}: scatter_add of bool is not defined"
+                    )));
+                }
+                let us = xshape(self);
+                let ir = self.shape(node.inputs[1]).len();
+                let (pre, k, post) = (
+                    numel(&us[..*axis]),
+                    self.len(node.inputs[1]),
+                    numel(&us[axis + ir..]),
+                );
+                let (src, idx) = (self.read(node.inputs[0])?, self.read(node.inputs[1])?);
+                Kernel::ScatterAdd(ScatterAdd {
+                    dt,
+                    src,
+                    idx,
+                    out: self.write(id)?,
+                    pre,
+                    dim: *dim_size,
+                    post,
+                    k,
+                })
+            }
+            Op::Assign { name } => {
+                let Storage::State(ref stored) = self.plan.storage[id] else {
+                    return Err(backend_err(format!(
+                        "%{id}: assign to \"{name}\" is not stored in its state buffer"
+                    )));
+                };
+                if stored != name {
+                    return Err(backend_err(format!(
+                        "%{id}: assign to \"{name}\" is stored in state \"{stored}\""
+                    )));
+                }
+                // Resolve the source first: it reads the value from before this Assign.
+                let src = self.read(node.inputs[0])?;
+                self.assigned.insert(name.clone(), t);
+                Kernel::Assign {
+                    src,
+                    dst: id,
+                    bytes: numel(shape) * dt.size(),
+                }
+            }
+        })
+    }
+
+    /// A strided copy of node `id`'s operand into its result.
+    fn copy(&mut self, id: NodeId, walk: Strided) -> Result<Kernel> {
+        let x = self.plan.graph.nodes[id].inputs[0];
+        Ok(Kernel::Copy(kernels::StridedCopy {
+            dt: self.dts[id],
+            src: self.read(x)?,
+            src_len: self.len(x),
+            out: self.write(id)?,
+            out_len: self.len(id),
+            walk,
+        }))
+    }
+
+    /// The kernel of a fusion group: elementwise `nodes` (and the expands they absorbed), storing
+    /// `outputs`.
+    fn fused(&mut self, nodes: &[NodeId], outputs: &[NodeId]) -> Result<Kernel> {
+        for &m in nodes.iter().chain(outputs) {
+            check_id(self.plan, m)?;
+        }
+        if outputs.is_empty() {
+            return Ok(Kernel::Nop);
+        }
+        let absorbed = |b: &Self, m: NodeId| {
+            matches!(b.op(m), Op::Expand { .. }) && b.plan.storage[m] == Storage::Inline
+        };
+        let members: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|&m| !absorbed(self, m))
+            .collect();
+        let Some(&first) = members.first() else {
+            return Ok(Kernel::Nop);
+        };
+        let len = self.len(first);
+        let mut index: HashMap<NodeId, usize> = HashMap::new();
+        let mut sources: Vec<Source> = Vec::new();
+        let mut source_of: HashMap<NodeId, usize> = HashMap::new();
+        let mut bufs = 0usize;
+        let mut specs = Vec::with_capacity(members.len());
+        for (mi, &m) in members.iter().enumerate() {
+            let node = &self.plan.graph.nodes[m];
+            if !node.op.kind().is_elementwise() {
+                return Err(backend_err(format!(
+                    "fused step contains %{m} ({}), which is not elementwise",
+                    node.op.name()
+                )));
+            }
+            if numel(&node.ty.shape) != len {
+                return Err(backend_err(format!(
+                    "fused step mixes shapes: %{m} is {}",
+                    node.ty.describe()
+                )));
+            }
+            let arg_dt = node
+                .inputs
+                .get(if matches!(node.op, Op::Where) { 1 } else { 0 })
+                .map(|&i| self.plan.graph.nodes[i].ty.dtype)
+                .unwrap_or(node.ty.dtype);
+            let ew = Ew::new(&node.op, arg_dt, node.ty.dtype)?;
+            if ew.arity() != node.inputs.len() {
+                return Err(backend_err(format!(
+                    "%{m} ({}) has {} operands",
+                    node.op.name(),
+                    node.inputs.len()
+                )));
+            }
+            let mut args = Vec::with_capacity(3);
+            for &i in &node.inputs {
+                if let Some(&j) = index.get(&i) {
+                    args.push(Arg::Member(j));
+                    continue;
+                }
+                if let Some(&s) = source_of.get(&i) {
+                    args.push(Arg::Source(s));
+                    continue;
+                }
+                let src =
+                    self.source(i, len, nodes.contains(&i) && absorbed(self, i), &mut bufs)?;
+                sources.push(src);
+                source_of.insert(i, sources.len() - 1);
+                args.push(Arg::Source(sources.len() - 1));
+            }
+            let out = if outputs.contains(&m) {
+                Some(self.write(m)?)
+            } else {
+                None
+            };
+            specs.push((ew, args, self.dts[m], out));
+            index.insert(m, mi);
+        }
+        Ok(Kernel::Fused(fused::assemble(len, sources, bufs, specs)))
+    }
+
+    /// How a fused group of `len` elements reads operand `i` from outside the group.
+    fn source(
+        &mut self,
+        i: NodeId,
+        len: usize,
+        absorbed_expand: bool,
+        bufs: &mut usize,
+    ) -> Result<Source> {
+        let dt = self.dts[i];
+        let mut buf = || {
+            *bufs += 1;
+            *bufs - 1
+        };
+        if absorbed_expand {
+            let q = self.plan.graph.nodes[i].inputs[0];
+            if let Some(value) = self.splat(q) {
+                return Ok(Source::Splat {
+                    value,
+                    dt,
+                    buf: buf(),
+                });
+            }
+            let walk = Strided::new(
+                self.shape(i),
+                &broadcast_strides(self.shape(q), self.shape(i)),
+                0,
+            );
+            let slot = self.read(q)?;
+            return Ok(if walk.is_uniform() {
+                Source::Uniform {
+                    slot,
+                    dt,
+                    buf: buf(),
+                }
+            } else if walk.is_contiguous() {
+                Source::Dense { slot, dt }
+            } else {
+                Source::Broadcast {
+                    slot,
+                    src_len: self.len(q),
+                    dt,
+                    walk,
+                    buf: buf(),
+                }
+            });
+        }
+        if self.len(i) != len {
+            return Err(backend_err(format!(
+                "fused operand %{i} has {} elements, the group {len}",
+                self.len(i)
+            )));
+        }
+        if let Some(value) = self.splat(i) {
+            return Ok(Source::Splat {
+                value,
+                dt,
+                buf: buf(),
+            });
+        }
+        Ok(Source::Dense {
+            slot: self.read(i)?,
+            dt,
+        })
+    }
+}

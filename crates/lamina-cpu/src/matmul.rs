@@ -1,0 +1,158 @@
+//! Batched MatMul through the `gemm` crate. Operands are read with arbitrary row, column and batch
+//! strides, so a transposed operand (a Permute of the last two axes) or one broadcast over the
+//! batch axes (an Expand) can be read in place instead of being copied first.
+
+use crate::arena::Slots;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Products of at least this many multiply-adds use gemm's own threads.
+const GEMM_PAR_MIN: usize = 64 * 64 * 64;
+
+/// Float element types gemm multiplies.
+pub(crate) trait GemmElem: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+}
+impl GemmElem for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+impl GemmElem for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]` with element strides `(row, column)` for each matrix.
+///
+/// # Safety
+/// Every element addressed by the strides must be valid; `dst` must not overlap the operands and
+/// no other thread may access it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into<T: GemmElem>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: isize,
+    lhs: *const T,
+    (lhs_rs, lhs_cs): (isize, isize),
+    rhs: *const T,
+    (rhs_rs, rhs_cs): (isize, isize),
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: (i, j) is inside the destination, guaranteed by the caller.
+                unsafe { *dst.offset(i as isize * dst_rs + j as isize) = T::ZERO };
+            }
+        }
+        return;
+    }
+    // SAFETY: guaranteed by the caller; gemm computes dst = 0·dst + 1·lhs·rhs without reading dst.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            false,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            T::ZERO,
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// How a MatMul reads one operand: the value in `slot`, matrix `b` of the batch at
+/// `batch_offsets[b]`, element `(i, j)` of a matrix at `i·rs + j·cs`.
+#[derive(Clone, Debug)]
+pub(crate) struct MatOperand {
+    pub(crate) slot: usize,
+    pub(crate) batch_offsets: Vec<usize>,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
+}
+
+/// `[..., m, k] × [..., k, n]`.
+#[derive(Clone, Debug)]
+pub(crate) struct MatMul {
+    pub(crate) f64: bool,
+    pub(crate) a: MatOperand,
+    pub(crate) b: MatOperand,
+    pub(crate) out: usize,
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+}
+
+impl MatMul {
+    /// # Safety
+    /// The operand slots must hold every element their strides address, `out` be writable for
+    /// `batch·m·n` elements and overlap neither.
+    pub(crate) unsafe fn run(&self, slots: &Slots, threads: usize) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if self.f64 {
+                self.go::<f64>(slots, threads)
+            } else {
+                self.go::<f32>(slots, threads)
+            }
+        }
+    }
+
+    unsafe fn go<T: GemmElem>(&self, slots: &Slots, threads: usize) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let batch = self.a.batch_offsets.len();
+        let (pa, pb, po) = (
+            slots.ptr(self.a.slot),
+            slots.ptr(self.b.slot),
+            slots.ptr(self.out),
+        );
+        let one = |bi: usize, par: Parallelism| {
+            // SAFETY: matrix `bi` of each operand and of the result is valid (caller's contract),
+            // and each call writes only its own result matrix.
+            unsafe {
+                gemm_into::<T>(
+                    (m, n, k),
+                    po.at::<T>(bi * m * n),
+                    n as isize,
+                    pa.at::<T>(self.a.batch_offsets[bi]),
+                    (self.a.rs, self.a.cs),
+                    pb.at::<T>(self.b.batch_offsets[bi]),
+                    (self.b.rs, self.b.cs),
+                    par,
+                )
+            }
+        };
+        let work = m * n * k;
+        if threads > 1 && batch >= threads && work < GEMM_PAR_MIN * 4 {
+            // many small products: one per task
+            (0..batch)
+                .into_par_iter()
+                .for_each(|bi| one(bi, Parallelism::None));
+        } else {
+            let par = if threads > 1 && work >= GEMM_PAR_MIN {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            };
+            for bi in 0..batch {
+                one(bi, par);
+            }
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The CPU backend against the reference interpreter: every row of the shared op table in f32 and
+//! f64, fused and unfused plans, larger shapes that take the parallel paths, state semantics and
+//! input checking.
+
+use lamina_core::passes::optimize;
+use lamina_core::*;
+use lamina_cpu::{CpuBackend, CpuBuffer};
+use lamina_ref::cases::{op_table, OpCase};
+use lamina_ref::check::{assert_close, TestRng};
+
+/// Runs `plan` on the CPU backend with `state` uploaded; returns outputs and downloaded state.
+fn run_cpu(
+    cpu: &CpuBackend,
+    plan: &Plan,
+    inputs: &[HostTensor],
+    state: &StateMap<HostTensor>,
+) -> Result<(Vec<HostTensor>, StateMap<HostTensor>)> {
+    let mut exe = cpu.compile(plan)?;
+    let mut bufs: StateMap<CpuBuffer> = state
+        .iter()
+        .map(|(k, v)| (k.clone(), cpu.upload(v).unwrap()))
+        .collect();
+    let feeds: Vec<&HostTensor> = inputs.iter().collect();
+    let outs = cpu.run(&mut exe, &mut bufs, &feeds)?;
+    let state = bufs
+        .iter()
+        .map(|(k, v)| (k.clone(), cpu.download(v).unwrap()))
+        .collect();
+    Ok((outs, state))
+}
+
+/// Compares the CPU backend on `plan` with the reference interpreter on `graph`.
+fn check_against_ref(
+    cpu: &CpuBackend,
+    what: &str,
+    graph: &Graph,
+    plan: &Plan,
+    inputs: &[HostTensor],
+    state: &StateMap<HostTensor>,
+    tol: (f64, f64),
+) {
+    let (got, got_state) = run_cpu(cpu, plan, inputs, state)
+        .unwrap_or_else(|e| panic!("{what}: cpu failed: {e}\n{}", plan.text()));
+    let mut want_state = state.clone();
+    let feeds: Vec<&HostTensor> = inputs.iter().collect();
+    let want = lamina_ref::run_graph(graph, &feeds, &mut want_state)
+        .unwrap_or_else(|e| panic!("{what}: ref failed: {e}"));
+    assert_eq!(got.len(), want.len(), "{what}: output count");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.dtype(), w.dtype(), "{what}: output {i} dtype");
+        assert_close(g, w, tol.0, tol.1, &format!("{what}: output {i}"));
+    }
+    assert_eq!(
+        got_state.keys().collect::<Vec<_>>(),
+        want_state.keys().collect::<Vec<_>>(),
+        "{what}: state names"
+    );
+    for (name, w) in &want_state {
+        assert_close(
+            &got_state[name],
+            w,
+            tol.0,
+            tol.1,
+            &format!("{what}: state \"{name}\""),
+        );
+    }
+}
+
+fn check_table(dtype: DType, tol: (f64, f64)) {
+    let cases = op_table(dtype);
+    assert!(!cases.is_empty());
+    for threads in [1, 2] {
+        let cpu = CpuBackend::with_threads(threads);
+        for case in &cases {
+            let plan =
+                Plan::compile(&case.graph).unwrap_or_else(|e| panic!("{}: plan: {e}", case.name));
+            check_against_ref(
+                &cpu,
+                &format!("{} ({dtype}, {threads} threads)", case.name),
+                &case.graph,
+                &plan,
+                &case.inputs,
+                &case.state,
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn op_table_f32() {
+    check_table(DType::F32, (1e-5, 1e-6));
+}
+
+#[test]
+fn op_table_f64() {
+    check_table(DType::F64, (1e-10, 1e-10));
+}
+
+/// Every op table row planned without fusion gives bit-identical results to the fused plan.
+#[test]
+fn fusion_does_not_change_results() {
+    let cpu = CpuBackend::with_threads(2);
+    for dtype in [DType::F32, DType::F64] {
+        for case in op_table(dtype) {
+            let g = optimize(&case.graph, true).unwrap();
+            let fused = Plan::new(g.clone()).unwrap();
+            let unfused = Plan::with_fusion(g, false).unwrap();
+            let (a, sa) = run_cpu(&cpu, &fused, &case.inputs, &case.state).unwrap();
+            let (b, sb) = run_cpu(&cpu, &unfused, &case.inputs, &case.state).unwrap();
+            assert_eq!(
+                a, b,
+                "{} ({dtype}): outputs differ with and without fusion",
+                case.name
+            );
+            assert_eq!(
+                sa, sb,
+                "{} ({dtype}): state differs with and without fusion",
+                case.name
+            );
+        }
+    }
+}
+
+fn first_assign_case() -> OpCase {
+    op_table(DType::F32)
+        .into_iter()
+        .find(|c| c.kind == OpKind::Assign)
+        .expect("the table has an assign row")
+}
+
+#[test]
+fn bad_input_is_an_error_and_leaves_state_unchanged() {
+    let cpu = CpuBackend::new();
+    let case = first_assign_case();
+    let plan = Plan::compile(&case.graph).unwrap();
+    let mut exe = cpu.compile(&plan).unwrap();
+    let mut bufs: StateMap<CpuBuffer> = case
+        .state
+        .iter()
+        .map(|(k, v)| (k.clone(), cpu.upload(v).unwrap()))
+        .collect();
+    let before = bufs.clone();
+    let x = &case.inputs[0];
+    let name = match &plan.graph.nodes[plan.inputs[0]].op {
+        Op::Input { name, .. } => name.clone(),
+        _ => unreachable!(),
+    };
+
+    // wrong shape
+    let wrong_shape = HostTensor::zeros(&[x.numel() + 1], DType::F32).unwrap();
+    let e = cpu
+        .run(&mut exe, &mut bufs, &[&wrong_shape])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&name) && e.contains(&x.dtype().to_string()),
+        "{e}"
+    );
+    assert!(
+        e.contains(&lamina_core::dtype::fmt_shape(x.shape()))
+            && e.contains(&lamina_core::dtype::fmt_shape(wrong_shape.shape())),
+        "{e}"
+    );
+    assert_eq!(bufs, before);
+
+    // wrong dtype
+    let wrong_dtype = x.cast(DType::F64).unwrap();
+    let e = cpu
+        .run(&mut exe, &mut bufs, &[&wrong_dtype])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&name) && e.contains("f32") && e.contains("f64"),
+        "{e}"
+    );
+    assert_eq!(bufs, before);
+
+    // wrong count
+    assert!(cpu.run(&mut exe, &mut bufs, &[]).is_err());
+    assert_eq!(bufs, before);
+
+    // missing state
+    let mut empty: StateMap<CpuBuffer> = StateMap::new();
+    let e = cpu.run(&mut exe, &mut empty, &[x]).unwrap_err().to_string();
+    assert!(e.contains("\"s\"") && e.contains("missing"), "{e}");
+    assert!(empty.is_empty());
+
+    // state of the wrong type
+    let mut wrong: StateMap<CpuBuffer> = StateMap::new();
+    wrong.insert("s".into(), CpuBuffer::zeros(&[3, 2], DType::F32).unwrap());
+    let snapshot = wrong.clone();
+    let e = cpu.run(&mut exe, &mut wrong, &[x]).unwrap_err().to_string();
+    assert!(e.contains("f32[2,3]") && e.contains("f32[3,2]"), "{e}");
+    assert_eq!(wrong, snapshot);
+
+    // and a good run still works afterwards
+    cpu.run(&mut exe, &mut bufs, &[x]).unwrap();
+    assert_ne!(bufs, before);
+}
+
+#[test]
+fn half_precision_is_refused() {
+    let b = GraphBuilder::new();
+    let x = b.input("x", &[2], DType::F16);
+    let g = b.finish(&[x]).unwrap();
+    let plan = Plan::new(g).unwrap();
+    let e = CpuBackend::new().compile(&plan).unwrap_err();
+    assert!(
+        matches!(&e, Error::Backend { backend, msg } if backend == "cpu" && msg.contains("f16")),
+        "{e}"
+    );
+}
+
+/// Input data for a graph: uniform floats, in feed order.
+fn random_inputs(g: &Graph, rng: &mut TestRng) -> Vec<HostTensor> {
+    g.inputs()
+        .iter()
+        .map(|&i| {
+            let ty = &g.nodes[i].ty;
+            HostTensor::from_f64(&ty.shape, ty.dtype, &rng.vec(numel(&ty.shape), -1.0, 1.0))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A training-like graph on larger shapes: matmul with a transposed backward pass, broadcasts,
+/// reductions, softmax, conv; run fused and unfused, on 1 and 2 threads, twice (state carries).
+#[test]
+fn larger_graphs_match_reference() {
+    for dtype in [DType::F32, DType::F64] {
+        let tol = if dtype == DType::F32 {
+            (2e-5, 2e-5)
+        } else {
+            (1e-10, 1e-10)
+        };
+        let b = GraphBuilder::new();
+        let x = b.input("x", &[96, 80], dtype);
+        let w = b.state("w", &[80, 72], dtype);
+        let bias = b.state("bias", &[72], dtype);
+        let h = (x.matmul(w) + bias).tanh();
+        let p = h.softmax(-1);
+        let loss = (p * h).sum(&[], false) + h.max(&[0], false).sum(&[], false);
+        let grads = grad(loss, &[w, bias]).unwrap();
+        let w2 = Tensor::apply(Op::Assign { name: "w".into() }, &[w - grads[0] * 0.01]);
+        let b2 = Tensor::apply(
+            Op::Assign {
+                name: "bias".into(),
+            },
+            &[bias - grads[1] * 0.01],
+        );
+        let img = b.input("img", &[4, 3, 20, 18], dtype);
+        let k = b.state("k", &[6, 3, 3, 3], dtype);
+        let c = img.conv2d(k, 2, 1, 1, 1).relu().mean(&[2, 3], false);
+        let cg = grad(c.sum(&[], false), &[k]).unwrap();
+        let g = b
+            .finish(&[loss, w2, b2, c, cg[0], h.argmax(1, false)])
+            .unwrap();
+
+        let mut rng = TestRng::new(7);
+        let inputs = random_inputs(&g, &mut rng);
+        let mut state = StateMap::new();
+        for (name, ty) in g.states() {
+            state.insert(
+                name,
+                HostTensor::from_f64(&ty.shape, ty.dtype, &rng.vec(numel(&ty.shape), -0.5, 0.5))
+                    .unwrap(),
+            );
+        }
+        let opt = optimize(&g, true).unwrap();
+        for threads in [1, 2] {
+            let cpu = CpuBackend::with_threads(threads);
+            for fuse in [true, false] {
+                let plan = Plan::with_fusion(opt.clone(), fuse).unwrap();
+                let what = format!("training graph ({dtype}, {threads} threads, fusion {fuse})");
+                check_against_ref(&cpu, &what, &g, &plan, &inputs, &state, tol);
+                // a second step starts from the updated state
+                let (_, s1) = run_cpu(&cpu, &plan, &inputs, &state).unwrap();
+                check_against_ref(
+                    &cpu,
+                    &format!("{what}, step 2"),
+                    &g,
+                    &plan,
+                    &inputs,
+                    &s1,
+                    tol,
+                );
+            }
+        }
+    }
+}
+
+/// Elementwise groups above the parallel threshold with every kind of broadcast operand.
+#[test]
+fn large_fused_groups_with_broadcasts() {
+    let b = GraphBuilder::new();
+    let x = b.input("x", &[3, 130, 257], DType::F32);
+    let row = b.input("row", &[257], DType::F32);
+    let col = b.input("col", &[3, 130, 1], DType::F32);
+    let one = b.input("one", &[1], DType::F32);
+    let mid = b.input("mid", &[3, 1, 257], DType::F32);
+    let y = ((x * row + col).exp() - one).maximum(mid) / (x.abs() + 1.0);
+    let m = y.lt(0.5).where_(y.sqrt(), y.log() * 2.0);
+    let z = m.cast(DType::I32).cast(DType::F32) + m.erf() + x.neg().tanh();
+    let g = b
+        .finish(&[
+            z,
+            m.sum(&[1], true),
+            m.max(&[0, 2], false),
+            z.sum(&[], false),
+        ])
+        .unwrap();
+    let mut rng = TestRng::new(3);
+    let inputs = random_inputs(&g, &mut rng);
+    let plan = Plan::compile(&g).unwrap();
+    let fused_steps = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Fused { nodes, .. } if nodes.len() > 3))
+        .count();
+    assert!(fused_steps >= 1, "{}", plan.text());
+    for threads in [1, 2] {
+        check_against_ref(
+            &CpuBackend::with_threads(threads),
+            "broadcast group",
+            &g,
+            &plan,
+            &inputs,
+            &StateMap::new(),
+            (1e-5, 1e-5),
+        );
+    }
+}
+
+/// Assign semantics: reads see the state as the run started, writes land at the end, even when
+/// states swap values or an output reads a state that is also assigned.
+#[test]
+fn state_reads_see_the_value_before_the_run() {
+    let b = GraphBuilder::new();
+    let a = b.state("a", &[2, 3], DType::F32);
+    let c = b.state("c", &[2, 3], DType::F32);
+    let n = b.state("n", &[], DType::I32);
+    let wa = Tensor::apply(Op::Assign { name: "a".into() }, &[c]);
+    let wc = Tensor::apply(Op::Assign { name: "c".into() }, &[a]);
+    let wn = Tensor::apply(Op::Assign { name: "n".into() }, &[n + 1.0]);
+    let g = b.finish(&[a, c.reshape(&[6]), wa, wc, wn, n]).unwrap();
+    let mut state = StateMap::new();
+    state.insert(
+        "a".into(),
+        HostTensor::f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+    );
+    state.insert(
+        "c".into(),
+        HostTensor::f32(&[2, 3], vec![-1.0, -2.0, -3.0, -4.0, -5.0, -6.0]).unwrap(),
+    );
+    state.insert("n".into(), HostTensor::i32(&[], vec![41]).unwrap());
+    for fuse in [true, false] {
+        let plan = Plan::with_fusion(optimize(&g, true).unwrap(), fuse).unwrap();
+        check_against_ref(
+            &CpuBackend::new(),
+            "swap",
+            &g,
+            &plan,
+            &[],
+            &state,
+            (0.0, 0.0),
+        );
+    }
+}
+
+/// Integer and boolean paths, gathers, scatters, random bits and iota on shapes large enough to
+/// be split across threads.
+#[test]
+fn integer_index_and_random_paths() {
+    let b = GraphBuilder::new();
+    let key = b.input("key", &[2], DType::I32);
+    let bits = key.random_bits(&[300, 257], 5);
+    let table = b.input("table", &[1000, 64], DType::F32);
+    let idx = b.input("idx", &[40, 30], DType::I32);
+    let rows = table.gather(idx, 0);
+    let back = Tensor::apply(
+        Op::ScatterAdd {
+            axis: 0,
+            dim_size: 1000,
+        },
+        &[rows, idx],
+    );
+    let io = b.iota(&[300, 257], 1, DType::I32);
+    let mixed = (bits / (io + 1.0)) * 3.0 - io.maximum(bits) + (-bits);
+    let flags = bits.lt(io).where_(io, mixed).eq(io);
+    let g = b
+        .finish(&[
+            bits,
+            rows.sum(&[2], false),
+            back,
+            mixed,
+            flags,
+            flags.cast(DType::F32).sum(&[0], false),
+            mixed.argmax(0, false),
+        ])
+        .unwrap();
+    let mut rng = TestRng::new(11);
+    let key_v = HostTensor::i32(&[2], vec![1234, 7]).unwrap();
+    let table_v =
+        HostTensor::from_f64(&[1000, 64], DType::F32, &rng.vec(64_000, -1.0, 1.0)).unwrap();
+    let idx_v: Vec<f64> = (0..1200).map(|i| ((i * 37) % 1010) as f64 - 5.0).collect();
+    let idx_v = HostTensor::from_f64(&[40, 30], DType::I32, &idx_v).unwrap();
+    let inputs = vec![key_v, table_v, idx_v];
+    let plan = Plan::compile(&g).unwrap();
+    for threads in [1, 2] {
+        check_against_ref(
+            &CpuBackend::with_threads(threads),
+            "integers",
+            &g,
+            &plan,
+            &inputs,
+            &StateMap::new(),
+            (1e-5, 1e-5),
+        );
+    }
+}
+
+/// Big matmuls (gemm's own threads), a batched one with a transposed operand, and a batch
+/// broadcast: all read in place where it is safe.
+#[test]
+fn matmul_paths() {
+    let b = GraphBuilder::new();
+    let a = b.input("a", &[130, 200], DType::F32);
+    let w = b.input("w", &[150, 200], DType::F32);
+    let q = b.input("q", &[6, 33, 17], DType::F32);
+    let k = b.input("k", &[6, 40, 17], DType::F32);
+    let v = b.input("v", &[17, 9], DType::F32);
+    let y = a.matmul(w.transpose(0, 1));
+    let att = q.matmul(k.transpose(-1, -2)).softmax(-1);
+    let g = b
+        .finish(&[y, att, q.matmul(v), att.transpose(-1, -2).matmul(q)])
+        .unwrap();
+    let mut rng = TestRng::new(5);
+    let inputs = random_inputs(&g, &mut rng);
+    let plan = Plan::compile(&g).unwrap();
+    let exe = CpuBackend::new().compile(&plan).unwrap();
+    // the transposes and the broadcast are read in place, not copied
+    let movement = plan.steps.iter().filter(|s| matches!(s, Step::Node(id) if matches!(plan.graph.nodes[*id].op, Op::Permute { .. } | Op::Expand { .. }))).count();
+    assert!(movement >= 4, "{}", plan.text());
+    assert_eq!(
+        exe.kernel_count(),
+        plan.kernel_count() - movement,
+        "{}",
+        plan.text()
+    );
+    for threads in [1, 2] {
+        check_against_ref(
+            &CpuBackend::with_threads(threads),
+            "matmuls",
+            &g,
+            &plan,
+            &inputs,
+            &StateMap::new(),
+            (1e-5, 1e-5),
+        );
+    }
+}
+
+/// Zero-element tensors flow through every kind of kernel without touching memory.
+#[test]
+fn empty_tensors() {
+    let b = GraphBuilder::new();
+    let x = b.input("x", &[0, 4], DType::F32);
+    let w = b.input("w", &[4, 3], DType::F32);
+    let y = (x.matmul(w) * 2.0).exp();
+    let g = b
+        .finish(&[
+            y,
+            y.sum(&[1], false),
+            x.permute(&[1, 0]),
+            x.sum(&[1], false),
+        ])
+        .unwrap();
+    let inputs = vec![
+        HostTensor::zeros(&[0, 4], DType::F32).unwrap(),
+        HostTensor::zeros(&[4, 3], DType::F32).unwrap(),
+    ];
+    let plan = Plan::compile(&g).unwrap();
+    check_against_ref(
+        &CpuBackend::new(),
+        "empty",
+        &g,
+        &plan,
+        &inputs,
+        &StateMap::new(),
+        (0.0, 0.0),
+    );
+}
