@@ -131,24 +131,12 @@ fn layer_table_gradients() {
     }
 }
 
-fn read_fixtures() -> (Vec<u8>, Vec<String>) {
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nn_layers.safetensors")).unwrap();
-    let names = safetensors::SafeTensors::deserialize(&bytes).unwrap().names().into_iter().cloned().collect();
-    (bytes, names)
-}
-
-fn fixture(bytes: &[u8], key: &str) -> Option<HostTensor> {
-    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let t = st.tensor(key).ok()?;
-    let v: Vec<f64> = t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
-    Some(HostTensor::f64(t.shape(), v).unwrap())
-}
-
 /// Forward outputs equal PyTorch's (tools/golden/nn_layers.py) for the same weights: the f64
 /// reference to 1e-10, the f32 CPU backend to 1e-5.
 #[test]
 fn golden_pytorch_forward_outputs() {
-    let (bytes, names) = read_fixtures();
+    let fx = lamina_ref::fixtures::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nn_layers.safetensors")).unwrap();
+    let fixture = |k: &str| fx.get(k).cloned();
     let cases: Vec<(&str, Build, Mode)> = vec![
         ("dense", |b| b.dense(4, true, "l"), Mode::Eval),
         ("dense_rank3", |b| b.dense(6, true, "l"), Mode::Eval),
@@ -177,16 +165,16 @@ fn golden_pytorch_forward_outputs() {
         ("attention", |b| b.multi_head_attention(2, "l"), Mode::Eval),
         ("attention_causal", |b| b.layer(MultiHeadAttention { heads: 4, causal: true }, "l"), Mode::Eval),
     ];
-    let cpu = RefBackend;
+    let cpu = lamina_cpu::CpuBackend::new();
     for (case, build, mode) in cases {
-        let x = fixture(&bytes, &format!("{case}.x")).unwrap();
-        let want = fixture(&bytes, &format!("{case}.y")).unwrap();
+        let x = fixture(&format!("{case}.x")).unwrap();
+        let want = fixture(&format!("{case}.y")).unwrap();
         let spec = build(ModelBuilder::new(x.shape())).compile().unwrap();
-        for dtype in [DType::F64] {
+        for dtype in [DType::F64, DType::F32] {
             let mut state = StateMap::new();
             for p in spec.params() {
                 let key = format!("{case}.{}", p.path.strip_prefix("l.").unwrap());
-                let v = fixture(&bytes, &key).unwrap_or_else(|| panic!("{case}: fixture has no {key} (has {:?})", names.iter().filter(|n| n.starts_with(case)).collect::<Vec<_>>()));
+                let v = fixture(&key).unwrap_or_else(|| panic!("{case}: fixture has no {key}"));
                 state.insert(p.path.clone(), v.cast(dtype).unwrap());
             }
             let g = spec.forward_graph(x.shape()[0], mode, dtype).unwrap();
@@ -205,7 +193,7 @@ fn golden_pytorch_forward_outputs() {
             assert_close(&got[0], &want, rtol, atol, &format!("{case} {dtype}"));
             if mode == Mode::Train {
                 for stat in ["running_mean", "running_var"] {
-                    let after = fixture(&bytes, &format!("{case}.{stat}_after")).unwrap();
+                    let after = fixture(&format!("{case}.{stat}_after")).unwrap();
                     assert_close(&state[&format!("l.{stat}")], &after, rtol, atol, &format!("{case} {dtype} {stat}"));
                 }
             }

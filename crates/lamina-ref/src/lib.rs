@@ -10,6 +10,7 @@
 
 pub mod cases;
 pub mod check;
+pub mod fixtures;
 
 use lamina_core::ops::elementwise::{eval_scalar, round_to};
 use lamina_core::{numel, strides, Backend, DType, Error, Graph, HostTensor, Op, Plan, Result, StateMap, TensorType};

@@ -1,8 +1,8 @@
 //! lamina: a deep-learning training library that compiles the whole training step — forward,
 //! loss, backward, optimizer update — into one graph and runs it on a backend.
 //!
-//! This facade re-exports the engine: the IR ([`core`]), the reference interpreter ([`reference`])
-//! and the CPU backend ([`cpu`]). `use lamina::prelude::*` brings the everyday names.
+//! This facade re-exports the engine: the IR ([`core`]), model specifications ([`nn`]), the
+//! reference interpreter ([`reference`]) and the CPU backend ([`cpu`]). `use lamina::prelude::*` brings the everyday names.
 //!
 //! ```
 //! use lamina::prelude::*;
@@ -28,6 +28,7 @@
 pub use lamina_core as core;
 pub use lamina_core::{Error, Result};
 pub use lamina_cpu as cpu;
+pub use lamina_nn as nn;
 pub use lamina_ref as reference;
 
 /// The everyday names.
@@ -36,5 +37,6 @@ pub mod prelude {
         grad, vjp, Backend, ConvParams, DType, Error, Graph, GraphBuilder, HostTensor, Op, Plan, Result, StateMap, Tensor,
     };
     pub use lamina_cpu::CpuBackend;
+    pub use lamina_nn::{Init, Layer, LayerRegistry, LayerSpec, Mode, ModelBuilder, ModelSpec, Scope};
     pub use lamina_ref::RefBackend;
 }

@@ -1,0 +1,260 @@
+//! `fit`: epochs of shuffled batches with validation, callbacks, early stopping and the
+//! learning-rate schedule.
+
+use crate::config::{LossFunction, ScheduleStep};
+use crate::data::{Dataset, Labels};
+use crate::trainer::{BatchResult, ModelTrainer};
+use lamina_core::{dtype::fmt_shape, Error, Result};
+use std::time::Instant;
+
+/// What one epoch measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochLog {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: Option<f64>,
+    pub train_mse: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub val_mse: Option<f64>,
+    /// Learning rate used during the epoch's last update.
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Every epoch's log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    pub epochs: Vec<EpochLog>,
+}
+
+/// What a callback may do at the end of an epoch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FitControl {
+    /// Stop after this epoch.
+    pub stop: bool,
+    /// Use this learning rate from now on.
+    pub learning_rate: Option<f64>,
+}
+
+/// User hooks into `fit`.
+pub trait Callback {
+    /// After each batch (progress bars).
+    fn on_batch_end(&mut self, _epoch: usize, _batch: usize, _batches: usize, _result: &BatchResult) {}
+    /// After each epoch, with its log; may stop training or set the learning rate.
+    fn on_epoch_end(&mut self, _log: &EpochLog, _control: &mut FitControl) {}
+}
+
+/// Which number early stopping watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitor {
+    ValLoss,
+    ValAccuracy,
+    TrainLoss,
+}
+
+/// Stops when the monitored number has not improved by `min_delta` for `patience` epochs (Keras'
+/// EarlyStopping).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f64,
+    best: Option<f64>,
+    wait: usize,
+    /// Epoch at which training stopped, if it did.
+    pub stopped_epoch: Option<usize>,
+}
+
+impl EarlyStopping {
+    pub fn new(monitor: Monitor, patience: usize, min_delta: f64) -> Self {
+        EarlyStopping { monitor, patience, min_delta, best: None, wait: 0, stopped_epoch: None }
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_epoch_end(&mut self, log: &EpochLog, control: &mut FitControl) {
+        let (value, higher_better) = match self.monitor {
+            Monitor::ValLoss => (log.val_loss, false),
+            Monitor::ValAccuracy => (log.val_accuracy, true),
+            Monitor::TrainLoss => (Some(log.train_loss), false),
+        };
+        let Some(v) = value else { return };
+        let improved = match self.best {
+            None => true,
+            Some(b) => {
+                if higher_better {
+                    v > b + self.min_delta
+                } else {
+                    v < b - self.min_delta
+                }
+            }
+        };
+        if improved {
+            self.best = Some(v);
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+            if self.wait >= self.patience {
+                control.stop = true;
+                self.stopped_epoch = Some(log.epoch);
+            }
+        }
+    }
+}
+
+/// Options of [`ModelTrainer::fit`].
+pub struct FitOptions {
+    pub epochs: usize,
+    /// Reshuffle every epoch (seeded by the trainer's seed and the epoch).
+    pub shuffle: bool,
+    /// Drop the last partial batch instead of running it as a smaller batch.
+    pub drop_last: bool,
+    pub callbacks: Vec<Box<dyn Callback>>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions { epochs: 10, shuffle: true, drop_last: false, callbacks: Vec::new() }
+    }
+}
+
+/// Fisher–Yates with SplitMix64: the order of epoch `epoch` for `seed`.
+pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut s = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    idx
+}
+
+struct Totals {
+    loss: f64,
+    metric: f64,
+    samples: usize,
+    any_acc: bool,
+    any_mse: bool,
+}
+
+impl Totals {
+    fn new() -> Self {
+        Totals { loss: 0.0, metric: 0.0, samples: 0, any_acc: false, any_mse: false }
+    }
+    fn add(&mut self, r: &BatchResult) {
+        let n = r.samples as f64;
+        self.loss += r.loss * n;
+        if let Some(a) = r.accuracy {
+            self.metric += a * n;
+            self.any_acc = true;
+        }
+        if let Some(m) = r.mse {
+            self.metric += m * n;
+            self.any_mse = true;
+        }
+        self.samples += r.samples;
+    }
+    fn mean(&self, v: f64) -> f64 {
+        v / self.samples.max(1) as f64
+    }
+}
+
+impl ModelTrainer {
+    fn check_dataset(&self, d: &dyn Dataset, what: &str) -> Result<()> {
+        let want = &self.model().input_shape[1..];
+        if d.sample_shape() != want {
+            return Err(Error::Input(format!("{what} samples have shape {}, the model takes {}", fmt_shape(d.sample_shape()), fmt_shape(want))));
+        }
+        if d.is_empty() {
+            return Err(Error::Input(format!("{what} set is empty")));
+        }
+        let sparse = self.config().loss == LossFunction::SparseCrossEntropy;
+        if sparse && !d.has_classes() {
+            return Err(Error::Input(format!("{what} set has float targets, SparseCrossEntropy takes class indices")));
+        }
+        Ok(())
+    }
+
+    fn run_batches(&mut self, d: &dyn Dataset, order: &[usize], train: bool, drop_last: bool, epoch: usize, callbacks: &mut [Box<dyn Callback>]) -> Result<Totals> {
+        let bs = self.config().batch_size;
+        let mut t = Totals::new();
+        let (mut x, mut c, mut y) = (Vec::new(), Vec::new(), Vec::new());
+        let mut shape = vec![0];
+        shape.extend_from_slice(d.sample_shape());
+        let chunks: Vec<&[usize]> = order.chunks(bs).filter(|ch| !(drop_last && ch.len() < bs)).collect();
+        let n = chunks.len();
+        for (i, idx) in chunks.into_iter().enumerate() {
+            x.clear();
+            c.clear();
+            y.clear();
+            d.gather(idx, &mut x, &mut c, &mut y);
+            shape[0] = idx.len();
+            let mut ls = vec![idx.len()];
+            ls.extend_from_slice(d.target_shape());
+            let labels = if d.has_classes() { Labels::Classes(&c) } else { Labels::Targets(&y) };
+            let r = if train { self.train_batch(&x, &shape, labels, &ls)? } else { self.evaluate(&x, &shape, labels, &ls)? };
+            if train {
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_end(epoch, i, n, &r);
+                }
+            }
+            t.add(&r);
+        }
+        Ok(t)
+    }
+
+    /// Trains for `opts.epochs` epochs over `train` in shuffled batches of `batch_size` (the last
+    /// batch may be smaller), evaluating on `val` after each epoch.
+    pub fn fit(&mut self, train: &dyn Dataset, val: Option<&dyn Dataset>, mut opts: FitOptions) -> Result<History> {
+        self.check_dataset(train, "training")?;
+        if let Some(v) = val {
+            self.check_dataset(v, "validation")?;
+        }
+        let mut history = History::default();
+        for epoch in 1..=opts.epochs {
+            let start = Instant::now();
+            let order = if opts.shuffle { shuffled(train.len(), self.config().seed, epoch) } else { (0..train.len()).collect() };
+            let lr = self.learning_rate();
+            let tr = self.run_batches(train, &order, true, opts.drop_last, epoch, &mut opts.callbacks)?;
+            let vt = match val {
+                Some(v) => Some(self.run_batches(v, &(0..v.len()).collect::<Vec<_>>(), false, false, epoch, &mut [])?),
+                None => None,
+            };
+            let log = EpochLog {
+                epoch,
+                train_loss: tr.mean(tr.loss),
+                train_accuracy: tr.any_acc.then(|| tr.mean(tr.metric)),
+                train_mse: tr.any_mse.then(|| tr.mean(tr.metric)),
+                val_loss: vt.as_ref().map(|v| v.mean(v.loss)),
+                val_accuracy: vt.as_ref().and_then(|v| v.any_acc.then(|| v.mean(v.metric))),
+                val_mse: vt.as_ref().and_then(|v| v.any_mse.then(|| v.mean(v.metric))),
+                lr,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            if self.config().schedule_step == ScheduleStep::Epoch {
+                self.step_schedule(Some(log.val_loss.unwrap_or(log.train_loss)));
+            }
+            let mut control = FitControl::default();
+            for cb in opts.callbacks.iter_mut() {
+                cb.on_epoch_end(&log, &mut control);
+            }
+            history.epochs.push(log);
+            if let Some(lr) = control.learning_rate {
+                self.set_learning_rate(lr)?;
+            }
+            if control.stop {
+                break;
+            }
+        }
+        Ok(history)
+    }
+}

@@ -1,0 +1,495 @@
+//! `ModelTrainer`: compiles a model's whole training step into one graph and runs it.
+
+use crate::config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
+use crate::data::Labels;
+use crate::engine::{BackendEngine, Engine, StepKind};
+use crate::lbfgs::{Lbfgs, LbfgsSettings};
+use crate::loss::{self, Head};
+use crate::optim::{self, Slot, HYPER_LEN};
+use crate::schedule::Scheduler;
+use lamina_core::{dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostTensor, Op, Result, StateMap, Tensor};
+use lamina_cpu::CpuBackend;
+use lamina_nn::{Mode, ModelSpec, Scope};
+
+/// Loss and metric of one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchResult {
+    pub loss: f64,
+    /// Fraction of correct predictions (classification only).
+    pub accuracy: Option<f64>,
+    /// Mean squared error (regression only).
+    pub mse: Option<f64>,
+    pub samples: usize,
+}
+
+/// Model outputs for a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub values: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+impl Prediction {
+    /// Index of the largest output of each sample (classification).
+    pub fn classes(&self) -> Vec<usize> {
+        let k = *self.shape.last().unwrap_or(&1);
+        if k == 1 {
+            return self.values.iter().map(|&v| (v > 0.5) as usize).collect();
+        }
+        self.values.chunks(k).map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best })).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LabelKind {
+    Classes,
+    Targets,
+}
+
+/// Trains, evaluates and runs a model. The training step (forward, loss, backward, optimizer update,
+/// metric counters) is one compiled graph; parameters, optimizer state, BatchNorm statistics and
+/// the random key live in the backend between steps. Executables are compiled per batch size on
+/// first use, so any batch size works and a last partial batch is exact.
+pub struct ModelTrainer {
+    steps: Steps,
+    engine: Box<dyn Engine>,
+    device: Device,
+    trainable: Vec<(String, Vec<usize>)>,
+    updates: u64,
+    micro: usize,
+    scheduler: Scheduler,
+    lr_override: Option<f64>,
+    mu_product: f64,
+    hyper_written: Option<[f64; HYPER_LEN]>,
+    lbfgs: Lbfgs,
+}
+
+/// What builds and checks the compiled graphs: the model and the configuration, apart from the
+/// engine so that building a graph can borrow them while the engine runs.
+struct Steps {
+    model: ModelSpec,
+    config: TrainerConfig,
+    label_kind: LabelKind,
+    target_shape: Vec<usize>,
+    skip_last: bool,
+}
+
+impl Steps {
+    fn graph(&self, kind: StepKind, batch: usize, slots: &mut Vec<Slot>) -> Result<Graph> {
+        let cfg = &self.config;
+        let dtype = cfg.dtype;
+        let b = GraphBuilder::new();
+        let mut xs = self.model.input_shape.clone();
+        xs[0] = batch;
+        let x = b.input("x", &xs, dtype);
+        let mode = if matches!(kind, StepKind::Eval | StepKind::Predict) { Mode::Eval } else { Mode::Train };
+        let mut s = Scope::new(&b, mode, dtype);
+        let skip = self.skip_last && kind != StepKind::Predict;
+        let n = self.model.layers.len() - skip as usize;
+        let mut h = x;
+        for l in &self.model.layers[..n] {
+            h = s.scoped(&l.name, |s| l.layer.build(s, h))?.check()?;
+        }
+        if kind == StepKind::Predict {
+            return b.finish(&[h]);
+        }
+        let head = if skip || cfg.loss.is_cross_entropy() || cfg.loss == LossFunction::BceWithLogits { Head::Logits } else { Head::Output };
+        let y = match self.label_kind {
+            LabelKind::Classes => b.input("y", &[batch], DType::I32),
+            LabelKind::Targets => {
+                let mut ys = vec![batch];
+                ys.extend_from_slice(&self.target_shape);
+                b.input("y", &ys, dtype)
+            }
+        };
+        let loss = loss::loss(cfg.loss, h, head, y);
+        let metric = loss::metric(cfg.problem, cfg.loss, h, head, y);
+        if kind == StepKind::Eval {
+            return b.finish(&[loss, metric]);
+        }
+        let params: Vec<(String, Tensor)> = s.params().filter(|(p, _)| p.trainable).map(|(p, t)| (p.path.clone(), t)).collect();
+        let tensors: Vec<Tensor> = params.iter().map(|p| p.1).collect();
+        let mut grads = grad(loss, &tensors)?;
+        let mut assigns: Vec<(String, Tensor)> = s.updates().to_vec();
+        if let Some(key) = s.key() {
+            assigns.push(("rng".into(), key + key.literal(&[2], vec![0.0, 1.0])));
+        }
+        let mut outputs = vec![loss, metric];
+        match kind {
+            StepKind::LossGrad => outputs.extend(grads.iter().copied()),
+            StepKind::Accumulate => {
+                for ((path, _), g) in params.iter().zip(&grads) {
+                    let name = format!("accum.{path}");
+                    let acc = b.state(&name, &g.shape(), dtype);
+                    assigns.push((name, acc + *g));
+                }
+            }
+            _ => {
+                let k = cfg.accumulate_grad_batches;
+                if k > 1 {
+                    for ((path, _), g) in params.iter().zip(grads.iter_mut()) {
+                        let name = format!("accum.{path}");
+                        let acc = b.state(&name, &g.shape(), dtype);
+                        *g = (acc + *g) / k as f64;
+                        assigns.push((name, acc.zeros_like()));
+                    }
+                }
+                if let Some(c) = cfg.clip_grad_value {
+                    for g in grads.iter_mut() {
+                        *g = g.maximum(-c).minimum(c);
+                    }
+                }
+                if let Some(max_norm) = cfg.clip_grad_norm {
+                    // torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (‖g‖ + 1e-6))
+                    let total = grads.iter().map(|g| g.square().sum(&[], false)).reduce(|a, b| a + b).map(|t| t.sqrt());
+                    if let Some(total) = total {
+                        let coef = (total + 1e-6).recip().minimum(1.0 / max_norm) * max_norm;
+                        for g in grads.iter_mut() {
+                            *g = *g * coef;
+                        }
+                    }
+                }
+                let hyper = b.state("optim.hyper", &[HYPER_LEN], dtype);
+                for ((path, p), g) in params.iter().zip(&grads) {
+                    assigns.extend(optim::update(cfg, &b, hyper, path, *p, *g, slots));
+                }
+            }
+        }
+        for (name, v) in assigns {
+            Tensor::apply(Op::Assign { name }, &[v]).check()?;
+        }
+        b.finish(&outputs)
+    }
+
+    /// Checks a batch against the model before anything runs; returns the fed tensors.
+    fn check_batch(&self, x: &[f32], x_shape: &[usize], labels: Option<(Labels, &[usize])>) -> Result<(HostTensor, Option<HostTensor>)> {
+        let want = &self.model.input_shape;
+        if x_shape.len() != want.len() || x_shape[1..] != want[1..] || x_shape[0] == 0 {
+            let mut w = want.clone();
+            w[0] = x_shape.first().copied().unwrap_or(0).max(1);
+            return Err(Error::Input(format!("input shape {} does not match the model's input {} (batch axis first, any batch size ≥ 1)", fmt_shape(x_shape), fmt_shape(&w))));
+        }
+        let n: usize = x_shape.iter().product();
+        if x.len() != n {
+            return Err(Error::Input(format!("input shape {} needs {n} values, got {}", fmt_shape(x_shape), x.len())));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Input(format!("input value {i} is {} (NaN and infinity are not accepted)", x[i])));
+        }
+        let dtype = self.config.dtype;
+        let xt = HostTensor::from_f64(x_shape, dtype, &x.iter().map(|&v| v as f64).collect::<Vec<_>>())?;
+        let Some((labels, label_shape)) = labels else { return Ok((xt, None)) };
+        let batch = x_shape[0];
+        let classes = *self.model.output_shape.last().unwrap_or(&1);
+        let yt = match (self.label_kind, labels) {
+            (LabelKind::Classes, Labels::Classes(c)) => {
+                if label_shape != [batch] || c.len() != batch {
+                    return Err(Error::Input(format!("a batch of {batch} needs {batch} labels of shape [{batch}], got {} labels of shape {}", c.len(), fmt_shape(label_shape))));
+                }
+                if let Some(i) = c.iter().position(|&l| l < 0 || l as usize >= classes) {
+                    return Err(Error::Input(format!("label {i} is {}, outside 0..{classes} (the model has {classes} outputs)", c[i])));
+                }
+                HostTensor::i32(&[batch], c.to_vec())?
+            }
+            (LabelKind::Classes, Labels::Targets(_)) => {
+                return Err(Error::Input(format!("{:?} takes class indices (&[i32]), got float targets (&[f32])", self.config.loss)));
+            }
+            (LabelKind::Targets, l) => {
+                let mut ts = vec![batch];
+                ts.extend_from_slice(&self.target_shape);
+                let per: usize = self.target_shape.iter().product();
+                let values: Vec<f64> = match l {
+                    Labels::Targets(t) => t.iter().map(|&v| v as f64).collect(),
+                    Labels::Classes(c) if self.config.loss.is_binary() => {
+                        if let Some(i) = c.iter().position(|&v| v != 0 && v != 1) {
+                            return Err(Error::Input(format!("label {i} is {}, binary labels must be 0 or 1", c[i])));
+                        }
+                        c.iter().map(|&v| v as f64).collect()
+                    }
+                    Labels::Classes(_) => {
+                        return Err(Error::Input(format!(
+                            "{:?} with a {:?} problem takes float targets (&[f32]) of shape {}, got class indices (&[i32]){}",
+                            self.config.loss,
+                            self.config.problem,
+                            fmt_shape(&ts),
+                            if self.config.loss.is_cross_entropy() { "; use SparseCrossEntropy for class indices" } else { "" }
+                        )))
+                    }
+                };
+                let shape_ok = label_shape == ts.as_slice() || (per == 1 && label_shape == [batch]);
+                if !shape_ok || values.len() != batch * per {
+                    return Err(Error::Input(format!("a batch of {batch} needs targets of shape {}, got {} values of shape {}", fmt_shape(&ts), values.len(), fmt_shape(label_shape))));
+                }
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(Error::Input(format!("target {i} is {} (NaN and infinity are not accepted)", values[i])));
+                }
+                if self.config.loss == LossFunction::BinaryCrossEntropy {
+                    if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                        return Err(Error::Input(format!("target {i} is {}, BinaryCrossEntropy needs targets in [0, 1]", values[i])));
+                    }
+                }
+                HostTensor::from_f64(&ts, dtype, &values)?
+            }
+        };
+        Ok((xt, Some(yt)))
+    }
+
+    fn batch_result(&self, outs: &[HostTensor], batch: usize) -> BatchResult {
+        let loss = outs[0].to_f64()[0];
+        let m = outs[1].to_f64()[0];
+        let per: usize = self.model.output_shape[1..].iter().product();
+        match self.config.problem {
+            ProblemType::Classification => {
+                let denom = if per == 1 || self.config.loss.is_binary() { batch * per } else { batch };
+                BatchResult { loss, accuracy: Some(m / denom as f64), mse: None, samples: batch }
+            }
+            ProblemType::Regression => BatchResult { loss, accuracy: None, mse: Some(m / (batch * per) as f64), samples: batch },
+        }
+    }
+
+}
+
+/// The device to use: `LAMINA_DEVICE` (cpu|cuda|cuda:N) overrides `Auto`.
+fn resolve_device(d: Device) -> Result<Device> {
+    let d = match (d, std::env::var("LAMINA_DEVICE").ok().as_deref()) {
+        (Device::Auto, Some("cpu")) => Device::Cpu,
+        (Device::Auto, Some(s)) if s.starts_with("cuda") => Device::Cuda(s.trim_start_matches("cuda").trim_start_matches(':').parse().unwrap_or(0)),
+        (Device::Auto, _) => Device::Cpu, // no CUDA backend in this build
+        (d, _) => d,
+    };
+    match d {
+        Device::Cuda(i) => Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") }),
+        d => Ok(d),
+    }
+}
+
+impl ModelTrainer {
+    /// Validates the configuration against the model and compiles the training step for
+    /// `config.batch_size`.
+    pub fn new(model: &ModelSpec, config: TrainerConfig) -> Result<ModelTrainer> {
+        config.validate()?;
+        let device = resolve_device(config.device)?;
+        let out = &model.output_shape;
+        let last = model.layers.last().map(|l| l.type_name().to_string()).unwrap_or_default();
+        let label_kind = if config.loss == LossFunction::SparseCrossEntropy { LabelKind::Classes } else { LabelKind::Targets };
+        if config.loss.is_cross_entropy() && out.len() != 2 {
+            return Err(Error::Spec(format!("{:?} needs a model output [batch, classes], the model gives {}", config.loss, fmt_shape(out))));
+        }
+        if config.problem == ProblemType::Classification && !(config.loss.is_cross_entropy() || config.loss.is_binary()) {
+            return Err(Error::Spec(format!("classification needs a cross-entropy loss, got {:?}", config.loss)));
+        }
+        let skip_last = (config.loss.is_cross_entropy() && last == "Softmax" && matches!(model.layers.last().map(|l| l.layer.config()["axis"].as_i64()), Some(Some(-1) | Some(1))))
+            || (config.loss == LossFunction::BinaryCrossEntropy && last == "Sigmoid");
+        let trainable = model.params().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect();
+        let scheduler = Scheduler::new(config.lr_schedule.clone(), config.learning_rate)?;
+        let dtype = config.dtype;
+        let seed = config.seed;
+        let accumulate = config.accumulate_grad_batches;
+        let batch_size = config.batch_size;
+        let lbfgs = config.optimizer == OptimizerType::Lbfgs;
+        let steps = Steps { model: model.clone(), label_kind, target_shape: out[1..].to_vec(), skip_last, config };
+        let mut t = ModelTrainer {
+            steps,
+            engine: Box::new(BackendEngine::new(CpuBackend::new(), StateMap::new())?),
+            device,
+            trainable,
+            updates: 0,
+            micro: 0,
+            scheduler,
+            lr_override: None,
+            mu_product: 1.0,
+            hyper_written: None,
+            lbfgs: Lbfgs::default(),
+        };
+        // Compile the step once: it also tells which optimizer state buffers exist.
+        let mut slots = Vec::new();
+        let kind = if lbfgs { StepKind::LossGrad } else { StepKind::Train };
+        let graph = t.steps.graph(kind, batch_size, &mut slots)?;
+        let mut state = model.initial_state(dtype)?;
+        state.insert("rng".into(), HostTensor::i32(&[2], vec![seed as i32, 0])?);
+        state.insert("optim.hyper".into(), HostTensor::zeros(&[HYPER_LEN], dtype)?);
+        for (name, shape) in slots {
+            state.insert(name, HostTensor::zeros(&shape, dtype)?);
+        }
+        if accumulate > 1 {
+            for (path, shape) in &t.trainable {
+                state.insert(format!("accum.{path}"), HostTensor::zeros(shape, dtype)?);
+            }
+        }
+        t.engine = Box::new(BackendEngine::new(CpuBackend::new(), state)?);
+        let mut once = Some(graph);
+        t.engine.run(kind, batch_size, &mut || once.take().ok_or_else(|| Error::InvalidGraph("compiled twice".into())), &[])
+            .map(|_| ())
+            .or_else(|e| if matches!(e, Error::Input(_)) { Ok(()) } else { Err(e) })?;
+        Ok(t)
+    }
+
+    pub fn model(&self) -> &ModelSpec {
+        &self.steps.model
+    }
+    pub fn config(&self) -> &TrainerConfig {
+        &self.steps.config
+    }
+    /// The device the step runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    /// Optimizer updates applied so far.
+    pub fn steps(&self) -> u64 {
+        self.updates
+    }
+    /// The learning rate the next update uses.
+    pub fn learning_rate(&self) -> f64 {
+        self.lr_override.unwrap_or_else(|| self.scheduler.lr())
+    }
+    /// Replaces the schedule's learning rate from now on (an LR callback's lever).
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::Spec(format!("learning rate must be a finite number ≥ 0, got {lr}")));
+        }
+        self.lr_override = Some(lr);
+        Ok(())
+    }
+    /// Advances the learning-rate schedule by one step (`metric` feeds ReduceOnPlateau).
+    pub fn step_schedule(&mut self, metric: Option<f64>) {
+        match metric {
+            Some(m) => self.scheduler.step_with_metric(m),
+            None => self.scheduler.step(),
+        }
+    }
+    /// Kernels in the compiled training step for `batch` (after its first use).
+    pub fn kernel_count(&self, batch: usize) -> Option<usize> {
+        let kind = if self.steps.config.optimizer == OptimizerType::Lbfgs { StepKind::LossGrad } else { StepKind::Train };
+        self.engine.kernel_count(kind, batch)
+    }
+
+    /// A copy of a persistent buffer (`dense1.weight`, `optim.dense1.weight.exp_avg`, `rng`, …).
+    pub fn state(&self, name: &str) -> Result<HostTensor> {
+        self.engine.read(name)
+    }
+    /// Names of every persistent buffer.
+    pub fn state_names(&self) -> Vec<String> {
+        self.engine.names()
+    }
+    /// Replaces a persistent buffer (same shape and dtype).
+    pub fn set_state(&mut self, name: &str, value: &HostTensor) -> Result<()> {
+        let old = self.engine.read(name)?;
+        if old.shape() != value.shape() || old.dtype() != value.dtype() {
+            return Err(Error::Input(format!(
+                "state \"{name}\" is {}{}, got {}{}",
+                old.dtype(),
+                fmt_shape(old.shape()),
+                value.dtype(),
+                fmt_shape(value.shape())
+            )));
+        }
+        self.engine.write(name, value)
+    }
+
+    /// One training step on a batch. Nothing changes when the batch is rejected.
+    pub fn train_batch<'a>(&mut self, x: &[f32], x_shape: &[usize], labels: impl Into<Labels<'a>>, label_shape: &[usize]) -> Result<BatchResult> {
+        let (xt, yt) = self.steps.check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
+        let yt = yt.expect("labels were given");
+        let batch = x_shape[0];
+        if self.steps.config.optimizer == OptimizerType::Lbfgs {
+            return self.lbfgs_step(&xt, &yt, batch);
+        }
+        let apply = self.micro + 1 == self.steps.config.accumulate_grad_batches;
+        let kind = if apply { StepKind::Train } else { StepKind::Accumulate };
+        let mut mu = self.mu_product;
+        if apply {
+            let h = optim::hyper(&self.steps.config, self.learning_rate(), self.updates + 1, &mut mu);
+            if self.hyper_written != Some(h) {
+                self.engine.write("optim.hyper", &HostTensor::from_f64(&[HYPER_LEN], self.steps.config.dtype, &h)?)?;
+                self.hyper_written = Some(h);
+            }
+        }
+        let outs = self.run_kind(kind, batch, &[&xt, &yt])?;
+        if apply {
+            self.micro = 0;
+            self.updates += 1;
+            self.mu_product = mu;
+            if self.steps.config.schedule_step == ScheduleStep::Batch {
+                self.scheduler.step();
+            }
+        } else {
+            self.micro += 1;
+        }
+        Ok(self.steps.batch_result(&outs, batch))
+    }
+
+    fn lbfgs_step(&mut self, xt: &HostTensor, yt: &HostTensor, batch: usize) -> Result<BatchResult> {
+        let dtype = self.steps.config.dtype;
+        let mut flat: Vec<f64> = Vec::new();
+        for (path, _) in &self.trainable {
+            flat.extend(self.engine.read(path)?.to_f64());
+        }
+        let settings = LbfgsSettings {
+            lr: self.learning_rate(),
+            max_iter: self.steps.config.lbfgs_max_iter,
+            max_eval: self.steps.config.lbfgs_max_iter * 5 / 4,
+            tolerance_grad: self.steps.config.lbfgs_tolerance_grad,
+            tolerance_change: self.steps.config.lbfgs_tolerance_change,
+            history_size: self.steps.config.lbfgs_history,
+        };
+        let trainable = self.trainable.clone();
+        let mut first: Option<Vec<HostTensor>> = None;
+        let mut lbfgs = std::mem::take(&mut self.lbfgs);
+        let steps = &self.steps;
+        let engine = &mut self.engine;
+        let mut eval = |x: &[f64]| -> Result<(f64, Vec<f64>)> {
+            let mut off = 0;
+            for (path, shape) in &trainable {
+                let n: usize = shape.iter().product();
+                engine.write(path, &HostTensor::from_f64(shape, dtype, &x[off..off + n])?)?;
+                off += n;
+            }
+            let mut slots = Vec::new();
+            let mut build = || steps.graph(StepKind::LossGrad, batch, &mut slots);
+            let outs = engine.run(StepKind::LossGrad, batch, &mut build, &[xt, yt])?;
+            let loss = outs[0].to_f64()[0];
+            let g: Vec<f64> = outs[2..].iter().flat_map(|t| t.to_f64()).collect();
+            if first.is_none() {
+                first = Some(outs[..2].to_vec());
+            }
+            Ok((loss, g))
+        };
+        let r = lbfgs.step(&settings, &mut flat, &mut eval);
+        drop(eval);
+        self.lbfgs = lbfgs;
+        r?;
+        let mut off = 0;
+        for (path, shape) in &trainable {
+            let n: usize = shape.iter().product();
+            self.engine.write(path, &HostTensor::from_f64(shape, dtype, &flat[off..off + n])?)?;
+            off += n;
+        }
+        self.updates += 1;
+        let outs = first.ok_or_else(|| Error::InvalidGraph("L-BFGS evaluated nothing".into()))?;
+        Ok(self.steps.batch_result(&outs, batch))
+    }
+
+    /// Loss and metric in evaluation mode (dropout off, BatchNorm running statistics).
+    pub fn evaluate<'a>(&mut self, x: &[f32], x_shape: &[usize], labels: impl Into<Labels<'a>>, label_shape: &[usize]) -> Result<BatchResult> {
+        let (xt, yt) = self.steps.check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
+        let yt = yt.expect("labels were given");
+        let batch = x_shape[0];
+        let outs = self.run_kind(StepKind::Eval, batch, &[&xt, &yt])?;
+        Ok(self.steps.batch_result(&outs, batch))
+    }
+
+    /// The model's outputs in evaluation mode, for any batch size.
+    pub fn predict(&mut self, x: &[f32], x_shape: &[usize]) -> Result<Prediction> {
+        let (xt, _) = self.steps.check_batch(x, x_shape, None)?;
+        let outs = self.run_kind(StepKind::Predict, x_shape[0], &[&xt])?;
+        let y = &outs[0];
+        Ok(Prediction { values: y.to_f64().iter().map(|&v| v as f32).collect(), shape: y.shape().to_vec() })
+    }
+
+    fn run_kind(&mut self, kind: StepKind, batch: usize, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        let steps = &self.steps;
+        let mut slots = Vec::new();
+        let mut build = || steps.graph(kind, batch, &mut slots);
+        self.engine.run(kind, batch, &mut build, inputs)
+    }
+}
