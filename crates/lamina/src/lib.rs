@@ -2,7 +2,7 @@
 //! loss, backward, optimizer update — into one graph and runs it on a backend.
 //!
 //! This facade re-exports the engine: the IR ([`core`]), model specifications ([`nn`]), the
-//! reference interpreter ([`reference`]) and the CPU backend ([`cpu`]). `use lamina::prelude::*` brings the everyday names.
+//! reference interpreter ([`reference`]), the CPU backend ([`cpu`]) and the trainer ([`train`]). `use lamina::prelude::*` brings the everyday names.
 //!
 //! ```
 //! use lamina::prelude::*;
@@ -29,6 +29,7 @@ pub use lamina_core as core;
 pub use lamina_core::{Error, Result};
 pub use lamina_cpu as cpu;
 pub use lamina_nn as nn;
+pub use lamina_train as train;
 pub use lamina_ref as reference;
 
 /// The everyday names.
@@ -38,5 +39,9 @@ pub mod prelude {
     };
     pub use lamina_cpu::CpuBackend;
     pub use lamina_nn::{Init, Layer, LayerRegistry, LayerSpec, Mode, ModelBuilder, ModelSpec, Scope};
+    pub use lamina_train::{
+        BatchResult, Callback, Dataset, Device, EarlyStopping, FitOptions, History, InMemoryDataset, LabelData, Labels, LossFunction, LrSchedule,
+        ModelTrainer, Monitor, OptimizerType, Prediction, ProblemType, ScheduleStep, TrainerConfig,
+    };
     pub use lamina_ref::RefBackend;
 }
