@@ -249,9 +249,6 @@ impl Tensor {
 
     // ----- elementwise -----
 
-    pub fn neg(self) -> Tensor {
-        self.prim(Op::Neg)
-    }
     pub fn recip(self) -> Tensor {
         self.prim(Op::Recip)
     }
@@ -306,7 +303,7 @@ impl Tensor {
         self.binary(Op::CmpEq, r)
     }
     /// Logical not of a bool tensor.
-    pub fn not(self) -> Tensor {
+    pub fn logical_not(self) -> Tensor {
         let f = self.source(Op::Const { value: Literal::Splat(0.0), shape: vec![], dtype: DType::Bool });
         self.binary(Op::CmpEq, f)
     }

@@ -301,7 +301,7 @@ fn large_fused_groups_with_broadcasts() {
     let mid = b.input("mid", &[3, 1, 257], DType::F32);
     let y = ((x * row + col).exp() - one).maximum(mid) / (x.abs() + 1.0);
     let m = y.lt(0.5).where_(y.sqrt(), y.log() * 2.0);
-    let z = m.cast(DType::I32).cast(DType::F32) + m.erf() + x.neg().tanh();
+    let z = m.cast(DType::I32).cast(DType::F32) + m.erf() + (-x).tanh();
     let g = b
         .finish(&[
             z,

@@ -33,9 +33,10 @@ fn registry() -> LayerRegistry {
 }
 
 type Build = fn(ModelBuilder) -> ModelBuilder;
+type LayerRow = (&'static str, Vec<usize>, Build, Vec<usize>, u64);
 
 /// (name, input shape, builder, output shape, trainable parameters)
-fn layer_table() -> Vec<(&'static str, Vec<usize>, Build, Vec<usize>, u64)> {
+fn layer_table() -> Vec<LayerRow> {
     vec![
         ("dense", vec![4, 5], |b| b.dense(3, true, "l"), vec![4, 3], 18),
         ("dense_no_bias_rank4", vec![2, 2, 3, 2], |b| b.dense(3, false, "l"), vec![2, 3], 36),

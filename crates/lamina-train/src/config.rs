@@ -194,6 +194,7 @@ impl TrainerConfig {
     }
 
     /// Rejects hyper-parameters PyTorch would reject (and a few it silently accepts).
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // written so that NaN fails every check
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Spec(format!("TrainerConfig: {m}")));
         let unit = |x: f64| (0.0..1.0).contains(&x);

@@ -89,7 +89,7 @@ impl InMemoryDataset {
     /// Checks that `x` holds a whole number of samples and that there is one label per sample.
     pub fn new(x: Vec<f32>, sample_shape: &[usize], labels: LabelData) -> Result<Self> {
         let per: usize = sample_shape.iter().product();
-        if per == 0 || x.len() % per != 0 {
+        if per == 0 || !x.len().is_multiple_of(per) {
             return Err(Error::Input(format!("{} values do not split into samples of shape {}", x.len(), fmt_shape(sample_shape))));
         }
         let n = x.len() / per;

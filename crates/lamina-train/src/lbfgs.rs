@@ -209,10 +209,10 @@ impl Lbfgs {
                     }
                 }
                 let mut r: Vec<f64> = q.iter().map(|v| v * self.h_diag).collect();
-                for i in 0..num_old {
+                for (i, a) in al.iter().enumerate() {
                     let be_i = dot(&self.old_dirs[i], &r) * self.ro[i];
                     for (rj, sj) in r.iter_mut().zip(&self.old_stps[i]) {
-                        *rj += (al[i] - be_i) * sj;
+                        *rj += (a - be_i) * sj;
                     }
                 }
                 self.d = r;

@@ -455,7 +455,6 @@ impl ModelTrainer {
             Ok((loss, g))
         };
         let r = lbfgs.step(&settings, &mut flat, &mut eval);
-        drop(eval);
         self.lbfgs = lbfgs;
         r?;
         let mut off = 0;

@@ -29,17 +29,15 @@ pub fn verify(g: &Graph) -> Result<()> {
         }
         match &n.op {
             Op::Input { name, .. } => {
-                if inputs.insert(name, &n.ty).is_some() {
+                let previous = inputs.insert(name, &n.ty);
+                if previous.is_some() {
                     return bad(format!("input \"{name}\" is declared twice"));
                 }
             }
-            Op::State { name, .. } => {
-                if let Some(t) = states.insert(name, &n.ty) {
-                    if t != &n.ty {
-                        return bad(format!("state \"{name}\" is read as {} and as {}", t.describe(), n.ty.describe()));
-                    }
-                }
-            }
+            Op::State { name, .. } => match states.insert(name, &n.ty) {
+                Some(t) if t != &n.ty => return bad(format!("state \"{name}\" is read as {} and as {}", t.describe(), n.ty.describe())),
+                _ => {}
+            },
             Op::Assign { name } => {
                 if let Some(prev) = assigned.insert(name, id) {
                     return bad(format!("state \"{name}\" is assigned twice (%{prev} and %{id})"));

@@ -57,7 +57,7 @@ impl Layer for Conv2D {
         if self.padding < 0 {
             return Err(format!("padding must be ≥ 0, got {}", self.padding));
         }
-        if self.out_channels % self.groups != 0 {
+        if !self.out_channels.is_multiple_of(self.groups) {
             return Err(format!("out_channels {} is not divisible by groups {}", self.out_channels, self.groups));
         }
         Ok(())
@@ -65,7 +65,7 @@ impl Layer for Conv2D {
     fn build(&self, s: &mut Scope, x: Tensor) -> Result<Tensor> {
         need_rank(x, "Conv2D", &[4], "[batch, channels, height, width]")?;
         let c = x.dim(1);
-        if c % self.groups != 0 {
+        if !c.is_multiple_of(self.groups) {
             return Err(lamina_core::Error::Spec(format!("Conv2D: {c} input channels are not divisible by groups {}", self.groups)));
         }
         let k = self.kernel;

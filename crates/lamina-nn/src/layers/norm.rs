@@ -25,6 +25,7 @@ impl Layer for BatchNorm {
     fn type_name(&self) -> &str {
         "BatchNorm"
     }
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // written so that NaN fails the check
     fn validate(&self) -> Result<(), String> {
         if !(self.eps > 0.0) {
             return Err(format!("eps must be > 0, got {}", self.eps));
@@ -85,6 +86,7 @@ impl Layer for LayerNorm {
     fn type_name(&self) -> &str {
         "LayerNorm"
     }
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // written so that NaN fails the check
     fn validate(&self) -> Result<(), String> {
         if !(self.eps > 0.0) {
             return Err(format!("eps must be > 0, got {}", self.eps));
@@ -122,6 +124,7 @@ impl Layer for Dropout {
     fn type_name(&self) -> &str {
         "Dropout"
     }
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // written so that NaN fails the check
     fn validate(&self) -> Result<(), String> {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(format!("rate must be in [0, 1), got {}", self.rate));
