@@ -2,7 +2,7 @@
 //! learning-rate schedule.
 
 use crate::config::{LossFunction, ScheduleStep};
-use crate::data::{Dataset, Labels};
+use lamina_data::{Dataset, Labels};
 use crate::trainer::{BatchResult, ModelTrainer};
 use lamina_core::{dtype::fmt_shape, Error, Result};
 use std::time::Instant;

@@ -14,8 +14,9 @@
 //! assert!(err.contains("needs 4 labels"), "{err}");
 //! ```
 
+pub mod checkpoint;
 mod config;
-mod data;
+mod config_json;
 mod engine;
 mod fit;
 pub mod lbfgs;
@@ -25,8 +26,9 @@ mod optim;
 pub mod schedule;
 mod trainer;
 
+pub use config_json::{device_from_str, optimizer_from_str};
 pub use config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
-pub use data::{Dataset, InMemoryDataset, LabelData, Labels};
+pub use lamina_data::{Dataset, InMemoryDataset, LabelData, Labels};
 pub use fit::{shuffled, Callback, EarlyStopping, EpochLog, FitControl, FitOptions, History, Monitor};
 pub use schedule::{LrSchedule, Scheduler};
 pub use trainer::{BatchResult, ModelTrainer, Prediction};

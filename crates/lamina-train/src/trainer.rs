@@ -1,7 +1,7 @@
 //! `ModelTrainer`: compiles a model's whole training step into one graph and runs it.
 
 use crate::config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
-use crate::data::Labels;
+use lamina_data::Labels;
 use crate::engine::{BackendEngine, Engine, StepKind};
 use crate::lbfgs::{Lbfgs, LbfgsSettings};
 use crate::loss::{self, Head};
@@ -350,6 +350,22 @@ impl ModelTrainer {
         self.lr_override = Some(lr);
         Ok(())
     }
+    pub(crate) fn progress_json(&self) -> serde_json::Value {
+        crate::checkpoint::progress_json(self.updates, self.micro, self.mu_product, self.scheduler.state(), self.lr_override)
+    }
+
+    pub(crate) fn restore_progress(&mut self, v: &serde_json::Value) -> Result<()> {
+        let bad = || Error::Spec(format!("checkpoint progress {v} is malformed"));
+        self.updates = v["updates"].as_u64().ok_or_else(bad)?;
+        self.micro = v["micro"].as_u64().ok_or_else(bad)? as usize;
+        self.mu_product = v["mu_product"].as_f64().ok_or_else(bad)?;
+        let sched: Vec<f64> = v["schedule"].as_array().ok_or_else(bad)?.iter().map(|x| crate::checkpoint::number(x).ok_or_else(bad)).collect::<Result<_>>()?;
+        self.scheduler.restore(&sched)?;
+        self.lr_override = v["lr_override"].as_f64();
+        self.hyper_written = None;
+        Ok(())
+    }
+
     /// Advances the learning-rate schedule by one step (`metric` feeds ReduceOnPlateau).
     pub fn step_schedule(&mut self, metric: Option<f64>) {
         match metric {

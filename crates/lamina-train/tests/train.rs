@@ -379,3 +379,31 @@ fn early_stopping_stops() {
     let h = t.fit(&train, Some(&test), FitOptions { epochs: 20, callbacks: vec![Box::new(es)], ..Default::default() }).unwrap();
     assert_eq!(h.epochs.len(), 2, "stops after one epoch without improvement");
 }
+
+/// Save, load, continue: the loaded trainer continues exactly as the original (same process here;
+/// the cross-process resume test belongs to the checkpoint issue).
+#[test]
+fn checkpoint_round_trip_resumes_exactly() {
+    let (model, x, y) = small_problem();
+    let config = TrainerConfig { batch_size: 8, lr_schedule: LrSchedule::reduce_on_plateau(), ..cfg(OptimizerType::Adam, 1e-2, DType::F32) };
+    let mut a = ModelTrainer::new(&model, config).unwrap();
+    for _ in 0..3 {
+        a.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("lamina-ckpt-{}", std::process::id()));
+    let path = dir.join("ckpt.safetensors");
+    a.save_checkpoint(&path).unwrap();
+    let mut b = ModelTrainer::load_checkpoint(&path, &lamina_nn::LayerRegistry::new(), Device::Cpu).unwrap();
+    assert_eq!(snapshot(&a), snapshot(&b));
+    for _ in 0..3 {
+        let (ra, rb) = (a.train_batch(&x, &[8, 4], &y, &[8]).unwrap(), b.train_batch(&x, &[8, 4], &y, &[8]).unwrap());
+        assert_eq!(ra, rb);
+    }
+    assert_eq!(snapshot(&a), snapshot(&b));
+    // a truncated file is an error naming the file
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = ModelTrainer::load_checkpoint(&path, &lamina_nn::LayerRegistry::new(), Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("ckpt.safetensors"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
