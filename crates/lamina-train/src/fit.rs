@@ -44,6 +44,10 @@ pub trait Callback {
     fn on_batch_end(&mut self, _epoch: usize, _batch: usize, _batches: usize, _result: &BatchResult) {}
     /// After each epoch, with its log; may stop training or set the learning rate.
     fn on_epoch_end(&mut self, _log: &EpochLog, _control: &mut FitControl) {}
+    /// Asked after every batch: `true` ends training after the step that just finished (Ctrl-C).
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
 }
 
 /// Which number early stopping watches.
@@ -139,6 +143,7 @@ pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 struct Totals {
+    interrupted: bool,
     loss: f64,
     metric: f64,
     samples: usize,
@@ -148,7 +153,7 @@ struct Totals {
 
 impl Totals {
     fn new() -> Self {
-        Totals { loss: 0.0, metric: 0.0, samples: 0, any_acc: false, any_mse: false }
+        Totals { interrupted: false, loss: 0.0, metric: 0.0, samples: 0, any_acc: false, any_mse: false }
     }
     fn add(&mut self, r: &BatchResult) {
         let n = r.samples as f64;
@@ -202,12 +207,16 @@ impl ModelTrainer {
             ls.extend_from_slice(d.target_shape());
             let labels = if d.has_classes() { Labels::Classes(&c) } else { Labels::Targets(&y) };
             let r = if train { self.train_batch(&x, &shape, labels, &ls)? } else { self.evaluate(&x, &shape, labels, &ls)? };
+            t.add(&r);
             if train {
                 for cb in callbacks.iter_mut() {
                     cb.on_batch_end(epoch, i, n, &r);
                 }
+                if callbacks.iter_mut().any(|cb| cb.stop_requested()) {
+                    t.interrupted = true;
+                    break;
+                }
             }
-            t.add(&r);
         }
         Ok(t)
     }
@@ -251,7 +260,7 @@ impl ModelTrainer {
             if let Some(lr) = control.learning_rate {
                 self.set_learning_rate(lr)?;
             }
-            if control.stop {
+            if control.stop || tr.interrupted {
                 break;
             }
         }
