@@ -2,14 +2,15 @@
 //!
 //! 1. f32 matmul 512³ and 1024³: a compiled `x.matmul(w)` plan against calling `gemm::gemm`
 //!    directly on the same buffers (throughput in FLOP/s: 2·n³ per product).
-//! 2. a chain of 5 elementwise primitives on 16M f32 elements, fused (one pass) against unfused
-//!    (one kernel and one stored intermediate per primitive).
+//! 2. chains of 5 elementwise primitives on 16M f32 elements, fused (one pass) against unfused
+//!    (one kernel and one stored intermediate per primitive): a memory-bound arithmetic chain and
+//!    one with tanh and exp.
 //!
 //! `cargo bench -p lamina-cpu --bench cpu -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lamina_core::passes::optimize;
-use lamina_core::{Backend, DType, GraphBuilder, HostTensor, Plan, StateMap};
+use lamina_core::{Backend, DType, GraphBuilder, HostTensor, Plan, StateMap, Tensor};
 use lamina_cpu::CpuBackend;
 
 const THREADS: usize = 2;
@@ -87,14 +88,13 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-fn elementwise_chain(c: &mut Criterion) {
+/// One chain of 5 elementwise primitives on 16M f32, fused against unfused.
+fn chain(c: &mut Criterion, name: &str, f: fn(Tensor) -> Tensor) {
     const N: usize = 1 << 24;
     let cpu = CpuBackend::with_threads(THREADS);
     let b = GraphBuilder::new();
     let x = b.input("x", &[N], DType::F32);
-    // mul, add, tanh, mul, exp: 5 primitives (the scalars fold into splat constants)
-    let y = ((x * 1.5 + 0.5).tanh() * x).exp();
-    let g = optimize(&b.finish(&[y]).unwrap(), false).unwrap();
+    let g = optimize(&b.finish(&[f(x)]).unwrap(), false).unwrap();
     let prims = g
         .nodes
         .iter()
@@ -106,7 +106,7 @@ fn elementwise_chain(c: &mut Criterion) {
     );
     let xv = HostTensor::f32(&[N], data(N, 3)).unwrap();
 
-    let mut group = c.benchmark_group("chain5_16M_f32");
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.throughput(Throughput::Elements(N as u64));
     for (name, fuse) in [("fused", true), ("unfused", false)] {
@@ -121,5 +121,16 @@ fn elementwise_chain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, elementwise_chain);
+fn elementwise_chains(c: &mut Criterion) {
+    // mul, add, max, mul, sub: memory-bound, what fusion is for (the scalars fold into splats)
+    chain(c, "chain5_arith_16M_f32", |x| {
+        (x * 1.5 + 0.5).maximum(x) * x - 0.25
+    });
+    // mul, add, tanh, mul, exp: the transcendental functions make it largely compute-bound
+    chain(c, "chain5_tanh_exp_16M_f32", |x| {
+        ((x * 1.5 + 0.5).tanh() * x).exp()
+    });
+}
+
+criterion_group!(benches, matmul, elementwise_chains);
 criterion_main!(benches);

@@ -136,23 +136,25 @@ impl Ew {
         }
     }
 
-    /// Evaluates `n` elements: operand `i` starts at `args[i]`, the result at `out`.
+    /// Evaluates `n` elements: operand `i` starts at `args[i]`, the result at `out`. Bit `i` of
+    /// `uniform` says that every element of operand `i` is equal (a broadcast scalar), so binary
+    /// ops may keep it in a register.
     ///
     /// # Safety
     /// Each `args[i]` must point to `n` elements of the operand's dtype and `out` to `n` writable
     /// elements of the result's dtype, not overlapping any operand.
-    pub(crate) unsafe fn eval(self, args: [*const u8; 3], out: *mut u8, n: usize) {
+    pub(crate) unsafe fn eval(self, args: [*const u8; 3], uniform: u8, out: *mut u8, n: usize) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: the CPU has AVX2 and FMA (checked above); the rest is the caller's contract.
-                return unsafe { self.eval_avx2(args, out, n) };
+                return unsafe { self.eval_avx2(args, uniform, out, n) };
             }
         }
         // SAFETY: guaranteed by the caller.
-        unsafe { self.eval_inline::<NoFma>(args, out, n) }
+        unsafe { self.eval_inline::<NoFma>(args, uniform, out, n) }
     }
 
     /// [`Ew::eval`] compiled for AVX2 + FMA: the same loops, eight f32 lanes wide.
@@ -161,9 +163,9 @@ impl Ew {
     /// As [`Ew::eval`], on a CPU with AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn eval_avx2(self, args: [*const u8; 3], out: *mut u8, n: usize) {
+    unsafe fn eval_avx2(self, args: [*const u8; 3], uniform: u8, out: *mut u8, n: usize) {
         // SAFETY: guaranteed by the caller.
-        unsafe { self.eval_inline::<WithFma>(args, out, n) }
+        unsafe { self.eval_inline::<WithFma>(args, uniform, out, n) }
     }
 
     /// The body of [`Ew::eval`], inlined into each instruction-set variant.
@@ -171,7 +173,13 @@ impl Ew {
     /// # Safety
     /// As [`Ew::eval`].
     #[inline(always)]
-    unsafe fn eval_inline<M: MulAdd>(self, args: [*const u8; 3], out: *mut u8, n: usize) {
+    unsafe fn eval_inline<M: MulAdd>(
+        self,
+        args: [*const u8; 3],
+        uniform: u8,
+        out: *mut u8,
+        n: usize,
+    ) {
         // SAFETY: guaranteed by the caller.
         #[inline(always)]
         unsafe fn s<'a, T>(p: *const u8, n: usize) -> &'a [T] {
@@ -188,17 +196,11 @@ impl Ew {
                 Ew::Unary(u, Fl::F32) => unary_f32::<M>(u, s(args[0], n), m(out, n)),
                 Ew::Unary(u, Fl::F64) => unary_f64(u, s(args[0], n), m(out, n)),
                 Ew::NegI32 => map1(s::<i32>(args[0], n), m(out, n), |x: i32| x.wrapping_neg()),
-                Ew::Binary(b, Num::F32) => {
-                    binary::<f32>(b, s(args[0], n), s(args[1], n), m(out, n))
-                }
-                Ew::Binary(b, Num::F64) => {
-                    binary::<f64>(b, s(args[0], n), s(args[1], n), m(out, n))
-                }
-                Ew::Binary(b, Num::I32) => {
-                    binary::<i32>(b, s(args[0], n), s(args[1], n), m(out, n))
-                }
+                Ew::Binary(b, Num::F32) => binary_any::<f32>(b, args, uniform, m(out, n)),
+                Ew::Binary(b, Num::F64) => binary_any::<f64>(b, args, uniform, m(out, n)),
+                Ew::Binary(b, Num::I32) => binary_any::<i32>(b, args, uniform, m(out, n)),
                 Ew::Compare(c, dt) => {
-                    crate::elem::with_elem!(dt, T => compare::<T>(c, s(args[0], n), s(args[1], n), m(out, n)))
+                    crate::elem::with_elem!(dt, T => compare_any::<T>(c, args, uniform, m(out, n)))
                 }
                 Ew::Where(dt) => {
                     crate::elem::with_elem!(dt, T => select::<T>(s(args[0], n), s(args[1], n), s(args[2], n), m(out, n)))
@@ -340,6 +342,88 @@ fn binary<T: Arith>(op: Binary, a: &[T], b: &[T], out: &mut [T]) {
     }
 }
 
+/// A binary op whose operands may be broadcast scalars (see [`Ew::eval`]).
+///
+/// # Safety
+/// Each operand pointer must address `out.len()` elements of `T`.
+#[inline(always)]
+unsafe fn binary_any<T: Arith>(op: Binary, args: [*const u8; 3], uniform: u8, out: &mut [T]) {
+    let n = out.len();
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let (a, b) = (args[0] as *const T, args[1] as *const T);
+        match (uniform & 1 != 0, uniform & 2 != 0) {
+            (false, true) => binary_vs(op, std::slice::from_raw_parts(a, n), *b, out),
+            (true, false) => binary_sv(op, *a, std::slice::from_raw_parts(b, n), out),
+            _ => binary(
+                op,
+                std::slice::from_raw_parts(a, n),
+                std::slice::from_raw_parts(b, n),
+                out,
+            ),
+        }
+    }
+}
+
+#[inline(always)]
+fn binary_vs<T: Arith>(op: Binary, a: &[T], y: T, out: &mut [T]) {
+    match op {
+        Binary::Add => map1(a, out, |x| T::add(x, y)),
+        Binary::Sub => map1(a, out, |x| T::sub(x, y)),
+        Binary::Mul => map1(a, out, |x| T::mul(x, y)),
+        Binary::Div => map1(a, out, |x| T::div(x, y)),
+        Binary::Max => map1(a, out, |x| T::max(x, y)),
+    }
+}
+
+#[inline(always)]
+fn binary_sv<T: Arith>(op: Binary, x: T, b: &[T], out: &mut [T]) {
+    match op {
+        Binary::Add => map1(b, out, |y| T::add(x, y)),
+        Binary::Sub => map1(b, out, |y| T::sub(x, y)),
+        Binary::Mul => map1(b, out, |y| T::mul(x, y)),
+        Binary::Div => map1(b, out, |y| T::div(x, y)),
+        Binary::Max => map1(b, out, |y| T::max(x, y)),
+    }
+}
+
+/// A comparison whose operands may be broadcast scalars (see [`Ew::eval`]).
+///
+/// # Safety
+/// Each operand pointer must address `out.len()` elements of `T`.
+#[inline(always)]
+unsafe fn compare_any<T: Elem>(op: Compare, args: [*const u8; 3], uniform: u8, out: &mut [u8]) {
+    let n = out.len();
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let (a, b) = (args[0] as *const T, args[1] as *const T);
+        match (op, uniform & 1 != 0, uniform & 2 != 0) {
+            (Compare::Lt, false, true) => {
+                let y = *b;
+                map1(std::slice::from_raw_parts(a, n), out, |x| (x < y) as u8)
+            }
+            (Compare::Lt, true, false) => {
+                let x = *a;
+                map1(std::slice::from_raw_parts(b, n), out, |y| (x < y) as u8)
+            }
+            (Compare::Eq, false, true) => {
+                let y = *b;
+                map1(std::slice::from_raw_parts(a, n), out, |x| (x == y) as u8)
+            }
+            (Compare::Eq, true, false) => {
+                let x = *a;
+                map1(std::slice::from_raw_parts(b, n), out, |y| (x == y) as u8)
+            }
+            _ => compare(
+                op,
+                std::slice::from_raw_parts(a, n),
+                std::slice::from_raw_parts(b, n),
+                out,
+            ),
+        }
+    }
+}
+
 #[inline(always)]
 fn compare<T: Elem>(op: Compare, a: &[T], b: &[T], out: &mut [u8]) {
     match op {
@@ -386,7 +470,7 @@ mod tests {
         }
         let mut out = crate::buffer::CpuBuffer::zeros(&[n], out_dt).unwrap();
         // SAFETY: every operand holds n elements of its dtype and `out` n of the result's.
-        unsafe { ew.eval(ptrs, out.as_mut_ptr(), n) };
+        unsafe { ew.eval(ptrs, 0, out.as_mut_ptr(), n) };
         out.to_host().unwrap().to_f64()
     }
 

@@ -13,8 +13,8 @@ use crate::ew::Ew;
 use crate::layout::Strided;
 use rayon::prelude::*;
 
-/// Elements per chunk: 8 KiB of f32 per scratch buffer.
-pub(crate) const CHUNK: usize = 2048;
+/// Elements per chunk: 4 KiB of f32 per scratch buffer, so a group's working set stays in L1.
+pub(crate) const CHUNK: usize = 1024;
 /// Groups at least this large run their chunks on several threads.
 const PAR_MIN: usize = 1 << 15;
 /// Bytes of one scratch buffer (room for the widest dtype).
@@ -61,6 +61,8 @@ pub(crate) enum Dest {
 pub(crate) struct Member {
     pub(crate) ew: Ew,
     pub(crate) args: [Arg; 3],
+    /// Bit `i`: operand `i` is a broadcast scalar (a splat or uniform source).
+    pub(crate) uniform: u8,
     pub(crate) dt: Dt,
     pub(crate) dest: Dest,
 }
@@ -104,8 +106,14 @@ pub(crate) fn assemble(
             })),
         };
         let mut a = [Arg::Source(0); 3];
+        let mut uniform = 0u8;
         for (k, &x) in args.iter().enumerate().take(3) {
             a[k] = x;
+            if let Arg::Source(i) = x {
+                if matches!(sources[i], Source::Splat { .. } | Source::Uniform { .. }) {
+                    uniform |= 1 << k;
+                }
+            }
         }
         // operands read for the last time here give their buffers back (after this member, so
         // a member never writes over its own operand)
@@ -123,6 +131,7 @@ pub(crate) fn assemble(
         members.push(Member {
             ew,
             args: a,
+            uniform,
             dt,
             dest,
         });
@@ -214,7 +223,7 @@ impl Fused {
                 // SAFETY: operands point to `n` elements of their dtypes (in place, in scratch or
                 // in an output written earlier in this chunk); the destination is a scratch buffer
                 // no live operand uses, or this chunk of the member's own output.
-                unsafe { m.ew.eval(args, out.0, n) };
+                unsafe { m.ew.eval(args, m.uniform, out.0, n) };
             }
         }
     }
