@@ -2,7 +2,7 @@
 //! learning-rate schedule.
 
 use crate::config::{LossFunction, ScheduleStep};
-use lamina_data::{Dataset, Labels};
+use lamina_data::{shuffled, DataLoader, Dataset, LoaderOptions};
 use crate::trainer::{BatchResult, ModelTrainer};
 use lamina_core::{dtype::fmt_shape, Error, Result};
 use std::time::Instant;
@@ -124,24 +124,6 @@ impl Default for FitOptions {
     }
 }
 
-/// Fisher–Yates with SplitMix64: the order of epoch `epoch` for `seed`.
-pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut s = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
-    idx
-}
-
 struct Totals {
     interrupted: bool,
     loss: f64,
@@ -190,35 +172,28 @@ impl ModelTrainer {
     }
 
     fn run_batches(&mut self, d: &dyn Dataset, order: &[usize], train: bool, drop_last: bool, epoch: usize, callbacks: &mut [Box<dyn Callback>]) -> Result<Totals> {
-        let bs = self.config().batch_size;
-        let mut t = Totals::new();
-        let (mut x, mut c, mut y) = (Vec::new(), Vec::new(), Vec::new());
-        let mut shape = vec![0];
-        shape.extend_from_slice(d.sample_shape());
-        let chunks: Vec<&[usize]> = order.chunks(bs).filter(|ch| !(drop_last && ch.len() < bs)).collect();
-        let n = chunks.len();
-        for (i, idx) in chunks.into_iter().enumerate() {
-            x.clear();
-            c.clear();
-            y.clear();
-            d.gather(idx, &mut x, &mut c, &mut y);
-            shape[0] = idx.len();
-            let mut ls = vec![idx.len()];
-            ls.extend_from_slice(d.target_shape());
-            let labels = if d.has_classes() { Labels::Classes(&c) } else { Labels::Targets(&y) };
-            let r = if train { self.train_batch(&x, &shape, labels, &ls)? } else { self.evaluate(&x, &shape, labels, &ls)? };
-            t.add(&r);
-            if train {
-                for cb in callbacks.iter_mut() {
-                    cb.on_batch_end(epoch, i, n, &r);
-                }
-                if callbacks.iter_mut().any(|cb| cb.stop_requested()) {
-                    t.interrupted = true;
-                    break;
+        // A worker thread gathers the next batches while this thread runs the step; the loader
+        // augments training draws only (validation gathers plain samples).
+        let options = LoaderOptions { batch_size: self.config().batch_size, shuffle: false, drop_last, workers: 1, prefetch: 2, augment: train, ..Default::default() };
+        let loader = DataLoader::new(d, options)?;
+        loader.with_order(order, epoch, |batches| {
+            let mut t = Totals::new();
+            let n = batches.len();
+            for (i, b) in batches.enumerate() {
+                let r = if train { self.train_batch(&b.x, &b.x_shape, b.labels(), &b.label_shape)? } else { self.evaluate(&b.x, &b.x_shape, b.labels(), &b.label_shape)? };
+                t.add(&r);
+                if train {
+                    for cb in callbacks.iter_mut() {
+                        cb.on_batch_end(epoch, i, n, &r);
+                    }
+                    if callbacks.iter_mut().any(|cb| cb.stop_requested()) {
+                        t.interrupted = true;
+                        break;
+                    }
                 }
             }
-        }
-        Ok(t)
+            Ok(t)
+        })?
     }
 
     /// Trains for `opts.epochs` epochs over `train` in shuffled batches of `batch_size` (the last
