@@ -1,9 +1,14 @@
 //! lamina-cpu: the CPU backend of lamina.
 //!
-//! [`CpuBackend`] compiles a [`Plan`](lamina_core::Plan) into a [`CpuExecutable`]: one arena of
+//! [`CpuBackend`] compiles a [`Plan`] into a [`CpuExecutable`]: one arena of
 //! `plan.arena_bytes` for every intermediate, constants materialised once, and a kernel per step
 //! with its shapes and strides worked out. Elementwise fusion groups run as one chunked pass,
 //! MatMul and Conv go through the `gemm` crate, everything is parallel with rayon.
+//!
+//! A run reads fed inputs in place and writes each arena-stored graph output straight into the
+//! host vector it returns (no copy). State semantics follow the reference interpreter: every read
+//! of a state sees the buffer as the run started; where the plan orders an `Assign` before a later
+//! reader of the old value (another `Assign`, a graph output), the buffer is snapshotted first.
 //!
 //! ```
 //! use lamina_core::*;
