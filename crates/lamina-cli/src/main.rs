@@ -1,0 +1,120 @@
+//! `lamina`: train, evaluate, predict with, summarise and benchmark models described in JSON or
+//! TOML spec files, on bundled or user data sets. Errors print one clear message and exit with a
+//! non-zero code; nothing panics on bad input.
+
+mod bench;
+mod report;
+mod run;
+mod spec;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "lamina", version, about = "Train neural networks compiled into one graph per step.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a spec file; writes a run folder (checkpoint, history, plots, report).
+    Train {
+        /// Spec file (.json or .toml): model layers plus "data" and "train" sections.
+        spec: PathBuf,
+        /// Data set: a bundled name (digits, breast_cancer, diabetes) or a CSV file.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+        /// sgd, adam, adamw, rmsprop, adagrad, adadelta, nadam, lbfgs
+        #[arg(long)]
+        optimizer: Option<String>,
+        /// cpu, cuda, cuda:N, auto
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run folder (default runs/<spec name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON line of final metrics (and no progress bars).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a checkpoint on the test split of its data set (or another data set).
+    Eval {
+        checkpoint: PathBuf,
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict with a checkpoint: CSV rows of features in, CSV or JSON out.
+    Predict {
+        checkpoint: PathBuf,
+        /// CSV file of samples (one row per sample, features only; a header row is skipped).
+        input: PathBuf,
+        /// Output file (.csv or .json); standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a spec's Keras-style summary table.
+    Summary { spec: PathBuf },
+    /// Time the benchmark models of DESIGN.md §5 (median µs per training step).
+    Bench {
+        /// seed_mlp, bn_mlp, readme_cnn, wide_mlp, or all
+        #[arg(long, default_value = "all")]
+        model: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train { spec, data, epochs, batch_size, lr, optimizer, device, seed, out, json } => {
+            run::train(run::TrainArgs { spec, data, epochs, batch_size, lr, optimizer, device, seed, out, json })
+        }
+        Command::Eval { checkpoint, data, json } => run::eval(&checkpoint, data.as_deref(), json),
+        Command::Predict { checkpoint, input, out, json } => run::predict(&checkpoint, &input, out.as_deref(), json),
+        Command::Summary { spec } => spec::load(&spec).map(|s| print!("{}", s.model.summary())),
+        Command::Bench { model, device, steps, warmup, json } => bench_command(&model, &device, steps, warmup, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench_command(model: &str, device: &str, steps: usize, warmup: usize, json: bool) -> lamina_core::Result<()> {
+    let device = lamina_train::device_from_str(device)?;
+    let names: Vec<&str> = if model == "all" { bench::MODELS.to_vec() } else { vec![model] };
+    for name in names {
+        let row = bench::run(name, device, steps, warmup)?;
+        if json {
+            println!("{row}");
+        } else {
+            println!("{name:<12} {:>10.1} µs/step  ({} kernels, first step {} ms)", row["us_per_step"].as_f64().unwrap_or(f64::NAN), row["kernels"], row["first_step_ms"]);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The `lamina` binary end to end: every subcommand on the bundled data, and the bad-input table
+//! (a clear message and a non-zero exit code, never a panic).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lamina(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lamina")).args(args).current_dir(root()).output().expect("the lamina binary runs")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lamina-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn summary_of_every_example_spec() {
+    for (spec, want) in [
+        ("examples/digits_mlp.json", "Total parameters: 9,610"),
+        ("examples/digits_cnn.json", "Conv2D"),
+        ("examples/breast_cancer.json", "Sigmoid"),
+        ("examples/diabetes.json", "[32,1]"),
+    ] {
+        let o = lamina(&["summary", spec]);
+        assert!(o.status.success(), "{spec}: {}", text(&o));
+        assert!(text(&o).contains(want), "{spec}: {}", text(&o));
+    }
+}
+
+#[test]
+fn train_eval_predict_round_trip() {
+    let out = temp("digits");
+    let o = lamina(&["train", "examples/digits_mlp.json", "--epochs", "3", "--json", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let line = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap()).unwrap();
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.85, "{v}");
+    for f in ["checkpoint.safetensors", "history.csv", "metrics.json", "spec.json", "report.html", "loss.png", "loss.svg", "confusion.png"] {
+        assert!(out.join(f).exists(), "{f} missing in {}", out.display());
+    }
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 4, "{history}");
+
+    let ckpt = out.join("checkpoint.safetensors");
+    let e = lamina(&["eval", ckpt.to_str().unwrap(), "--json"]);
+    assert!(e.status.success(), "{}", text(&e));
+    let ev: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&e.stdout).trim()).unwrap();
+    assert_eq!(ev["test_accuracy"], v["test_accuracy"], "eval of the checkpoint reproduces the run's test accuracy");
+
+    let rows = out.join("rows.csv");
+    std::fs::write(&rows, format!("{}\n{}\n", vec!["0"; 64].join(","), vec!["0.5"; 64].join(","))).unwrap();
+    let p = lamina(&["predict", ckpt.to_str().unwrap(), rows.to_str().unwrap(), "--json"]);
+    assert!(p.status.success(), "{}", text(&p));
+    let pv: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    assert_eq!(pv.as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn bench_prints_json_rows() {
+    let o = lamina(&["bench", "--model", "seed_mlp", "--steps", "3", "--warmup", "1", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(v["model"], "seed_mlp");
+    assert!(v["us_per_step"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_and_a_nonzero_exit() {
+    let dir = temp("bad");
+    let w = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let bad_row = w("bad_rows.csv", "1,2,0\n3,4,1\n5,x,0\n");
+    let bad_row_spec = w(
+        "bad_rows.json",
+        &format!(r#"{{"input_shape":[4,2],"layers":[{{"type":"Dense","name":"d","config":{{"units":2,"use_bias":true}}}}],"data":{{"source":"{bad_row}"}}}}"#),
+    );
+    let no_label = w("no_label.csv", "a,b,c\n1,2,0\n3,4,1\n");
+    let no_label_spec = w(
+        "no_label.json",
+        &format!(r#"{{"input_shape":[4,2],"layers":[{{"type":"Dense","name":"d","config":{{"units":2,"use_bias":true}}}}],"data":{{"source":"{no_label}","label_column":"target"}}}}"#),
+    );
+    let misfit = w("misfit.json", r#"{"input_shape":[32,10],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"data":{"source":"digits"},"train":{"epochs":1}}"#);
+    let malformed = w("malformed.json", r#"{"input_shape":[32,10],"layers":[{"type":"Dense""#);
+    let typo = w("typo.json", r#"{"input_shape":[32,64],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"train":{"learnin_rate":0.1}}"#);
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["train", "no/such/spec.json"], vec!["no/such/spec.json"]),
+        (vec!["train", &malformed], vec!["malformed JSON"]),
+        (vec!["train", &typo], vec!["learnin_rate", "unknown key"]),
+        (vec!["train", "examples/digits_mlp.json", "--data", "nonexistent.csv"], vec!["nonexistent.csv", "not a bundled name"]),
+        (vec!["train", &bad_row_spec], vec!["line 3"]),
+        (vec!["train", &no_label_spec], vec!["no_label.csv", "target"]),
+        (vec!["train", &misfit], vec!["[64]", "[10]"]),
+        (vec!["train", "examples/digits_mlp.json", "--optimizer", "adamax"], vec!["unknown optimizer 'adamax'"]),
+        (vec!["eval", "missing.safetensors"], vec!["missing.safetensors"]),
+        (vec!["bench", "--model", "resnet"], vec!["unknown benchmark model 'resnet'"]),
+    ];
+    for (args, wants) in cases {
+        let o = lamina(&args);
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?} succeeded: {t}");
+        assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
+        for want in wants {
+            assert!(t.contains(want), "{args:?}: '{t}' lacks '{want}'");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
