@@ -275,8 +275,9 @@ fn plan<'a>(r: &RunReport<'a>) -> Vec<Plot<'a>> {
     }
     if let Some(counts) = r.confusion {
         let cols = counts.iter().map(Vec::len).max().unwrap_or(0);
-        if !counts.is_empty() && cols > 0 {
-            let k = counts.len().max(cols);
+        let k = counts.len().max(cols);
+        // Beyond MAX_CLASSES a cell would be under 2 px: no readable plot, so none.
+        if k > 0 && k <= MAX_CLASSES {
             let names: Vec<String> = match r.class_names {
                 Some(n) if n.len() >= k => n.iter().take(k).map(|s| short_name(s)).collect(),
                 _ => (0..k).map(|i| i.to_string()).collect(),
@@ -303,6 +304,7 @@ fn plan<'a>(r: &RunReport<'a>) -> Vec<Plot<'a>> {
             .map(|(&x, &y)| (x, y))
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
+        let points = thin(points, MAX_ROC);
         if !points.is_empty() {
             plots.push(Plot {
                 stem: "roc",
@@ -337,6 +339,27 @@ fn plan<'a>(r: &RunReport<'a>) -> Vec<Plot<'a>> {
     plots
 }
 
+/// Most classes drawn in a confusion matrix (cells of 2 px).
+const MAX_CLASSES: usize = 280;
+/// Most points of a ROC curve drawn; longer curves are thinned evenly (keeping both ends).
+const MAX_ROC: usize = 5_000;
+
+/// Every `stride`-th point and the last, so that at most about `max` remain.
+fn thin(points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    let stride = points.len().div_ceil(max.max(1)).max(1);
+    if stride == 1 {
+        return points;
+    }
+    let last = points.last().copied();
+    let mut out: Vec<(f64, f64)> = points.into_iter().step_by(stride).collect();
+    if let Some(p) = last {
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Class names longer than this are cut with an ellipsis so the axes keep their room.
 const MAX_NAME: usize = 14;
 
@@ -362,8 +385,8 @@ struct Grid {
 
 fn grid(rows: usize, cols: usize, names: &[String]) -> Grid {
     let k = rows.max(cols).max(1) as u32;
-    // About 560 px of cells, at least 8 px and at most 110 px each.
-    let cell = (560 / k).clamp(8, 110);
+    // About 560 px of cells, at least 2 px and at most 110 px each.
+    let cell = (560 / k).clamp(2, 110);
     let label_font = if cell >= 20 { LABEL } else { 10 };
     let chars = names.iter().map(|s| s.chars().count()).max().unwrap_or(1) as u32;
     // DejaVu Sans averages about 0.62 em per character.
@@ -1765,6 +1788,9 @@ mod tests {
             })
             .collect();
         let zero_rows = vec![vec![0, 0], vec![0, 5]];
+        let huge_matrix: Vec<Vec<u64>> = (0..MAX_CLASSES + 1).map(|r| vec![r as u64; 3]).collect();
+        let long_fpr: Vec<f64> = (0..=100_000).map(|i| f64::from(i) / 1e5).collect();
+        let long_tpr: Vec<f64> = long_fpr.iter().map(|x| x.sqrt()).collect();
         let nan_roc = [f64::NAN, 0.5];
         let constant = [2.0; 4];
         let cases: Vec<(&str, RunReport, &[&str])> = vec![
@@ -1827,6 +1853,22 @@ mod tests {
                     ..blank(&empty)
                 },
                 &["confusion"],
+            ),
+            (
+                "too_many_classes",
+                RunReport {
+                    confusion: Some(&huge_matrix),
+                    ..blank(&empty)
+                },
+                &[],
+            ),
+            (
+                "long_roc",
+                RunReport {
+                    roc: Some((&long_fpr, &long_tpr, 0.667)),
+                    ..blank(&empty)
+                },
+                &["roc"],
             ),
             (
                 "no_classes",
