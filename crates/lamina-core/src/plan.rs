@@ -58,6 +58,91 @@ pub struct Plan {
     pub states: Vec<(String, TensorType)>,
 }
 
+/// External operands of a step (operands of its members that it does not compute), resolved
+/// through views to the node that owns the memory.
+fn step_operands(graph: &Graph, storage: &[Storage], step: &Step) -> Vec<NodeId> {
+    let members: &[NodeId] = match step {
+        Step::Fused { nodes, .. } => nodes,
+        Step::Node(id) => std::slice::from_ref(id),
+    };
+    let mut v = Vec::new();
+    for &m in members {
+        for &i in &graph.nodes[m].inputs {
+            if !members.contains(&i) {
+                v.push(match &storage[i] {
+                    Storage::View(r) => *r,
+                    _ => i,
+                });
+            }
+        }
+    }
+    v
+}
+
+/// In-place Assigns: a value computed only to be assigned is written by its own step straight into
+/// the state buffer, and the Assign's copy disappears — when no step after the producer reads the
+/// buffer's old value, and inside a fused producer every member that reads the old value comes
+/// before the value (elementwise, same index: a chunk is read before it is overwritten). This is
+/// what turns an optimizer update into one pass over each parameter.
+fn place_assigns_in_state(graph: &Graph, steps: &mut Vec<Step>, storage: &mut [Storage]) {
+    let n = graph.nodes.len();
+    let root = |storage: &[Storage], id: NodeId| match &storage[id] {
+        Storage::View(r) => *r,
+        _ => id,
+    };
+    let mut computed_at = vec![usize::MAX; n];
+    for (t, s) in steps.iter().enumerate() {
+        match s {
+            Step::Fused { nodes, .. } => nodes.iter().for_each(|&m| computed_at[m] = t),
+            Step::Node(id) => computed_at[*id] = t,
+        }
+    }
+    let mut remove = vec![false; steps.len()];
+    for ta in 0..steps.len() {
+        let Step::Node(a) = steps[ta] else { continue };
+        let Op::Assign { name } = &graph.nodes[a].op else { continue };
+        let v = graph.nodes[a].inputs[0];
+        let p = computed_at[v];
+        if !matches!(storage[v], Storage::Arena { .. }) || graph.outputs.contains(&v) || p == usize::MAX {
+            continue;
+        }
+        let reads_state = |storage: &[Storage], id: NodeId| matches!(&graph.nodes[root(storage, id)].op, Op::State { name: s, .. } if s == name);
+        if graph.outputs.iter().any(|&o| reads_state(storage, o)) {
+            continue; // outputs must see the value from the start of the run
+        }
+        let mut ok = true;
+        for (t, step) in steps.iter().enumerate() {
+            if t == ta {
+                continue;
+            }
+            let members: &[NodeId] = match step {
+                Step::Fused { nodes, .. } => nodes,
+                Step::Node(id) => std::slice::from_ref(id),
+            };
+            let pos_v = members.iter().position(|&m| m == v);
+            for (i, &m) in members.iter().enumerate() {
+                let reads = graph.nodes[m].inputs.iter().any(|&x| !members.contains(&x) && reads_state(storage, x));
+                if !reads || t < p {
+                    continue;
+                }
+                let elementwise = graph.nodes[m].op.kind().is_elementwise();
+                if t > p || !matches!(step, Step::Fused { .. }) || !elementwise || pos_v.is_none_or(|pv| i > pv) {
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            storage[v] = Storage::State(name.clone());
+            remove[ta] = true;
+        }
+    }
+    let mut t = 0;
+    steps.retain(|_| {
+        t += 1;
+        !remove[t - 1]
+    });
+}
+
 fn bytes_of(ty: &TensorType) -> usize {
     numel(&ty.shape) * ty.dtype.size_bytes()
 }
@@ -151,22 +236,7 @@ impl Plan {
                 steps_keyed.push(((id, 0), Step::Node(id)));
             }
         }
-        // External operands of each step, resolved through views.
-        let operands = |step: &Step| -> Vec<NodeId> {
-            let members: &[NodeId] = match step {
-                Step::Fused { nodes, .. } => nodes,
-                Step::Node(id) => std::slice::from_ref(id),
-            };
-            let mut v = Vec::new();
-            for &m in members {
-                for &i in &graph.nodes[m].inputs {
-                    if !members.contains(&i) {
-                        v.push(root(&storage, i));
-                    }
-                }
-            }
-            v
-        };
+        let operands = |step: &Step| step_operands(&graph, &storage, step);
         let mut anchor_of = vec![0usize; n];
         for ((a, _), s) in &steps_keyed {
             match s {
@@ -188,7 +258,9 @@ impl Plan {
             }
         }
         steps_keyed.sort_by_key(|(k, _)| *k);
-        let steps: Vec<Step> = steps_keyed.into_iter().map(|(_, s)| s).collect();
+        let mut steps: Vec<Step> = steps_keyed.into_iter().map(|(_, s)| s).collect();
+        place_assigns_in_state(&graph, &mut steps, &mut storage);
+        let operands = |step: &Step| step_operands(&graph, &storage, step);
 
         // Liveness of arena values in step indices.
         let mut def = vec![usize::MAX; n];

@@ -419,10 +419,12 @@ impl<'p> Builder<'p> {
         }
     }
 
-    /// The slot a step writes `id`'s result into (an arena value).
+    /// The slot a step writes `id`'s result into: an arena value, or a state buffer when the
+    /// planner placed an Assign's value directly there.
     fn write(&self, id: NodeId) -> Result<usize> {
         match self.plan.storage[id] {
             Storage::Arena { .. } => Ok(id),
+            Storage::State(_) if !matches!(self.op(id), Op::State { .. } | Op::Assign { .. }) => Ok(id),
             ref s => Err(backend_err(format!(
                 "%{id} ({}) is computed by a step but stored as {s:?}",
                 self.op(id).name()
@@ -505,7 +507,7 @@ impl<'p> Builder<'p> {
                 })
             }),
             Storage::State(name) => {
-                (t0 + 1..=t1).all(|t| writes(t).iter().all(|&v| !matches!(self.plan.graph.nodes.get(v).map(|n| &n.op), Some(Op::Assign { name: s }) if s == name)))
+                (t0 + 1..=t1).all(|t| writes(t).iter().all(|&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name)))
             }
             Storage::View(_) | Storage::Inline => false,
         }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 /// Elements per chunk: 4 KiB of f32 per scratch buffer, so a group's working set stays in L1.
 pub(crate) const CHUNK: usize = 1024;
 /// Groups at least this large run their chunks on several threads.
-const PAR_MIN: usize = 1 << 15;
+const PAR_MIN: usize = 1 << 20;
 /// Bytes of one scratch buffer (room for the widest dtype).
 const BUF_BYTES: usize = CHUNK * 8;
 

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// Below this many elements a kernel runs on the calling thread.
-pub(crate) const PAR_MIN: usize = 1 << 15;
+pub(crate) const PAR_MIN: usize = 1 << 20;
 
 /// Extra properties of element types that reductions need.
 pub(crate) trait Ordered: Elem {

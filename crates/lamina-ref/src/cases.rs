@@ -87,6 +87,14 @@ fn rows() -> Vec<Row> {
             let x = c.x(&[2, 3], -1.0, 1.0);
             vec![Tensor::apply(Op::Assign { name: "s".into() }, &[s * 0.5 + x]), s + 1.0]
         }),
+        ("assign_value_read_with_old_state", K::Assign, false, false, |c| {
+            // the new value and a later read of the old one sit in one fused group: the planner
+            // must not write the new value into the buffer before that read
+            let s = c.state("s", &[2, 3], -1.0, 1.0);
+            let y = s * 2.0 + c.x(&[2, 3], -1.0, 1.0);
+            let a = Tensor::apply(Op::Assign { name: "s".into() }, &[y]);
+            vec![(s + 1.0) * y, a]
+        }),
         ("const", K::Const, true, true, |c| {
             let x = c.x(&[2, 3], -1.0, 1.0);
             vec![x * x.literal(&[2, 3], vec![1.0, -2.0, 0.5, 3.0, 0.25, -1.5])]
