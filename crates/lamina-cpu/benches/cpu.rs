@@ -14,6 +14,8 @@ use lamina_core::{Backend, DType, GraphBuilder, HostTensor, Plan, StateMap, Tens
 use lamina_cpu::CpuBackend;
 
 const THREADS: usize = 2;
+/// Elements of the elementwise chains (16M).
+const N: usize = 1 << 24;
 
 /// Deterministic data in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -90,7 +92,6 @@ fn matmul(c: &mut Criterion) {
 
 /// One chain of 5 elementwise primitives on 16M f32, fused against unfused.
 fn chain(c: &mut Criterion, name: &str, f: fn(Tensor) -> Tensor) {
-    const N: usize = 1 << 24;
     let cpu = CpuBackend::with_threads(THREADS);
     let b = GraphBuilder::new();
     let x = b.input("x", &[N], DType::F32);
@@ -121,6 +122,33 @@ fn chain(c: &mut Criterion, name: &str, f: fn(Tensor) -> Tensor) {
     group.finish();
 }
 
+/// The chain as a training step uses it: read a persistent buffer, write the result back into it
+/// (an optimizer update). Fused, the planner writes the group's result in place: one pass; unfused
+/// it is 5 passes through arena intermediates.
+fn chain_in_state(c: &mut Criterion) {
+    use lamina_core::Op;
+    let cpu = CpuBackend::with_threads(THREADS);
+    let b = GraphBuilder::new();
+    let x = b.state("x", &[N], DType::F32);
+    // mul, add, max, mul, sub; maps [-1, 1] into itself, so repeated runs stay in normal floats
+    let y = (x * 0.5 + 0.25).maximum(x) * 0.9 - 0.1;
+    Tensor::apply(Op::Assign { name: "x".into() }, &[y]).check().unwrap();
+    // no outputs: returning the 64 MB buffer would copy it into a fresh vector every run
+    let g = optimize(&b.finish(&[]).unwrap(), false).unwrap();
+    let mut group = c.benchmark_group("chain5_in_state_16M_f32");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(N as u64));
+    for (name, fuse) in [("fused", true), ("unfused", false)] {
+        let plan = Plan::with_fusion(g.clone(), fuse).unwrap();
+        assert_eq!(plan.kernel_count(), if fuse { 1 } else { 5 }, "{}", plan.text());
+        let mut exe = cpu.compile(&plan).unwrap();
+        let mut state = StateMap::new();
+        state.insert("x".to_string(), cpu.upload(&HostTensor::f32(&[N], data(N, 4)).unwrap()).unwrap());
+        group.bench_function(name, |bch| bch.iter(|| cpu.run(&mut exe, &mut state, &[]).unwrap()));
+    }
+    group.finish();
+}
+
 fn elementwise_chains(c: &mut Criterion) {
     // mul, add, max, mul, sub: memory-bound, what fusion is for (the scalars fold into splats)
     chain(c, "chain5_arith_16M_f32", |x| {
@@ -132,5 +160,5 @@ fn elementwise_chains(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, matmul, elementwise_chains);
+criterion_group!(benches, matmul, elementwise_chains, chain_in_state);
 criterion_main!(benches);

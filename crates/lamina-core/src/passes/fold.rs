@@ -66,10 +66,29 @@ pub fn fold_constants(g: &Graph) -> Result<Graph> {
     })
 }
 
+/// True when `perm` swaps the last two axes and keeps the others.
+fn swaps_last_two(perm: &[usize]) -> bool {
+    let r = perm.len();
+    r >= 2 && perm[r - 2] == r - 1 && perm[r - 1] == r - 2 && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p)
+}
+
 /// Algebraic identities: `x+0`, `x−0`, `x·1`, `x/1`, `−(−x)`, identity reshapes, permutes,
-/// expands and casts, reshape∘reshape, permute∘permute, `where(c, x, x)`.
+/// expands and casts, reshape∘reshape, permute∘permute, `where(c, x, x)`, and `(AB)ᵀ = BᵀAᵀ` for a
+/// product used only transposed (backends read transposed operands in place, so the transpose of
+/// the result — a weight gradient — costs no copy).
 pub fn simplify(g: &Graph) -> Result<Graph> {
+    let users = g.users();
     super::rebuild(g, |out, id, ins| {
+        let n = &g.nodes[id];
+        if let Op::Permute { perm } = &n.op {
+            let inner = &out.nodes[ins[0]];
+            if swaps_last_two(perm) && matches!(inner.op, Op::MatMul) && users[n.inputs[0]].len() == 1 {
+                let (a, b) = (inner.inputs[0], inner.inputs[1]);
+                let bt = out.push(Op::Permute { perm: perm.clone() }, &[b])?;
+                let at = out.push(Op::Permute { perm: perm.clone() }, &[a])?;
+                return out.push(Op::MatMul, &[bt, at]).map(Some);
+            }
+        }
         let n = &g.nodes[id];
         let same = |i: usize| out.nodes[i].ty == n.ty;
         let fwd = match &n.op {
