@@ -64,8 +64,18 @@ impl Layer for Glu {
 fn registry() -> LayerRegistry {
     let mut r = LayerRegistry::new();
     r.register("MySwish", |_| Ok(Arc::new(Swish)));
-    r.register("MyPReLU", |c| Ok(Arc::new(PRelu { alpha_init: c["alpha_init"].as_f64().ok_or("alpha_init must be a number")? })));
-    r.register("MyGLU", |c| Ok(Arc::new(Glu { units: c["units"].as_u64().ok_or("units must be an integer")? as usize })));
+    r.register("MyPReLU", |c| {
+        Ok(Arc::new(PRelu {
+            alpha_init: c["alpha_init"]
+                .as_f64()
+                .ok_or("alpha_init must be a number")?,
+        }))
+    });
+    r.register("MyGLU", |c| {
+        Ok(Arc::new(Glu {
+            units: c["units"].as_u64().ok_or("units must be an integer")? as usize,
+        }))
+    });
     r
 }
 
@@ -96,9 +106,20 @@ fn main() -> Result<()> {
     let loaded = ModelSpec::from_json(&json, &registry())?;
     assert_eq!(loaded.to_json(), json);
 
-    let x = HostTensor::f32(&[8, 16], (0..128).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect())?;
+    let x = HostTensor::f32(
+        &[8, 16],
+        (0..128)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect(),
+    )?;
     let (a, b) = (predict(&model, &x)?, predict(&loaded, &x)?);
-    assert_eq!(a, b, "the loaded model must compute exactly the same outputs");
-    println!("outputs after the JSON round trip are identical; first row: {:?}", &a.to_f64()[..4]);
+    assert_eq!(
+        a, b,
+        "the loaded model must compute exactly the same outputs"
+    );
+    println!(
+        "outputs after the JSON round trip are identical; first row: {:?}",
+        &a.to_f64()[..4]
+    );
     Ok(())
 }

@@ -15,14 +15,25 @@ fn main() -> Result<()> {
         .softmax(-1, "softmax")
         .compile()?;
     println!("{}", model.summary());
-    let config = TrainerConfig { batch_size: 32, learning_rate: 1e-3, optimizer: OptimizerType::Adam, device: Device::Cpu, ..Default::default() };
+    let config = TrainerConfig {
+        batch_size: 32,
+        learning_rate: 1e-3,
+        optimizer: OptimizerType::Adam,
+        device: Device::Cpu,
+        ..Default::default()
+    };
     let mut trainer = ModelTrainer::new(&model, config)?;
     let (x, y) = synthetic(32 * 40, 784, 10, 1);
     print_header();
     for epoch in 1..=5 {
         let (mut loss, mut acc) = (0.0, 0.0);
         for b in 0..40 {
-            let r = trainer.train_batch(&x[b * 32 * 784..(b + 1) * 32 * 784], &[32, 784], &y[b * 32..(b + 1) * 32], &[32])?;
+            let r = trainer.train_batch(
+                &x[b * 32 * 784..(b + 1) * 32 * 784],
+                &[32, 784],
+                &y[b * 32..(b + 1) * 32],
+                &[32],
+            )?;
             loss += r.loss / 40.0;
             acc += r.accuracy.unwrap_or(0.0) / 40.0;
         }

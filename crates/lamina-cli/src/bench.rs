@@ -13,7 +13,13 @@ pub const MODELS: [&str; 4] = ["seed_mlp", "bn_mlp", "readme_cnn", "wide_mlp"];
 pub fn model(name: &str) -> Result<ModelSpec> {
     match name {
         // 784-256-swish-128-swish-10, batch 32 (the seed example)
-        "seed_mlp" => ModelBuilder::new(&[32, 784]).dense(256, true, "dense1").swish("swish1").dense(128, true, "dense2").swish("swish2").dense(10, true, "output").compile(),
+        "seed_mlp" => ModelBuilder::new(&[32, 784])
+            .dense(256, true, "dense1")
+            .swish("swish1")
+            .dense(128, true, "dense2")
+            .swish("swish2")
+            .dense(10, true, "output")
+            .compile(),
         // 64-dense64-relu-dropout0.2-dense128-leaky0.01-batchnorm-dense64-elu-dense10, batch 32
         "bn_mlp" => ModelBuilder::new(&[32, 64])
             .dense(64, true, "dense1")
@@ -52,7 +58,10 @@ pub fn model(name: &str) -> Result<ModelSpec> {
             .relu("relu3")
             .dense(10, true, "output")
             .compile(),
-        other => Err(Error::Spec(format!("unknown benchmark model '{other}' (known: {})", MODELS.join(", ")))),
+        other => Err(Error::Spec(format!(
+            "unknown benchmark model '{other}' (known: {})",
+            MODELS.join(", ")
+        ))),
     }
 }
 
@@ -62,11 +71,20 @@ pub fn run(name: &str, device: Device, steps: usize, warmup: usize) -> Result<se
     let batch = spec.input_shape[0];
     let per: usize = spec.input_shape[1..].iter().product();
     let start = Instant::now();
-    let mut t = ModelTrainer::new(&spec, TrainerConfig { batch_size: batch, device, ..Default::default() })?;
+    let mut t = ModelTrainer::new(
+        &spec,
+        TrainerConfig {
+            batch_size: batch,
+            device,
+            ..Default::default()
+        },
+    )?;
     // deterministic pseudo-random inputs in [-1, 1) and labels
     let mut s = 0x1234_5678_u64;
     let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     };
     let x: Vec<f32> = (0..batch * per).map(|_| next()).collect();

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lamina", version, about = "Train neural networks compiled into one graph per step.")]
+#[command(
+    name = "lamina",
+    version,
+    about = "Train neural networks compiled into one graph per step."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,13 +92,48 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train { spec, data, epochs, batch_size, lr, optimizer, device, seed, out, json } => {
-            run::train(run::TrainArgs { spec, data, epochs, batch_size, lr, optimizer, device, seed, out, json })
-        }
-        Command::Eval { checkpoint, data, json } => run::eval(&checkpoint, data.as_deref(), json),
-        Command::Predict { checkpoint, input, out, json } => run::predict(&checkpoint, &input, out.as_deref(), json),
+        Command::Train {
+            spec,
+            data,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            device,
+            seed,
+            out,
+            json,
+        } => run::train(run::TrainArgs {
+            spec,
+            data,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            device,
+            seed,
+            out,
+            json,
+        }),
+        Command::Eval {
+            checkpoint,
+            data,
+            json,
+        } => run::eval(&checkpoint, data.as_deref(), json),
+        Command::Predict {
+            checkpoint,
+            input,
+            out,
+            json,
+        } => run::predict(&checkpoint, &input, out.as_deref(), json),
         Command::Summary { spec } => spec::load(&spec).map(|s| print!("{}", s.model.summary())),
-        Command::Bench { model, device, steps, warmup, json } => bench_command(&model, &device, steps, warmup, json),
+        Command::Bench {
+            model,
+            device,
+            steps,
+            warmup,
+            json,
+        } => bench_command(&model, &device, steps, warmup, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,15 +144,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench_command(model: &str, device: &str, steps: usize, warmup: usize, json: bool) -> lamina_core::Result<()> {
+fn bench_command(
+    model: &str,
+    device: &str,
+    steps: usize,
+    warmup: usize,
+    json: bool,
+) -> lamina_core::Result<()> {
     let device = lamina_train::device_from_str(device)?;
-    let names: Vec<&str> = if model == "all" { bench::MODELS.to_vec() } else { vec![model] };
+    let names: Vec<&str> = if model == "all" {
+        bench::MODELS.to_vec()
+    } else {
+        vec![model]
+    };
     for name in names {
         let row = bench::run(name, device, steps, warmup)?;
         if json {
             println!("{row}");
         } else {
-            println!("{name:<12} {:>10.1} µs/step  ({} kernels, first step {} ms)", row["us_per_step"].as_f64().unwrap_or(f64::NAN), row["kernels"], row["first_step_ms"]);
+            println!(
+                "{name:<12} {:>10.1} µs/step  ({} kernels, first step {} ms)",
+                row["us_per_step"].as_f64().unwrap_or(f64::NAN),
+                row["kernels"],
+                row["first_step_ms"]
+            );
         }
     }
     Ok(())

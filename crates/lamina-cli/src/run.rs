@@ -7,7 +7,10 @@ use lamina_core::{Error, Result};
 use lamina_data::{Dataset, InMemoryDataset, LabelData};
 use lamina_nn::LayerRegistry;
 use lamina_train::metrics::{roc_auc, roc_curve, Average, ConfusionMatrix, RegressionMetrics};
-use lamina_train::{BatchResult, Callback, Device, EpochLog, FitControl, FitOptions, History, ModelTrainer, ProblemType};
+use lamina_train::{
+    BatchResult, Callback, Device, EpochLog, FitControl, FitOptions, History, ModelTrainer,
+    ProblemType,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,21 +46,41 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// A bundled data set by name, or a CSV file (label in the last column; relative paths are tried
 /// beside the spec file, then in the working directory).
-fn load_source(source: &str, spec_dir: &Path, problem: ProblemType, label_column: &lamina_data::LabelColumn) -> Result<(InMemoryDataset, Option<Vec<String>>)> {
-    if lamina_data::BUNDLED_NAMES.contains(&source.to_ascii_lowercase().replace('-', "_").as_str()) {
+fn load_source(
+    source: &str,
+    spec_dir: &Path,
+    problem: ProblemType,
+    label_column: &lamina_data::LabelColumn,
+) -> Result<(InMemoryDataset, Option<Vec<String>>)> {
+    if lamina_data::BUNDLED_NAMES.contains(&source.to_ascii_lowercase().replace('-', "_").as_str())
+    {
         let b = lamina_data::bundled(source)?;
         return Ok((b.dataset, b.class_names));
     }
     let beside = spec_dir.join(source);
-    let path = if beside.exists() { beside } else { PathBuf::from(source) };
+    let path = if beside.exists() {
+        beside
+    } else {
+        PathBuf::from(source)
+    };
     if !path.exists() {
-        return Err(Error::Io(format!("data set '{source}': no such file, and not a bundled name ({})", lamina_data::BUNDLED_NAMES.join(", "))));
+        return Err(Error::Io(format!(
+            "data set '{source}': no such file, and not a bundled name ({})",
+            lamina_data::BUNDLED_NAMES.join(", ")
+        )));
     }
     let label_kind = match problem {
         ProblemType::Classification => lamina_data::LabelKind::Classes,
         ProblemType::Regression => lamina_data::LabelKind::Targets,
     };
-    let ds = lamina_data::read_csv(&path, &lamina_data::CsvOptions { label_kind, label_column: label_column.clone(), ..Default::default() })?;
+    let ds = lamina_data::read_csv(
+        &path,
+        &lamina_data::CsvOptions {
+            label_kind,
+            label_column: label_column.clone(),
+            ..Default::default()
+        },
+    )?;
     let names = ds.class_names().map(|n| n.to_vec());
     Ok((ds, names))
 }
@@ -66,28 +89,55 @@ fn load_source(source: &str, spec_dir: &Path, problem: ProblemType, label_column
 fn read_feature_rows(path: &Path, per: usize) -> Result<Vec<f32>> {
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed: std::result::Result<Vec<f32>, _> = fields.iter().map(|f| f.parse::<f32>()).collect();
+        let parsed: std::result::Result<Vec<f32>, _> =
+            fields.iter().map(|f| f.parse::<f32>()).collect();
         match parsed {
             Ok(v) if v.len() == per => out.extend(v),
-            Ok(v) => return Err(Error::Input(format!("{} line {}: {} values, the model takes {per}", path.display(), i + 1, v.len()))),
+            Ok(v) => {
+                return Err(Error::Input(format!(
+                    "{} line {}: {} values, the model takes {per}",
+                    path.display(),
+                    i + 1,
+                    v.len()
+                )))
+            }
             Err(_) if i == 0 => continue, // a header
-            Err(e) => return Err(Error::Input(format!("{} line {}: {e}", path.display(), i + 1))),
+            Err(e) => {
+                return Err(Error::Input(format!(
+                    "{} line {}: {e}",
+                    path.display(),
+                    i + 1
+                )))
+            }
         }
     }
     if out.is_empty() {
-        return Err(Error::Input(format!("{}: no rows of features", path.display())));
+        return Err(Error::Input(format!(
+            "{}: no rows of features",
+            path.display()
+        )));
     }
     Ok(out)
 }
 
 /// Loads the data set named by the spec (or `--data`) and splits and scales it.
-pub fn prepare(d: &DataSection, source: &str, spec_dir: &Path, problem: ProblemType) -> Result<Splits> {
+pub fn prepare(
+    d: &DataSection,
+    source: &str,
+    spec_dir: &Path,
+    problem: ProblemType,
+) -> Result<Splits> {
     let (all, class_names) = load_source(source, spec_dir, problem, &d.label_column)?;
     let (rest, test) = lamina_data::train_test_split(&all, d.test_fraction, d.split_seed)?;
     let (mut train, mut val) = if d.val_fraction > 0.0 {
-        let (t, v) = lamina_data::train_test_split(&rest, d.val_fraction, d.split_seed.wrapping_add(1))?;
+        let (t, v) =
+            lamina_data::train_test_split(&rest, d.val_fraction, d.split_seed.wrapping_add(1))?;
         (t, Some(v))
     } else {
         (rest, None)
@@ -104,13 +154,25 @@ pub fn prepare(d: &DataSection, source: &str, spec_dir: &Path, problem: ProblemT
         if let LabelData::Targets { values, .. } = train.labels() {
             let n = values.len().max(1) as f64;
             let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let std = (values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-12);
+            let std = (values
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n)
+                .sqrt()
+                .max(1e-12);
             let scale = |ds: &InMemoryDataset| -> Result<InMemoryDataset> {
                 match ds.labels() {
                     LabelData::Targets { values, shape } => InMemoryDataset::new(
                         ds.x().to_vec(),
                         ds.sample_shape(),
-                        LabelData::Targets { values: values.iter().map(|&v| ((v as f64 - mean) / std) as f32).collect(), shape: shape.clone() },
+                        LabelData::Targets {
+                            values: values
+                                .iter()
+                                .map(|&v| ((v as f64 - mean) / std) as f32)
+                                .collect(),
+                            shape: shape.clone(),
+                        },
                     ),
                     LabelData::Classes(_) => Ok(ds.clone()),
                 }
@@ -121,7 +183,13 @@ pub fn prepare(d: &DataSection, source: &str, spec_dir: &Path, problem: ProblemT
             target_scale = Some((mean, std));
         }
     }
-    Ok(Splits { train, val, test, class_names, target_scale })
+    Ok(Splits {
+        train,
+        val,
+        test,
+        class_names,
+        target_scale,
+    })
 }
 
 /// Progress bars and Ctrl-C: one bar per epoch with loss, accuracy and samples/s.
@@ -148,9 +216,11 @@ impl Callback for Progress {
             if !self.quiet {
                 let bar = ProgressBar::new(batches as u64);
                 bar.set_style(
-                    ProgressStyle::with_template("epoch {prefix:>3} [{bar:30.cyan/blue}] {pos:>4}/{len:4} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "epoch {prefix:>3} [{bar:30.cyan/blue}] {pos:>4}/{len:4} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(format!("{epoch}/{}", self.epochs));
                 self.bar = Some(bar);
@@ -162,8 +232,16 @@ impl Callback for Progress {
         self.acc += r.accuracy.unwrap_or(0.0) * r.samples as f64;
         if let Some(bar) = &self.bar {
             let rate = self.samples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            let acc = if r.accuracy.is_some() { format!(" acc {:5.1}%", 100.0 * self.acc / self.seen as f64) } else { String::new() };
-            bar.set_message(format!("loss {:.4}{acc} {:.0} samples/s", self.loss / self.seen as f64, rate));
+            let acc = if r.accuracy.is_some() {
+                format!(" acc {:5.1}%", 100.0 * self.acc / self.seen as f64)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!(
+                "loss {:.4}{acc} {:.0} samples/s",
+                self.loss / self.seen as f64,
+                rate
+            ));
             bar.inc(1);
         }
     }
@@ -198,7 +276,11 @@ struct TestResults {
     regression: Option<(Vec<f64>, Vec<f64>)>,
 }
 
-fn evaluate_test(t: &mut ModelTrainer, test: &InMemoryDataset, target_scale: Option<(f64, f64)>) -> Result<TestResults> {
+fn evaluate_test(
+    t: &mut ModelTrainer,
+    test: &InMemoryDataset,
+    target_scale: Option<(f64, f64)>,
+) -> Result<TestResults> {
     let mut shape = vec![test.len()];
     shape.extend_from_slice(test.sample_shape());
     let p = t.predict(test.x(), &shape)?;
@@ -217,31 +299,58 @@ fn evaluate_test(t: &mut ModelTrainer, test: &InMemoryDataset, target_scale: Opt
             let mut roc = None;
             if classes == 2 {
                 // probability (or score) of class 1
-                let scores: Vec<f64> = if k == 1 { p.values.iter().map(|&v| v as f64).collect() } else { p.values.chunks(k).map(|r| (r[1] - r[0]) as f64).collect() };
+                let scores: Vec<f64> = if k == 1 {
+                    p.values.iter().map(|&v| v as f64).collect()
+                } else {
+                    p.values.chunks(k).map(|r| (r[1] - r[0]) as f64).collect()
+                };
                 let labels: Vec<bool> = truth.iter().map(|&c| c == 1).collect();
-                if let (Ok(auc), Ok((fpr, tpr, _))) = (roc_auc(&scores, &labels), roc_curve(&scores, &labels)) {
+                if let (Ok(auc), Ok((fpr, tpr, _))) =
+                    (roc_auc(&scores, &labels), roc_curve(&scores, &labels))
+                {
                     metrics.push(("test ROC AUC".into(), auc));
                     roc = Some((fpr, tpr, auc));
                 }
             }
-            let rows = (0..classes).map(|r| (0..classes).map(|c| cm.get(r, c)).collect()).collect();
-            Ok(TestResults { metrics, confusion: Some(rows), roc, regression: None })
+            let rows = (0..classes)
+                .map(|r| (0..classes).map(|c| cm.get(r, c)).collect())
+                .collect();
+            Ok(TestResults {
+                metrics,
+                confusion: Some(rows),
+                roc,
+                regression: None,
+            })
         }
         (ProblemType::Regression, LabelData::Targets { values, .. }) => {
             let (m, s) = target_scale.unwrap_or((0.0, 1.0));
             let pred: Vec<f64> = p.values.iter().map(|&v| v as f64 * s + m).collect();
             let actual: Vec<f64> = values.iter().map(|&v| v as f64 * s + m).collect();
             let r = RegressionMetrics::new(&pred, &actual)?;
-            metrics.extend([("test R2".to_string(), r.r2), ("test MAE".into(), r.mae), ("test MSE".into(), r.mse), ("test RMSE".into(), r.rmse)]);
-            Ok(TestResults { metrics, confusion: None, roc: None, regression: Some((pred, actual)) })
+            metrics.extend([
+                ("test R2".to_string(), r.r2),
+                ("test MAE".into(), r.mae),
+                ("test MSE".into(), r.mse),
+                ("test RMSE".into(), r.rmse),
+            ]);
+            Ok(TestResults {
+                metrics,
+                confusion: None,
+                roc: None,
+                regression: Some((pred, actual)),
+            })
         }
-        (problem, _) => Err(Error::Spec(format!("a {problem:?} problem does not fit the data set's labels"))),
+        (problem, _) => Err(Error::Spec(format!(
+            "a {problem:?} problem does not fit the data set's labels"
+        ))),
     }
 }
 
 fn write_history(path: &Path, h: &History) -> Result<()> {
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    let mut s = String::from("epoch,train_loss,train_accuracy,train_mse,val_loss,val_accuracy,val_mse,lr,seconds\n");
+    let mut s = String::from(
+        "epoch,train_loss,train_accuracy,train_mse,val_loss,val_accuracy,val_mse,lr,seconds\n",
+    );
     for e in &h.epochs {
         s += &format!(
             "{},{},{},{},{},{},{},{},{:.3}\n",
@@ -283,7 +392,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let source = a.data.clone().unwrap_or_else(|| spec.data.source.clone());
     let spec_dir = a.spec.parent().unwrap_or(Path::new("."));
     let splits = prepare(&spec.data, &source, spec_dir, spec.config.problem)?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
     std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
 
     let started = Instant::now();
@@ -304,8 +416,26 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let s2 = stop.clone();
     // Ctrl-C: finish the running step, stop, and save what was trained
     let _ = ctrlc::set_handler(move || s2.store(true, Ordering::SeqCst));
-    let progress = Progress { bar: None, epochs: spec.epochs, started: Instant::now(), samples: 0, loss: 0.0, acc: 0.0, seen: 0, stop: stop.clone(), quiet: a.json };
-    let history = trainer.fit(&splits.train, splits.val.as_ref().map(|v| v as &dyn Dataset), FitOptions { epochs: spec.epochs, callbacks: vec![Box::new(progress)], ..Default::default() })?;
+    let progress = Progress {
+        bar: None,
+        epochs: spec.epochs,
+        started: Instant::now(),
+        samples: 0,
+        loss: 0.0,
+        acc: 0.0,
+        seen: 0,
+        stop: stop.clone(),
+        quiet: a.json,
+    };
+    let history = trainer.fit(
+        &splits.train,
+        splits.val.as_ref().map(|v| v as &dyn Dataset),
+        FitOptions {
+            epochs: spec.epochs,
+            callbacks: vec![Box::new(progress)],
+            ..Default::default()
+        },
+    )?;
     let train_seconds = started.elapsed().as_secs_f64();
     if stop.load(Ordering::SeqCst) && !a.json {
         println!("interrupted: saving the model trained so far");
@@ -323,8 +453,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         run_json["data"]["target_mean"] = json!(m);
         run_json["data"]["target_std"] = json!(s);
     }
-    std::fs::write(out.join("spec.json"), serde_json::to_string_pretty(&run_json).unwrap_or_default()).map_err(|e| io(&out, e))?;
-    let metrics_json: serde_json::Map<String, Value> = results.metrics.iter().map(|(k, v)| (k.replace(' ', "_"), json!(v))).collect();
+    std::fs::write(
+        out.join("spec.json"),
+        serde_json::to_string_pretty(&run_json).unwrap_or_default(),
+    )
+    .map_err(|e| io(&out, e))?;
+    let metrics_json: serde_json::Map<String, Value> = results
+        .metrics
+        .iter()
+        .map(|(k, v)| (k.replace(' ', "_"), json!(v)))
+        .collect();
     let mut final_json = json!({
         "spec": spec.name, "epochs": history.epochs.len(), "train_seconds": (train_seconds * 100.0).round() / 100.0,
         "final_train_loss": history.epochs.last().map(|e| e.train_loss), "run_folder": out.display().to_string(),
@@ -332,7 +470,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
     for (k, v) in &metrics_json {
         final_json[k] = v.clone();
     }
-    std::fs::write(out.join("metrics.json"), serde_json::to_string_pretty(&final_json).unwrap_or_default()).map_err(|e| io(&out, e))?;
+    std::fs::write(
+        out.join("metrics.json"),
+        serde_json::to_string_pretty(&final_json).unwrap_or_default(),
+    )
+    .map_err(|e| io(&out, e))?;
     let config_text = serde_json::to_string_pretty(&run_json).unwrap_or_default();
     let summary = spec.model.summary();
     let report = RunReport {
@@ -342,8 +484,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         history: &history,
         class_names: splits.class_names.as_deref(),
         confusion: results.confusion.as_deref(),
-        roc: results.roc.as_ref().map(|(f, t, a)| (f.as_slice(), t.as_slice(), *a)),
-        regression: results.regression.as_ref().map(|(p, a)| (p.as_slice(), a.as_slice())),
+        roc: results
+            .roc
+            .as_ref()
+            .map(|(f, t, a)| (f.as_slice(), t.as_slice(), *a)),
+        regression: results
+            .regression
+            .as_ref()
+            .map(|(p, a)| (p.as_slice(), a.as_slice())),
         final_metrics: &results.metrics,
     };
     let files = write_report(&out, &report)?;
@@ -374,12 +522,17 @@ pub fn eval(checkpoint: &Path, data: Option<&str>, as_json: bool) -> Result<()> 
     let (mut trainer, spec) = open_run(checkpoint)?;
     let num = |k: &str, d: f64| spec["data"][k].as_f64().unwrap_or(d);
     let section = DataSection {
-        source: data.map(str::to_string).or_else(|| spec["data"]["source"].as_str().map(str::to_string)).ok_or_else(|| Error::Spec("no data set: pass --data".into()))?,
+        source: data
+            .map(str::to_string)
+            .or_else(|| spec["data"]["source"].as_str().map(str::to_string))
+            .ok_or_else(|| Error::Spec("no data set: pass --data".into()))?,
         test_fraction: num("test_fraction", 0.2),
         val_fraction: num("val_fraction", 0.1),
         split_seed: spec["data"]["split_seed"].as_u64().unwrap_or(0),
         standardize: spec["data"]["standardize"].as_bool().unwrap_or(false),
-        standardize_targets: spec["data"]["standardize_targets"].as_bool().unwrap_or(false),
+        standardize_targets: spec["data"]["standardize_targets"]
+            .as_bool()
+            .unwrap_or(false),
         label_column: match &spec["data"]["label_column"] {
             Value::String(s) if s == "first" => lamina_data::LabelColumn::First,
             Value::String(s) if s != "last" => lamina_data::LabelColumn::Name(s.clone()),
@@ -388,10 +541,19 @@ pub fn eval(checkpoint: &Path, data: Option<&str>, as_json: bool) -> Result<()> 
         },
     };
     let problem = trainer.config().problem;
-    let splits = prepare(&section, &section.source, checkpoint.parent().unwrap_or(Path::new(".")), problem)?;
+    let splits = prepare(
+        &section,
+        &section.source,
+        checkpoint.parent().unwrap_or(Path::new(".")),
+        problem,
+    )?;
     let r = evaluate_test(&mut trainer, &splits.test, splits.target_scale)?;
     if as_json {
-        let m: serde_json::Map<String, Value> = r.metrics.iter().map(|(k, v)| (k.replace(' ', "_"), json!(v))).collect();
+        let m: serde_json::Map<String, Value> = r
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.replace(' ', "_"), json!(v)))
+            .collect();
         println!("{}", Value::Object(m));
     } else {
         for (k, v) in &r.metrics {
@@ -413,12 +575,26 @@ pub fn predict(checkpoint: &Path, input: &Path, out: Option<&Path>, as_json: boo
     let classes = p.classes();
     let write_json = as_json || out.is_some_and(|o| o.extension().is_some_and(|e| e == "json"));
     let text = if write_json {
-        let rows: Vec<Value> = p.values.chunks(k).zip(&classes).map(|(v, c)| json!({ "outputs": v, "class": c })).collect();
+        let rows: Vec<Value> = p
+            .values
+            .chunks(k)
+            .zip(&classes)
+            .map(|(v, c)| json!({ "outputs": v, "class": c }))
+            .collect();
         serde_json::to_string(&rows).unwrap_or_default() + "\n"
     } else {
-        let mut s = (0..k).map(|i| format!("output_{i}")).collect::<Vec<_>>().join(",") + ",class\n";
+        let mut s = (0..k)
+            .map(|i| format!("output_{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+            + ",class\n";
         for (v, c) in p.values.chunks(k).zip(&classes) {
-            s += &(v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",") + &format!(",{c}\n"));
+            s += &(v
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+                + &format!(",{c}\n"));
         }
         s
     };

@@ -44,19 +44,28 @@ fn field<'a>(v: &'a Value, section: &str, key: &str) -> Option<&'a Value> {
 
 /// Reads a spec file (`.toml` is converted to the same JSON structure).
 pub fn load(path: &Path) -> Result<Spec> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     let json: Value = if path.extension().is_some_and(|e| e == "toml") {
-        let t: toml::Value = toml::from_str(&text).map_err(|e| Error::Spec(format!("{}: malformed TOML: {e}", path.display())))?;
+        let t: toml::Value = toml::from_str(&text)
+            .map_err(|e| Error::Spec(format!("{}: malformed TOML: {e}", path.display())))?;
         serde_json::to_value(t).map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?
     } else {
-        serde_json::from_str(&text).map_err(|e| Error::Spec(format!("{}: malformed JSON: {e}", path.display())))?
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("{}: malformed JSON: {e}", path.display())))?
     };
-    let model = ModelSpec::from_json(&json.to_string(), &LayerRegistry::new()).map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
+    let model = ModelSpec::from_json(&json.to_string(), &LayerRegistry::new())
+        .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
     let d = |k: &str| field(&json, "data", k);
     let num = |k: &str, default: f64| -> Result<f64> {
         match d(k) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| Error::Spec(format!("{}: data.{k} must be a number, got {v}", path.display()))),
+            Some(v) => v.as_f64().ok_or_else(|| {
+                Error::Spec(format!(
+                    "{}: data.{k} must be a number, got {v}",
+                    path.display()
+                ))
+            }),
         }
     };
     let flag = |k: &str| d(k).and_then(|v| v.as_bool()).unwrap_or(false);
@@ -80,19 +89,38 @@ pub fn load(path: &Path) -> Result<Spec> {
     };
     for f in [data.test_fraction, data.val_fraction] {
         if !(0.0..1.0).contains(&f) {
-            return Err(Error::Spec(format!("{}: data fractions must be in [0, 1), got {f}", path.display())));
+            return Err(Error::Spec(format!(
+                "{}: data fractions must be in [0, 1), got {f}",
+                path.display()
+            )));
         }
     }
     let empty = Value::Object(Default::default());
     let train = json.get("train").unwrap_or(&empty);
-    let mut config = TrainerConfig::from_json(train, &["epochs"]).map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
+    let mut config = TrainerConfig::from_json(train, &["epochs"])
+        .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
     if train.get("batch_size").is_none() {
         config.batch_size = model.input_shape[0];
     }
     let epochs = match train.get("epochs") {
         None => 10,
-        Some(v) => v.as_u64().ok_or_else(|| Error::Spec(format!("{}: train.epochs must be an integer ≥ 1, got {v}", path.display())))? as usize,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            Error::Spec(format!(
+                "{}: train.epochs must be an integer ≥ 1, got {v}",
+                path.display()
+            ))
+        })? as usize,
     };
-    let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    Ok(Spec { name, model, data, config, epochs, json })
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    Ok(Spec {
+        name,
+        model,
+        data,
+        config,
+        epochs,
+        json,
+    })
 }

@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn lamina(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lamina")).args(args).current_dir(root()).output().expect("the lamina binary runs")
+    Command::new(env!("CARGO_BIN_EXE_lamina"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the lamina binary runs")
 }
 
 fn root() -> PathBuf {
@@ -19,7 +23,11 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -39,12 +47,29 @@ fn summary_of_every_example_spec() {
 #[test]
 fn train_eval_predict_round_trip() {
     let out = temp("digits");
-    let o = lamina(&["train", "examples/digits_mlp.json", "--epochs", "3", "--json", "--out", out.to_str().unwrap()]);
+    let o = lamina(&[
+        "train",
+        "examples/digits_mlp.json",
+        "--epochs",
+        "3",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let line = String::from_utf8_lossy(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap()).unwrap();
     assert!(v["test_accuracy"].as_f64().unwrap() > 0.85, "{v}");
-    for f in ["checkpoint.safetensors", "history.csv", "metrics.json", "spec.json", "report.html", "loss.png", "loss.svg", "confusion.png"] {
+    for f in [
+        "checkpoint.safetensors",
+        "history.csv",
+        "metrics.json",
+        "spec.json",
+        "report.html",
+        "loss.png",
+        "loss.svg",
+        "confusion.png",
+    ] {
         assert!(out.join(f).exists(), "{f} missing in {}", out.display());
     }
     let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
@@ -53,23 +78,44 @@ fn train_eval_predict_round_trip() {
     let ckpt = out.join("checkpoint.safetensors");
     let e = lamina(&["eval", ckpt.to_str().unwrap(), "--json"]);
     assert!(e.status.success(), "{}", text(&e));
-    let ev: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&e.stdout).trim()).unwrap();
-    assert_eq!(ev["test_accuracy"], v["test_accuracy"], "eval of the checkpoint reproduces the run's test accuracy");
+    let ev: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&e.stdout).trim()).unwrap();
+    assert_eq!(
+        ev["test_accuracy"], v["test_accuracy"],
+        "eval of the checkpoint reproduces the run's test accuracy"
+    );
 
     let rows = out.join("rows.csv");
-    std::fs::write(&rows, format!("{}\n{}\n", vec!["0"; 64].join(","), vec!["0.5"; 64].join(","))).unwrap();
-    let p = lamina(&["predict", ckpt.to_str().unwrap(), rows.to_str().unwrap(), "--json"]);
+    std::fs::write(
+        &rows,
+        format!(
+            "{}\n{}\n",
+            vec!["0"; 64].join(","),
+            vec!["0.5"; 64].join(",")
+        ),
+    )
+    .unwrap();
+    let p = lamina(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        rows.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(p.status.success(), "{}", text(&p));
-    let pv: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    let pv: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
     assert_eq!(pv.as_array().unwrap().len(), 2);
     let _ = std::fs::remove_dir_all(out);
 }
 
 #[test]
 fn bench_prints_json_rows() {
-    let o = lamina(&["bench", "--model", "seed_mlp", "--steps", "3", "--warmup", "1", "--json"]);
+    let o = lamina(&[
+        "bench", "--model", "seed_mlp", "--steps", "3", "--warmup", "1", "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     assert_eq!(v["model"], "seed_mlp");
     assert!(v["us_per_step"].as_f64().unwrap() > 0.0);
 }
@@ -85,27 +131,63 @@ fn bad_input_gives_a_clear_error_and_a_nonzero_exit() {
     let bad_row = w("bad_rows.csv", "1,2,0\n3,4,1\n5,x,0\n");
     let bad_row_spec = w(
         "bad_rows.json",
-        &format!(r#"{{"input_shape":[4,2],"layers":[{{"type":"Dense","name":"d","config":{{"units":2,"use_bias":true}}}}],"data":{{"source":"{bad_row}"}}}}"#),
+        &format!(
+            r#"{{"input_shape":[4,2],"layers":[{{"type":"Dense","name":"d","config":{{"units":2,"use_bias":true}}}}],"data":{{"source":"{bad_row}"}}}}"#
+        ),
     );
     let no_label = w("no_label.csv", "a,b,c\n1,2,0\n3,4,1\n");
     let no_label_spec = w(
         "no_label.json",
-        &format!(r#"{{"input_shape":[4,2],"layers":[{{"type":"Dense","name":"d","config":{{"units":2,"use_bias":true}}}}],"data":{{"source":"{no_label}","label_column":"target"}}}}"#),
+        &format!(
+            r#"{{"input_shape":[4,2],"layers":[{{"type":"Dense","name":"d","config":{{"units":2,"use_bias":true}}}}],"data":{{"source":"{no_label}","label_column":"target"}}}}"#
+        ),
     );
-    let misfit = w("misfit.json", r#"{"input_shape":[32,10],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"data":{"source":"digits"},"train":{"epochs":1}}"#);
-    let malformed = w("malformed.json", r#"{"input_shape":[32,10],"layers":[{"type":"Dense""#);
-    let typo = w("typo.json", r#"{"input_shape":[32,64],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"train":{"learnin_rate":0.1}}"#);
+    let misfit = w(
+        "misfit.json",
+        r#"{"input_shape":[32,10],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"data":{"source":"digits"},"train":{"epochs":1}}"#,
+    );
+    let malformed = w(
+        "malformed.json",
+        r#"{"input_shape":[32,10],"layers":[{"type":"Dense""#,
+    );
+    let typo = w(
+        "typo.json",
+        r#"{"input_shape":[32,64],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"train":{"learnin_rate":0.1}}"#,
+    );
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["train", "no/such/spec.json"], vec!["no/such/spec.json"]),
+        (
+            vec!["train", "no/such/spec.json"],
+            vec!["no/such/spec.json"],
+        ),
         (vec!["train", &malformed], vec!["malformed JSON"]),
         (vec!["train", &typo], vec!["learnin_rate", "unknown key"]),
-        (vec!["train", "examples/digits_mlp.json", "--data", "nonexistent.csv"], vec!["nonexistent.csv", "not a bundled name"]),
+        (
+            vec![
+                "train",
+                "examples/digits_mlp.json",
+                "--data",
+                "nonexistent.csv",
+            ],
+            vec!["nonexistent.csv", "not a bundled name"],
+        ),
         (vec!["train", &bad_row_spec], vec!["line 3"]),
-        (vec!["train", &no_label_spec], vec!["no_label.csv", "target"]),
+        (
+            vec!["train", &no_label_spec],
+            vec!["no_label.csv", "target"],
+        ),
         (vec!["train", &misfit], vec!["[64]", "[10]"]),
-        (vec!["train", "examples/digits_mlp.json", "--optimizer", "adamax"], vec!["unknown optimizer 'adamax'"]),
-        (vec!["eval", "missing.safetensors"], vec!["missing.safetensors"]),
-        (vec!["bench", "--model", "resnet"], vec!["unknown benchmark model 'resnet'"]),
+        (
+            vec!["train", "examples/digits_mlp.json", "--optimizer", "adamax"],
+            vec!["unknown optimizer 'adamax'"],
+        ),
+        (
+            vec!["eval", "missing.safetensors"],
+            vec!["missing.safetensors"],
+        ),
+        (
+            vec!["bench", "--model", "resnet"],
+            vec!["unknown benchmark model 'resnet'"],
+        ),
     ];
     for (args, wants) in cases {
         let o = lamina(&args);

@@ -23,26 +23,48 @@ use std::collections::HashMap;
 pub fn grad(y: Tensor, xs: &[Tensor]) -> Result<Vec<Tensor>> {
     y.check()?;
     if y.numel() != 1 {
-        return Err(Error::Shape { op: "grad".into(), msg: format!("needs a scalar output, got shape {:?}; use vjp with a cotangent", y.shape()) });
+        return Err(Error::Shape {
+            op: "grad".into(),
+            msg: format!(
+                "needs a scalar output, got shape {:?}; use vjp with a cotangent",
+                y.shape()
+            ),
+        });
     }
     vjp(&[y], &[y.ones_like()], xs)
 }
 
 /// Vector-Jacobian product: `Σᵢ ctᵢ · ∂ysᵢ/∂xs` for each of `xs`.
 pub fn vjp(ys: &[Tensor], cts: &[Tensor], xs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let graph = ys.first().or(xs.first()).map(|t| t.graph_id()).ok_or_else(|| Error::InvalidGraph("vjp of nothing".into()))?;
+    let graph = ys
+        .first()
+        .or(xs.first())
+        .map(|t| t.graph_id())
+        .ok_or_else(|| Error::InvalidGraph("vjp of nothing".into()))?;
     for t in ys.iter().chain(cts).chain(xs) {
         t.node_in(graph)?;
     }
     for (y, c) in ys.iter().zip(cts) {
         if y.ty() != c.ty() {
-            return Err(Error::Shape { op: "vjp".into(), msg: format!("cotangent {} does not match output {}", c.ty().describe(), y.ty().describe()) });
+            return Err(Error::Shape {
+                op: "vjp".into(),
+                msg: format!(
+                    "cotangent {} does not match output {}",
+                    c.ty().describe(),
+                    y.ty().describe()
+                ),
+            });
         }
     }
     // Which nodes lie on a path from some x to some y, carrying floating-point values.
     let (nodes, n) = with_builder(graph, |st| {
         let n = st.graph.nodes.len();
-        let v: Vec<(Op, Vec<NodeId>, bool)> = st.graph.nodes.iter().map(|nd| (nd.op.clone(), nd.inputs.clone(), nd.ty.dtype.is_float())).collect();
+        let v: Vec<(Op, Vec<NodeId>, bool)> = st
+            .graph
+            .nodes
+            .iter()
+            .map(|nd| (nd.op.clone(), nd.inputs.clone(), nd.ty.dtype.is_float()))
+            .collect();
         (v, n)
     });
     let mut from_x = vec![false; n];
@@ -89,7 +111,10 @@ pub fn vjp(ys: &[Tensor], cts: &[Tensor], xs: &[Tensor]) -> Result<Vec<Tensor>> 
             continue;
         }
         let (op, inputs, _) = &nodes[i];
-        let operands: Vec<Tensor> = inputs.iter().map(|&j| Tensor::from_parts(graph, j)).collect();
+        let operands: Vec<Tensor> = inputs
+            .iter()
+            .map(|&j| Tensor::from_parts(graph, j))
+            .collect();
         let grads = crate::ops::vjp(op, &operands, Tensor::from_parts(graph, i), ct)?;
         for (&j, g) in inputs.iter().zip(grads) {
             if let (Some(g), true) = (g, from_x[j] && to_y[j]) {

@@ -31,18 +31,36 @@ pub trait Backend {
     /// Runs one step: reads `inputs` (in the plan's feed order) and `state`, applies the plan's
     /// Assigns to `state`, returns the graph's outputs. On an error in the inputs nothing in
     /// `state` changes.
-    fn run(&self, exe: &mut Self::Executable, state: &mut StateMap<Self::Buffer>, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>>;
+    fn run(
+        &self,
+        exe: &mut Self::Executable,
+        state: &mut StateMap<Self::Buffer>,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>>;
 }
 
 /// Checks that `state` holds every buffer the plan uses, with the right type.
-pub fn check_state<B>(plan: &Plan, state: &StateMap<B>, type_of: impl Fn(&B) -> crate::graph::TensorType) -> Result<()> {
+pub fn check_state<B>(
+    plan: &Plan,
+    state: &StateMap<B>,
+    type_of: impl Fn(&B) -> crate::graph::TensorType,
+) -> Result<()> {
     for (name, ty) in &plan.states {
         match state.get(name) {
-            None => return Err(Error::Input(format!("state \"{name}\" ({}) is missing", ty.describe()))),
+            None => {
+                return Err(Error::Input(format!(
+                    "state \"{name}\" ({}) is missing",
+                    ty.describe()
+                )))
+            }
             Some(b) => {
                 let have = type_of(b);
                 if &have != ty {
-                    return Err(Error::Input(format!("state \"{name}\": expected {}, got {}", ty.describe(), have.describe())));
+                    return Err(Error::Input(format!(
+                        "state \"{name}\": expected {}, got {}",
+                        ty.describe(),
+                        have.describe()
+                    )));
                 }
             }
         }

@@ -17,7 +17,14 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 6] = [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I32, DType::Bool];
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::F64,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::Bool,
+    ];
 
     /// True for the floating-point types (the ones that carry gradients).
     pub fn is_float(self) -> bool {
@@ -112,7 +119,10 @@ impl HostTensor {
                 numel(shape)
             )));
         }
-        Ok(HostTensor { shape: shape.to_vec(), data })
+        Ok(HostTensor {
+            shape: shape.to_vec(),
+            data,
+        })
     }
     pub fn f32(shape: &[usize], v: Vec<f32>) -> Result<Self> {
         Self::new(shape, HostData::F32(v))
@@ -134,7 +144,9 @@ impl HostTensor {
             DType::I32 => HostData::I32(v.iter().map(|&x| x as i32).collect()),
             DType::Bool => HostData::Bool(v.iter().map(|&x| x != 0.0).collect()),
             DType::F16 | DType::BF16 => {
-                return Err(Error::Input(format!("host tensors of {dtype} are not supported yet")))
+                return Err(Error::Input(format!(
+                    "host tensors of {dtype} are not supported yet"
+                )))
             }
         };
         Self::new(shape, data)

@@ -34,9 +34,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn shape_err<T>(op: &str, msg: impl Into<String>) -> Result<T> {
-    Err(Error::Shape { op: op.to_string(), msg: msg.into() })
+    Err(Error::Shape {
+        op: op.to_string(),
+        msg: msg.into(),
+    })
 }
 
 pub(crate) fn dtype_err<T>(op: &str, msg: impl Into<String>) -> Result<T> {
-    Err(Error::DType { op: op.to_string(), msg: msg.into() })
+    Err(Error::DType {
+        op: op.to_string(),
+        msg: msg.into(),
+    })
 }

@@ -24,7 +24,10 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(shape: &[usize], dtype: DType) -> Self {
-        TensorType { shape: shape.to_vec(), dtype }
+        TensorType {
+            shape: shape.to_vec(),
+            dtype,
+        }
     }
     /// `f32[2,3]`
     pub fn describe(&self) -> String {
@@ -57,12 +60,19 @@ impl Graph {
         let mut tys = Vec::with_capacity(inputs.len());
         for &i in inputs {
             let n = self.nodes.get(i).ok_or_else(|| {
-                Error::InvalidGraph(format!("{} refers to node %{i}, which does not exist", op.name()))
+                Error::InvalidGraph(format!(
+                    "{} refers to node %{i}, which does not exist",
+                    op.name()
+                ))
             })?;
             tys.push(&n.ty);
         }
         let ty = crate::ops::infer(&op, &tys)?;
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), ty });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            ty,
+        });
         Ok(self.nodes.len() - 1)
     }
 
@@ -91,7 +101,12 @@ impl Graph {
 
     /// The `Input` nodes in order of appearance: the order an executable expects its feeds.
     pub fn inputs(&self) -> Vec<NodeId> {
-        self.nodes.iter().enumerate().filter(|(_, n)| matches!(n.op, Op::Input { .. })).map(|(i, _)| i).collect()
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::Input { .. }))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Every persistent buffer the graph reads or writes, with its type, sorted by name.
@@ -136,9 +151,9 @@ thread_local! {
 pub(crate) fn with_builder<R>(id: u32, f: impl FnOnce(&mut BuildState) -> R) -> R {
     BUILDERS.with(|b| {
         let mut b = b.borrow_mut();
-        let st = b
-            .get_mut(&id)
-            .unwrap_or_else(|| panic!("tensor of graph #{id} used after its GraphBuilder was finished or dropped"));
+        let st = b.get_mut(&id).unwrap_or_else(|| {
+            panic!("tensor of graph #{id} used after its GraphBuilder was finished or dropped")
+        });
         f(st)
     })
 }
@@ -192,17 +207,29 @@ impl GraphBuilder {
 
     /// Declares a value fed at each run.
     pub fn input(&self, name: &str, shape: &[usize], dtype: DType) -> Tensor {
-        self.source(Op::Input { name: name.to_string(), shape: shape.to_vec(), dtype })
+        self.source(Op::Input {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// Reads the persistent buffer `name`.
     pub fn state(&self, name: &str, shape: &[usize], dtype: DType) -> Tensor {
-        self.source(Op::State { name: name.to_string(), shape: shape.to_vec(), dtype })
+        self.source(Op::State {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A constant tensor with every element equal to `value`.
     pub fn full(&self, shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        self.source(Op::Const { value: Literal::Splat(value), shape: shape.to_vec(), dtype })
+        self.source(Op::Const {
+            value: Literal::Splat(value),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A scalar constant.
@@ -215,15 +242,28 @@ impl GraphBuilder {
         if values.len() != crate::dtype::numel(shape) {
             return self.fail(Error::Shape {
                 op: "const".into(),
-                msg: format!("shape {} needs {} values, got {}", fmt_shape(shape), crate::dtype::numel(shape), values.len()),
+                msg: format!(
+                    "shape {} needs {} values, got {}",
+                    fmt_shape(shape),
+                    crate::dtype::numel(shape),
+                    values.len()
+                ),
             });
         }
-        self.source(Op::Const { value: Literal::Data(std::sync::Arc::new(values)), shape: shape.to_vec(), dtype })
+        self.source(Op::Const {
+            value: Literal::Data(std::sync::Arc::new(values)),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// Element indices along `axis` of `shape`.
     pub fn iota(&self, shape: &[usize], axis: usize, dtype: DType) -> Tensor {
-        self.source(Op::Iota { shape: shape.to_vec(), axis, dtype })
+        self.source(Op::Iota {
+            shape: shape.to_vec(),
+            axis,
+            dtype,
+        })
     }
 
     fn source(&self, op: Op) -> Tensor {

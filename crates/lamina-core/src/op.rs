@@ -40,7 +40,10 @@ impl PartialEq for Literal {
         match (self, other) {
             (Literal::Splat(a), Literal::Splat(b)) => a.to_bits() == b.to_bits(),
             (Literal::Data(a), Literal::Data(b)) => {
-                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits())
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
             }
             _ => false,
         }
@@ -64,15 +67,34 @@ pub struct ConvParams {
 pub enum Op {
     // --- sources (ops/source.rs) ---
     /// Data fed to each run of an executable.
-    Input { name: String, shape: Vec<usize>, dtype: DType },
+    Input {
+        name: String,
+        shape: Vec<usize>,
+        dtype: DType,
+    },
     /// Read of a persistent buffer (parameters, optimizer moments, statistics, counters).
-    State { name: String, shape: Vec<usize>, dtype: DType },
-    Const { value: Literal, shape: Vec<usize>, dtype: DType },
+    State {
+        name: String,
+        shape: Vec<usize>,
+        dtype: DType,
+    },
+    Const {
+        value: Literal,
+        shape: Vec<usize>,
+        dtype: DType,
+    },
     /// Element index along `axis`.
-    Iota { shape: Vec<usize>, axis: usize, dtype: DType },
+    Iota {
+        shape: Vec<usize>,
+        axis: usize,
+        dtype: DType,
+    },
     /// Philox-4x32-10 random bits as i32; operand: an i32 `[2]` key `(seed, step)`.
     /// `stream` separates the draws of different ops (see `rng.rs`).
-    RandomBits { shape: Vec<usize>, stream: u32 },
+    RandomBits {
+        shape: Vec<usize>,
+        stream: u32,
+    },
     // --- unary elementwise (ops/elementwise.rs) ---
     Neg,
     Recip,
@@ -91,33 +113,63 @@ pub enum Op {
     CmpEq,
     /// `where(cond, a, b)`.
     Where,
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     // --- reductions, keeping reduced axes as size 1 (ops/reduce.rs) ---
-    ReduceSum { axes: Vec<usize> },
-    ReduceMax { axes: Vec<usize> },
+    ReduceSum {
+        axes: Vec<usize>,
+    },
+    ReduceMax {
+        axes: Vec<usize>,
+    },
     /// Index of the first maximum along `axis`, as i32.
-    ArgMax { axis: usize },
+    ArgMax {
+        axis: usize,
+    },
     // --- movement (ops/movement.rs) ---
-    Reshape { shape: Vec<usize> },
-    Permute { perm: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Permute {
+        perm: Vec<usize>,
+    },
     /// Broadcast size-1 axes to `shape` (same rank).
-    Expand { shape: Vec<usize> },
+    Expand {
+        shape: Vec<usize>,
+    },
     /// Strided slice `start..limit` step `stride` on every axis.
-    Slice { start: Vec<usize>, limit: Vec<usize>, stride: Vec<usize> },
+    Slice {
+        start: Vec<usize>,
+        limit: Vec<usize>,
+        stride: Vec<usize>,
+    },
     /// Edge and interior padding with a constant value.
-    Pad { lo: Vec<usize>, hi: Vec<usize>, interior: Vec<usize>, value: f64 },
+    Pad {
+        lo: Vec<usize>,
+        hi: Vec<usize>,
+        interior: Vec<usize>,
+        value: f64,
+    },
     // --- linear algebra (ops/linalg.rs) ---
     /// Batched `[..., M, K] x [..., K, N]` with equal batch dims.
     MatMul,
     Conv(ConvParams),
     // --- indexing (ops/index.rs) ---
     /// `take(x, idx, axis)`: out shape = x[..axis] ++ idx ++ x[axis+1..]. Out-of-range indices read 0.
-    Gather { axis: usize },
+    Gather {
+        axis: usize,
+    },
     /// Transpose of Gather: adds `updates` into zeros of size `dim_size` along `axis`.
-    ScatterAdd { axis: usize, dim_size: usize },
+    ScatterAdd {
+        axis: usize,
+        dim_size: usize,
+    },
     // --- state (ops/state.rs) ---
     /// Writes its operand into the persistent buffer `name` after every reader of that buffer ran.
-    Assign { name: String },
+    Assign {
+        name: String,
+    },
 }
 
 /// The kind of an [`Op`], without attributes: used by tables that must cover every primitive.

@@ -37,7 +37,10 @@ pub enum Storage {
 pub enum Step {
     /// Elementwise nodes (and the expands they read through) computed in one pass; `outputs` are
     /// stored.
-    Fused { nodes: Vec<NodeId>, outputs: Vec<NodeId> },
+    Fused {
+        nodes: Vec<NodeId>,
+        outputs: Vec<NodeId>,
+    },
     /// One other primitive (an Assign copies its operand into the state buffer).
     Node(NodeId),
 }
@@ -100,10 +103,15 @@ fn place_assigns_in_state(graph: &Graph, steps: &mut Vec<Step>, storage: &mut [S
     let mut remove = vec![false; steps.len()];
     for ta in 0..steps.len() {
         let Step::Node(a) = steps[ta] else { continue };
-        let Op::Assign { name } = &graph.nodes[a].op else { continue };
+        let Op::Assign { name } = &graph.nodes[a].op else {
+            continue;
+        };
         let v = graph.nodes[a].inputs[0];
         let p = computed_at[v];
-        if !matches!(storage[v], Storage::Arena { .. }) || graph.outputs.contains(&v) || p == usize::MAX {
+        if !matches!(storage[v], Storage::Arena { .. })
+            || graph.outputs.contains(&v)
+            || p == usize::MAX
+        {
             continue;
         }
         let reads_state = |storage: &[Storage], id: NodeId| matches!(&graph.nodes[root(storage, id)].op, Op::State { name: s, .. } if s == name);
@@ -121,12 +129,19 @@ fn place_assigns_in_state(graph: &Graph, steps: &mut Vec<Step>, storage: &mut [S
             };
             let pos_v = members.iter().position(|&m| m == v);
             for (i, &m) in members.iter().enumerate() {
-                let reads = graph.nodes[m].inputs.iter().any(|&x| !members.contains(&x) && reads_state(storage, x));
+                let reads = graph.nodes[m]
+                    .inputs
+                    .iter()
+                    .any(|&x| !members.contains(&x) && reads_state(storage, x));
                 if !reads || t < p {
                     continue;
                 }
                 let elementwise = graph.nodes[m].op.kind().is_elementwise();
-                if t > p || !matches!(step, Step::Fused { .. }) || !elementwise || pos_v.is_none_or(|pv| i > pv) {
+                if t > p
+                    || !matches!(step, Step::Fused { .. })
+                    || !elementwise
+                    || pos_v.is_none_or(|pv| i > pv)
+                {
                     ok = false;
                 }
             }
@@ -169,7 +184,10 @@ impl Plan {
         } else {
             (0..n)
                 .filter(|&i| graph.nodes[i].op.kind().is_elementwise())
-                .map(|i| crate::passes::FusionGroup { nodes: vec![i], outputs: vec![i] })
+                .map(|i| crate::passes::FusionGroup {
+                    nodes: vec![i],
+                    outputs: vec![i],
+                })
                 .collect()
         };
         let mut group_of = vec![usize::MAX; n];
@@ -181,7 +199,10 @@ impl Plan {
         // Expands read by a single group are absorbed into it as broadcast loads.
         let mut absorbed = vec![false; n];
         for (id, node) in graph.nodes.iter().enumerate() {
-            if matches!(node.op, Op::Expand { .. }) && !users[id].is_empty() && !graph.outputs.contains(&id) {
+            if matches!(node.op, Op::Expand { .. })
+                && !users[id].is_empty()
+                && !graph.outputs.contains(&id)
+            {
                 let g0 = group_of[users[id][0]];
                 absorbed[id] = g0 != usize::MAX && users[id].iter().all(|&u| group_of[u] == g0);
             }
@@ -191,7 +212,9 @@ impl Plan {
         let mut steps_keyed: Vec<((usize, u8), Step)> = Vec::new();
         for (id, node) in graph.nodes.iter().enumerate() {
             storage[id] = match &node.op {
-                Op::Input { .. } => Storage::Input(inputs.iter().position(|&i| i == id).unwrap_or(0)),
+                Op::Input { .. } => {
+                    Storage::Input(inputs.iter().position(|&i| i == id).unwrap_or(0))
+                }
                 Op::State { name, .. } | Op::Assign { name } => Storage::State(name.clone()),
                 Op::Const { .. } => Storage::Const,
                 Op::Reshape { .. } => {
@@ -204,12 +227,18 @@ impl Plan {
                 _ if absorbed[id] => Storage::Inline,
                 _ if group_of[id] != usize::MAX => {
                     if groups[group_of[id]].outputs.contains(&id) {
-                        Storage::Arena { offset: 0, bytes: bytes_of(&node.ty) }
+                        Storage::Arena {
+                            offset: 0,
+                            bytes: bytes_of(&node.ty),
+                        }
                     } else {
                         Storage::Inline
                     }
                 }
-                _ => Storage::Arena { offset: 0, bytes: bytes_of(&node.ty) },
+                _ => Storage::Arena {
+                    offset: 0,
+                    bytes: bytes_of(&node.ty),
+                },
             };
         }
         let root = |s: &[Storage], id: NodeId| match &s[id] {
@@ -226,11 +255,19 @@ impl Plan {
                 }
                 nodes.push(m);
             }
-            steps_keyed.push(((grp.root(), 0), Step::Fused { nodes, outputs: grp.outputs.clone() }));
+            steps_keyed.push((
+                (grp.root(), 0),
+                Step::Fused {
+                    nodes,
+                    outputs: grp.outputs.clone(),
+                },
+            ));
         }
         for (id, node) in graph.nodes.iter().enumerate() {
-            let needs_step = !matches!(node.op, Op::Input { .. } | Op::State { .. } | Op::Const { .. } | Op::Reshape { .. })
-                && group_of[id] == usize::MAX
+            let needs_step = !matches!(
+                node.op,
+                Op::Input { .. } | Op::State { .. } | Op::Const { .. } | Op::Reshape { .. }
+            ) && group_of[id] == usize::MAX
                 && !absorbed[id];
             if needs_step && !matches!(node.op, Op::Assign { .. }) {
                 steps_keyed.push(((id, 0), Step::Node(id)));
@@ -250,7 +287,9 @@ impl Plan {
                 let v = root(&storage, node.inputs[0]);
                 let mut pos = id.max(anchor_of[v]);
                 for ((a, _), s) in &steps_keyed {
-                    if operands(s).iter().any(|&o| matches!(&graph.nodes[o].op, Op::State { name: s, .. } if s == name)) {
+                    if operands(s).iter().any(
+                        |&o| matches!(&graph.nodes[o].op, Op::State { name: s, .. } if s == name),
+                    ) {
                         pos = pos.max(*a);
                     }
                 }
@@ -277,7 +316,9 @@ impl Plan {
         for &o in &graph.outputs {
             last[root(&storage, o)] = steps.len();
         }
-        let mut values: Vec<NodeId> = (0..n).filter(|&i| matches!(storage[i], Storage::Arena { .. })).collect();
+        let mut values: Vec<NodeId> = (0..n)
+            .filter(|&i| matches!(storage[i], Storage::Arena { .. }))
+            .collect();
         values.sort_by_key(|&i| (std::cmp::Reverse(bytes_of(&graph.nodes[i].ty)), i));
         let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, end, def, last)
         let mut arena_bytes = 0;
@@ -288,9 +329,15 @@ impl Plan {
             value_bytes += size;
             let (d, l) = (def[v], last[v].max(def[v]));
             if d == usize::MAX {
-                return Err(Error::InvalidGraph(format!("planner: %{v} is stored but no step computes it")));
+                return Err(Error::InvalidGraph(format!(
+                    "planner: %{v} is stored but no step computes it"
+                )));
             }
-            let mut live: Vec<(usize, usize)> = placed.iter().filter(|p| p.2 <= l && d <= p.3).map(|p| (p.0, p.1)).collect();
+            let mut live: Vec<(usize, usize)> = placed
+                .iter()
+                .filter(|p| p.2 <= l && d <= p.3)
+                .map(|p| (p.0, p.1))
+                .collect();
             live.sort_unstable();
             let mut offset = 0;
             for (o, e) in live {
@@ -303,7 +350,15 @@ impl Plan {
             arena_bytes = arena_bytes.max(offset + size);
             storage[v] = Storage::Arena { offset, bytes };
         }
-        Ok(Plan { states: graph.states(), graph, steps, storage, arena_bytes, value_bytes, inputs })
+        Ok(Plan {
+            states: graph.states(),
+            graph,
+            steps,
+            storage,
+            arena_bytes,
+            value_bytes,
+            inputs,
+        })
     }
 
     /// The node whose memory holds `id`'s value (itself unless it is a view).
@@ -322,7 +377,11 @@ impl Plan {
     /// Checks fed inputs against the plan: count, shape and dtype of each.
     pub fn check_inputs(&self, inputs: &[&crate::HostTensor]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
-            return Err(Error::Input(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
+            return Err(Error::Input(format!(
+                "expected {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
         }
         for (k, (&id, t)) in self.inputs.iter().zip(inputs).enumerate() {
             let ty = &self.graph.nodes[id].ty;
@@ -353,17 +412,34 @@ impl Plan {
         for (t, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Fused { nodes, outputs } => {
-                    let names: Vec<&str> = nodes.iter().map(|&m| self.graph.nodes[m].op.name()).collect();
+                    let names: Vec<&str> = nodes
+                        .iter()
+                        .map(|&m| self.graph.nodes[m].op.name())
+                        .collect();
                     let outs: Vec<String> = outputs.iter().map(|&o| loc(o)).collect();
                     let _ = writeln!(s, "{t}: fused({}) -> {}", names.join(" "), outs.join(" "));
                 }
                 Step::Node(id) => {
-                    let ins: Vec<String> = self.graph.nodes[*id].inputs.iter().map(|i| format!("%{i}")).collect();
-                    let _ = writeln!(s, "{t}: {} {} -> {}", crate::print::op_text(&self.graph.nodes[*id].op), ins.join(" "), loc(*id));
+                    let ins: Vec<String> = self.graph.nodes[*id]
+                        .inputs
+                        .iter()
+                        .map(|i| format!("%{i}"))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "{t}: {} {} -> {}",
+                        crate::print::op_text(&self.graph.nodes[*id].op),
+                        ins.join(" "),
+                        loc(*id)
+                    );
                 }
             }
         }
-        let _ = writeln!(s, "arena {} bytes (values {} bytes)", self.arena_bytes, self.value_bytes);
+        let _ = writeln!(
+            s,
+            "arena {} bytes (values {} bytes)",
+            self.arena_bytes, self.value_bytes
+        );
         s
     }
 }

@@ -11,7 +11,10 @@ use crate::op::{Literal, Op};
 use std::fmt::Write;
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn num(v: f64) -> String {
@@ -26,11 +29,23 @@ fn num(v: f64) -> String {
 pub fn op_text(op: &Op) -> String {
     let n = op.name();
     match op {
-        Op::Input { name, .. } | Op::State { name, .. } | Op::Assign { name } => format!("{n} \"{name}\""),
-        Op::Const { value: Literal::Splat(v), .. } => format!("{n} {}", num(*v)),
-        Op::Const { value: Literal::Data(d), .. } => {
+        Op::Input { name, .. } | Op::State { name, .. } | Op::Assign { name } => {
+            format!("{n} \"{name}\"")
+        }
+        Op::Const {
+            value: Literal::Splat(v),
+            ..
+        } => format!("{n} {}", num(*v)),
+        Op::Const {
+            value: Literal::Data(d),
+            ..
+        } => {
             let head: Vec<String> = d.iter().take(4).map(|&v| num(v)).collect();
-            format!("{n} [{}{}]", head.join(","), if d.len() > 4 { ",…" } else { "" })
+            format!(
+                "{n} [{}{}]",
+                head.join(","),
+                if d.len() > 4 { ",…" } else { "" }
+            )
         }
         Op::Iota { axis, .. } => format!("{n}[axis={axis}]"),
         Op::RandomBits { stream, .. } => format!("{n}[stream={stream}]"),
@@ -40,12 +55,29 @@ pub fn op_text(op: &Op) -> String {
         Op::ScatterAdd { axis, dim_size } => format!("{n}[axis={axis},size={dim_size}]"),
         Op::Reshape { .. } | Op::Expand { .. } => n.to_string(),
         Op::Permute { perm } => format!("{n}[{}]", list(perm)),
-        Op::Slice { start, limit, stride } => {
-            let parts: Vec<String> = (0..start.len()).map(|i| format!("{}:{}:{}", start[i], limit[i], stride[i])).collect();
+        Op::Slice {
+            start,
+            limit,
+            stride,
+        } => {
+            let parts: Vec<String> = (0..start.len())
+                .map(|i| format!("{}:{}:{}", start[i], limit[i], stride[i]))
+                .collect();
             format!("{n}[{}]", parts.join(","))
         }
-        Op::Pad { lo, hi, interior, value } => {
-            format!("{n}[lo={},hi={},interior={},value={}]", list(lo), list(hi), list(interior), num(*value))
+        Op::Pad {
+            lo,
+            hi,
+            interior,
+            value,
+        } => {
+            format!(
+                "{n}[lo={},hi={},interior={},value={}]",
+                list(lo),
+                list(hi),
+                list(interior),
+                num(*value)
+            )
         }
         Op::Conv(p) => format!(
             "{n}[stride={},pad={}:{},{}:{},dilation={},groups={}]",

@@ -22,7 +22,12 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
         }
         let p0 = (M0 as u64) * (c[0] as u64);
         let p1 = (M1 as u64) * (c[2] as u64);
-        c = [((p1 >> 32) as u32) ^ c[1] ^ k[0], p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k[1], p0 as u32];
+        c = [
+            ((p1 >> 32) as u32) ^ c[1] ^ k[0],
+            p1 as u32,
+            ((p0 >> 32) as u32) ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
     }
     c
 }
@@ -30,7 +35,10 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// Element `i` of `RandomBits` with key `(seed, step)` and `stream`.
 pub fn random_bits_at(seed: i32, step: i32, stream: u32, i: usize) -> i32 {
     let j = (i / 4) as u64;
-    let block = philox4x32_10([j as u32, (j >> 32) as u32, step as u32, 0], [seed as u32, stream]);
+    let block = philox4x32_10(
+        [j as u32, (j >> 32) as u32, step as u32, 0],
+        [seed as u32, stream],
+    );
     block[i % 4] as i32
 }
 
@@ -38,7 +46,10 @@ pub fn random_bits_at(seed: i32, step: i32, stream: u32, i: usize) -> i32 {
 pub fn fill_random_bits(seed: i32, step: i32, stream: u32, out: &mut [i32]) {
     for (j, chunk) in out.chunks_mut(4).enumerate() {
         let j = j as u64;
-        let block = philox4x32_10([j as u32, (j >> 32) as u32, step as u32, 0], [seed as u32, stream]);
+        let block = philox4x32_10(
+            [j as u32, (j >> 32) as u32, step as u32, 0],
+            [seed as u32, stream],
+        );
         for (o, b) in chunk.iter_mut().zip(block) {
             *o = b as i32;
         }
@@ -51,13 +62,19 @@ mod tests {
     // Known-answer vectors from the Random123 distribution (kat_vectors, philox4x32_10).
     #[test]
     fn philox_known_answers() {
-        assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(
+            philox4x32_10([0, 0, 0, 0], [0, 0]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
         assert_eq!(
             philox4x32_10([0xffffffff; 4], [0xffffffff; 2]),
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32_10(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }

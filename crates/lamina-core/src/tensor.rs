@@ -25,8 +25,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -45,11 +53,17 @@ fn axis_of(axis: isize, rank: usize) -> Option<usize> {
 
 impl Tensor {
     pub(crate) fn from_parts(graph: u32, node: NodeId) -> Self {
-        Tensor { graph, node: node as u32 }
+        Tensor {
+            graph,
+            node: node as u32,
+        }
     }
 
     pub(crate) fn poisoned(graph: u32) -> Self {
-        Tensor { graph, node: POISON }
+        Tensor {
+            graph,
+            node: POISON,
+        }
     }
 
     /// True when an earlier operation on this tensor's inputs failed.
@@ -68,10 +82,17 @@ impl Tensor {
 
     pub(crate) fn node_in(self, graph: u32) -> Result<NodeId> {
         if self.graph != graph {
-            return Err(Error::InvalidGraph("a tensor of another graph was used".into()));
+            return Err(Error::InvalidGraph(
+                "a tensor of another graph was used".into(),
+            ));
         }
         if self.is_poisoned() {
-            return with_builder(graph, |st| Err(st.error.clone().unwrap_or_else(|| Error::InvalidGraph("poisoned tensor".into()))));
+            return with_builder(graph, |st| {
+                Err(st
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| Error::InvalidGraph("poisoned tensor".into())))
+            });
         }
         Ok(self.id())
     }
@@ -108,7 +129,13 @@ impl Tensor {
         let mut ids = Vec::with_capacity(operands.len());
         for t in operands {
             if t.graph != graph {
-                return Tensor::record(graph, Error::InvalidGraph(format!("{}: operands come from different graphs", op.name())));
+                return Tensor::record(
+                    graph,
+                    Error::InvalidGraph(format!(
+                        "{}: operands come from different graphs",
+                        op.name()
+                    )),
+                );
             }
             if t.is_poisoned() {
                 return Tensor::poisoned(graph);
@@ -165,7 +192,13 @@ impl Tensor {
             Some(a) => s[a],
             None => {
                 if !self.is_poisoned() {
-                    Tensor::record(self.graph, Error::Shape { op: "dim".into(), msg: format!("axis {i} out of range for {}", fmt_shape(&s)) });
+                    Tensor::record(
+                        self.graph,
+                        Error::Shape {
+                            op: "dim".into(),
+                            msg: format!("axis {i} out of range for {}", fmt_shape(&s)),
+                        },
+                    );
                 }
                 0
             }
@@ -192,7 +225,11 @@ impl Tensor {
 
     /// A constant of this tensor's dtype with every element `value`, shaped `shape`.
     pub fn full(self, shape: &[usize], value: f64) -> Tensor {
-        self.source(Op::Const { value: Literal::Splat(value), shape: shape.to_vec(), dtype: self.dtype() })
+        self.source(Op::Const {
+            value: Literal::Splat(value),
+            shape: shape.to_vec(),
+            dtype: self.dtype(),
+        })
     }
     /// A scalar constant of this tensor's dtype.
     pub fn scalar(self, value: f64) -> Tensor {
@@ -201,9 +238,21 @@ impl Tensor {
     /// A constant of this tensor's dtype with the given row-major values.
     pub fn literal(self, shape: &[usize], values: Vec<f64>) -> Tensor {
         if values.len() != numel(shape) {
-            return self.fail("const", format!("shape {} needs {} values, got {}", fmt_shape(shape), numel(shape), values.len()));
+            return self.fail(
+                "const",
+                format!(
+                    "shape {} needs {} values, got {}",
+                    fmt_shape(shape),
+                    numel(shape),
+                    values.len()
+                ),
+            );
         }
-        self.source(Op::Const { value: Literal::Data(std::sync::Arc::new(values)), shape: shape.to_vec(), dtype: self.dtype() })
+        self.source(Op::Const {
+            value: Literal::Data(std::sync::Arc::new(values)),
+            shape: shape.to_vec(),
+            dtype: self.dtype(),
+        })
     }
     pub fn full_like(self, value: f64) -> Tensor {
         self.full(&self.shape(), value)
@@ -224,15 +273,28 @@ impl Tensor {
             return self;
         }
         if s.len() > shape.len() {
-            return self.fail("expand", format!("cannot broadcast {} to lower rank {}", fmt_shape(&s), fmt_shape(shape)));
+            return self.fail(
+                "expand",
+                format!(
+                    "cannot broadcast {} to lower rank {}",
+                    fmt_shape(&s),
+                    fmt_shape(shape)
+                ),
+            );
         }
         let mut padded = vec![1; shape.len() - s.len()];
         padded.extend_from_slice(&s);
-        let t = if padded != s { self.reshape(&padded) } else { self };
+        let t = if padded != s {
+            self.reshape(&padded)
+        } else {
+            self
+        };
         if padded == shape {
             t
         } else {
-            t.prim(Op::Expand { shape: shape.to_vec() })
+            t.prim(Op::Expand {
+                shape: shape.to_vec(),
+            })
         }
     }
 
@@ -243,7 +305,14 @@ impl Tensor {
         let (a, b) = (self.shape(), rhs.shape());
         match broadcast_shapes(&a, &b) {
             Some(s) => Tensor::apply(op, &[self.expand(&s), rhs.expand(&s)]),
-            None => self.fail(op.name(), format!("shapes {} and {} do not broadcast", fmt_shape(&a), fmt_shape(&b))),
+            None => self.fail(
+                op.name(),
+                format!(
+                    "shapes {} and {} do not broadcast",
+                    fmt_shape(&a),
+                    fmt_shape(&b)
+                ),
+            ),
         }
     }
 
@@ -304,19 +373,36 @@ impl Tensor {
     }
     /// Logical not of a bool tensor.
     pub fn logical_not(self) -> Tensor {
-        let f = self.source(Op::Const { value: Literal::Splat(0.0), shape: vec![], dtype: DType::Bool });
+        let f = self.source(Op::Const {
+            value: Literal::Splat(0.0),
+            shape: vec![],
+            dtype: DType::Bool,
+        });
         self.binary(Op::CmpEq, f)
     }
     /// `where(self, a, b)` for a bool `self`, with broadcasting of all three.
     pub fn where_(self, a: impl IntoOperand, b: impl IntoOperand) -> Tensor {
         let a = a.into_operand(self);
         let b = b.into_operand(a);
-        let a = if a.dtype() == DType::Bool && b.dtype() != DType::Bool { a.cast(b.dtype()) } else { a };
+        let a = if a.dtype() == DType::Bool && b.dtype() != DType::Bool {
+            a.cast(b.dtype())
+        } else {
+            a
+        };
         let shapes = [self.shape(), a.shape(), b.shape()];
-        let s = broadcast_shapes(&shapes[0], &shapes[1]).and_then(|s| broadcast_shapes(&s, &shapes[2]));
+        let s =
+            broadcast_shapes(&shapes[0], &shapes[1]).and_then(|s| broadcast_shapes(&s, &shapes[2]));
         match s {
             Some(s) => Tensor::apply(Op::Where, &[self.expand(&s), a.expand(&s), b.expand(&s)]),
-            None => self.fail("where", format!("shapes {}, {} and {} do not broadcast", fmt_shape(&shapes[0]), fmt_shape(&shapes[1]), fmt_shape(&shapes[2]))),
+            None => self.fail(
+                "where",
+                format!(
+                    "shapes {}, {} and {} do not broadcast",
+                    fmt_shape(&shapes[0]),
+                    fmt_shape(&shapes[1]),
+                    fmt_shape(&shapes[2])
+                ),
+            ),
         }
     }
     pub fn cast(self, dtype: DType) -> Tensor {
@@ -375,14 +461,22 @@ impl Tensor {
         if keepdim {
             return r;
         }
-        let s: Vec<usize> = self.shape().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+        let s: Vec<usize> = self
+            .shape()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect();
         r.reshape(&s)
     }
 
     /// Sum over `axes` (all axes when empty).
     pub fn sum(self, axes: &[isize], keepdim: bool) -> Tensor {
         let all: Vec<isize> = (0..self.rank() as isize).collect();
-        let Some(axes) = self.reduce_axes("sum", if axes.is_empty() { &all } else { axes }) else { return Tensor::poisoned(self.graph) };
+        let Some(axes) = self.reduce_axes("sum", if axes.is_empty() { &all } else { axes }) else {
+            return Tensor::poisoned(self.graph);
+        };
         if axes.is_empty() {
             return self;
         }
@@ -391,7 +485,14 @@ impl Tensor {
     /// Mean over `axes` (all axes when empty).
     pub fn mean(self, axes: &[isize], keepdim: bool) -> Tensor {
         let s = self.shape();
-        let n: usize = if axes.is_empty() { numel(&s) } else { axes.iter().filter_map(|&a| axis_of(a, s.len())).map(|a| s[a]).product() };
+        let n: usize = if axes.is_empty() {
+            numel(&s)
+        } else {
+            axes.iter()
+                .filter_map(|&a| axis_of(a, s.len()))
+                .map(|a| s[a])
+                .product()
+        };
         self.sum(axes, keepdim) / n as f64
     }
     /// Population variance (PyTorch `correction=0`) over `axes`.
@@ -402,7 +503,9 @@ impl Tensor {
     /// Maximum over `axes` (all axes when empty).
     pub fn max(self, axes: &[isize], keepdim: bool) -> Tensor {
         let all: Vec<isize> = (0..self.rank() as isize).collect();
-        let Some(axes) = self.reduce_axes("max", if axes.is_empty() { &all } else { axes }) else { return Tensor::poisoned(self.graph) };
+        let Some(axes) = self.reduce_axes("max", if axes.is_empty() { &all } else { axes }) else {
+            return Tensor::poisoned(self.graph);
+        };
         if axes.is_empty() {
             return self;
         }
@@ -414,7 +517,9 @@ impl Tensor {
     }
     /// Index of the first maximum along `axis` (i32).
     pub fn argmax(self, axis: isize, keepdim: bool) -> Tensor {
-        let Some(a) = self.axis("argmax", axis) else { return Tensor::poisoned(self.graph) };
+        let Some(a) = self.axis("argmax", axis) else {
+            return Tensor::poisoned(self.graph);
+        };
         self.reduce(Op::ArgMax { axis: a }, &[a], keepdim)
     }
 
@@ -424,13 +529,18 @@ impl Tensor {
         if self.shape() == shape {
             return self;
         }
-        self.prim(Op::Reshape { shape: shape.to_vec() })
+        self.prim(Op::Reshape {
+            shape: shape.to_vec(),
+        })
     }
     /// Collapses all axes from `axis` on into one.
     pub fn flatten_from(self, axis: usize) -> Tensor {
         let s = self.shape();
         if axis >= s.len() {
-            return self.fail("flatten", format!("axis {axis} out of range for {}", fmt_shape(&s)));
+            return self.fail(
+                "flatten",
+                format!("axis {axis} out of range for {}", fmt_shape(&s)),
+            );
         }
         let mut t = s[..axis].to_vec();
         t.push(s[axis..].iter().product());
@@ -440,12 +550,16 @@ impl Tensor {
         if perm.iter().enumerate().all(|(i, &p)| i == p) && perm.len() == self.rank() {
             return self;
         }
-        self.prim(Op::Permute { perm: perm.to_vec() })
+        self.prim(Op::Permute {
+            perm: perm.to_vec(),
+        })
     }
     /// Swaps two axes (negative counts from the end).
     pub fn transpose(self, a: isize, b: isize) -> Tensor {
         let r = self.rank();
-        let (Some(a), Some(b)) = (self.axis("transpose", a), self.axis("transpose", b)) else { return Tensor::poisoned(self.graph) };
+        let (Some(a), Some(b)) = (self.axis("transpose", a), self.axis("transpose", b)) else {
+            return Tensor::poisoned(self.graph);
+        };
         let mut perm: Vec<usize> = (0..r).collect();
         perm.swap(a, b);
         self.permute(&perm)
@@ -453,34 +567,64 @@ impl Tensor {
     /// `x[start..end:step]` along one axis.
     pub fn slice(self, axis: isize, start: usize, end: usize, step: usize) -> Tensor {
         let s = self.shape();
-        let Some(a) = self.axis("slice", axis) else { return Tensor::poisoned(self.graph) };
+        let Some(a) = self.axis("slice", axis) else {
+            return Tensor::poisoned(self.graph);
+        };
         let mut st = vec![0; s.len()];
         let mut li = s.clone();
         let mut sd = vec![1; s.len()];
         st[a] = start;
         li[a] = end.min(s[a]);
         sd[a] = step;
-        self.prim(Op::Slice { start: st, limit: li, stride: sd })
+        self.prim(Op::Slice {
+            start: st,
+            limit: li,
+            stride: sd,
+        })
     }
     /// Constant padding: `(low, high)` per axis.
     pub fn pad(self, pads: &[(usize, usize)], value: f64) -> Tensor {
         let r = self.rank();
         if pads.len() != r {
-            return self.fail("pad", format!("need {r} (low, high) pairs, got {}", pads.len()));
+            return self.fail(
+                "pad",
+                format!("need {r} (low, high) pairs, got {}", pads.len()),
+            );
         }
-        self.prim(Op::Pad { lo: pads.iter().map(|p| p.0).collect(), hi: pads.iter().map(|p| p.1).collect(), interior: vec![0; r], value })
+        self.prim(Op::Pad {
+            lo: pads.iter().map(|p| p.0).collect(),
+            hi: pads.iter().map(|p| p.1).collect(),
+            interior: vec![0; r],
+            value,
+        })
     }
     /// Joins tensors along `axis` (each padded with zeros into place, then summed).
     pub fn concat(parts: &[Tensor], axis: isize) -> Tensor {
         let first = parts[0];
-        let Some(a) = first.axis("concat", axis) else { return Tensor::poisoned(first.graph) };
-        let total: usize = parts.iter().map(|p| p.shape().get(a).copied().unwrap_or(0)).sum();
+        let Some(a) = first.axis("concat", axis) else {
+            return Tensor::poisoned(first.graph);
+        };
+        let total: usize = parts
+            .iter()
+            .map(|p| p.shape().get(a).copied().unwrap_or(0))
+            .sum();
         let mut acc: Option<Tensor> = None;
         let mut off = 0;
         for &p in parts {
             let s = p.shape();
-            if s.len() != first.rank() || s.iter().enumerate().any(|(i, &d)| i != a && d != first.shape()[i]) {
-                return first.fail("concat", format!("part {} does not match {} outside axis {a}", fmt_shape(&s), fmt_shape(&first.shape())));
+            if s.len() != first.rank()
+                || s.iter()
+                    .enumerate()
+                    .any(|(i, &d)| i != a && d != first.shape()[i])
+            {
+                return first.fail(
+                    "concat",
+                    format!(
+                        "part {} does not match {} outside axis {a}",
+                        fmt_shape(&s),
+                        fmt_shape(&first.shape())
+                    ),
+                );
             }
             let mut pads = vec![(0, 0); s.len()];
             pads[a] = (off, total - off - s[a]);
@@ -497,19 +641,29 @@ impl Tensor {
     pub fn flip(self, axis: usize) -> Tensor {
         let n = self.shape().get(axis).copied().unwrap_or(0);
         let idx: Vec<f64> = (0..n).rev().map(|i| i as f64).collect();
-        let idx = self.source(Op::Const { value: Literal::Data(std::sync::Arc::new(idx)), shape: vec![n], dtype: DType::I32 });
+        let idx = self.source(Op::Const {
+            value: Literal::Data(std::sync::Arc::new(idx)),
+            shape: vec![n],
+            dtype: DType::I32,
+        });
         Tensor::apply(Op::Gather { axis }, &[self, idx])
     }
     /// `take(self, idx, axis)`: rows of `self` picked by the i32 tensor `idx`.
     pub fn gather(self, idx: Tensor, axis: isize) -> Tensor {
-        let Some(a) = self.axis("gather", axis) else { return Tensor::poisoned(self.graph) };
+        let Some(a) = self.axis("gather", axis) else {
+            return Tensor::poisoned(self.graph);
+        };
         Tensor::apply(Op::Gather { axis: a }, &[self, idx])
     }
     /// One-hot encoding of i32 class indices along a new last axis.
     pub fn one_hot(self, classes: usize, dtype: DType) -> Tensor {
         let mut s = self.shape();
         s.push(classes);
-        let iota = self.source(Op::Iota { shape: s.clone(), axis: s.len() - 1, dtype: DType::I32 });
+        let iota = self.source(Op::Iota {
+            shape: s.clone(),
+            axis: s.len() - 1,
+            dtype: DType::I32,
+        });
         let mut ks = self.shape();
         ks.push(1);
         iota.eq(self.reshape(&ks).expand(&s)).cast(dtype)
@@ -521,13 +675,34 @@ impl Tensor {
     pub fn matmul(self, rhs: Tensor) -> Tensor {
         let (a, b) = (self.shape(), rhs.shape());
         if a.len() < 2 || b.len() < 2 {
-            return self.fail("matmul", format!("operands must have rank ≥ 2: {} x {}", fmt_shape(&a), fmt_shape(&b)));
+            return self.fail(
+                "matmul",
+                format!(
+                    "operands must have rank ≥ 2: {} x {}",
+                    fmt_shape(&a),
+                    fmt_shape(&b)
+                ),
+            );
         }
         if a[a.len() - 1] != b[b.len() - 2] {
-            return self.fail("matmul", format!("inner dimensions differ: {} x {}", fmt_shape(&a), fmt_shape(&b)));
+            return self.fail(
+                "matmul",
+                format!(
+                    "inner dimensions differ: {} x {}",
+                    fmt_shape(&a),
+                    fmt_shape(&b)
+                ),
+            );
         }
         let Some(batch) = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2]) else {
-            return self.fail("matmul", format!("batch dimensions do not broadcast: {} x {}", fmt_shape(&a), fmt_shape(&b)));
+            return self.fail(
+                "matmul",
+                format!(
+                    "batch dimensions do not broadcast: {} x {}",
+                    fmt_shape(&a),
+                    fmt_shape(&b)
+                ),
+            );
         };
         let full = |s: &[usize]| {
             let mut f = batch.clone();
@@ -541,17 +716,40 @@ impl Tensor {
         Tensor::apply(Op::Conv(p.clone()), &[self, w])
     }
     /// 2-D convolution with symmetric stride, padding and dilation.
-    pub fn conv2d(self, w: Tensor, stride: usize, padding: usize, dilation: usize, groups: usize) -> Tensor {
+    pub fn conv2d(
+        self,
+        w: Tensor,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Tensor {
         let p = padding as i64;
-        self.conv(w, &ConvParams { stride: [stride; 2], padding: [(p, p); 2], dilation: [dilation; 2], groups })
+        self.conv(
+            w,
+            &ConvParams {
+                stride: [stride; 2],
+                padding: [(p, p); 2],
+                dilation: [dilation; 2],
+                groups,
+            },
+        )
     }
     /// Max pooling over `k×k` windows of an NCHW tensor (padding with −∞, as PyTorch).
     pub fn max_pool2d(self, k: usize, stride: usize, padding: usize) -> Tensor {
         let s = self.shape();
-        if s.len() != 4 || k == 0 || stride == 0 || s[2] + 2 * padding < k || s[3] + 2 * padding < k {
+        if s.len() != 4 || k == 0 || stride == 0 || s[2] + 2 * padding < k || s[3] + 2 * padding < k
+        {
             return self.fail("max_pool2d", format!("window {k} stride {stride} padding {padding} does not fit input {} (need [N,C,H,W])", fmt_shape(&s)));
         }
-        let x = if padding > 0 { self.pad(&[(0, 0), (0, 0), (padding, padding), (padding, padding)], f64::NEG_INFINITY) } else { self };
+        let x = if padding > 0 {
+            self.pad(
+                &[(0, 0), (0, 0), (padding, padding), (padding, padding)],
+                f64::NEG_INFINITY,
+            )
+        } else {
+            self
+        };
         let (h, w) = (s[2] + 2 * padding, s[3] + 2 * padding);
         let (ho, wo) = ((h - k) / stride + 1, (w - k) / stride + 1);
         let mut acc: Option<Tensor> = None;
@@ -559,7 +757,12 @@ impl Tensor {
             for j in 0..k {
                 let win = x.prim(Op::Slice {
                     start: vec![0, 0, i, j],
-                    limit: vec![s[0], s[1], i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1],
+                    limit: vec![
+                        s[0],
+                        s[1],
+                        i + (ho - 1) * stride + 1,
+                        j + (wo - 1) * stride + 1,
+                    ],
                     stride: vec![1, 1, stride, stride],
                 });
                 acc = Some(match acc {
@@ -575,7 +778,13 @@ impl Tensor {
     pub fn avg_pool2d(self, k: usize, stride: usize, padding: usize) -> Tensor {
         let s = self.shape();
         if s.len() != 4 || k == 0 || stride == 0 {
-            return self.fail("avg_pool2d", format!("window {k} stride {stride} does not fit input {} (need [N,C,H,W])", fmt_shape(&s)));
+            return self.fail(
+                "avg_pool2d",
+                format!(
+                    "window {k} stride {stride} does not fit input {} (need [N,C,H,W])",
+                    fmt_shape(&s)
+                ),
+            );
         }
         let w = self.full(&[s[1], 1, k, k], 1.0 / (k * k) as f64);
         self.conv2d(w, stride, padding, 1, s[1])
@@ -585,14 +794,23 @@ impl Tensor {
 
     /// Philox random bits (i32) of `shape`; `self` is the i32 `[2]` key `(seed, step)`.
     pub fn random_bits(self, shape: &[usize], stream: u32) -> Tensor {
-        self.prim(Op::RandomBits { shape: shape.to_vec(), stream })
+        self.prim(Op::RandomBits {
+            shape: shape.to_vec(),
+            stream,
+        })
     }
     /// Uniform samples in `[0, 1)` of `dtype` from the key `self`.
     pub fn random_uniform(self, shape: &[usize], stream: u32, dtype: DType) -> Tensor {
         // bits ∈ [−2³¹, 2³¹) ↦ (bits + 2³¹) / 2³², computed in f64 (exact), clamped below 1 after rounding
         let u = (self.random_bits(shape, stream).cast(DType::F64) + 2f64.powi(31)) * 2f64.powi(-32);
         let u = u.cast(dtype);
-        u.minimum(1.0 - if dtype == DType::F64 { f64::EPSILON / 2.0 } else { f32::EPSILON as f64 / 2.0 })
+        u.minimum(
+            1.0 - if dtype == DType::F64 {
+                f64::EPSILON / 2.0
+            } else {
+                f32::EPSILON as f64 / 2.0
+            },
+        )
     }
 }
 

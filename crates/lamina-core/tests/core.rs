@@ -3,7 +3,9 @@
 //! `Assign` on the CPU backend against the reference, and property tests of shape errors.
 
 use lamina_core::passes::{cse, dce, fold_constants, fusion_groups, optimize, simplify, verify};
-use lamina_core::{grad, Backend, DType, Graph, GraphBuilder, HostTensor, Op, Plan, StateMap, Tensor};
+use lamina_core::{
+    grad, Backend, DType, Graph, GraphBuilder, HostTensor, Op, Plan, StateMap, Tensor,
+};
 use lamina_cpu::CpuBackend;
 use lamina_ref::cases::op_table;
 use lamina_ref::check::{assert_close, TestRng};
@@ -12,12 +14,15 @@ use proptest::prelude::*;
 
 /// Compares `text` with `tests/snapshots/<name>.txt`; `LAMINA_BLESS=1` rewrites the file.
 fn snapshot(name: &str, text: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.txt"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
     if std::env::var("LAMINA_BLESS").is_ok() {
         std::fs::write(&path, text).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing snapshot {path:?}; run with LAMINA_BLESS=1"));
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing snapshot {path:?}; run with LAMINA_BLESS=1"));
     assert_eq!(text, want, "snapshot {name} differs; if the change is intended, run with LAMINA_BLESS=1 and review the diff");
 }
 
@@ -42,7 +47,8 @@ fn snapshot_graphs() -> Vec<(&'static str, SnapshotGraph)> {
             let b = GraphBuilder::new();
             let logits = b.input("logits", &[2, 3], DType::F32);
             let labels = b.input("labels", &[2], DType::I32);
-            let loss = -(logits.log_softmax(-1) * labels.one_hot(3, DType::F32)).sum(&[], false) / 2.0;
+            let loss =
+                -(logits.log_softmax(-1) * labels.one_hot(3, DType::F32)).sum(&[], false) / 2.0;
             let g = grad(loss, &[logits]).unwrap();
             b.finish(&[loss, g[0]]).unwrap()
         }),
@@ -65,9 +71,15 @@ fn printed_graphs_after_autodiff_and_passes() {
         verify(&g).unwrap();
         snapshot(&format!("{name}.autodiff"), &g.to_string());
         let opt = optimize(&g, true).unwrap();
-        assert!(opt.nodes.len() < g.nodes.len(), "{name}: passes removed nothing");
+        assert!(
+            opt.nodes.len() < g.nodes.len(),
+            "{name}: passes removed nothing"
+        );
         let plan = Plan::new(opt.clone()).unwrap();
-        snapshot(&format!("{name}.optimized"), &format!("{opt}\n{}", plan.text()));
+        snapshot(
+            &format!("{name}.optimized"),
+            &format!("{opt}\n{}", plan.text()),
+        );
     }
 }
 
@@ -77,16 +89,34 @@ fn passes_preserve_every_op_table_row() {
         let ins: Vec<&HostTensor> = case.inputs.iter().collect();
         let mut s0 = case.state.clone();
         let want = run_graph(&case.graph, &ins, &mut s0).unwrap();
-        for (pass, f) in [("fold", fold_constants as fn(&Graph) -> _), ("simplify", simplify), ("cse", cse), ("dce", dce), ("optimize", |g| optimize(g, true))] {
+        for (pass, f) in [
+            ("fold", fold_constants as fn(&Graph) -> _),
+            ("simplify", simplify),
+            ("cse", cse),
+            ("dce", dce),
+            ("optimize", |g| optimize(g, true)),
+        ] {
             let g = f(&case.graph).unwrap_or_else(|e| panic!("{} {pass}: {e}", case.name));
             verify(&g).unwrap_or_else(|e| panic!("{} after {pass}: {e}", case.name));
             let mut s1 = case.state.clone();
             let got = run_graph(&g, &ins, &mut s1).unwrap();
             for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert_close(a, b, 1e-12, 1e-14, &format!("{} after {pass}, output {k}", case.name));
+                assert_close(
+                    a,
+                    b,
+                    1e-12,
+                    1e-14,
+                    &format!("{} after {pass}, output {k}", case.name),
+                );
             }
             for (name, v) in &s0 {
-                assert_close(&s1[name], v, 1e-12, 1e-14, &format!("{} after {pass}, state {name}", case.name));
+                assert_close(
+                    &s1[name],
+                    v,
+                    1e-12,
+                    1e-14,
+                    &format!("{} after {pass}, state {name}", case.name),
+                );
             }
         }
     }
@@ -119,29 +149,90 @@ fn verifier_rejects_broken_graphs() {
     };
     type Break = fn(&mut Graph);
     let cases: Vec<(&str, Break, &str)> = vec![
-        ("operand after user", |g| g.nodes[2].inputs[0] = 2, "does not come before"),
-        ("wrong stored type", |g| g.nodes[2].ty.shape = vec![3], "shape rule gives"),
-        ("input declared twice", |g| g.nodes[1].op = Op::Input { name: "x".into(), shape: vec![2], dtype: DType::F32 }, "declared twice"),
-        ("assign twice", |g| {
-            g.nodes.push(lamina_core::Node { op: Op::Assign { name: "s".into() }, inputs: vec![2], ty: g.nodes[2].ty.clone() });
-            g.nodes.push(lamina_core::Node { op: Op::Assign { name: "s".into() }, inputs: vec![0], ty: g.nodes[0].ty.clone() });
-        }, "assigned twice"),
-        ("assign of another type", |g| {
-            g.nodes.push(lamina_core::Node { op: Op::Cast { to: DType::F64 }, inputs: vec![2], ty: lamina_core::TensorType::new(&[2], DType::F64) });
-            g.nodes.push(lamina_core::Node { op: Op::Assign { name: "s".into() }, inputs: vec![3], ty: lamina_core::TensorType::new(&[2], DType::F64) });
-        }, "writes f64[2] into state \"s\" of type f32[2]"),
-        ("reads an assign", |g| {
-            g.nodes.push(lamina_core::Node { op: Op::Assign { name: "s".into() }, inputs: vec![2], ty: g.nodes[2].ty.clone() });
-            g.nodes.push(lamina_core::Node { op: Op::Neg, inputs: vec![3], ty: g.nodes[2].ty.clone() });
-        }, "reads the result of assign"),
-        ("missing output", |g| g.outputs = vec![9], "output %9 does not exist"),
+        (
+            "operand after user",
+            |g| g.nodes[2].inputs[0] = 2,
+            "does not come before",
+        ),
+        (
+            "wrong stored type",
+            |g| g.nodes[2].ty.shape = vec![3],
+            "shape rule gives",
+        ),
+        (
+            "input declared twice",
+            |g| {
+                g.nodes[1].op = Op::Input {
+                    name: "x".into(),
+                    shape: vec![2],
+                    dtype: DType::F32,
+                }
+            },
+            "declared twice",
+        ),
+        (
+            "assign twice",
+            |g| {
+                g.nodes.push(lamina_core::Node {
+                    op: Op::Assign { name: "s".into() },
+                    inputs: vec![2],
+                    ty: g.nodes[2].ty.clone(),
+                });
+                g.nodes.push(lamina_core::Node {
+                    op: Op::Assign { name: "s".into() },
+                    inputs: vec![0],
+                    ty: g.nodes[0].ty.clone(),
+                });
+            },
+            "assigned twice",
+        ),
+        (
+            "assign of another type",
+            |g| {
+                g.nodes.push(lamina_core::Node {
+                    op: Op::Cast { to: DType::F64 },
+                    inputs: vec![2],
+                    ty: lamina_core::TensorType::new(&[2], DType::F64),
+                });
+                g.nodes.push(lamina_core::Node {
+                    op: Op::Assign { name: "s".into() },
+                    inputs: vec![3],
+                    ty: lamina_core::TensorType::new(&[2], DType::F64),
+                });
+            },
+            "writes f64[2] into state \"s\" of type f32[2]",
+        ),
+        (
+            "reads an assign",
+            |g| {
+                g.nodes.push(lamina_core::Node {
+                    op: Op::Assign { name: "s".into() },
+                    inputs: vec![2],
+                    ty: g.nodes[2].ty.clone(),
+                });
+                g.nodes.push(lamina_core::Node {
+                    op: Op::Neg,
+                    inputs: vec![3],
+                    ty: g.nodes[2].ty.clone(),
+                });
+            },
+            "reads the result of assign",
+        ),
+        (
+            "missing output",
+            |g| g.outputs = vec![9],
+            "output %9 does not exist",
+        ),
     ];
     verify(&good()).unwrap();
     for (name, brk, want) in cases {
         let mut g = good();
         brk(&mut g);
         let err = verify(&g).expect_err(name).to_string();
-        assert!(err.contains(want), "{name}: error '{err}' should contain '{want}'");
+        assert!(
+            err.contains(want),
+            "{name}: error '{err}' should contain '{want}'"
+        );
     }
 }
 
@@ -162,17 +253,28 @@ fn gradient_through_assign_says_it_has_none() {
 fn optimizer_update_is_one_fusion_group_with_three_outputs() {
     let b = GraphBuilder::new();
     let g = b.input("g", &[8], DType::F32);
-    let (p, m, v) = (b.state("p", &[8], DType::F32), b.state("m", &[8], DType::F32), b.state("v", &[8], DType::F32));
+    let (p, m, v) = (
+        b.state("p", &[8], DType::F32),
+        b.state("m", &[8], DType::F32),
+        b.state("v", &[8], DType::F32),
+    );
     let m2 = m * 0.9 + g * 0.1;
     let v2 = v * 0.999 + g * g * 0.001;
     let p2 = p - m2 * 1e-3 / (v2.sqrt() + 1e-8);
-    let graph = b.finish(&[assign("p", p2), assign("m", m2), assign("v", v2)]).unwrap();
+    let graph = b
+        .finish(&[assign("p", p2), assign("m", m2), assign("v", v2)])
+        .unwrap();
     let graph = optimize(&graph, true).unwrap();
     let groups = fusion_groups(&graph);
     assert_eq!(groups.len(), 1, "{graph}");
     assert_eq!(groups[0].outputs.len(), 3);
     let plan = Plan::new(graph).unwrap();
-    assert_eq!(plan.kernel_count(), 1, "one fused kernel writing the three states in place:\n{}", plan.text());
+    assert_eq!(
+        plan.kernel_count(),
+        1,
+        "one fused kernel writing the three states in place:\n{}",
+        plan.text()
+    );
     assert_eq!(plan.arena_bytes, 0);
 }
 
@@ -208,8 +310,19 @@ fn init_state(widths: &[usize], dtype: DType, rng: &mut TestRng) -> StateMap<Hos
     for l in 0..widths.len() - 1 {
         let bound = 1.0 / (widths[l] as f64).sqrt();
         let w = rng.vec(widths[l] * widths[l + 1], -bound, bound);
-        st.insert(format!("w{l}"), HostTensor::from_f64(&[widths[l], widths[l + 1]], dtype, &w).unwrap());
-        st.insert(format!("b{l}"), HostTensor::from_f64(&[widths[l + 1]], dtype, &rng.vec(widths[l + 1], -bound, bound)).unwrap());
+        st.insert(
+            format!("w{l}"),
+            HostTensor::from_f64(&[widths[l], widths[l + 1]], dtype, &w).unwrap(),
+        );
+        st.insert(
+            format!("b{l}"),
+            HostTensor::from_f64(
+                &[widths[l + 1]],
+                dtype,
+                &rng.vec(widths[l + 1], -bound, bound),
+            )
+            .unwrap(),
+        );
     }
     st
 }
@@ -225,7 +338,12 @@ fn memory_plan_of_a_ten_layer_mlp_step_reuses_memory() {
         plan.arena_bytes,
         plan.value_bytes
     );
-    assert!(ratio < 0.35, "peak {} is not well under the sum {} (ratio {ratio:.3})", plan.arena_bytes, plan.value_bytes);
+    assert!(
+        ratio < 0.35,
+        "peak {} is not well under the sum {} (ratio {ratio:.3})",
+        plan.arena_bytes,
+        plan.value_bytes
+    );
     // the plan is sound: arena values alive at the same time never share bytes
     let n = plan.graph.nodes.len();
     let (mut def, mut last) = (vec![usize::MAX; n], vec![0; n]);
@@ -254,7 +372,9 @@ fn memory_plan_of_a_ten_layer_mlp_step_reuses_memory() {
     }
     let vals: Vec<(usize, usize, usize, usize)> = (0..n)
         .filter_map(|i| match plan.storage[i] {
-            lamina_core::Storage::Arena { offset, bytes } => Some((offset, offset + bytes, def[i], last[i].max(def[i]))),
+            lamina_core::Storage::Arena { offset, bytes } => {
+                Some((offset, offset + bytes, def[i], last[i].max(def[i])))
+            }
             _ => None,
         })
         .collect();
@@ -263,7 +383,10 @@ fn memory_plan_of_a_ten_layer_mlp_step_reuses_memory() {
         for b in &vals[i + 1..] {
             let alive_together = a.2 <= b.3 && b.2 <= a.3;
             let share_bytes = a.0 < b.1 && b.0 < a.1;
-            assert!(!(alive_together && share_bytes), "values {a:?} and {b:?} overlap");
+            assert!(
+                !(alive_together && share_bytes),
+                "values {a:?} and {b:?} overlap"
+            );
         }
     }
 }
@@ -277,7 +400,13 @@ fn hand_built_mlp_trains_on_cpu_like_the_reference() {
     // toy problem: the class is the index of the largest of the first three features
     let mut rng = TestRng::new(5);
     let xs = rng.vec(batch * 4, -1.0, 1.0);
-    let labels: Vec<f64> = (0..batch).map(|i| (0..3).max_by(|&a, &b| xs[i * 4 + a].total_cmp(&xs[i * 4 + b])).unwrap() as f64).collect();
+    let labels: Vec<f64> = (0..batch)
+        .map(|i| {
+            (0..3)
+                .max_by(|&a, &b| xs[i * 4 + a].total_cmp(&xs[i * 4 + b]))
+                .unwrap() as f64
+        })
+        .collect();
     for (dtype, rtol) in [(DType::F64, 1e-10), (DType::F32, 1e-5)] {
         let graph = mlp_step(&widths, batch, dtype, 0.5);
         let plan = Plan::compile(&graph).unwrap();
@@ -285,7 +414,10 @@ fn hand_built_mlp_trains_on_cpu_like_the_reference() {
         let mut exe = cpu.compile(&plan).unwrap();
         let mut rng = TestRng::new(9);
         let init = init_state(&widths, dtype, &mut rng);
-        let mut cpu_state: StateMap<_> = init.iter().map(|(k, v)| (k.clone(), cpu.upload(v).unwrap())).collect();
+        let mut cpu_state: StateMap<_> = init
+            .iter()
+            .map(|(k, v)| (k.clone(), cpu.upload(v).unwrap()))
+            .collect();
         let mut ref_state = init.clone();
         let (mut ref_exe, refb) = (RefBackend.compile(&plan).unwrap(), RefBackend);
         let x = HostTensor::from_f64(&[batch, 4], dtype, &xs).unwrap();
@@ -295,7 +427,13 @@ fn hand_built_mlp_trains_on_cpu_like_the_reference() {
         for step in 0..100 {
             let got = cpu.run(&mut exe, &mut cpu_state, &[&x, &y]).unwrap();
             let want = refb.run(&mut ref_exe, &mut ref_state, &[&x, &y]).unwrap();
-            assert_close(&got[0], &want[0], rtol, 0.0, &format!("{dtype} loss at step {step}"));
+            assert_close(
+                &got[0],
+                &want[0],
+                rtol,
+                0.0,
+                &format!("{dtype} loss at step {step}"),
+            );
             // keep the reference on the same trajectory in f32 (it does not round between ops)
             if dtype == DType::F32 {
                 for (k, v) in ref_state.iter_mut() {
@@ -311,7 +449,10 @@ fn hand_built_mlp_trains_on_cpu_like_the_reference() {
             last = l;
         }
         println!("{dtype}: loss {first:.4} → {last:.4} over 100 steps");
-        assert!(last < 0.5 * first, "{dtype}: loss did not fall: {first} → {last}");
+        assert!(
+            last < 0.5 * first,
+            "{dtype}: loss did not fall: {first} → {last}"
+        );
     }
 }
 

@@ -132,7 +132,9 @@ fn chain_in_state(c: &mut Criterion) {
     let x = b.state("x", &[N], DType::F32);
     // mul, add, max, mul, sub; maps [-1, 1] into itself, so repeated runs stay in normal floats
     let y = (x * 0.5 + 0.25).maximum(x) * 0.9 - 0.1;
-    Tensor::apply(Op::Assign { name: "x".into() }, &[y]).check().unwrap();
+    Tensor::apply(Op::Assign { name: "x".into() }, &[y])
+        .check()
+        .unwrap();
     // no outputs: returning the 64 MB buffer would copy it into a fresh vector every run
     let g = optimize(&b.finish(&[]).unwrap(), false).unwrap();
     let mut group = c.benchmark_group("chain5_in_state_16M_f32");
@@ -140,11 +142,22 @@ fn chain_in_state(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N as u64));
     for (name, fuse) in [("fused", true), ("unfused", false)] {
         let plan = Plan::with_fusion(g.clone(), fuse).unwrap();
-        assert_eq!(plan.kernel_count(), if fuse { 1 } else { 5 }, "{}", plan.text());
+        assert_eq!(
+            plan.kernel_count(),
+            if fuse { 1 } else { 5 },
+            "{}",
+            plan.text()
+        );
         let mut exe = cpu.compile(&plan).unwrap();
         let mut state = StateMap::new();
-        state.insert("x".to_string(), cpu.upload(&HostTensor::f32(&[N], data(N, 4)).unwrap()).unwrap());
-        group.bench_function(name, |bch| bch.iter(|| cpu.run(&mut exe, &mut state, &[]).unwrap()));
+        state.insert(
+            "x".to_string(),
+            cpu.upload(&HostTensor::f32(&[N], data(N, 4)).unwrap())
+                .unwrap(),
+        );
+        group.bench_function(name, |bch| {
+            bch.iter(|| cpu.run(&mut exe, &mut state, &[]).unwrap())
+        });
     }
     group.finish();
 }

@@ -424,7 +424,9 @@ impl<'p> Builder<'p> {
     fn write(&self, id: NodeId) -> Result<usize> {
         match self.plan.storage[id] {
             Storage::Arena { .. } => Ok(id),
-            Storage::State(_) if !matches!(self.op(id), Op::State { .. } | Op::Assign { .. }) => Ok(id),
+            Storage::State(_) if !matches!(self.op(id), Op::State { .. } | Op::Assign { .. }) => {
+                Ok(id)
+            }
             ref s => Err(backend_err(format!(
                 "%{id} ({}) is computed by a step but stored as {s:?}",
                 self.op(id).name()
@@ -502,13 +504,18 @@ impl<'p> Builder<'p> {
             Storage::Input(_) | Storage::Const => true,
             Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
                 writes(t).iter().all(|&v| match self.plan.storage.get(v) {
-                    Some(Storage::Arena { offset: o, bytes: b }) => o + b <= *offset || offset + bytes <= *o,
+                    Some(Storage::Arena {
+                        offset: o,
+                        bytes: b,
+                    }) => o + b <= *offset || offset + bytes <= *o,
                     _ => true,
                 })
             }),
-            Storage::State(name) => {
-                (t0 + 1..=t1).all(|t| writes(t).iter().all(|&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name)))
-            }
+            Storage::State(name) => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(
+                    |&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name),
+                )
+            }),
             Storage::View(_) | Storage::Inline => false,
         }
     }

@@ -29,7 +29,11 @@ pub struct ModelBuilder {
 impl ModelBuilder {
     /// A model taking inputs of `input_shape` (batch axis first).
     pub fn new(input_shape: &[usize]) -> Self {
-        ModelBuilder { input_shape: input_shape.to_vec(), layers: Vec::new(), seed: 42 }
+        ModelBuilder {
+            input_shape: input_shape.to_vec(),
+            layers: Vec::new(),
+            seed: 42,
+        }
     }
 
     /// Seed of the parameter initialisation (default 42).
@@ -47,17 +51,49 @@ impl ModelBuilder {
     pub fn dense(self, units: usize, use_bias: bool, name: &str) -> Self {
         self.layer(Dense { units, use_bias }, name)
     }
-    pub fn conv2d(self, out_channels: usize, kernel: usize, stride: usize, padding: i64, use_bias: bool, name: &str) -> Self {
-        self.layer(Conv2D::new(out_channels, kernel, stride, padding, use_bias), name)
+    pub fn conv2d(
+        self,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: i64,
+        use_bias: bool,
+        name: &str,
+    ) -> Self {
+        self.layer(
+            Conv2D::new(out_channels, kernel, stride, padding, use_bias),
+            name,
+        )
     }
     pub fn max_pool2d(self, kernel: usize, stride: usize, name: &str) -> Self {
-        self.layer(MaxPool2D { kernel, stride, padding: 0 }, name)
+        self.layer(
+            MaxPool2D {
+                kernel,
+                stride,
+                padding: 0,
+            },
+            name,
+        )
     }
     pub fn avg_pool2d(self, kernel: usize, stride: usize, name: &str) -> Self {
-        self.layer(AvgPool2D { kernel, stride, padding: 0 }, name)
+        self.layer(
+            AvgPool2D {
+                kernel,
+                stride,
+                padding: 0,
+            },
+            name,
+        )
     }
     pub fn batch_norm(self, eps: f64, momentum: f64, affine: bool, name: &str) -> Self {
-        self.layer(BatchNorm { eps, momentum, affine }, name)
+        self.layer(
+            BatchNorm {
+                eps,
+                momentum,
+                affine,
+            },
+            name,
+        )
     }
     pub fn layer_norm(self, eps: f64, name: &str) -> Self {
         self.layer(LayerNorm { eps }, name)
@@ -69,7 +105,12 @@ impl ModelBuilder {
         self.layer(Flatten, name)
     }
     pub fn reshape(self, shape: &[usize], name: &str) -> Self {
-        self.layer(Reshape { shape: shape.to_vec() }, name)
+        self.layer(
+            Reshape {
+                shape: shape.to_vec(),
+            },
+            name,
+        )
     }
     pub fn embedding(self, vocab: usize, dim: usize, name: &str) -> Self {
         self.layer(Embedding { vocab, dim }, name)
@@ -105,7 +146,13 @@ impl ModelBuilder {
         self.layer(Glu { units }, name)
     }
     pub fn multi_head_attention(self, heads: usize, name: &str) -> Self {
-        self.layer(MultiHeadAttention { heads, causal: false }, name)
+        self.layer(
+            MultiHeadAttention {
+                heads,
+                causal: false,
+            },
+            name,
+        )
     }
     /// A residual block `x + F(x)` with `F` built by `inner` on an empty builder.
     pub fn residual(self, inner: impl FnOnce(ModelBuilder) -> ModelBuilder, name: &str) -> Self {

@@ -10,18 +10,32 @@ pub enum Init {
     Ones,
     Constant(f64),
     /// `U(lo, hi)`.
-    Uniform { lo: f64, hi: f64 },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
     /// `N(mean, std²)`.
-    Normal { mean: f64, std: f64 },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     /// PyTorch `kaiming_uniform_(a, mode='fan_in', nonlinearity='leaky_relu')`:
     /// `U(±gain·√(3/fan_in))` with `gain = √(2/(1+a²))`. `a = √5` is nn.Linear's and nn.Conv2d's default.
-    KaimingUniform { a: f64 },
+    KaimingUniform {
+        a: f64,
+    },
     /// PyTorch `kaiming_normal_(a, mode='fan_in')`: `N(0, gain²/fan_in)`.
-    KaimingNormal { a: f64 },
+    KaimingNormal {
+        a: f64,
+    },
     /// PyTorch `xavier_uniform_(gain)`: `U(±gain·√(6/(fan_in+fan_out)))`.
-    XavierUniform { gain: f64 },
+    XavierUniform {
+        gain: f64,
+    },
     /// PyTorch `xavier_normal_(gain)`: `N(0, gain²·2/(fan_in+fan_out))`.
-    XavierNormal { gain: f64 },
+    XavierNormal {
+        gain: f64,
+    },
 }
 
 /// `(fan_in, fan_out)` of a weight as PyTorch computes it: `[out, in, k…]`.
@@ -73,7 +87,11 @@ impl Init {
         let n = numel(shape);
         let mut s = Stream::new(seed, path);
         let (fan_in, fan_out) = fans(shape);
-        let uniform = |s: &mut Stream, b: f64| (0..n).map(|_| (2.0 * s.unit() - 1.0) * b).collect::<Vec<_>>();
+        let uniform = |s: &mut Stream, b: f64| {
+            (0..n)
+                .map(|_| (2.0 * s.unit() - 1.0) * b)
+                .collect::<Vec<_>>()
+        };
         match *self {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
@@ -88,7 +106,9 @@ impl Init {
                 let std = (2.0 / (1.0 + a * a)).sqrt() / fan_in.sqrt();
                 (0..n).map(|_| std * s.normal()).collect()
             }
-            Init::XavierUniform { gain } => uniform(&mut s, gain * (6.0 / (fan_in + fan_out)).sqrt()),
+            Init::XavierUniform { gain } => {
+                uniform(&mut s, gain * (6.0 / (fan_in + fan_out)).sqrt())
+            }
             Init::XavierNormal { gain } => {
                 let std = gain * (2.0 / (fan_in + fan_out)).sqrt();
                 (0..n).map(|_| std * s.normal()).collect()
@@ -97,7 +117,13 @@ impl Init {
     }
 
     /// The initial tensor of a parameter.
-    pub fn tensor(&self, shape: &[usize], dtype: DType, seed: u64, path: &str) -> Result<HostTensor> {
+    pub fn tensor(
+        &self,
+        shape: &[usize],
+        dtype: DType,
+        seed: u64,
+        path: &str,
+    ) -> Result<HostTensor> {
         HostTensor::from_f64(shape, dtype, &self.values(shape, seed, path))
     }
 }

@@ -72,7 +72,17 @@ pub struct Scope<'a> {
 impl<'a> Scope<'a> {
     /// A root scope over `builder`.
     pub fn new(builder: &'a GraphBuilder, mode: Mode, dtype: DType) -> Self {
-        Scope { builder, prefix: String::new(), mode, dtype, params: vec![], tensors: vec![], updates: vec![], key: None, streams: 0 }
+        Scope {
+            builder,
+            prefix: String::new(),
+            mode,
+            dtype,
+            params: vec![],
+            tensors: vec![],
+            updates: vec![],
+            key: None,
+            streams: 0,
+        }
     }
 
     /// Uses `key` (i32 `[2]`: seed, step) for random draws instead of a `rng` state buffer.
@@ -115,7 +125,12 @@ impl<'a> Scope<'a> {
             }
         }
         let t = self.builder.state(&path, shape, self.dtype);
-        self.params.push(ParamDecl { path, shape: shape.to_vec(), init, trainable });
+        self.params.push(ParamDecl {
+            path,
+            shape: shape.to_vec(),
+            init,
+            trainable,
+        });
         self.tensors.push(t);
         t
     }
@@ -172,6 +187,10 @@ impl<'a> Scope<'a> {
 
     /// A `Spec` error naming the current layer.
     pub fn error(&self, msg: impl Into<String>) -> Error {
-        Error::Spec(format!("{}: {}", self.prefix.trim_end_matches('.'), msg.into()))
+        Error::Spec(format!(
+            "{}: {}",
+            self.prefix.trim_end_matches('.'),
+            msg.into()
+        ))
     }
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-type Constructor = Arc<dyn Fn(&Value, &LayerRegistry) -> Result<Arc<dyn Layer>, String> + Send + Sync>;
+type Constructor =
+    Arc<dyn Fn(&Value, &LayerRegistry) -> Result<Arc<dyn Layer>, String> + Send + Sync>;
 
 /// Layer constructors by type name. `LayerRegistry::new()` knows every built-in layer; custom
 /// layers are added with [`LayerRegistry::register`].
@@ -37,7 +38,9 @@ fn arc<L: Layer + 'static>(r: Result<L, String>) -> Result<Arc<dyn Layer>, Strin
 impl LayerRegistry {
     /// A registry of every built-in layer.
     pub fn new() -> Self {
-        let mut r = LayerRegistry { ctors: BTreeMap::new() };
+        let mut r = LayerRegistry {
+            ctors: BTreeMap::new(),
+        };
         r.register("Dense", |c| arc(Dense::from_config(c)));
         r.register("Conv2D", |c| arc(Conv2D::from_config(c)));
         r.register("MaxPool2D", |c| arc(MaxPool2D::from_config(c)));
@@ -58,14 +61,24 @@ impl LayerRegistry {
         r.register("Softmax", |c| arc(Softmax::from_config(c)));
         r.register("PReLU", |c| arc(PRelu::from_config(c)));
         r.register("GLU", |c| arc(Glu::from_config(c)));
-        r.register("MultiHeadAttention", |c| arc(MultiHeadAttention::from_config(c)));
-        r.ctors.insert("Residual".into(), Arc::new(|c, reg| arc(Residual::from_config(c, reg))));
+        r.register("MultiHeadAttention", |c| {
+            arc(MultiHeadAttention::from_config(c))
+        });
+        r.ctors.insert(
+            "Residual".into(),
+            Arc::new(|c, reg| arc(Residual::from_config(c, reg))),
+        );
         r
     }
 
     /// Adds (or replaces) the constructor of `type_name`.
-    pub fn register(&mut self, type_name: &str, ctor: impl Fn(&Value) -> Result<Arc<dyn Layer>, String> + Send + Sync + 'static) {
-        self.ctors.insert(type_name.to_string(), Arc::new(move |c, _| ctor(c)));
+    pub fn register(
+        &mut self,
+        type_name: &str,
+        ctor: impl Fn(&Value) -> Result<Arc<dyn Layer>, String> + Send + Sync + 'static,
+    ) {
+        self.ctors
+            .insert(type_name.to_string(), Arc::new(move |c, _| ctor(c)));
     }
 
     pub fn contains(&self, type_name: &str) -> bool {
@@ -87,11 +100,19 @@ impl LayerRegistry {
 
     /// Reads `{"type": …, "name": …, "config": …}`.
     pub fn layer_from_json(&self, v: &Value) -> Result<(String, Arc<dyn Layer>), String> {
-        let name = v.get("name").and_then(|n| n.as_str()).ok_or("a layer needs a string \"name\"")?;
-        let ty = v.get("type").and_then(|n| n.as_str()).ok_or_else(|| format!("layer '{name}' needs a string \"type\""))?;
+        let name = v
+            .get("name")
+            .and_then(|n| n.as_str())
+            .ok_or("a layer needs a string \"name\"")?;
+        let ty = v
+            .get("type")
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| format!("layer '{name}' needs a string \"type\""))?;
         let empty = Value::Object(Default::default());
         let cfg = v.get("config").unwrap_or(&empty);
-        let layer = self.build(ty, cfg).map_err(|e| format!("layer '{name}' ({ty}): {e}"))?;
+        let layer = self
+            .build(ty, cfg)
+            .map_err(|e| format!("layer '{name}' ({ty}): {e}"))?;
         Ok((name.to_string(), layer))
     }
 }

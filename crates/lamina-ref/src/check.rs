@@ -41,7 +41,10 @@ pub fn assert_close(got: &HostTensor, want: &HostTensor, rtol: f64, atol: f64, w
     let (g, w) = (got.to_f64(), want.to_f64());
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs();
-        assert!(ok, "{what}: element {i} is {a}, expected {b} (rtol {rtol}, atol {atol})");
+        assert!(
+            ok,
+            "{what}: element {i} is {a}, expected {b} (rtol {rtol}, atol {atol})"
+        );
     }
 }
 
@@ -56,7 +59,8 @@ pub struct GradCheck {
 
 impl GradCheck {
     pub fn ok(&self, tol: f64) -> bool {
-        (self.analytic - self.numeric).abs() <= tol * (1.0 + self.analytic.abs().max(self.numeric.abs()))
+        (self.analytic - self.numeric).abs()
+            <= tol * (1.0 + self.analytic.abs().max(self.numeric.abs()))
     }
 }
 
@@ -77,13 +81,31 @@ fn weighted_loss(outs: &[Tensor], rng: &mut TestRng) -> Tensor {
 /// Checks the gradient of `graph` (f64, float inputs) in a random direction: the float outputs are
 /// contracted with a random cotangent into a scalar `L`, and `⟨∇L, t⟩` is compared with central
 /// differences. With `order == 2` the check runs on `L₂ = ⟨∇L, c⟩` instead (gradient of a gradient).
-pub fn grad_check(graph: &Graph, inputs: &[HostTensor], state: &StateMap<HostTensor>, order: usize, seed: u64) -> Result<GradCheck> {
+pub fn grad_check(
+    graph: &Graph,
+    inputs: &[HostTensor],
+    state: &StateMap<HostTensor>,
+    order: usize,
+    seed: u64,
+) -> Result<GradCheck> {
     let mut rng = TestRng::new(seed);
-    let b = GraphBuilder::from_graph(Graph { nodes: graph.nodes.clone(), outputs: vec![] });
+    let b = GraphBuilder::from_graph(Graph {
+        nodes: graph.nodes.clone(),
+        outputs: vec![],
+    });
     let feeds = graph.inputs();
     let xs: Vec<Tensor> = feeds.iter().map(|&i| b.tensor(i)).collect();
-    let float_x: Vec<Tensor> = xs.iter().copied().filter(|x| x.dtype().is_float()).collect();
-    let outs: Vec<Tensor> = graph.outputs.iter().map(|&o| b.tensor(o)).filter(|t| t.dtype().is_float()).collect();
+    let float_x: Vec<Tensor> = xs
+        .iter()
+        .copied()
+        .filter(|x| x.dtype().is_float())
+        .collect();
+    let outs: Vec<Tensor> = graph
+        .outputs
+        .iter()
+        .map(|&o| b.tensor(o))
+        .filter(|t| t.dtype().is_float())
+        .collect();
     let mut loss = weighted_loss(&outs, &mut rng);
     if order == 2 {
         let g = grad(loss, &float_x)?;
@@ -93,9 +115,21 @@ pub fn grad_check(graph: &Graph, inputs: &[HostTensor], state: &StateMap<HostTen
     let mut all = vec![loss];
     all.extend(grads.iter().copied());
     let g = b.finish(&all)?;
-    let loss_only = Graph { nodes: g.nodes.clone(), outputs: vec![g.outputs[0]] };
+    let loss_only = Graph {
+        nodes: g.nodes.clone(),
+        outputs: vec![g.outputs[0]],
+    };
 
-    let tangents: Vec<Vec<f64>> = inputs.iter().map(|t| if t.dtype().is_float() { rng.vec(t.numel(), -1.0, 1.0) } else { vec![] }).collect();
+    let tangents: Vec<Vec<f64>> = inputs
+        .iter()
+        .map(|t| {
+            if t.dtype().is_float() {
+                rng.vec(t.numel(), -1.0, 1.0)
+            } else {
+                vec![]
+            }
+        })
+        .collect();
     let mut st = state.clone();
     let refs: Vec<&HostTensor> = inputs.iter().collect();
     let res = run_graph(&g, &refs, &mut st)?;
@@ -103,7 +137,12 @@ pub fn grad_check(graph: &Graph, inputs: &[HostTensor], state: &StateMap<HostTen
     let mut k = 0;
     for (t, x) in tangents.iter().zip(inputs) {
         if x.dtype().is_float() {
-            analytic += res[1 + k].to_f64().iter().zip(t).map(|(a, b)| a * b).sum::<f64>();
+            analytic += res[1 + k]
+                .to_f64()
+                .iter()
+                .zip(t)
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
             k += 1;
         }
     }
@@ -114,7 +153,12 @@ pub fn grad_check(graph: &Graph, inputs: &[HostTensor], state: &StateMap<HostTen
             .zip(&tangents)
             .map(|(x, t)| {
                 if x.dtype().is_float() {
-                    let v: Vec<f64> = x.to_f64().iter().zip(t).map(|(a, b)| a + sign * eps * b).collect();
+                    let v: Vec<f64> = x
+                        .to_f64()
+                        .iter()
+                        .zip(t)
+                        .map(|(a, b)| a + sign * eps * b)
+                        .collect();
                     HostTensor::from_f64(x.shape(), x.dtype(), &v)
                 } else {
                     Ok(x.clone())

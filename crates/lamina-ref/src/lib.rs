@@ -13,7 +13,10 @@ pub mod check;
 pub mod fixtures;
 
 use lamina_core::ops::elementwise::{eval_scalar, round_to};
-use lamina_core::{numel, strides, Backend, DType, Error, Graph, HostTensor, Op, Plan, Result, StateMap, TensorType};
+use lamina_core::{
+    numel, strides, Backend, DType, Error, Graph, HostTensor, Op, Plan, Result, StateMap,
+    TensorType,
+};
 
 /// A value during interpretation: type and f64 data.
 #[derive(Clone, Debug)]
@@ -30,19 +33,35 @@ fn unravel(mut i: usize, shape: &[usize], out: &mut [usize]) {
 }
 
 /// Evaluates one node from its operands.
-fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], input_k: &mut usize, state: &StateMap<HostTensor>) -> Result<Vec<f64>> {
+fn eval_node(
+    op: &Op,
+    ty: &TensorType,
+    ins: &[&Val],
+    inputs: &[&HostTensor],
+    input_k: &mut usize,
+    state: &StateMap<HostTensor>,
+) -> Result<Vec<f64>> {
     let n = numel(&ty.shape);
     let rank = ty.shape.len();
     let mut idx = vec![0usize; rank];
     // floats stay unrounded f64; integer and bool results are what the dtype can hold
-    let exact = if ty.dtype.is_float() { DType::F64 } else { ty.dtype };
+    let exact = if ty.dtype.is_float() {
+        DType::F64
+    } else {
+        ty.dtype
+    };
     Ok(match op {
         Op::Input { name, .. } => {
-            let t = inputs.get(*input_k).ok_or_else(|| Error::Input(format!("input \"{name}\" was not fed")))?;
+            let t = inputs
+                .get(*input_k)
+                .ok_or_else(|| Error::Input(format!("input \"{name}\" was not fed")))?;
             *input_k += 1;
             t.to_f64()
         }
-        Op::State { name, .. } => state.get(name).ok_or_else(|| Error::Input(format!("state \"{name}\" is missing")))?.to_f64(),
+        Op::State { name, .. } => state
+            .get(name)
+            .ok_or_else(|| Error::Input(format!("state \"{name}\" is missing")))?
+            .to_f64(),
         Op::Const { value, .. } => (0..n).map(|i| value.get(i)).collect(),
         Op::Iota { axis, .. } => (0..n)
             .map(|i| {
@@ -52,9 +71,25 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
             .collect(),
         Op::RandomBits { stream, .. } => {
             let (seed, step) = (ins[0].data[0] as i32, ins[0].data[1] as i32);
-            (0..n).map(|i| lamina_core::rng::random_bits_at(seed, step, *stream, i) as f64).collect()
+            (0..n)
+                .map(|i| lamina_core::rng::random_bits_at(seed, step, *stream, i) as f64)
+                .collect()
         }
-        Op::Neg | Op::Recip | Op::Sqrt | Op::Exp | Op::Log | Op::Tanh | Op::Erf | Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::CmpLt | Op::CmpEq | Op::Where => {
+        Op::Neg
+        | Op::Recip
+        | Op::Sqrt
+        | Op::Exp
+        | Op::Log
+        | Op::Tanh
+        | Op::Erf
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Max
+        | Op::CmpLt
+        | Op::CmpEq
+        | Op::Where => {
             let mut args = vec![0.0; ins.len()];
             (0..n)
                 .map(|i| {
@@ -65,7 +100,11 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
                 })
                 .collect()
         }
-        Op::Cast { .. } => ins[0].data.iter().map(|&v| eval_scalar(op, &[v], exact)).collect(),
+        Op::Cast { .. } => ins[0]
+            .data
+            .iter()
+            .map(|&v| eval_scalar(op, &[v], exact))
+            .collect(),
         Op::ReduceSum { .. } | Op::ReduceMax { .. } | Op::ArgMax { .. } => {
             let x = ins[0];
             let xs = &x.ty.shape;
@@ -76,7 +115,12 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
             let mut xi = vec![0usize; xs.len()];
             for (i, &v) in x.data.iter().enumerate() {
                 unravel(i, xs, &mut xi);
-                let o: usize = xi.iter().zip(&ty.shape).zip(&ost).map(|((&k, &d), &s)| if d == 1 { 0 } else { k * s }).sum();
+                let o: usize = xi
+                    .iter()
+                    .zip(&ty.shape)
+                    .zip(&ost)
+                    .map(|((&k, &d), &s)| if d == 1 { 0 } else { k * s })
+                    .sum();
                 match op {
                     Op::ReduceSum { .. } => acc[o] += v,
                     _ => {
@@ -112,7 +156,9 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
             (0..n)
                 .map(|i| {
                     unravel(i, &ty.shape, &mut idx);
-                    ins[0].data[(0..rank).map(|a| if xs[a] == 1 { 0 } else { idx[a] * xst[a] }).sum::<usize>()]
+                    ins[0].data[(0..rank)
+                        .map(|a| if xs[a] == 1 { 0 } else { idx[a] * xst[a] })
+                        .sum::<usize>()]
                 })
                 .collect()
         }
@@ -121,18 +167,27 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
             (0..n)
                 .map(|i| {
                     unravel(i, &ty.shape, &mut idx);
-                    ins[0].data[(0..rank).map(|a| (start[a] + idx[a] * stride[a]) * xst[a]).sum::<usize>()]
+                    ins[0].data[(0..rank)
+                        .map(|a| (start[a] + idx[a] * stride[a]) * xst[a])
+                        .sum::<usize>()]
                 })
                 .collect()
         }
-        Op::Pad { lo, interior, value, .. } => {
+        Op::Pad {
+            lo,
+            interior,
+            value,
+            ..
+        } => {
             let xs = &ins[0].ty.shape;
             let mut out = vec![*value; n];
             let ost = strides(&ty.shape);
             let mut xi = vec![0usize; rank];
             for (i, &v) in ins[0].data.iter().enumerate() {
                 unravel(i, xs, &mut xi);
-                out[(0..rank).map(|a| (lo[a] + xi[a] * (interior[a] + 1)) * ost[a]).sum::<usize>()] = v;
+                out[(0..rank)
+                    .map(|a| (lo[a] + xi[a] * (interior[a] + 1)) * ost[a])
+                    .sum::<usize>()] = v;
             }
             out
         }
@@ -168,16 +223,21 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
                             let mut s = 0.0;
                             for c in 0..cg {
                                 for ky in 0..ws[2] {
-                                    let iy = (oy * p.stride[0] + ky * p.dilation[0]) as i64 - p.padding[0].0;
+                                    let iy = (oy * p.stride[0] + ky * p.dilation[0]) as i64
+                                        - p.padding[0].0;
                                     if iy < 0 || iy >= xs[2] as i64 {
                                         continue;
                                     }
                                     for kx in 0..ws[3] {
-                                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as i64 - p.padding[1].0;
+                                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as i64
+                                            - p.padding[1].0;
                                         if ix < 0 || ix >= xs[3] as i64 {
                                             continue;
                                         }
-                                        let xv = x.data[((b * xs[1] + g * cg + c) * xs[2] + iy as usize) * xs[3] + ix as usize];
+                                        let xv = x.data[((b * xs[1] + g * cg + c) * xs[2]
+                                            + iy as usize)
+                                            * xs[3]
+                                            + ix as usize];
                                         s += xv * w.data[((o * cg + c) * ws[2] + ky) * ws[3] + kx];
                                     }
                                 }
@@ -204,7 +264,9 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
                     }
                     let mut off = sel as usize * xst[*axis];
                     off += (0..*axis).map(|a| idx[a] * xst[a]).sum::<usize>();
-                    off += (axis + 1..xs.len()).map(|a| idx[a + k - 1] * xst[a]).sum::<usize>();
+                    off += (axis + 1..xs.len())
+                        .map(|a| idx[a + k - 1] * xst[a])
+                        .sum::<usize>();
                     x.data[off]
                 })
                 .collect()
@@ -225,7 +287,9 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
                 }
                 let mut off = sel as usize * ost[*axis];
                 off += (0..*axis).map(|a| ui[a] * ost[a]).sum::<usize>();
-                off += (axis + k..us.len()).map(|a| ui[a] * ost[a + 1 - k]).sum::<usize>();
+                off += (axis + k..us.len())
+                    .map(|a| ui[a] * ost[a + 1 - k])
+                    .sum::<usize>();
                 out[off] += v;
             }
             out
@@ -236,10 +300,18 @@ fn eval_node(op: &Op, ty: &TensorType, ins: &[&Val], inputs: &[&HostTensor], inp
 
 /// Runs a graph: `inputs` in the graph's feed order (`Graph::inputs`), `state` read at the start
 /// and updated by the graph's Assigns at the end. Returns the outputs, each of its node's dtype.
-pub fn run_graph(g: &Graph, inputs: &[&HostTensor], state: &mut StateMap<HostTensor>) -> Result<Vec<HostTensor>> {
+pub fn run_graph(
+    g: &Graph,
+    inputs: &[&HostTensor],
+    state: &mut StateMap<HostTensor>,
+) -> Result<Vec<HostTensor>> {
     let feeds = g.inputs();
     if feeds.len() != inputs.len() {
-        return Err(Error::Input(format!("expected {} inputs, got {}", feeds.len(), inputs.len())));
+        return Err(Error::Input(format!(
+            "expected {} inputs, got {}",
+            feeds.len(),
+            inputs.len()
+        )));
     }
     let mut vals: Vec<Val> = Vec::with_capacity(g.nodes.len());
     let mut input_k = 0;
@@ -250,10 +322,17 @@ pub fn run_graph(g: &Graph, inputs: &[&HostTensor], state: &mut StateMap<HostTen
         if let Op::Assign { name } = &node.op {
             writes.push((name.clone(), id));
         }
-        vals.push(Val { ty: node.ty.clone(), data });
+        vals.push(Val {
+            ty: node.ty.clone(),
+            data,
+        });
     }
     let host = |v: &Val| HostTensor::from_f64(&v.ty.shape, v.ty.dtype, &v.data);
-    let outs = g.outputs.iter().map(|&o| host(&vals[o])).collect::<Result<Vec<_>>>()?;
+    let outs = g
+        .outputs
+        .iter()
+        .map(|&o| host(&vals[o]))
+        .collect::<Result<Vec<_>>>()?;
     for (name, id) in writes {
         state.insert(name, host(&vals[id])?);
     }
@@ -281,7 +360,12 @@ impl Backend for RefBackend {
     fn compile(&self, plan: &Plan) -> Result<Plan> {
         Ok(plan.clone())
     }
-    fn run(&self, exe: &mut Plan, state: &mut StateMap<HostTensor>, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+    fn run(
+        &self,
+        exe: &mut Plan,
+        state: &mut StateMap<HostTensor>,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
         exe.check_inputs(inputs)?;
         lamina_core::check_state(exe, state, |b| TensorType::new(b.shape(), b.dtype()))?;
         run_graph(&exe.graph, inputs, state)

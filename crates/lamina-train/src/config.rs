@@ -62,10 +62,18 @@ pub enum LossFunction {
 impl LossFunction {
     /// True for the losses that take class indices or class distributions.
     pub fn is_cross_entropy(self) -> bool {
-        matches!(self, LossFunction::CrossEntropy | LossFunction::SparseCrossEntropy | LossFunction::CategoricalCrossEntropy)
+        matches!(
+            self,
+            LossFunction::CrossEntropy
+                | LossFunction::SparseCrossEntropy
+                | LossFunction::CategoricalCrossEntropy
+        )
     }
     pub fn is_binary(self) -> bool {
-        matches!(self, LossFunction::BinaryCrossEntropy | LossFunction::BceWithLogits)
+        matches!(
+            self,
+            LossFunction::BinaryCrossEntropy | LossFunction::BceWithLogits
+        )
     }
 }
 
@@ -190,7 +198,8 @@ impl Default for TrainerConfig {
 impl TrainerConfig {
     /// The epsilon the optimizer uses.
     pub fn eps(&self) -> f64 {
-        self.epsilon.unwrap_or_else(|| self.optimizer.default_epsilon())
+        self.epsilon
+            .unwrap_or_else(|| self.optimizer.default_epsilon())
     }
 
     /// Rejects hyper-parameters PyTorch would reject (and a few it silently accepts).
@@ -202,16 +211,25 @@ impl TrainerConfig {
             return bad("batch_size must be ≥ 1, got 0".into());
         }
         if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
-            return bad(format!("learning_rate must be a finite number ≥ 0, got {}", self.learning_rate));
+            return bad(format!(
+                "learning_rate must be a finite number ≥ 0, got {}",
+                self.learning_rate
+            ));
         }
         if !unit(self.beta1) || !unit(self.beta2) {
-            return bad(format!("beta1 and beta2 must be in [0, 1), got {} and {}", self.beta1, self.beta2));
+            return bad(format!(
+                "beta1 and beta2 must be in [0, 1), got {} and {}",
+                self.beta1, self.beta2
+            ));
         }
         if !(self.eps() >= 0.0) {
             return bad(format!("epsilon must be ≥ 0, got {}", self.eps()));
         }
         if !(self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay must be ≥ 0, got {}", self.weight_decay));
+            return bad(format!(
+                "weight_decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
         }
         if !(self.momentum >= 0.0) {
             return bad(format!("momentum must be ≥ 0, got {}", self.momentum));
@@ -220,12 +238,20 @@ impl TrainerConfig {
             return bad(format!("Nesterov momentum needs momentum > 0 and dampening 0, got momentum {} and dampening {}", self.momentum, self.dampening));
         }
         if !(0.0..=1.0).contains(&self.rms_alpha) || !(0.0..=1.0).contains(&self.rho) {
-            return bad(format!("rms_alpha and rho must be in [0, 1], got {} and {}", self.rms_alpha, self.rho));
+            return bad(format!(
+                "rms_alpha and rho must be in [0, 1], got {} and {}",
+                self.rms_alpha, self.rho
+            ));
         }
         if !(self.lr_decay >= 0.0) || !(self.momentum_decay >= 0.0) {
-            return bad(format!("lr_decay and momentum_decay must be ≥ 0, got {} and {}", self.lr_decay, self.momentum_decay));
+            return bad(format!(
+                "lr_decay and momentum_decay must be ≥ 0, got {} and {}",
+                self.lr_decay, self.momentum_decay
+            ));
         }
-        if self.optimizer == OptimizerType::Lbfgs && (self.lbfgs_max_iter == 0 || self.lbfgs_history == 0) {
+        if self.optimizer == OptimizerType::Lbfgs
+            && (self.lbfgs_max_iter == 0 || self.lbfgs_history == 0)
+        {
             return bad("L-BFGS needs lbfgs_max_iter ≥ 1 and lbfgs_history ≥ 1".into());
         }
         if self.optimizer == OptimizerType::Lbfgs && self.accumulate_grad_batches != 1 {
@@ -252,8 +278,13 @@ impl TrainerConfig {
         if !matches!(self.dtype, DType::F32 | DType::F64) {
             return bad(format!("dtype must be f32 or f64, got {}", self.dtype));
         }
-        if self.problem == ProblemType::Regression && (self.loss.is_cross_entropy() || self.loss.is_binary()) {
-            return bad(format!("{:?} is a classification loss; regression takes Mse, Mae or Huber", self.loss));
+        if self.problem == ProblemType::Regression
+            && (self.loss.is_cross_entropy() || self.loss.is_binary())
+        {
+            return bad(format!(
+                "{:?} is a classification loss; regression takes Mse, Mae or Huber",
+                self.loss
+            ));
         }
         self.lr_schedule.validate()
     }

@@ -1,7 +1,9 @@
 //! `TrainerConfig` ⇄ JSON: the `"train"` section of spec files and the configuration stored in
 //! checkpoints. Missing keys keep their defaults; unknown keys are errors (they are typos).
 
-use crate::config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
+use crate::config::{
+    Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig,
+};
 use crate::schedule::LrSchedule;
 use lamina_core::{DType, Error, Result};
 use serde_json::{json, Map, Value};
@@ -20,7 +22,10 @@ const OPTIMIZERS: [(&str, OptimizerType); 8] = [
 const LOSSES: [(&str, LossFunction); 7] = [
     ("cross_entropy", LossFunction::CrossEntropy),
     ("sparse_cross_entropy", LossFunction::SparseCrossEntropy),
-    ("categorical_cross_entropy", LossFunction::CategoricalCrossEntropy),
+    (
+        "categorical_cross_entropy",
+        LossFunction::CategoricalCrossEntropy,
+    ),
     ("binary_cross_entropy", LossFunction::BinaryCrossEntropy),
     ("bce_with_logits", LossFunction::BceWithLogits),
     ("mse", LossFunction::Mse),
@@ -33,9 +38,16 @@ fn bad<T>(key: &str, msg: impl std::fmt::Display) -> Result<T> {
 
 /// Parses an optimizer name (`adam`, `sgd`, …).
 pub fn optimizer_from_str(s: &str) -> Result<OptimizerType> {
-    OPTIMIZERS.iter().find(|(n, _)| *n == s.to_ascii_lowercase()).map(|(_, o)| *o).ok_or_else(|| {
-        Error::Spec(format!("unknown optimizer '{s}' (known: {})", OPTIMIZERS.map(|o| o.0).join(", ")))
-    })
+    OPTIMIZERS
+        .iter()
+        .find(|(n, _)| *n == s.to_ascii_lowercase())
+        .map(|(_, o)| *o)
+        .ok_or_else(|| {
+            Error::Spec(format!(
+                "unknown optimizer '{s}' (known: {})",
+                OPTIMIZERS.map(|o| o.0).join(", ")
+            ))
+        })
 }
 
 /// Parses a device: `cpu`, `cuda`, `cuda:N`, `auto`.
@@ -46,7 +58,9 @@ pub fn device_from_str(s: &str) -> Result<Device> {
         "cuda" => Ok(Device::Cuda(0)),
         _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(i) => Ok(Device::Cuda(i)),
-            None => Err(Error::Spec(format!("unknown device '{s}' (cpu, cuda, cuda:N or auto)"))),
+            None => Err(Error::Spec(format!(
+                "unknown device '{s}' (cpu, cuda, cuda:N or auto)"
+            ))),
         },
     }
 }
@@ -62,34 +76,73 @@ fn device_name(d: Device) -> String {
 fn loss_to_json(l: LossFunction) -> Value {
     match l {
         LossFunction::Huber(d) => json!({ "huber": d }),
-        l => json!(LOSSES.iter().find(|(_, x)| *x == l).map(|(n, _)| *n).unwrap_or("sparse_cross_entropy")),
+        l => json!(LOSSES
+            .iter()
+            .find(|(_, x)| *x == l)
+            .map(|(n, _)| *n)
+            .unwrap_or("sparse_cross_entropy")),
     }
 }
 
 fn loss_from_json(v: &Value) -> Result<LossFunction> {
     if let Some(d) = v.get("huber") {
-        return d.as_f64().map(LossFunction::Huber).ok_or_else(|| Error::Spec("config \"loss\": huber needs a number delta".into()));
+        return d
+            .as_f64()
+            .map(LossFunction::Huber)
+            .ok_or_else(|| Error::Spec("config \"loss\": huber needs a number delta".into()));
     }
     let s = v.as_str().unwrap_or("");
     if s == "huber" {
         return Ok(LossFunction::Huber(1.0));
     }
-    LOSSES.iter().find(|(n, _)| *n == s).map(|(_, l)| *l).ok_or_else(|| {
-        Error::Spec(format!("config \"loss\": unknown loss {v} (known: {}, huber, {{\"huber\": delta}})", LOSSES.map(|l| l.0).join(", ")))
-    })
+    LOSSES
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, l)| *l)
+        .ok_or_else(|| {
+            Error::Spec(format!(
+                "config \"loss\": unknown loss {v} (known: {}, huber, {{\"huber\": delta}})",
+                LOSSES.map(|l| l.0).join(", ")
+            ))
+        })
 }
 
 fn schedule_to_json(s: &LrSchedule) -> Value {
     match s {
         LrSchedule::Constant => json!({ "type": "constant" }),
-        LrSchedule::Step { step_size, gamma } => json!({ "type": "step", "step_size": step_size, "gamma": gamma }),
+        LrSchedule::Step { step_size, gamma } => {
+            json!({ "type": "step", "step_size": step_size, "gamma": gamma })
+        }
         LrSchedule::Exponential { gamma } => json!({ "type": "exponential", "gamma": gamma }),
-        LrSchedule::CosineAnnealing { t_max, eta_min } => json!({ "type": "cosine", "t_max": t_max, "eta_min": eta_min }),
-        LrSchedule::LinearWarmup { start_factor, warmup_steps } => json!({ "type": "warmup", "start_factor": start_factor, "warmup_steps": warmup_steps }),
-        LrSchedule::OneCycle { max_lr, total_steps, pct_start, div_factor, final_div_factor, cosine, three_phase } => json!({
+        LrSchedule::CosineAnnealing { t_max, eta_min } => {
+            json!({ "type": "cosine", "t_max": t_max, "eta_min": eta_min })
+        }
+        LrSchedule::LinearWarmup {
+            start_factor,
+            warmup_steps,
+        } => {
+            json!({ "type": "warmup", "start_factor": start_factor, "warmup_steps": warmup_steps })
+        }
+        LrSchedule::OneCycle {
+            max_lr,
+            total_steps,
+            pct_start,
+            div_factor,
+            final_div_factor,
+            cosine,
+            three_phase,
+        } => json!({
             "type": "one_cycle", "max_lr": max_lr, "total_steps": total_steps, "pct_start": pct_start, "div_factor": div_factor,
             "final_div_factor": final_div_factor, "cosine": cosine, "three_phase": three_phase }),
-        LrSchedule::ReduceOnPlateau { mode_max, factor, patience, threshold, relative, cooldown, min_lr } => json!({
+        LrSchedule::ReduceOnPlateau {
+            mode_max,
+            factor,
+            patience,
+            threshold,
+            relative,
+            cooldown,
+            min_lr,
+        } => json!({
             "type": "plateau", "mode_max": mode_max, "factor": factor, "patience": patience, "threshold": threshold,
             "relative": relative, "cooldown": cooldown, "min_lr": min_lr }),
     }
@@ -100,17 +153,28 @@ fn schedule_from_json(v: &Value) -> Result<LrSchedule> {
     let f = |k: &str, d: f64| -> Result<f64> {
         match v.get(k) {
             None => Ok(d),
-            Some(x) => x.as_f64().ok_or_else(|| Error::Spec(format!("lr_schedule \"{k}\" must be a number, got {x}"))),
+            Some(x) => x.as_f64().ok_or_else(|| {
+                Error::Spec(format!("lr_schedule \"{k}\" must be a number, got {x}"))
+            }),
         }
     };
     let u = |k: &str, d: usize| -> Result<usize> {
         match v.get(k) {
             None => Ok(d),
-            Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| Error::Spec(format!("lr_schedule \"{k}\" must be an integer ≥ 0, got {x}"))),
+            Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| {
+                Error::Spec(format!(
+                    "lr_schedule \"{k}\" must be an integer ≥ 0, got {x}"
+                ))
+            }),
         }
     };
     let b = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
-    let need_u = |k: &str| -> Result<usize> { v.get(k).and_then(|x| x.as_u64()).map(|n| n as usize).ok_or_else(|| Error::Spec(format!("lr_schedule {ty} needs \"{k}\""))) };
+    let need_u = |k: &str| -> Result<usize> {
+        v.get(k)
+            .and_then(|x| x.as_u64())
+            .map(|n| n as usize)
+            .ok_or_else(|| Error::Spec(format!("lr_schedule {ty} needs \"{k}\"")))
+    };
     Ok(match ty {
         "constant" => LrSchedule::Constant,
         "step" => LrSchedule::Step { step_size: need_u("step_size")?, gamma: f("gamma", 0.1)? },
@@ -172,7 +236,11 @@ impl TrainerConfig {
     /// Reads a configuration: keys as in [`TrainerConfig::to_json`]; missing keys keep their
     /// defaults; `ignore` lists keys that belong to the caller (epochs, data, …).
     pub fn from_json(v: &Value, ignore: &[&str]) -> Result<TrainerConfig> {
-        let obj: &Map<String, Value> = v.as_object().ok_or_else(|| Error::Spec(format!("the training configuration must be a JSON object, got {v}")))?;
+        let obj: &Map<String, Value> = v.as_object().ok_or_else(|| {
+            Error::Spec(format!(
+                "the training configuration must be a JSON object, got {v}"
+            ))
+        })?;
         let mut c = TrainerConfig::default();
         let known = TrainerConfig::default().to_json();
         for (k, x) in obj {
@@ -180,14 +248,46 @@ impl TrainerConfig {
                 continue;
             }
             if known.get(k).is_none() {
-                let keys: Vec<&String> = known.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-                return bad(k, format!("unknown key (known: {})", keys.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+                let keys: Vec<&String> = known
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
+                return bad(
+                    k,
+                    format!(
+                        "unknown key (known: {})",
+                        keys.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
             }
-            let num = || x.as_f64().ok_or_else(|| Error::Spec(format!("config \"{k}\" must be a number, got {x}")));
-            let int = || x.as_u64().map(|n| n as usize).ok_or_else(|| Error::Spec(format!("config \"{k}\" must be an integer ≥ 0, got {x}")));
-            let boolean = || x.as_bool().ok_or_else(|| Error::Spec(format!("config \"{k}\" must be true or false, got {x}")));
-            let opt_num = || if x.is_null() { Ok(None) } else { num().map(Some) };
-            let text = || x.as_str().ok_or_else(|| Error::Spec(format!("config \"{k}\" must be a string, got {x}")));
+            let num = || {
+                x.as_f64()
+                    .ok_or_else(|| Error::Spec(format!("config \"{k}\" must be a number, got {x}")))
+            };
+            let int = || {
+                x.as_u64().map(|n| n as usize).ok_or_else(|| {
+                    Error::Spec(format!("config \"{k}\" must be an integer ≥ 0, got {x}"))
+                })
+            };
+            let boolean = || {
+                x.as_bool().ok_or_else(|| {
+                    Error::Spec(format!("config \"{k}\" must be true or false, got {x}"))
+                })
+            };
+            let opt_num = || {
+                if x.is_null() {
+                    Ok(None)
+                } else {
+                    num().map(Some)
+                }
+            };
+            let text = || {
+                x.as_str()
+                    .ok_or_else(|| Error::Spec(format!("config \"{k}\" must be a string, got {x}")))
+            };
             match k.as_str() {
                 "batch_size" => c.batch_size = int()?,
                 "learning_rate" => c.learning_rate = num()?,
@@ -213,7 +313,9 @@ impl TrainerConfig {
                     c.problem = match text()? {
                         "classification" => ProblemType::Classification,
                         "regression" => ProblemType::Regression,
-                        other => return bad(k, format!("'{other}' is not classification or regression")),
+                        other => {
+                            return bad(k, format!("'{other}' is not classification or regression"))
+                        }
                     }
                 }
                 "device" => c.device = device_from_str(text()?)?,
@@ -224,7 +326,11 @@ impl TrainerConfig {
                         other => return bad(k, format!("'{other}' is not f32 or f64")),
                     }
                 }
-                "seed" => c.seed = x.as_u64().ok_or_else(|| Error::Spec(format!("config \"seed\" must be an integer ≥ 0, got {x}")))?,
+                "seed" => {
+                    c.seed = x.as_u64().ok_or_else(|| {
+                        Error::Spec(format!("config \"seed\" must be an integer ≥ 0, got {x}"))
+                    })?
+                }
                 "lr_schedule" => c.lr_schedule = schedule_from_json(x)?,
                 "schedule_step" => {
                     c.schedule_step = match text()? {

@@ -21,7 +21,13 @@ pub(crate) enum StepKind {
 
 pub(crate) trait Engine {
     /// Runs the executable for `(kind, batch)`, compiling `build()` the first time.
-    fn run(&mut self, kind: StepKind, batch: usize, build: &mut dyn FnMut() -> Result<Graph>, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>>;
+    fn run(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>>;
     fn read(&self, name: &str) -> Result<HostTensor>;
     fn write(&mut self, name: &str, value: &HostTensor) -> Result<()>;
     fn names(&self) -> Vec<String>;
@@ -41,12 +47,22 @@ impl<B: Backend> BackendEngine<B> {
         for (k, v) in init {
             state.insert(k, backend.upload(&v)?);
         }
-        Ok(BackendEngine { backend, state, exes: HashMap::new() })
+        Ok(BackendEngine {
+            backend,
+            state,
+            exes: HashMap::new(),
+        })
     }
 }
 
 impl<B: Backend> Engine for BackendEngine<B> {
-    fn run(&mut self, kind: StepKind, batch: usize, build: &mut dyn FnMut() -> Result<Graph>, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+    fn run(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
         if !self.exes.contains_key(&(kind, batch)) {
             let plan = Plan::compile(&build()?)?;
             let exe = self.backend.compile(&plan)?;
@@ -56,7 +72,10 @@ impl<B: Backend> Engine for BackendEngine<B> {
         self.backend.run(exe, &mut self.state, inputs)
     }
     fn read(&self, name: &str) -> Result<HostTensor> {
-        let b = self.state.get(name).ok_or_else(|| Error::Input(format!("no state buffer \"{name}\"")))?;
+        let b = self
+            .state
+            .get(name)
+            .ok_or_else(|| Error::Input(format!("no state buffer \"{name}\"")))?;
         self.backend.download(b)
     }
     fn write(&mut self, name: &str, value: &HostTensor) -> Result<()> {

@@ -2,9 +2,9 @@
 //! learning-rate schedule.
 
 use crate::config::{LossFunction, ScheduleStep};
-use lamina_data::{shuffled, DataLoader, Dataset, LoaderOptions};
 use crate::trainer::{BatchResult, ModelTrainer};
 use lamina_core::{dtype::fmt_shape, Error, Result};
+use lamina_data::{shuffled, DataLoader, Dataset, LoaderOptions};
 use std::time::Instant;
 
 /// What one epoch measured.
@@ -41,7 +41,14 @@ pub struct FitControl {
 /// User hooks into `fit`.
 pub trait Callback {
     /// After each batch (progress bars).
-    fn on_batch_end(&mut self, _epoch: usize, _batch: usize, _batches: usize, _result: &BatchResult) {}
+    fn on_batch_end(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        _batches: usize,
+        _result: &BatchResult,
+    ) {
+    }
     /// After each epoch, with its log; may stop training or set the learning rate.
     fn on_epoch_end(&mut self, _log: &EpochLog, _control: &mut FitControl) {}
     /// Asked after every batch: `true` ends training after the step that just finished (Ctrl-C).
@@ -73,7 +80,14 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn new(monitor: Monitor, patience: usize, min_delta: f64) -> Self {
-        EarlyStopping { monitor, patience, min_delta, best: None, wait: 0, stopped_epoch: None }
+        EarlyStopping {
+            monitor,
+            patience,
+            min_delta,
+            best: None,
+            wait: 0,
+            stopped_epoch: None,
+        }
     }
 }
 
@@ -120,7 +134,12 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { epochs: 10, shuffle: true, drop_last: false, callbacks: Vec::new() }
+        FitOptions {
+            epochs: 10,
+            shuffle: true,
+            drop_last: false,
+            callbacks: Vec::new(),
+        }
     }
 }
 
@@ -135,7 +154,14 @@ struct Totals {
 
 impl Totals {
     fn new() -> Self {
-        Totals { interrupted: false, loss: 0.0, metric: 0.0, samples: 0, any_acc: false, any_mse: false }
+        Totals {
+            interrupted: false,
+            loss: 0.0,
+            metric: 0.0,
+            samples: 0,
+            any_acc: false,
+            any_mse: false,
+        }
     }
     fn add(&mut self, r: &BatchResult) {
         let n = r.samples as f64;
@@ -159,28 +185,54 @@ impl ModelTrainer {
     fn check_dataset(&self, d: &dyn Dataset, what: &str) -> Result<()> {
         let want = &self.model().input_shape[1..];
         if d.sample_shape() != want {
-            return Err(Error::Input(format!("{what} samples have shape {}, the model takes {}", fmt_shape(d.sample_shape()), fmt_shape(want))));
+            return Err(Error::Input(format!(
+                "{what} samples have shape {}, the model takes {}",
+                fmt_shape(d.sample_shape()),
+                fmt_shape(want)
+            )));
         }
         if d.is_empty() {
             return Err(Error::Input(format!("{what} set is empty")));
         }
         let sparse = self.config().loss == LossFunction::SparseCrossEntropy;
         if sparse && !d.has_classes() {
-            return Err(Error::Input(format!("{what} set has float targets, SparseCrossEntropy takes class indices")));
+            return Err(Error::Input(format!(
+                "{what} set has float targets, SparseCrossEntropy takes class indices"
+            )));
         }
         Ok(())
     }
 
-    fn run_batches(&mut self, d: &dyn Dataset, order: &[usize], train: bool, drop_last: bool, epoch: usize, callbacks: &mut [Box<dyn Callback>]) -> Result<Totals> {
+    fn run_batches(
+        &mut self,
+        d: &dyn Dataset,
+        order: &[usize],
+        train: bool,
+        drop_last: bool,
+        epoch: usize,
+        callbacks: &mut [Box<dyn Callback>],
+    ) -> Result<Totals> {
         // A worker thread gathers the next batches while this thread runs the step; the loader
         // augments training draws only (validation gathers plain samples).
-        let options = LoaderOptions { batch_size: self.config().batch_size, shuffle: false, drop_last, workers: 1, prefetch: 2, augment: train, ..Default::default() };
+        let options = LoaderOptions {
+            batch_size: self.config().batch_size,
+            shuffle: false,
+            drop_last,
+            workers: 1,
+            prefetch: 2,
+            augment: train,
+            ..Default::default()
+        };
         let loader = DataLoader::new(d, options)?;
         loader.with_order(order, epoch, |batches| {
             let mut t = Totals::new();
             let n = batches.len();
             for (i, b) in batches.enumerate() {
-                let r = if train { self.train_batch(&b.x, &b.x_shape, b.labels(), &b.label_shape)? } else { self.evaluate(&b.x, &b.x_shape, b.labels(), &b.label_shape)? };
+                let r = if train {
+                    self.train_batch(&b.x, &b.x_shape, b.labels(), &b.label_shape)?
+                } else {
+                    self.evaluate(&b.x, &b.x_shape, b.labels(), &b.label_shape)?
+                };
                 t.add(&r);
                 if train {
                     for cb in callbacks.iter_mut() {
@@ -198,7 +250,12 @@ impl ModelTrainer {
 
     /// Trains for `opts.epochs` epochs over `train` in shuffled batches of `batch_size` (the last
     /// batch may be smaller), evaluating on `val` after each epoch.
-    pub fn fit(&mut self, train: &dyn Dataset, val: Option<&dyn Dataset>, mut opts: FitOptions) -> Result<History> {
+    pub fn fit(
+        &mut self,
+        train: &dyn Dataset,
+        val: Option<&dyn Dataset>,
+        mut opts: FitOptions,
+    ) -> Result<History> {
         self.check_dataset(train, "training")?;
         if let Some(v) = val {
             self.check_dataset(v, "validation")?;
@@ -206,11 +263,29 @@ impl ModelTrainer {
         let mut history = History::default();
         for epoch in 1..=opts.epochs {
             let start = Instant::now();
-            let order = if opts.shuffle { shuffled(train.len(), self.config().seed, epoch) } else { (0..train.len()).collect() };
+            let order = if opts.shuffle {
+                shuffled(train.len(), self.config().seed, epoch)
+            } else {
+                (0..train.len()).collect()
+            };
             let lr = self.learning_rate();
-            let tr = self.run_batches(train, &order, true, opts.drop_last, epoch, &mut opts.callbacks)?;
+            let tr = self.run_batches(
+                train,
+                &order,
+                true,
+                opts.drop_last,
+                epoch,
+                &mut opts.callbacks,
+            )?;
             let vt = match val {
-                Some(v) => Some(self.run_batches(v, &(0..v.len()).collect::<Vec<_>>(), false, false, epoch, &mut [])?),
+                Some(v) => Some(self.run_batches(
+                    v,
+                    &(0..v.len()).collect::<Vec<_>>(),
+                    false,
+                    false,
+                    epoch,
+                    &mut [],
+                )?),
                 None => None,
             };
             let log = EpochLog {
@@ -219,8 +294,12 @@ impl ModelTrainer {
                 train_accuracy: tr.any_acc.then(|| tr.mean(tr.metric)),
                 train_mse: tr.any_mse.then(|| tr.mean(tr.metric)),
                 val_loss: vt.as_ref().map(|v| v.mean(v.loss)),
-                val_accuracy: vt.as_ref().and_then(|v| v.any_acc.then(|| v.mean(v.metric))),
-                val_mse: vt.as_ref().and_then(|v| v.any_mse.then(|| v.mean(v.metric))),
+                val_accuracy: vt
+                    .as_ref()
+                    .and_then(|v| v.any_acc.then(|| v.mean(v.metric))),
+                val_mse: vt
+                    .as_ref()
+                    .and_then(|v| v.any_mse.then(|| v.mean(v.metric))),
                 lr,
                 seconds: start.elapsed().as_secs_f64(),
             };

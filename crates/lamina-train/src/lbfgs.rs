@@ -45,13 +45,25 @@ fn along(x: &[f64], t: f64, d: &[f64]) -> Vec<f64> {
     x.iter().zip(d).map(|(a, b)| a + t * b).collect()
 }
 
-fn cubic_interpolate(x1: f64, f1: f64, g1: f64, x2: f64, f2: f64, g2: f64, bounds: Option<(f64, f64)>) -> f64 {
+fn cubic_interpolate(
+    x1: f64,
+    f1: f64,
+    g1: f64,
+    x2: f64,
+    f2: f64,
+    g2: f64,
+    bounds: Option<(f64, f64)>,
+) -> f64 {
     let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
     let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
     let d2_square = d1 * d1 - g1 * g2;
     if d2_square >= 0.0 {
         let d2 = d2_square.sqrt();
-        let min_pos = if x1 <= x2 { x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2)) } else { x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2)) };
+        let min_pos = if x1 <= x2 {
+            x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
+        } else {
+            x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
+        };
         min_pos.max(lo).min(hi)
     } else {
         (lo + hi) / 2.0
@@ -62,7 +74,15 @@ type Eval<'a> = dyn FnMut(&[f64]) -> Result<(f64, Vec<f64>)> + 'a;
 
 /// `_strong_wolfe` with PyTorch's constants (c1 1e-4, c2 0.9, tolerance_change 1e-9, 25 tries).
 #[allow(clippy::too_many_arguments)]
-fn strong_wolfe(eval: &mut Eval, x: &[f64], mut t: f64, d: &[f64], f: f64, g: &[f64], gtd: f64) -> Result<(f64, Vec<f64>, f64, usize)> {
+fn strong_wolfe(
+    eval: &mut Eval,
+    x: &[f64],
+    mut t: f64,
+    d: &[f64],
+    f: f64,
+    g: &[f64],
+    gtd: f64,
+) -> Result<(f64, Vec<f64>, f64, usize)> {
     let (c1, c2, tolerance_change, max_ls) = (1e-4, 0.9, 1e-9, 25);
     let d_norm = max_abs(d);
     let (mut f_new, mut g_new) = eval(&along(x, t, d))?;
@@ -99,7 +119,15 @@ fn strong_wolfe(eval: &mut Eval, x: &[f64], mut t: f64, d: &[f64], f: f64, g: &[
         }
         let (min_step, max_step) = (t + 0.01 * (t - t_prev), t * 10.0);
         let tmp = t;
-        t = cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, Some((min_step, max_step)));
+        t = cubic_interpolate(
+            t_prev,
+            f_prev,
+            gtd_prev,
+            t,
+            f_new,
+            gtd_new,
+            Some((min_step, max_step)),
+        );
         t_prev = tmp;
         f_prev = f_new;
         g_prev = g_new.clone();
@@ -115,18 +143,36 @@ fn strong_wolfe(eval: &mut Eval, x: &[f64], mut t: f64, d: &[f64], f: f64, g: &[
         bracket_g = vec![g.to_vec(), g_new.clone()];
     }
     let mut insuf_progress = false;
-    let order = |bf: &[f64]| if bf[0] <= bf[bf.len() - 1] { (0, 1) } else { (1, 0) };
+    let order = |bf: &[f64]| {
+        if bf[0] <= bf[bf.len() - 1] {
+            (0, 1)
+        } else {
+            (1, 0)
+        }
+    };
     let (mut low, mut high) = order(&bracket_f);
     while !done && ls_iter < max_ls {
         if (bracket[1] - bracket[0]).abs() * d_norm < tolerance_change {
             break;
         }
-        t = cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1], None);
+        t = cubic_interpolate(
+            bracket[0],
+            bracket_f[0],
+            bracket_gtd[0],
+            bracket[1],
+            bracket_f[1],
+            bracket_gtd[1],
+            None,
+        );
         let (bmax, bmin) = (bracket[0].max(bracket[1]), bracket[0].min(bracket[1]));
         let eps = 0.1 * (bmax - bmin);
         if (bmax - t).min(t - bmin) < eps {
             if insuf_progress || t >= bmax || t <= bmin {
-                t = if (t - bmax).abs() < (t - bmin).abs() { bmax - eps } else { bmin + eps };
+                t = if (t - bmax).abs() < (t - bmin).abs() {
+                    bmax - eps
+                } else {
+                    bmin + eps
+                };
                 insuf_progress = false;
             } else {
                 insuf_progress = true;
@@ -184,7 +230,10 @@ impl Lbfgs {
                 self.ro.clear();
                 self.h_diag = 1.0;
             } else {
-                let prev = self.prev_flat_grad.as_ref().expect("set after the first iteration");
+                let prev = self
+                    .prev_flat_grad
+                    .as_ref()
+                    .expect("set after the first iteration");
                 let y: Vec<f64> = flat_grad.iter().zip(prev).map(|(a, b)| a - b).collect();
                 let st: Vec<f64> = self.d.iter().map(|v| v * self.t).collect();
                 let ys = dot(&y, &st);
@@ -219,12 +268,17 @@ impl Lbfgs {
             }
             self.prev_flat_grad = Some(flat_grad.clone());
             self.prev_loss = loss;
-            self.t = if self.n_iter == 1 { (1.0f64).min(1.0 / flat_grad.iter().map(|v| v.abs()).sum::<f64>()) * s.lr } else { s.lr };
+            self.t = if self.n_iter == 1 {
+                (1.0f64).min(1.0 / flat_grad.iter().map(|v| v.abs()).sum::<f64>()) * s.lr
+            } else {
+                s.lr
+            };
             let gtd = dot(&flat_grad, &self.d);
             if gtd > -s.tolerance_change {
                 break;
             }
-            let (f_new, g_new, t, ls_evals) = strong_wolfe(eval, x, self.t, &self.d, loss, &flat_grad, gtd)?;
+            let (f_new, g_new, t, ls_evals) =
+                strong_wolfe(eval, x, self.t, &self.d, loss, &flat_grad, gtd)?;
             loss = f_new;
             flat_grad = g_new;
             self.t = t;

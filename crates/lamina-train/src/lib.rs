@@ -26,9 +26,9 @@ mod optim;
 pub mod schedule;
 mod trainer;
 
-pub use config_json::{device_from_str, optimizer_from_str};
 pub use config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
-pub use lamina_data::{shuffled, Dataset, InMemoryDataset, LabelData, Labels};
+pub use config_json::{device_from_str, optimizer_from_str};
 pub use fit::{Callback, EarlyStopping, EpochLog, FitControl, FitOptions, History, Monitor};
+pub use lamina_data::{shuffled, Dataset, InMemoryDataset, LabelData, Labels};
 pub use schedule::{LrSchedule, Scheduler};
 pub use trainer::{BatchResult, ModelTrainer, Prediction};

@@ -33,8 +33,12 @@ pub(crate) fn loss(kind: LossFunction, out: Tensor, head: Head, y: Tensor) -> Te
         }
         // Both binary losses run on logits when the model's sigmoid was skipped:
         // BCE(σ(z), t) = max(z,0) − z·t + log(1 + e^−|z|)
-        LossFunction::BceWithLogits => (out.relu() - out * y + softplus_neg_abs(out)).sum(&[], false) / n,
-        LossFunction::BinaryCrossEntropy if head == Head::Logits => (out.relu() - out * y + softplus_neg_abs(out)).sum(&[], false) / n,
+        LossFunction::BceWithLogits => {
+            (out.relu() - out * y + softplus_neg_abs(out)).sum(&[], false) / n
+        }
+        LossFunction::BinaryCrossEntropy if head == Head::Logits => {
+            (out.relu() - out * y + softplus_neg_abs(out)).sum(&[], false) / n
+        }
         LossFunction::BinaryCrossEntropy => {
             // PyTorch clamps each log at −100 so that p ∈ {0, 1} gives a finite loss
             let lp = out.log().maximum(-100.0);
@@ -45,14 +49,23 @@ pub(crate) fn loss(kind: LossFunction, out: Tensor, head: Head, y: Tensor) -> Te
         LossFunction::Mae => (out - y).abs().sum(&[], false) / n,
         LossFunction::Huber(delta) => {
             let d = (out - y).abs();
-            d.lt(delta).where_(d.square() * 0.5, (d - 0.5 * delta) * delta).sum(&[], false) / n
+            d.lt(delta)
+                .where_(d.square() * 0.5, (d - 0.5 * delta) * delta)
+                .sum(&[], false)
+                / n
         }
     }
 }
 
 /// The step's metric counter: correct predictions (classification) or the sum of squared errors
 /// (regression), so accuracy needs no extra forward pass.
-pub(crate) fn metric(problem: ProblemType, kind: LossFunction, out: Tensor, head: Head, y: Tensor) -> Tensor {
+pub(crate) fn metric(
+    problem: ProblemType,
+    kind: LossFunction,
+    out: Tensor,
+    head: Head,
+    y: Tensor,
+) -> Tensor {
     let dtype = out.dtype();
     match problem {
         ProblemType::Regression => (out - y).square().sum(&[], false),
@@ -66,7 +79,11 @@ pub(crate) fn metric(problem: ProblemType, kind: LossFunction, out: Tensor, head
                 pred.eq(truth).cast(DType::F64).sum(&[], false)
             } else {
                 let pred = out.argmax(-1, false);
-                let truth = if y.dtype() == DType::I32 { y } else { y.argmax(-1, false) };
+                let truth = if y.dtype() == DType::I32 {
+                    y
+                } else {
+                    y.argmax(-1, false)
+                };
                 pred.eq(truth).cast(DType::F64).sum(&[], false)
             }
         }

@@ -29,11 +29,27 @@ pub fn hyper(cfg: &TrainerConfig, lr: f64, t: u64, mu_product: &mut f64) -> [f64
             let mu_next = b1 * (1.0 - 0.5 * 0.96f64.powf((tf + 1.0) * cfg.momentum_decay));
             *mu_product *= mu;
             let bc2 = 1.0 - b2.powf(tf);
-            [lr, -lr * (1.0 - mu) / (1.0 - *mu_product), -lr * mu_next / (1.0 - *mu_product * mu_next), bc2, 0.0, 0.0]
+            [
+                lr,
+                -lr * (1.0 - mu) / (1.0 - *mu_product),
+                -lr * mu_next / (1.0 - *mu_product * mu_next),
+                bc2,
+                0.0,
+                0.0,
+            ]
         }
-        OptimizerType::AdaGrad => [lr, lr / (1.0 + (tf - 1.0) * cfg.lr_decay), 0.0, 0.0, 0.0, 0.0],
+        OptimizerType::AdaGrad => [
+            lr,
+            lr / (1.0 + (tf - 1.0) * cfg.lr_decay),
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ],
         OptimizerType::Sgd => [lr, if t == 1 { 1.0 } else { 0.0 }, 0.0, 0.0, 0.0, 0.0],
-        OptimizerType::RmsProp | OptimizerType::AdaDelta | OptimizerType::Lbfgs => [lr, 0.0, 0.0, 0.0, 0.0, 0.0],
+        OptimizerType::RmsProp | OptimizerType::AdaDelta | OptimizerType::Lbfgs => {
+            [lr, 0.0, 0.0, 0.0, 0.0, 0.0]
+        }
     }
 }
 
@@ -42,7 +58,15 @@ pub type Slot = (String, Vec<usize>);
 
 /// Appends the update of parameter `p` (path `path`) with gradient `g`; returns the Assigns to
 /// make, as `(state name, new value)`, and records the slots it reads.
-pub fn update(cfg: &TrainerConfig, b: &GraphBuilder, hyper: Tensor, path: &str, p: Tensor, g: Tensor, slots: &mut Vec<Slot>) -> Vec<(String, Tensor)> {
+pub fn update(
+    cfg: &TrainerConfig,
+    b: &GraphBuilder,
+    hyper: Tensor,
+    path: &str,
+    p: Tensor,
+    g: Tensor,
+    slots: &mut Vec<Slot>,
+) -> Vec<(String, Tensor)> {
     let shape = p.shape();
     let dtype = p.dtype();
     let mut slot = |name: &str| {

@@ -1,14 +1,19 @@
 //! `ModelTrainer`: compiles a model's whole training step into one graph and runs it.
 
-use crate::config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
-use lamina_data::Labels;
+use crate::config::{
+    Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig,
+};
 use crate::engine::{BackendEngine, Engine, StepKind};
 use crate::lbfgs::{Lbfgs, LbfgsSettings};
 use crate::loss::{self, Head};
 use crate::optim::{self, Slot, HYPER_LEN};
 use crate::schedule::Scheduler;
-use lamina_core::{dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostTensor, Op, Result, StateMap, Tensor};
+use lamina_core::{
+    dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostTensor, Op, Result, StateMap,
+    Tensor,
+};
 use lamina_cpu::CpuBackend;
+use lamina_data::Labels;
 use lamina_nn::{Mode, ModelSpec, Scope};
 
 /// Loss and metric of one batch.
@@ -36,7 +41,14 @@ impl Prediction {
         if k == 1 {
             return self.values.iter().map(|&v| (v > 0.5) as usize).collect();
         }
-        self.values.chunks(k).map(|r| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best })).collect()
+        self.values
+            .chunks(k)
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > r[best] { i } else { best })
+            })
+            .collect()
     }
 }
 
@@ -82,7 +94,11 @@ impl Steps {
         let mut xs = self.model.input_shape.clone();
         xs[0] = batch;
         let x = b.input("x", &xs, dtype);
-        let mode = if matches!(kind, StepKind::Eval | StepKind::Predict) { Mode::Eval } else { Mode::Train };
+        let mode = if matches!(kind, StepKind::Eval | StepKind::Predict) {
+            Mode::Eval
+        } else {
+            Mode::Train
+        };
         let mut s = Scope::new(&b, mode, dtype);
         let skip = self.skip_last && kind != StepKind::Predict;
         let n = self.model.layers.len() - skip as usize;
@@ -93,7 +109,12 @@ impl Steps {
         if kind == StepKind::Predict {
             return b.finish(&[h]);
         }
-        let head = if skip || cfg.loss.is_cross_entropy() || cfg.loss == LossFunction::BceWithLogits { Head::Logits } else { Head::Output };
+        let head = if skip || cfg.loss.is_cross_entropy() || cfg.loss == LossFunction::BceWithLogits
+        {
+            Head::Logits
+        } else {
+            Head::Output
+        };
         let y = match self.label_kind {
             LabelKind::Classes => b.input("y", &[batch], DType::I32),
             LabelKind::Targets => {
@@ -107,7 +128,11 @@ impl Steps {
         if kind == StepKind::Eval {
             return b.finish(&[loss, metric]);
         }
-        let params: Vec<(String, Tensor)> = s.params().filter(|(p, _)| p.trainable).map(|(p, t)| (p.path.clone(), t)).collect();
+        let params: Vec<(String, Tensor)> = s
+            .params()
+            .filter(|(p, _)| p.trainable)
+            .map(|(p, t)| (p.path.clone(), t))
+            .collect();
         let tensors: Vec<Tensor> = params.iter().map(|p| p.1).collect();
         let mut grads = grad(loss, &tensors)?;
         let mut assigns: Vec<(String, Tensor)> = s.updates().to_vec();
@@ -141,7 +166,11 @@ impl Steps {
                 }
                 if let Some(max_norm) = cfg.clip_grad_norm {
                     // torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (‖g‖ + 1e-6))
-                    let total = grads.iter().map(|g| g.square().sum(&[], false)).reduce(|a, b| a + b).map(|t| t.sqrt());
+                    let total = grads
+                        .iter()
+                        .map(|g| g.square().sum(&[], false))
+                        .reduce(|a, b| a + b)
+                        .map(|t| t.sqrt());
                     if let Some(total) = total {
                         let coef = (total + 1e-6).recip().minimum(1.0 / max_norm) * max_norm;
                         for g in grads.iter_mut() {
@@ -162,7 +191,12 @@ impl Steps {
     }
 
     /// Checks a batch against the model before anything runs; returns the fed tensors.
-    fn check_batch(&self, x: &[f32], x_shape: &[usize], labels: Option<(Labels, &[usize])>) -> Result<(HostTensor, Option<HostTensor>)> {
+    fn check_batch(
+        &self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: Option<(Labels, &[usize])>,
+    ) -> Result<(HostTensor, Option<HostTensor>)> {
         let want = &self.model.input_shape;
         if x_shape.len() != want.len() || x_shape[1..] != want[1..] || x_shape[0] == 0 {
             let mut w = want.clone();
@@ -171,14 +205,27 @@ impl Steps {
         }
         let n: usize = x_shape.iter().product();
         if x.len() != n {
-            return Err(Error::Input(format!("input shape {} needs {n} values, got {}", fmt_shape(x_shape), x.len())));
+            return Err(Error::Input(format!(
+                "input shape {} needs {n} values, got {}",
+                fmt_shape(x_shape),
+                x.len()
+            )));
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Input(format!("input value {i} is {} (NaN and infinity are not accepted)", x[i])));
+            return Err(Error::Input(format!(
+                "input value {i} is {} (NaN and infinity are not accepted)",
+                x[i]
+            )));
         }
         let dtype = self.config.dtype;
-        let xt = HostTensor::from_f64(x_shape, dtype, &x.iter().map(|&v| v as f64).collect::<Vec<_>>())?;
-        let Some((labels, label_shape)) = labels else { return Ok((xt, None)) };
+        let xt = HostTensor::from_f64(
+            x_shape,
+            dtype,
+            &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        )?;
+        let Some((labels, label_shape)) = labels else {
+            return Ok((xt, None));
+        };
         let batch = x_shape[0];
         let classes = *self.model.output_shape.last().unwrap_or(&1);
         let yt = match (self.label_kind, labels) {
@@ -187,12 +234,18 @@ impl Steps {
                     return Err(Error::Input(format!("a batch of {batch} needs {batch} labels of shape [{batch}], got {} labels of shape {}", c.len(), fmt_shape(label_shape))));
                 }
                 if let Some(i) = c.iter().position(|&l| l < 0 || l as usize >= classes) {
-                    return Err(Error::Input(format!("label {i} is {}, outside 0..{classes} (the model has {classes} outputs)", c[i])));
+                    return Err(Error::Input(format!(
+                        "label {i} is {}, outside 0..{classes} (the model has {classes} outputs)",
+                        c[i]
+                    )));
                 }
                 HostTensor::i32(&[batch], c.to_vec())?
             }
             (LabelKind::Classes, Labels::Targets(_)) => {
-                return Err(Error::Input(format!("{:?} takes class indices (&[i32]), got float targets (&[f32])", self.config.loss)));
+                return Err(Error::Input(format!(
+                    "{:?} takes class indices (&[i32]), got float targets (&[f32])",
+                    self.config.loss
+                )));
             }
             (LabelKind::Targets, l) => {
                 let mut ts = vec![batch];
@@ -218,14 +271,25 @@ impl Steps {
                 };
                 let shape_ok = label_shape == ts.as_slice() || (per == 1 && label_shape == [batch]);
                 if !shape_ok || values.len() != batch * per {
-                    return Err(Error::Input(format!("a batch of {batch} needs targets of shape {}, got {} values of shape {}", fmt_shape(&ts), values.len(), fmt_shape(label_shape))));
+                    return Err(Error::Input(format!(
+                        "a batch of {batch} needs targets of shape {}, got {} values of shape {}",
+                        fmt_shape(&ts),
+                        values.len(),
+                        fmt_shape(label_shape)
+                    )));
                 }
                 if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::Input(format!("target {i} is {} (NaN and infinity are not accepted)", values[i])));
+                    return Err(Error::Input(format!(
+                        "target {i} is {} (NaN and infinity are not accepted)",
+                        values[i]
+                    )));
                 }
                 if self.config.loss == LossFunction::BinaryCrossEntropy {
                     if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
-                        return Err(Error::Input(format!("target {i} is {}, BinaryCrossEntropy needs targets in [0, 1]", values[i])));
+                        return Err(Error::Input(format!(
+                            "target {i} is {}, BinaryCrossEntropy needs targets in [0, 1]",
+                            values[i]
+                        )));
                     }
                 }
                 HostTensor::from_f64(&ts, dtype, &values)?
@@ -240,20 +304,38 @@ impl Steps {
         let per: usize = self.model.output_shape[1..].iter().product();
         match self.config.problem {
             ProblemType::Classification => {
-                let denom = if per == 1 || self.config.loss.is_binary() { batch * per } else { batch };
-                BatchResult { loss, accuracy: Some(m / denom as f64), mse: None, samples: batch }
+                let denom = if per == 1 || self.config.loss.is_binary() {
+                    batch * per
+                } else {
+                    batch
+                };
+                BatchResult {
+                    loss,
+                    accuracy: Some(m / denom as f64),
+                    mse: None,
+                    samples: batch,
+                }
             }
-            ProblemType::Regression => BatchResult { loss, accuracy: None, mse: Some(m / (batch * per) as f64), samples: batch },
+            ProblemType::Regression => BatchResult {
+                loss,
+                accuracy: None,
+                mse: Some(m / (batch * per) as f64),
+                samples: batch,
+            },
         }
     }
-
 }
 
 /// The device to use: `LAMINA_DEVICE` (cpu|cuda|cuda:N) overrides `Auto`.
 fn resolve_device(d: Device) -> Result<Device> {
     let d = match (d, std::env::var("LAMINA_DEVICE").ok().as_deref()) {
         (Device::Auto, Some("cpu")) => Device::Cpu,
-        (Device::Auto, Some(s)) if s.starts_with("cuda") => Device::Cuda(s.trim_start_matches("cuda").trim_start_matches(':').parse().unwrap_or(0)),
+        (Device::Auto, Some(s)) if s.starts_with("cuda") => Device::Cuda(
+            s.trim_start_matches("cuda")
+                .trim_start_matches(':')
+                .parse()
+                .unwrap_or(0),
+        ),
         (Device::Auto, _) => Device::Cpu, // no CUDA backend in this build
         (d, _) => d,
     };
@@ -270,24 +352,59 @@ impl ModelTrainer {
         config.validate()?;
         let device = resolve_device(config.device)?;
         let out = &model.output_shape;
-        let last = model.layers.last().map(|l| l.type_name().to_string()).unwrap_or_default();
-        let label_kind = if config.loss == LossFunction::SparseCrossEntropy { LabelKind::Classes } else { LabelKind::Targets };
+        let last = model
+            .layers
+            .last()
+            .map(|l| l.type_name().to_string())
+            .unwrap_or_default();
+        let label_kind = if config.loss == LossFunction::SparseCrossEntropy {
+            LabelKind::Classes
+        } else {
+            LabelKind::Targets
+        };
         if config.loss.is_cross_entropy() && out.len() != 2 {
-            return Err(Error::Spec(format!("{:?} needs a model output [batch, classes], the model gives {}", config.loss, fmt_shape(out))));
+            return Err(Error::Spec(format!(
+                "{:?} needs a model output [batch, classes], the model gives {}",
+                config.loss,
+                fmt_shape(out)
+            )));
         }
-        if config.problem == ProblemType::Classification && !(config.loss.is_cross_entropy() || config.loss.is_binary()) {
-            return Err(Error::Spec(format!("classification needs a cross-entropy loss, got {:?}", config.loss)));
+        if config.problem == ProblemType::Classification
+            && !(config.loss.is_cross_entropy() || config.loss.is_binary())
+        {
+            return Err(Error::Spec(format!(
+                "classification needs a cross-entropy loss, got {:?}",
+                config.loss
+            )));
         }
-        let skip_last = (config.loss.is_cross_entropy() && last == "Softmax" && matches!(model.layers.last().map(|l| l.layer.config()["axis"].as_i64()), Some(Some(-1) | Some(1))))
+        let skip_last = (config.loss.is_cross_entropy()
+            && last == "Softmax"
+            && matches!(
+                model
+                    .layers
+                    .last()
+                    .map(|l| l.layer.config()["axis"].as_i64()),
+                Some(Some(-1) | Some(1))
+            ))
             || (config.loss == LossFunction::BinaryCrossEntropy && last == "Sigmoid");
-        let trainable = model.params().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect();
+        let trainable = model
+            .params()
+            .filter(|p| p.trainable)
+            .map(|p| (p.path.clone(), p.shape.clone()))
+            .collect();
         let scheduler = Scheduler::new(config.lr_schedule.clone(), config.learning_rate)?;
         let dtype = config.dtype;
         let seed = config.seed;
         let accumulate = config.accumulate_grad_batches;
         let batch_size = config.batch_size;
         let lbfgs = config.optimizer == OptimizerType::Lbfgs;
-        let steps = Steps { model: model.clone(), label_kind, target_shape: out[1..].to_vec(), skip_last, config };
+        let steps = Steps {
+            model: model.clone(),
+            label_kind,
+            target_shape: out[1..].to_vec(),
+            skip_last,
+            config,
+        };
         let mut t = ModelTrainer {
             steps,
             engine: Box::new(BackendEngine::new(CpuBackend::new(), StateMap::new())?),
@@ -303,11 +420,18 @@ impl ModelTrainer {
         };
         // Compile the step once: it also tells which optimizer state buffers exist.
         let mut slots = Vec::new();
-        let kind = if lbfgs { StepKind::LossGrad } else { StepKind::Train };
+        let kind = if lbfgs {
+            StepKind::LossGrad
+        } else {
+            StepKind::Train
+        };
         let graph = t.steps.graph(kind, batch_size, &mut slots)?;
         let mut state = model.initial_state(dtype)?;
         state.insert("rng".into(), HostTensor::i32(&[2], vec![seed as i32, 0])?);
-        state.insert("optim.hyper".into(), HostTensor::zeros(&[HYPER_LEN], dtype)?);
+        state.insert(
+            "optim.hyper".into(),
+            HostTensor::zeros(&[HYPER_LEN], dtype)?,
+        );
         for (name, shape) in slots {
             state.insert(name, HostTensor::zeros(&shape, dtype)?);
         }
@@ -318,9 +442,24 @@ impl ModelTrainer {
         }
         t.engine = Box::new(BackendEngine::new(CpuBackend::new(), state)?);
         let mut once = Some(graph);
-        t.engine.run(kind, batch_size, &mut || once.take().ok_or_else(|| Error::InvalidGraph("compiled twice".into())), &[])
+        t.engine
+            .run(
+                kind,
+                batch_size,
+                &mut || {
+                    once.take()
+                        .ok_or_else(|| Error::InvalidGraph("compiled twice".into()))
+                },
+                &[],
+            )
             .map(|_| ())
-            .or_else(|e| if matches!(e, Error::Input(_)) { Ok(()) } else { Err(e) })?;
+            .or_else(|e| {
+                if matches!(e, Error::Input(_)) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
         Ok(t)
     }
 
@@ -345,13 +484,21 @@ impl ModelTrainer {
     /// Replaces the schedule's learning rate from now on (an LR callback's lever).
     pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(Error::Spec(format!("learning rate must be a finite number ≥ 0, got {lr}")));
+            return Err(Error::Spec(format!(
+                "learning rate must be a finite number ≥ 0, got {lr}"
+            )));
         }
         self.lr_override = Some(lr);
         Ok(())
     }
     pub(crate) fn progress_json(&self) -> serde_json::Value {
-        crate::checkpoint::progress_json(self.updates, self.micro, self.mu_product, self.scheduler.state(), self.lr_override)
+        crate::checkpoint::progress_json(
+            self.updates,
+            self.micro,
+            self.mu_product,
+            self.scheduler.state(),
+            self.lr_override,
+        )
     }
 
     pub(crate) fn restore_progress(&mut self, v: &serde_json::Value) -> Result<()> {
@@ -359,7 +506,12 @@ impl ModelTrainer {
         self.updates = v["updates"].as_u64().ok_or_else(bad)?;
         self.micro = v["micro"].as_u64().ok_or_else(bad)? as usize;
         self.mu_product = v["mu_product"].as_f64().ok_or_else(bad)?;
-        let sched: Vec<f64> = v["schedule"].as_array().ok_or_else(bad)?.iter().map(|x| crate::checkpoint::number(x).ok_or_else(bad)).collect::<Result<_>>()?;
+        let sched: Vec<f64> = v["schedule"]
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|x| crate::checkpoint::number(x).ok_or_else(bad))
+            .collect::<Result<_>>()?;
         self.scheduler.restore(&sched)?;
         self.lr_override = v["lr_override"].as_f64();
         self.hyper_written = None;
@@ -375,7 +527,11 @@ impl ModelTrainer {
     }
     /// Kernels in the compiled training step for `batch` (after its first use).
     pub fn kernel_count(&self, batch: usize) -> Option<usize> {
-        let kind = if self.steps.config.optimizer == OptimizerType::Lbfgs { StepKind::LossGrad } else { StepKind::Train };
+        let kind = if self.steps.config.optimizer == OptimizerType::Lbfgs {
+            StepKind::LossGrad
+        } else {
+            StepKind::Train
+        };
         self.engine.kernel_count(kind, batch)
     }
 
@@ -403,20 +559,40 @@ impl ModelTrainer {
     }
 
     /// One training step on a batch. Nothing changes when the batch is rejected.
-    pub fn train_batch<'a>(&mut self, x: &[f32], x_shape: &[usize], labels: impl Into<Labels<'a>>, label_shape: &[usize]) -> Result<BatchResult> {
-        let (xt, yt) = self.steps.check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
+    pub fn train_batch<'a>(
+        &mut self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: impl Into<Labels<'a>>,
+        label_shape: &[usize],
+    ) -> Result<BatchResult> {
+        let (xt, yt) = self
+            .steps
+            .check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
         let yt = yt.expect("labels were given");
         let batch = x_shape[0];
         if self.steps.config.optimizer == OptimizerType::Lbfgs {
             return self.lbfgs_step(&xt, &yt, batch);
         }
         let apply = self.micro + 1 == self.steps.config.accumulate_grad_batches;
-        let kind = if apply { StepKind::Train } else { StepKind::Accumulate };
+        let kind = if apply {
+            StepKind::Train
+        } else {
+            StepKind::Accumulate
+        };
         let mut mu = self.mu_product;
         if apply {
-            let h = optim::hyper(&self.steps.config, self.learning_rate(), self.updates + 1, &mut mu);
+            let h = optim::hyper(
+                &self.steps.config,
+                self.learning_rate(),
+                self.updates + 1,
+                &mut mu,
+            );
             if self.hyper_written != Some(h) {
-                self.engine.write("optim.hyper", &HostTensor::from_f64(&[HYPER_LEN], self.steps.config.dtype, &h)?)?;
+                self.engine.write(
+                    "optim.hyper",
+                    &HostTensor::from_f64(&[HYPER_LEN], self.steps.config.dtype, &h)?,
+                )?;
                 self.hyper_written = Some(h);
             }
         }
@@ -434,7 +610,12 @@ impl ModelTrainer {
         Ok(self.steps.batch_result(&outs, batch))
     }
 
-    fn lbfgs_step(&mut self, xt: &HostTensor, yt: &HostTensor, batch: usize) -> Result<BatchResult> {
+    fn lbfgs_step(
+        &mut self,
+        xt: &HostTensor,
+        yt: &HostTensor,
+        batch: usize,
+    ) -> Result<BatchResult> {
         let dtype = self.steps.config.dtype;
         let mut flat: Vec<f64> = Vec::new();
         for (path, _) in &self.trainable {
@@ -476,7 +657,10 @@ impl ModelTrainer {
         let mut off = 0;
         for (path, shape) in &trainable {
             let n: usize = shape.iter().product();
-            self.engine.write(path, &HostTensor::from_f64(shape, dtype, &flat[off..off + n])?)?;
+            self.engine.write(
+                path,
+                &HostTensor::from_f64(shape, dtype, &flat[off..off + n])?,
+            )?;
             off += n;
         }
         self.updates += 1;
@@ -485,8 +669,16 @@ impl ModelTrainer {
     }
 
     /// Loss and metric in evaluation mode (dropout off, BatchNorm running statistics).
-    pub fn evaluate<'a>(&mut self, x: &[f32], x_shape: &[usize], labels: impl Into<Labels<'a>>, label_shape: &[usize]) -> Result<BatchResult> {
-        let (xt, yt) = self.steps.check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
+    pub fn evaluate<'a>(
+        &mut self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: impl Into<Labels<'a>>,
+        label_shape: &[usize],
+    ) -> Result<BatchResult> {
+        let (xt, yt) = self
+            .steps
+            .check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
         let yt = yt.expect("labels were given");
         let batch = x_shape[0];
         let outs = self.run_kind(StepKind::Eval, batch, &[&xt, &yt])?;
@@ -498,10 +690,18 @@ impl ModelTrainer {
         let (xt, _) = self.steps.check_batch(x, x_shape, None)?;
         let outs = self.run_kind(StepKind::Predict, x_shape[0], &[&xt])?;
         let y = &outs[0];
-        Ok(Prediction { values: y.to_f64().iter().map(|&v| v as f32).collect(), shape: y.shape().to_vec() })
+        Ok(Prediction {
+            values: y.to_f64().iter().map(|&v| v as f32).collect(),
+            shape: y.shape().to_vec(),
+        })
     }
 
-    fn run_kind(&mut self, kind: StepKind, batch: usize, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+    fn run_kind(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
         let steps = &self.steps;
         let mut slots = Vec::new();
         let mut build = || steps.graph(kind, batch, &mut slots);

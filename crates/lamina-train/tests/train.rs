@@ -11,7 +11,13 @@ use std::sync::OnceLock;
 
 fn fixtures() -> &'static BTreeMap<String, HostTensor> {
     static FX: OnceLock<BTreeMap<String, HostTensor>> = OnceLock::new();
-    FX.get_or_init(|| lamina_ref::fixtures::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/train_steps.safetensors")).expect("run tools/golden/train_steps.py"))
+    FX.get_or_init(|| {
+        lamina_ref::fixtures::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/train_steps.safetensors"
+        ))
+        .expect("run tools/golden/train_steps.py")
+    })
 }
 
 fn seed_model(batch: usize) -> ModelSpec {
@@ -27,7 +33,13 @@ fn seed_model(batch: usize) -> ModelSpec {
 }
 
 fn cfg(optimizer: OptimizerType, lr: f64, dtype: DType) -> TrainerConfig {
-    TrainerConfig { optimizer, learning_rate: lr, dtype, device: Device::Cpu, ..Default::default() }
+    TrainerConfig {
+        optimizer,
+        learning_rate: lr,
+        dtype,
+        device: Device::Cpu,
+        ..Default::default()
+    }
 }
 
 /// Loads `<data>.init.*` into the trainer, runs the 5 batches `<data>.x<k>`, and compares the
@@ -41,21 +53,50 @@ fn check_case(model: &ModelSpec, config: TrainerConfig, data: &str, case: &str) 
         t.set_state(&p.path, &v.cast(dtype).unwrap()).unwrap();
     }
     let want = fx[&format!("{case}.loss")].to_f64();
-    let (lt, wt) = if dtype == DType::F64 { (1e-9, 1e-8) } else { (1e-5, 1e-4) };
+    let (lt, wt) = if dtype == DType::F64 {
+        (1e-9, 1e-8)
+    } else {
+        (1e-5, 1e-4)
+    };
     for (k, &w) in want.iter().enumerate() {
         let x = &fx[&format!("{data}.x{k}")];
         let y = &fx[&format!("{data}.y{k}")];
         let xv: Vec<f32> = x.to_f64().iter().map(|&v| v as f32).collect();
         let r = match y.dtype() {
-            DType::I32 => t.train_batch(&xv, x.shape(), y.to_f64().iter().map(|&v| v as i32).collect::<Vec<_>>().as_slice(), y.shape()),
-            _ => t.train_batch(&xv, x.shape(), y.to_f64().iter().map(|&v| v as f32).collect::<Vec<_>>().as_slice(), y.shape()),
+            DType::I32 => t.train_batch(
+                &xv,
+                x.shape(),
+                y.to_f64()
+                    .iter()
+                    .map(|&v| v as i32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                y.shape(),
+            ),
+            _ => t.train_batch(
+                &xv,
+                x.shape(),
+                y.to_f64()
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                y.shape(),
+            ),
         }
         .unwrap_or_else(|e| panic!("{case} step {k}: {e}"));
         let rel = (r.loss - w).abs() / w.abs();
-        assert!(rel <= lt, "{case} {dtype} step {k}: loss {} vs PyTorch {w} (relative {rel:e})", r.loss);
+        assert!(
+            rel <= lt,
+            "{case} {dtype} step {k}: loss {} vs PyTorch {w} (relative {rel:e})",
+            r.loss
+        );
     }
     let prefix = format!("{case}.after.");
-    for (key, v) in fx.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+    for (key, v) in fx
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+    {
         let name = &key[prefix.len()..];
         if dtype == DType::F32 && case == "bn_mlp" && name == "dense2.bias" {
             // BatchNorm subtracts the batch mean, so this bias has an exactly zero gradient; what
@@ -90,20 +131,84 @@ fn optimizer_cases() -> Vec<(&'static str, TrainerConfig)> {
     let c = |o, lr| cfg(o, lr, DType::F64);
     vec![
         ("sgd", c(Sgd, 0.1)),
-        ("sgd_momentum", TrainerConfig { momentum: 0.9, dampening: 0.1, weight_decay: 1e-3, ..c(Sgd, 0.05) }),
-        ("sgd_nesterov", TrainerConfig { momentum: 0.9, nesterov: true, weight_decay: 1e-3, ..c(Sgd, 0.05) }),
+        (
+            "sgd_momentum",
+            TrainerConfig {
+                momentum: 0.9,
+                dampening: 0.1,
+                weight_decay: 1e-3,
+                ..c(Sgd, 0.05)
+            },
+        ),
+        (
+            "sgd_nesterov",
+            TrainerConfig {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 1e-3,
+                ..c(Sgd, 0.05)
+            },
+        ),
         ("adam", c(Adam, 1e-3)),
-        ("adam_wd", TrainerConfig { weight_decay: 1e-2, ..c(Adam, 1e-3) }),
-        ("adamw", TrainerConfig { weight_decay: 1e-2, ..c(AdamW, 1e-3) }),
+        (
+            "adam_wd",
+            TrainerConfig {
+                weight_decay: 1e-2,
+                ..c(Adam, 1e-3)
+            },
+        ),
+        (
+            "adamw",
+            TrainerConfig {
+                weight_decay: 1e-2,
+                ..c(AdamW, 1e-3)
+            },
+        ),
         ("rmsprop", c(RmsProp, 1e-3)),
-        ("rmsprop_centered", TrainerConfig { rms_alpha: 0.9, momentum: 0.5, centered: true, weight_decay: 1e-3, ..c(RmsProp, 1e-3) }),
+        (
+            "rmsprop_centered",
+            TrainerConfig {
+                rms_alpha: 0.9,
+                momentum: 0.5,
+                centered: true,
+                weight_decay: 1e-3,
+                ..c(RmsProp, 1e-3)
+            },
+        ),
         ("adagrad", c(AdaGrad, 1e-2)),
-        ("adagrad_decay_wd", TrainerConfig { lr_decay: 0.1, weight_decay: 1e-3, ..c(AdaGrad, 1e-2) }),
+        (
+            "adagrad_decay_wd",
+            TrainerConfig {
+                lr_decay: 0.1,
+                weight_decay: 1e-3,
+                ..c(AdaGrad, 1e-2)
+            },
+        ),
         ("adadelta", c(AdaDelta, 1.0)),
-        ("adadelta_wd", TrainerConfig { rho: 0.8, weight_decay: 1e-3, ..c(AdaDelta, 1.0) }),
+        (
+            "adadelta_wd",
+            TrainerConfig {
+                rho: 0.8,
+                weight_decay: 1e-3,
+                ..c(AdaDelta, 1.0)
+            },
+        ),
         ("nadam", c(NAdam, 2e-3)),
-        ("nadam_wd", TrainerConfig { weight_decay: 1e-2, ..c(NAdam, 2e-3) }),
-        ("lbfgs", TrainerConfig { lbfgs_max_iter: 5, lbfgs_history: 10, ..c(Lbfgs, 1.0) }),
+        (
+            "nadam_wd",
+            TrainerConfig {
+                weight_decay: 1e-2,
+                ..c(NAdam, 2e-3)
+            },
+        ),
+        (
+            "lbfgs",
+            TrainerConfig {
+                lbfgs_max_iter: 5,
+                lbfgs_history: 10,
+                ..c(Lbfgs, 1.0)
+            },
+        ),
     ]
 }
 
@@ -120,31 +225,80 @@ fn every_optimizer_matches_pytorch_in_f32() {
         if name == "lbfgs" {
             continue; // line-search decisions on f32 losses may branch differently; f64 is exact
         }
-        check_case(&seed_model(32), TrainerConfig { dtype: DType::F32, ..config }, "opt", &format!("opt.{name}"));
+        check_case(
+            &seed_model(32),
+            TrainerConfig {
+                dtype: DType::F32,
+                ..config
+            },
+            "opt",
+            &format!("opt.{name}"),
+        );
     }
 }
 
 fn tiny(k: usize, sigmoid: bool) -> ModelSpec {
-    let b = ModelBuilder::new(&[16, 6]).dense(8, true, "dense1").relu("relu1").dense(k, true, "output");
-    (if sigmoid { b.sigmoid("sig") } else { b }).compile().unwrap()
+    let b = ModelBuilder::new(&[16, 6])
+        .dense(8, true, "dense1")
+        .relu("relu1")
+        .dense(k, true, "output");
+    (if sigmoid { b.sigmoid("sig") } else { b })
+        .compile()
+        .unwrap()
 }
 
 #[test]
 fn every_loss_matches_pytorch() {
     use LossFunction::*;
     let cases: Vec<(&str, usize, bool, LossFunction, ProblemType)> = vec![
-        ("ce_probs", 4, false, CrossEntropy, ProblemType::Classification),
-        ("sparse_ce", 4, false, SparseCrossEntropy, ProblemType::Classification),
-        ("categorical", 4, false, CategoricalCrossEntropy, ProblemType::Classification),
-        ("bce", 1, true, BinaryCrossEntropy, ProblemType::Classification),
-        ("bce_logits", 3, false, BceWithLogits, ProblemType::Classification),
+        (
+            "ce_probs",
+            4,
+            false,
+            CrossEntropy,
+            ProblemType::Classification,
+        ),
+        (
+            "sparse_ce",
+            4,
+            false,
+            SparseCrossEntropy,
+            ProblemType::Classification,
+        ),
+        (
+            "categorical",
+            4,
+            false,
+            CategoricalCrossEntropy,
+            ProblemType::Classification,
+        ),
+        (
+            "bce",
+            1,
+            true,
+            BinaryCrossEntropy,
+            ProblemType::Classification,
+        ),
+        (
+            "bce_logits",
+            3,
+            false,
+            BceWithLogits,
+            ProblemType::Classification,
+        ),
         ("mse", 2, false, Mse, ProblemType::Regression),
         ("mae", 2, false, Mae, ProblemType::Regression),
         ("huber", 2, false, Huber(0.5), ProblemType::Regression),
     ];
     for dtype in [DType::F64, DType::F32] {
         for (name, k, sig, loss, problem) in &cases {
-            let config = TrainerConfig { loss: *loss, problem: *problem, momentum: 0.9, batch_size: 16, ..cfg(OptimizerType::Sgd, 0.1, dtype) };
+            let config = TrainerConfig {
+                loss: *loss,
+                problem: *problem,
+                momentum: 0.9,
+                batch_size: 16,
+                ..cfg(OptimizerType::Sgd, 0.1, dtype)
+            };
             let case = format!("loss.{name}");
             check_case(&tiny(*k, *sig), config, &case, &case);
         }
@@ -182,20 +336,45 @@ fn bn_mlp_and_readme_cnn_match_pytorch() {
         .compile()
         .unwrap();
     for dtype in [DType::F64, DType::F32] {
-        check_case(&bn, TrainerConfig { batch_size: 32, ..cfg(OptimizerType::Adam, 1e-3, dtype) }, "bn_mlp", "bn_mlp");
-        check_case(&cnn, TrainerConfig { batch_size: 4, ..cfg(OptimizerType::Adam, 1e-3, dtype) }, "readme_cnn", "readme_cnn");
+        check_case(
+            &bn,
+            TrainerConfig {
+                batch_size: 32,
+                ..cfg(OptimizerType::Adam, 1e-3, dtype)
+            },
+            "bn_mlp",
+            "bn_mlp",
+        );
+        check_case(
+            &cnn,
+            TrainerConfig {
+                batch_size: 4,
+                ..cfg(OptimizerType::Adam, 1e-3, dtype)
+            },
+            "readme_cnn",
+            "readme_cnn",
+        );
     }
 }
 
 fn small_problem() -> (ModelSpec, Vec<f32>, Vec<i32>) {
-    let model = ModelBuilder::new(&[8, 4]).dense(16, true, "h").relu("r").dropout(0.25, "d").dense(3, true, "out").compile().unwrap();
+    let model = ModelBuilder::new(&[8, 4])
+        .dense(16, true, "h")
+        .relu("r")
+        .dropout(0.25, "d")
+        .dense(3, true, "out")
+        .compile()
+        .unwrap();
     let x: Vec<f32> = (0..32).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
     let y = vec![0, 1, 2, 0, 1, 2, 0, 1];
     (model, x, y)
 }
 
 fn snapshot(t: &ModelTrainer) -> BTreeMap<String, HostTensor> {
-    t.state_names().into_iter().map(|n| (n.clone(), t.state(&n).unwrap())).collect()
+    t.state_names()
+        .into_iter()
+        .map(|n| (n.clone(), t.state(&n).unwrap()))
+        .collect()
 }
 
 /// Bad input is rejected before anything runs, with a message that says what was expected and
@@ -203,7 +382,15 @@ fn snapshot(t: &ModelTrainer) -> BTreeMap<String, HostTensor> {
 #[test]
 fn bad_input_table_leaves_state_unchanged() {
     let (model, x, y) = small_problem();
-    let mut t = ModelTrainer::new(&model, TrainerConfig { batch_size: 8, device: Device::Cpu, ..Default::default() }).unwrap();
+    let mut t = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            batch_size: 8,
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     t.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
     let before = snapshot(&t);
     let mut nan = x.clone();
@@ -211,15 +398,51 @@ fn bad_input_table_leaves_state_unchanged() {
     let x64 = [0.0f32; 64];
     let y16 = [0i32; 16];
     let cases: Vec<(&str, Result<BatchResult, lamina_core::Error>, Vec<&str>)> = vec![
-        ("wrong input shape", t.train_batch(&x, &[8, 5], &y, &[8]), vec!["input shape [8,5]", "model's input [8,4]"]),
-        ("too few values", t.train_batch(&x[..30], &[8, 4], &y, &[8]), vec!["needs 32 values, got 30"]),
-        ("label count (the seed tutorial's Example 2)", t.train_batch(&x64, &[16, 4], &y, &[8]), vec!["a batch of 16 needs 16 labels", "got 8 labels"]),
-        ("label out of range", t.train_batch(&x, &[8, 4], &[0, 1, 2, 3, 0, 1, 2, 0], &[8]), vec!["label 3 is 3, outside 0..3"]),
-        ("negative label", t.train_batch(&x, &[8, 4], &[0, -1, 2, 0, 0, 1, 2, 0], &[8]), vec!["label 1 is -1"]),
-        ("NaN input", t.train_batch(&nan, &[8, 4], &y, &[8]), vec!["input value 5 is NaN"]),
-        ("float targets for sparse CE", t.train_batch(&x, &[8, 4], &[0.0f32; 8], &[8]), vec!["takes class indices (&[i32]), got float targets"]),
-        ("evaluate with wrong label count", t.evaluate(&x64, &[16, 4], &y16[..8], &[8]), vec!["needs 16 labels"]),
-        ("empty batch", t.train_batch(&[], &[0, 4], &[] as &[i32], &[0]), vec!["any batch size ≥ 1"]),
+        (
+            "wrong input shape",
+            t.train_batch(&x, &[8, 5], &y, &[8]),
+            vec!["input shape [8,5]", "model's input [8,4]"],
+        ),
+        (
+            "too few values",
+            t.train_batch(&x[..30], &[8, 4], &y, &[8]),
+            vec!["needs 32 values, got 30"],
+        ),
+        (
+            "label count (the seed tutorial's Example 2)",
+            t.train_batch(&x64, &[16, 4], &y, &[8]),
+            vec!["a batch of 16 needs 16 labels", "got 8 labels"],
+        ),
+        (
+            "label out of range",
+            t.train_batch(&x, &[8, 4], &[0, 1, 2, 3, 0, 1, 2, 0], &[8]),
+            vec!["label 3 is 3, outside 0..3"],
+        ),
+        (
+            "negative label",
+            t.train_batch(&x, &[8, 4], &[0, -1, 2, 0, 0, 1, 2, 0], &[8]),
+            vec!["label 1 is -1"],
+        ),
+        (
+            "NaN input",
+            t.train_batch(&nan, &[8, 4], &y, &[8]),
+            vec!["input value 5 is NaN"],
+        ),
+        (
+            "float targets for sparse CE",
+            t.train_batch(&x, &[8, 4], &[0.0f32; 8], &[8]),
+            vec!["takes class indices (&[i32]), got float targets"],
+        ),
+        (
+            "evaluate with wrong label count",
+            t.evaluate(&x64, &[16, 4], &y16[..8], &[8]),
+            vec!["needs 16 labels"],
+        ),
+        (
+            "empty batch",
+            t.train_batch(&[], &[0, 4], &[] as &[i32], &[0]),
+            vec!["any batch size ≥ 1"],
+        ),
     ];
     for (what, r, wants) in cases {
         let err = r.expect_err(what).to_string();
@@ -230,20 +453,79 @@ fn bad_input_table_leaves_state_unchanged() {
     assert_eq!(snapshot(&t), before, "state changed after rejected batches");
 
     // regression problems refuse class indices; NaN targets are refused
-    let reg = ModelBuilder::new(&[4, 2]).dense(1, true, "o").compile().unwrap();
-    let mut r = ModelTrainer::new(&reg, TrainerConfig { loss: LossFunction::Mse, problem: ProblemType::Regression, device: Device::Cpu, ..Default::default() }).unwrap();
-    let e = r.train_batch(&[0.0; 8], &[4, 2], &[1, 2, 3, 4], &[4]).unwrap_err().to_string();
-    assert!(e.contains("takes float targets") && e.contains("got class indices"), "{e}");
-    let e = r.train_batch(&[0.0; 8], &[4, 2], &[1.0, f32::INFINITY, 0.0, 0.0], &[4]).unwrap_err().to_string();
+    let reg = ModelBuilder::new(&[4, 2])
+        .dense(1, true, "o")
+        .compile()
+        .unwrap();
+    let mut r = ModelTrainer::new(
+        &reg,
+        TrainerConfig {
+            loss: LossFunction::Mse,
+            problem: ProblemType::Regression,
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = r
+        .train_batch(&[0.0; 8], &[4, 2], &[1, 2, 3, 4], &[4])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("takes float targets") && e.contains("got class indices"),
+        "{e}"
+    );
+    let e = r
+        .train_batch(&[0.0; 8], &[4, 2], &[1.0, f32::INFINITY, 0.0, 0.0], &[4])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("target 1 is inf"), "{e}");
     // invalid hyper-parameters are rejected at construction
     for (c, want) in [
-        (TrainerConfig { beta1: 1.0, ..Default::default() }, "beta1 and beta2 must be in [0, 1)"),
-        (TrainerConfig { learning_rate: -1.0, ..Default::default() }, "learning_rate must be a finite number ≥ 0, got -1"),
-        (TrainerConfig { optimizer: OptimizerType::Sgd, nesterov: true, ..Default::default() }, "Nesterov momentum needs momentum > 0"),
-        (TrainerConfig { loss: LossFunction::Huber(0.0), problem: ProblemType::Regression, ..Default::default() }, "Huber delta must be > 0"),
-        (TrainerConfig { batch_size: 0, ..Default::default() }, "batch_size must be ≥ 1"),
-        (TrainerConfig { device: Device::Cuda(0), ..Default::default() }, "no CUDA backend"),
+        (
+            TrainerConfig {
+                beta1: 1.0,
+                ..Default::default()
+            },
+            "beta1 and beta2 must be in [0, 1)",
+        ),
+        (
+            TrainerConfig {
+                learning_rate: -1.0,
+                ..Default::default()
+            },
+            "learning_rate must be a finite number ≥ 0, got -1",
+        ),
+        (
+            TrainerConfig {
+                optimizer: OptimizerType::Sgd,
+                nesterov: true,
+                ..Default::default()
+            },
+            "Nesterov momentum needs momentum > 0",
+        ),
+        (
+            TrainerConfig {
+                loss: LossFunction::Huber(0.0),
+                problem: ProblemType::Regression,
+                ..Default::default()
+            },
+            "Huber delta must be > 0",
+        ),
+        (
+            TrainerConfig {
+                batch_size: 0,
+                ..Default::default()
+            },
+            "batch_size must be ≥ 1",
+        ),
+        (
+            TrainerConfig {
+                device: Device::Cuda(0),
+                ..Default::default()
+            },
+            "no CUDA backend",
+        ),
     ] {
         let e = ModelTrainer::new(&model, c).err().expect(want).to_string();
         assert!(e.contains(want), "'{e}' lacks '{want}'");
@@ -253,7 +535,15 @@ fn bad_input_table_leaves_state_unchanged() {
 #[test]
 fn any_batch_size_and_evaluation_mode() {
     let (model, x, y) = small_problem();
-    let mut t = ModelTrainer::new(&model, TrainerConfig { batch_size: 8, device: Device::Cpu, ..Default::default() }).unwrap();
+    let mut t = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            batch_size: 8,
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // a partial batch of 5 is a real batch of 5
     let r = t.train_batch(&x[..20], &[5, 4], &y[..5], &[5]).unwrap();
     assert_eq!(r.samples, 5);
@@ -264,10 +554,28 @@ fn any_batch_size_and_evaluation_mode() {
     let p1 = t.predict(&x[..4], &[1, 4]).unwrap();
     let p8 = t.predict(&x, &[8, 4]).unwrap();
     assert_eq!(p1.shape, vec![1, 3]);
-    assert_close(&HostTensor::f32(&[1, 3], p1.values.clone()).unwrap(), &HostTensor::f32(&[1, 3], p8.values[..3].to_vec()).unwrap(), 1e-6, 1e-7, "predict row 0");
+    assert_close(
+        &HostTensor::f32(&[1, 3], p1.values.clone()).unwrap(),
+        &HostTensor::f32(&[1, 3], p8.values[..3].to_vec()).unwrap(),
+        1e-6,
+        1e-7,
+        "predict row 0",
+    );
     // softmax-ending models predict probabilities; training on them uses the logits
-    let sm = ModelBuilder::new(&[4, 4]).dense(3, true, "d").softmax(-1, "s").compile().unwrap();
-    let mut ts = ModelTrainer::new(&sm, TrainerConfig { batch_size: 4, device: Device::Cpu, ..Default::default() }).unwrap();
+    let sm = ModelBuilder::new(&[4, 4])
+        .dense(3, true, "d")
+        .softmax(-1, "s")
+        .compile()
+        .unwrap();
+    let mut ts = ModelTrainer::new(
+        &sm,
+        TrainerConfig {
+            batch_size: 4,
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let p = ts.predict(&x[..16], &[4, 4]).unwrap();
     for row in p.values.chunks(3) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
@@ -283,19 +591,44 @@ fn any_batch_size_and_evaluation_mode() {
 /// Accumulating the gradient of two half batches equals one step on the whole batch.
 #[test]
 fn gradient_accumulation_equals_a_full_batch() {
-    let model = ModelBuilder::new(&[8, 4]).dense(6, true, "h").tanh("t").dense(3, true, "out").compile().unwrap();
+    let model = ModelBuilder::new(&[8, 4])
+        .dense(6, true, "h")
+        .tanh("t")
+        .dense(3, true, "out")
+        .compile()
+        .unwrap();
     let (_, x, y) = small_problem();
-    let base = TrainerConfig { batch_size: 8, dtype: DType::F64, ..cfg(OptimizerType::Sgd, 0.1, DType::F64) };
+    let base = TrainerConfig {
+        batch_size: 8,
+        dtype: DType::F64,
+        ..cfg(OptimizerType::Sgd, 0.1, DType::F64)
+    };
     let mut full = ModelTrainer::new(&model, base.clone()).unwrap();
     full.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
-    let mut acc = ModelTrainer::new(&model, TrainerConfig { accumulate_grad_batches: 2, ..base }).unwrap();
+    let mut acc = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            accumulate_grad_batches: 2,
+            ..base
+        },
+    )
+    .unwrap();
     acc.train_batch(&x[..16], &[4, 4], &y[..4], &[4]).unwrap();
     assert_eq!(acc.steps(), 0, "no update after the first half");
-    assert_eq!(acc.state("h.weight").unwrap(), full.model().initial_state(DType::F64).unwrap()["h.weight"]);
+    assert_eq!(
+        acc.state("h.weight").unwrap(),
+        full.model().initial_state(DType::F64).unwrap()["h.weight"]
+    );
     acc.train_batch(&x[16..], &[4, 4], &y[4..], &[4]).unwrap();
     assert_eq!(acc.steps(), 1);
     for p in ["h.weight", "h.bias", "out.weight", "out.bias"] {
-        assert_close(&acc.state(p).unwrap(), &full.state(p).unwrap(), 1e-12, 1e-14, p);
+        assert_close(
+            &acc.state(p).unwrap(),
+            &full.state(p).unwrap(),
+            1e-12,
+            1e-14,
+            p,
+        );
     }
 }
 
@@ -303,19 +636,53 @@ fn gradient_accumulation_equals_a_full_batch() {
 #[test]
 fn gradient_clipping() {
     let (model, x, y) = small_problem();
-    let model = ModelBuilder::new(&model.input_shape).dense(3, true, "out").compile().unwrap();
-    let base = TrainerConfig { batch_size: 8, ..cfg(OptimizerType::Sgd, 1.0, DType::F64) };
-    let mut t = ModelTrainer::new(&model, TrainerConfig { clip_grad_norm: Some(1e-3), ..base.clone() }).unwrap();
+    let model = ModelBuilder::new(&model.input_shape)
+        .dense(3, true, "out")
+        .compile()
+        .unwrap();
+    let base = TrainerConfig {
+        batch_size: 8,
+        ..cfg(OptimizerType::Sgd, 1.0, DType::F64)
+    };
+    let mut t = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            clip_grad_norm: Some(1e-3),
+            ..base.clone()
+        },
+    )
+    .unwrap();
     let init = model.initial_state(DType::F64).unwrap();
     t.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
     let mut sq = 0.0;
     for p in ["out.weight", "out.bias"] {
-        sq += t.state(p).unwrap().to_f64().iter().zip(init[p].to_f64()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+        sq += t
+            .state(p)
+            .unwrap()
+            .to_f64()
+            .iter()
+            .zip(init[p].to_f64())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>();
     }
     assert!((sq.sqrt() - 1e-3).abs() < 1e-8, "step length {}", sq.sqrt());
-    let mut v = ModelTrainer::new(&model, TrainerConfig { clip_grad_value: Some(1e-4), ..base }).unwrap();
+    let mut v = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            clip_grad_value: Some(1e-4),
+            ..base
+        },
+    )
+    .unwrap();
     v.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
-    let d: Vec<f64> = v.state("out.weight").unwrap().to_f64().iter().zip(init["out.weight"].to_f64()).map(|(a, b)| (a - b).abs()).collect();
+    let d: Vec<f64> = v
+        .state("out.weight")
+        .unwrap()
+        .to_f64()
+        .iter()
+        .zip(init["out.weight"].to_f64())
+        .map(|(a, b)| (a - b).abs())
+        .collect();
     assert!(d.iter().all(|&x| x <= 1e-4 + 1e-12) && d.iter().any(|&x| x > 0.99e-4));
 }
 
@@ -324,7 +691,16 @@ fn gradient_clipping() {
 fn schedules_act_inside_the_compiled_step() {
     let (model, x, y) = small_problem();
     let run = |schedule: LrSchedule| {
-        let mut t = ModelTrainer::new(&model, TrainerConfig { batch_size: 8, lr_schedule: schedule, schedule_step: ScheduleStep::Batch, ..cfg(OptimizerType::Sgd, 0.1, DType::F64) }).unwrap();
+        let mut t = ModelTrainer::new(
+            &model,
+            TrainerConfig {
+                batch_size: 8,
+                lr_schedule: schedule,
+                schedule_step: ScheduleStep::Batch,
+                ..cfg(OptimizerType::Sgd, 0.1, DType::F64)
+            },
+        )
+        .unwrap();
         let mut lrs = Vec::new();
         for _ in 0..4 {
             lrs.push(t.learning_rate());
@@ -333,17 +709,32 @@ fn schedules_act_inside_the_compiled_step() {
         (t.state("h.weight").unwrap(), lrs)
     };
     let (w_const, lr_const) = run(LrSchedule::Constant);
-    let (w_step, lr_step) = run(LrSchedule::Step { step_size: 2, gamma: 0.1 });
+    let (w_step, lr_step) = run(LrSchedule::Step {
+        step_size: 2,
+        gamma: 0.1,
+    });
     assert_eq!(lr_const, vec![0.1; 4]);
-    assert_close(&HostTensor::f64(&[4], lr_step).unwrap(), &HostTensor::f64(&[4], vec![0.1, 0.1, 0.01, 0.01]).unwrap(), 1e-15, 0.0, "StepLR");
+    assert_close(
+        &HostTensor::f64(&[4], lr_step).unwrap(),
+        &HostTensor::f64(&[4], vec![0.1, 0.1, 0.01, 0.01]).unwrap(),
+        1e-15,
+        0.0,
+        "StepLR",
+    );
     assert_ne!(w_const, w_step);
 }
 
 fn digits() -> (InMemoryDataset, InMemoryDataset) {
     use std::io::Read;
-    let f = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/digits.csv.gz")).unwrap();
+    let f = std::fs::File::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/digits.csv.gz"
+    ))
+    .unwrap();
     let mut text = String::new();
-    flate2::read::GzDecoder::new(f).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(f)
+        .read_to_string(&mut text)
+        .unwrap();
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: Vec<f32> = line.split(',').map(|s| s.trim().parse().unwrap()).collect();
@@ -361,11 +752,37 @@ fn digits() -> (InMemoryDataset, InMemoryDataset) {
 #[test]
 fn digits_mlp_reaches_96_percent() {
     let (train, test) = digits();
-    let model = ModelBuilder::new(&[32, 64]).dense(128, true, "hidden").relu("relu").dense(10, true, "output").compile().unwrap();
-    let mut t = ModelTrainer::new(&model, TrainerConfig { batch_size: 32, device: Device::Cpu, ..Default::default() }).unwrap();
-    let h = t.fit(&train, Some(&test), FitOptions { epochs: 30, ..Default::default() }).unwrap();
+    let model = ModelBuilder::new(&[32, 64])
+        .dense(128, true, "hidden")
+        .relu("relu")
+        .dense(10, true, "output")
+        .compile()
+        .unwrap();
+    let mut t = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            batch_size: 32,
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let h = t
+        .fit(
+            &train,
+            Some(&test),
+            FitOptions {
+                epochs: 30,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let last = h.epochs.last().unwrap();
-    println!("digits: train loss {:.4}, test accuracy {:.4}", last.train_loss, last.val_accuracy.unwrap());
+    println!(
+        "digits: train loss {:.4}, test accuracy {:.4}",
+        last.train_loss,
+        last.val_accuracy.unwrap()
+    );
     assert!(last.val_accuracy.unwrap() >= 0.96, "{last:?}");
     assert!(h.epochs[0].train_loss > last.train_loss);
 }
@@ -373,11 +790,37 @@ fn digits_mlp_reaches_96_percent() {
 #[test]
 fn early_stopping_stops() {
     let (train, test) = digits();
-    let model = ModelBuilder::new(&[32, 64]).dense(10, true, "output").compile().unwrap();
-    let mut t = ModelTrainer::new(&model, TrainerConfig { device: Device::Cpu, learning_rate: 0.5, optimizer: OptimizerType::Sgd, ..Default::default() }).unwrap();
+    let model = ModelBuilder::new(&[32, 64])
+        .dense(10, true, "output")
+        .compile()
+        .unwrap();
+    let mut t = ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            device: Device::Cpu,
+            learning_rate: 0.5,
+            optimizer: OptimizerType::Sgd,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let es = EarlyStopping::new(Monitor::ValLoss, 1, 10.0); // an improvement of 10 is never reached
-    let h = t.fit(&train, Some(&test), FitOptions { epochs: 20, callbacks: vec![Box::new(es)], ..Default::default() }).unwrap();
-    assert_eq!(h.epochs.len(), 2, "stops after one epoch without improvement");
+    let h = t
+        .fit(
+            &train,
+            Some(&test),
+            FitOptions {
+                epochs: 20,
+                callbacks: vec![Box::new(es)],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        h.epochs.len(),
+        2,
+        "stops after one epoch without improvement"
+    );
 }
 
 /// Save, load, continue: the loaded trainer continues exactly as the original (same process here;
@@ -385,7 +828,11 @@ fn early_stopping_stops() {
 #[test]
 fn checkpoint_round_trip_resumes_exactly() {
     let (model, x, y) = small_problem();
-    let config = TrainerConfig { batch_size: 8, lr_schedule: LrSchedule::reduce_on_plateau(), ..cfg(OptimizerType::Adam, 1e-2, DType::F32) };
+    let config = TrainerConfig {
+        batch_size: 8,
+        lr_schedule: LrSchedule::reduce_on_plateau(),
+        ..cfg(OptimizerType::Adam, 1e-2, DType::F32)
+    };
     let mut a = ModelTrainer::new(&model, config).unwrap();
     for _ in 0..3 {
         a.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
@@ -393,17 +840,24 @@ fn checkpoint_round_trip_resumes_exactly() {
     let dir = std::env::temp_dir().join(format!("lamina-ckpt-{}", std::process::id()));
     let path = dir.join("ckpt.safetensors");
     a.save_checkpoint(&path).unwrap();
-    let mut b = ModelTrainer::load_checkpoint(&path, &lamina_nn::LayerRegistry::new(), Device::Cpu).unwrap();
+    let mut b = ModelTrainer::load_checkpoint(&path, &lamina_nn::LayerRegistry::new(), Device::Cpu)
+        .unwrap();
     assert_eq!(snapshot(&a), snapshot(&b));
     for _ in 0..3 {
-        let (ra, rb) = (a.train_batch(&x, &[8, 4], &y, &[8]).unwrap(), b.train_batch(&x, &[8, 4], &y, &[8]).unwrap());
+        let (ra, rb) = (
+            a.train_batch(&x, &[8, 4], &y, &[8]).unwrap(),
+            b.train_batch(&x, &[8, 4], &y, &[8]).unwrap(),
+        );
         assert_eq!(ra, rb);
     }
     assert_eq!(snapshot(&a), snapshot(&b));
     // a truncated file is an error naming the file
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let e = ModelTrainer::load_checkpoint(&path, &lamina_nn::LayerRegistry::new(), Device::Cpu).err().unwrap().to_string();
+    let e = ModelTrainer::load_checkpoint(&path, &lamina_nn::LayerRegistry::new(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("ckpt.safetensors"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }

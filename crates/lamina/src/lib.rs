@@ -21,7 +21,7 @@
 //! state.insert("w".to_string(), cpu.upload(&HostTensor::f32(&[3, 2], vec![0.5; 6])?)?);
 //! let xs = HostTensor::f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
 //! let out = cpu.run(&mut exe, &mut state, &[&xs])?;
-//! assert_eq!(out[0].to_f64()[0], 31.5);   // (6 + 15) · 0.5 · 2 outputs
+//! assert_eq!(out[0].to_f64()[0], 21.0); // rows sum to 6 and 15, times 0.5, in 2 columns
 //! # Ok::<(), lamina::Error>(())
 //! ```
 
@@ -29,19 +29,23 @@ pub use lamina_core as core;
 pub use lamina_core::{Error, Result};
 pub use lamina_cpu as cpu;
 pub use lamina_nn as nn;
-pub use lamina_train as train;
 pub use lamina_ref as reference;
+pub use lamina_train as train;
 
 /// The everyday names.
 pub mod prelude {
     pub use lamina_core::{
-        grad, vjp, Backend, ConvParams, DType, Error, Graph, GraphBuilder, HostTensor, Op, Plan, Result, StateMap, Tensor,
+        grad, vjp, Backend, ConvParams, DType, Error, Graph, GraphBuilder, HostTensor, Op, Plan,
+        Result, StateMap, Tensor,
     };
     pub use lamina_cpu::CpuBackend;
-    pub use lamina_nn::{Init, Layer, LayerRegistry, LayerSpec, Mode, ModelBuilder, ModelSpec, Scope};
-    pub use lamina_train::{
-        BatchResult, Callback, Dataset, Device, EarlyStopping, FitOptions, History, InMemoryDataset, LabelData, Labels, LossFunction, LrSchedule,
-        ModelTrainer, Monitor, OptimizerType, Prediction, ProblemType, ScheduleStep, TrainerConfig,
+    pub use lamina_nn::{
+        Init, Layer, LayerRegistry, LayerSpec, Mode, ModelBuilder, ModelSpec, Scope,
     };
     pub use lamina_ref::RefBackend;
+    pub use lamina_train::{
+        BatchResult, Callback, Dataset, Device, EarlyStopping, FitOptions, History,
+        InMemoryDataset, LabelData, Labels, LossFunction, LrSchedule, ModelTrainer, Monitor,
+        OptimizerType, Prediction, ProblemType, ScheduleStep, TrainerConfig,
+    };
 }

@@ -14,7 +14,10 @@ pub(crate) fn infer_unary(op: &Op, x: &TensorType) -> Result<TensorType> {
         _ => x.dtype.is_float(),
     };
     if !ok {
-        return dtype_err(op.name(), format!("expected a floating-point operand, got {}", x.describe()));
+        return dtype_err(
+            op.name(),
+            format!("expected a floating-point operand, got {}", x.describe()),
+        );
     }
     Ok(x.clone())
 }
@@ -23,24 +26,37 @@ pub(crate) fn infer_binary(op: &Op, a: &TensorType, b: &TensorType) -> Result<Te
     if a.shape != b.shape {
         return shape_err(
             op.name(),
-            format!("operand shapes {} and {} differ (broadcast with expand first)", fmt_shape(&a.shape), fmt_shape(&b.shape)),
+            format!(
+                "operand shapes {} and {} differ (broadcast with expand first)",
+                fmt_shape(&a.shape),
+                fmt_shape(&b.shape)
+            ),
         );
     }
     if a.dtype != b.dtype {
-        return dtype_err(op.name(), format!("operand dtypes {} and {} differ", a.dtype, b.dtype));
+        return dtype_err(
+            op.name(),
+            format!("operand dtypes {} and {} differ", a.dtype, b.dtype),
+        );
     }
     let numeric = a.dtype.is_float() || a.dtype == DType::I32;
     match op {
         Op::CmpEq => Ok(TensorType::new(&a.shape, DType::Bool)),
         Op::CmpLt if numeric => Ok(TensorType::new(&a.shape, DType::Bool)),
         _ if numeric => Ok(a.clone()),
-        _ => dtype_err(op.name(), format!("expected numeric operands, got {}", a.describe())),
+        _ => dtype_err(
+            op.name(),
+            format!("expected numeric operands, got {}", a.describe()),
+        ),
     }
 }
 
 pub(crate) fn infer_where(c: &TensorType, a: &TensorType, b: &TensorType) -> Result<TensorType> {
     if c.dtype != DType::Bool {
-        return dtype_err("where", format!("condition must be bool, got {}", c.describe()));
+        return dtype_err(
+            "where",
+            format!("condition must be bool, got {}", c.describe()),
+        );
     }
     if c.shape != a.shape || a.shape != b.shape {
         return shape_err(
@@ -54,7 +70,10 @@ pub(crate) fn infer_where(c: &TensorType, a: &TensorType, b: &TensorType) -> Res
         );
     }
     if a.dtype != b.dtype {
-        return dtype_err("where", format!("then {} and else {} dtypes differ", a.dtype, b.dtype));
+        return dtype_err(
+            "where",
+            format!("then {} and else {} dtypes differ", a.dtype, b.dtype),
+        );
     }
     Ok(a.clone())
 }
@@ -79,7 +98,13 @@ pub(crate) fn vjp_unary(op: &Op, x: Tensor, y: Tensor, ct: Tensor) -> Tensor {
     }
 }
 
-pub(crate) fn vjp_binary(op: &Op, a: Tensor, b: Tensor, y: Tensor, ct: Tensor) -> Vec<Option<Tensor>> {
+pub(crate) fn vjp_binary(
+    op: &Op,
+    a: Tensor,
+    b: Tensor,
+    y: Tensor,
+    ct: Tensor,
+) -> Vec<Option<Tensor>> {
     match op {
         // d(a+b) = (1, 1); d(a-b) = (1, -1)
         Op::Add => vec![Some(ct), Some(ct)],

@@ -9,12 +9,18 @@ use crate::DType;
 
 pub(crate) fn infer(op: &Op, x: &TensorType, idx: &TensorType) -> Result<TensorType> {
     if idx.dtype != DType::I32 {
-        return dtype_err(op.name(), format!("indices must be i32, got {}", idx.describe()));
+        return dtype_err(
+            op.name(),
+            format!("indices must be i32, got {}", idx.describe()),
+        );
     }
     match op {
         Op::Gather { axis } => {
             if *axis >= x.shape.len() {
-                return shape_err("gather", format!("axis {axis} out of range for {}", fmt_shape(&x.shape)));
+                return shape_err(
+                    "gather",
+                    format!("axis {axis} out of range for {}", fmt_shape(&x.shape)),
+                );
             }
             let mut s = x.shape[..*axis].to_vec();
             s.extend_from_slice(&idx.shape);
@@ -28,14 +34,21 @@ pub(crate) fn infer(op: &Op, x: &TensorType, idx: &TensorType) -> Result<TensorT
             if !ok {
                 return shape_err(
                     "scatter_add",
-                    format!("updates {} must contain the index shape {} at axis {axis}", fmt_shape(&x.shape), fmt_shape(&idx.shape)),
+                    format!(
+                        "updates {} must contain the index shape {} at axis {axis}",
+                        fmt_shape(&x.shape),
+                        fmt_shape(&idx.shape)
+                    ),
                 );
             }
             let mut s = x.shape[..*axis].to_vec();
             s.push(*dim_size);
             s.extend_from_slice(&x.shape[axis + k..]);
             if !(x.dtype.is_float() || x.dtype == DType::I32) {
-                return dtype_err("scatter_add", format!("expected numeric updates, got {}", x.describe()));
+                return dtype_err(
+                    "scatter_add",
+                    format!("expected numeric updates, got {}", x.describe()),
+                );
             }
             Ok(TensorType::new(&s, x.dtype))
         }
@@ -48,10 +61,22 @@ pub(crate) fn vjp(op: &Op, x: Tensor, idx: Tensor, ct: Tensor) -> Vec<Option<Ten
         // gather reads x[idx]: each read adds its cotangent back at idx
         Op::Gather { axis } => {
             let dim_size = x.shape()[*axis];
-            vec![Some(Tensor::apply(Op::ScatterAdd { axis: *axis, dim_size }, &[ct, idx])), None]
+            vec![
+                Some(Tensor::apply(
+                    Op::ScatterAdd {
+                        axis: *axis,
+                        dim_size,
+                    },
+                    &[ct, idx],
+                )),
+                None,
+            ]
         }
         // scatter_add writes updates at idx: each update's cotangent is read back from idx
-        Op::ScatterAdd { axis, .. } => vec![Some(Tensor::apply(Op::Gather { axis: *axis }, &[ct, idx])), None],
+        Op::ScatterAdd { axis, .. } => vec![
+            Some(Tensor::apply(Op::Gather { axis: *axis }, &[ct, idx])),
+            None,
+        ],
         _ => unreachable!(),
     }
 }

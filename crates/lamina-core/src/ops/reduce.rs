@@ -16,20 +16,33 @@ pub(crate) fn infer(op: &Op, x: &TensorType) -> Result<TensorType> {
     let mut shape = x.shape.clone();
     for (i, &a) in axes.iter().enumerate() {
         if a >= shape.len() {
-            return shape_err(op.name(), format!("axis {a} out of range for operand {}", x.describe()));
+            return shape_err(
+                op.name(),
+                format!("axis {a} out of range for operand {}", x.describe()),
+            );
         }
         if axes[..i].contains(&a) {
             return shape_err(op.name(), format!("axis {a} listed twice in {axes:?}"));
         }
         if x.shape[a] == 0 {
-            return shape_err(op.name(), format!("cannot reduce empty axis {a} of {}", x.describe()));
+            return shape_err(
+                op.name(),
+                format!("cannot reduce empty axis {a} of {}", x.describe()),
+            );
         }
         shape[a] = 1;
     }
     if !(x.dtype.is_float() || x.dtype == DType::I32) {
-        return dtype_err(op.name(), format!("expected a numeric operand, got {}", x.describe()));
+        return dtype_err(
+            op.name(),
+            format!("expected a numeric operand, got {}", x.describe()),
+        );
     }
-    let dtype = if matches!(op, Op::ArgMax { .. }) { DType::I32 } else { x.dtype };
+    let dtype = if matches!(op, Op::ArgMax { .. }) {
+        DType::I32
+    } else {
+        x.dtype
+    };
     Ok(TensorType::new(&shape, dtype))
 }
 

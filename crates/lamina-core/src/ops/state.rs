@@ -7,6 +7,8 @@ use crate::tensor::Tensor;
 pub(crate) fn vjp(name: &str) -> Result<Vec<Option<Tensor>>> {
     Err(Error::NoGradient {
         op: "assign".into(),
-        why: format!("it writes the persistent buffer '{name}'; differentiate the value before assigning it"),
+        why: format!(
+            "it writes the persistent buffer '{name}'; differentiate the value before assigning it"
+        ),
     })
 }

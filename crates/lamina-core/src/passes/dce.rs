@@ -20,5 +20,11 @@ pub fn dce(g: &Graph) -> Result<Graph> {
             }
         }
     }
-    super::rebuild(g, |out, id, ins| if live[id] { out.push(g.nodes[id].op.clone(), ins).map(Some) } else { Ok(None) })
+    super::rebuild(g, |out, id, ins| {
+        if live[id] {
+            out.push(g.nodes[id].op.clone(), ins).map(Some)
+        } else {
+            Ok(None)
+        }
+    })
 }

@@ -48,8 +48,13 @@ pub fn fold_constants(g: &Graph) -> Result<Graph> {
                 }
             }
             (Op::Reshape { .. }, Some(lits)) => Some(lits[0].clone()),
-            (Op::Expand { .. } | Op::Permute { .. } | Op::Slice { .. }, Some(lits)) => lits[0].splat().map(Literal::Splat),
-            (Op::Pad { value, .. }, Some(lits)) => lits[0].splat().filter(|v| v.to_bits() == value.to_bits()).map(Literal::Splat),
+            (Op::Expand { .. } | Op::Permute { .. } | Op::Slice { .. }, Some(lits)) => {
+                lits[0].splat().map(Literal::Splat)
+            }
+            (Op::Pad { value, .. }, Some(lits)) => lits[0]
+                .splat()
+                .filter(|v| v.to_bits() == value.to_bits())
+                .map(Literal::Splat),
             (Op::ReduceSum { .. }, Some(lits)) => lits[0].splat().map(|v| {
                 let count = numel(&g.nodes[n.inputs[0]].ty.shape) / numel(&n.ty.shape).max(1);
                 Literal::Splat(round_to(v * count as f64, n.ty.dtype))
@@ -58,10 +63,18 @@ pub fn fold_constants(g: &Graph) -> Result<Graph> {
             _ => None,
         };
         let op = match folded {
-            Some(value) => Op::Const { value, shape: n.ty.shape.clone(), dtype: n.ty.dtype },
+            Some(value) => Op::Const {
+                value,
+                shape: n.ty.shape.clone(),
+                dtype: n.ty.dtype,
+            },
             None => n.op.clone(),
         };
-        let operands: &[usize] = if matches!(op, Op::Const { .. }) { &[] } else { ins };
+        let operands: &[usize] = if matches!(op, Op::Const { .. }) {
+            &[]
+        } else {
+            ins
+        };
         out.push(op, operands).map(Some)
     })
 }
@@ -69,7 +82,10 @@ pub fn fold_constants(g: &Graph) -> Result<Graph> {
 /// True when `perm` swaps the last two axes and keeps the others.
 fn swaps_last_two(perm: &[usize]) -> bool {
     let r = perm.len();
-    r >= 2 && perm[r - 2] == r - 1 && perm[r - 1] == r - 2 && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p)
+    r >= 2
+        && perm[r - 2] == r - 1
+        && perm[r - 1] == r - 2
+        && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p)
 }
 
 /// Algebraic identities: `x+0`, `x−0`, `x·1`, `x/1`, `−(−x)`, identity reshapes, permutes,
@@ -82,7 +98,10 @@ pub fn simplify(g: &Graph) -> Result<Graph> {
         let n = &g.nodes[id];
         if let Op::Permute { perm } = &n.op {
             let inner = &out.nodes[ins[0]];
-            if swaps_last_two(perm) && matches!(inner.op, Op::MatMul) && users[n.inputs[0]].len() == 1 {
+            if swaps_last_two(perm)
+                && matches!(inner.op, Op::MatMul)
+                && users[n.inputs[0]].len() == 1
+            {
                 let (a, b) = (inner.inputs[0], inner.inputs[1]);
                 let bt = out.push(Op::Permute { perm: perm.clone() }, &[b])?;
                 let at = out.push(Op::Permute { perm: perm.clone() }, &[a])?;
@@ -100,7 +119,9 @@ pub fn simplify(g: &Graph) -> Result<Graph> {
             Op::Div if splat(out, ins[1]) == Some(1.0) && same(ins[0]) => Some(ins[0]),
             Op::Neg if matches!(out.nodes[ins[0]].op, Op::Neg) => Some(out.nodes[ins[0]].inputs[0]),
             Op::Where if ins[1] == ins[2] => Some(ins[1]),
-            Op::Reshape { .. } | Op::Expand { .. } | Op::Cast { .. } if same(ins[0]) => Some(ins[0]),
+            Op::Reshape { .. } | Op::Expand { .. } | Op::Cast { .. } if same(ins[0]) => {
+                Some(ins[0])
+            }
             Op::Permute { perm } if perm.iter().enumerate().all(|(i, &p)| i == p) => Some(ins[0]),
             _ => None,
         };
@@ -117,7 +138,13 @@ pub fn simplify(g: &Graph) -> Result<Graph> {
                 if out.nodes[src].ty.shape == *shape {
                     Ok(Some(src))
                 } else {
-                    out.push(Op::Reshape { shape: shape.clone() }, &[src]).map(Some)
+                    out.push(
+                        Op::Reshape {
+                            shape: shape.clone(),
+                        },
+                        &[src],
+                    )
+                    .map(Some)
                 }
             }
             (Op::Permute { perm }, Some(Op::Permute { perm: p0 })) => {

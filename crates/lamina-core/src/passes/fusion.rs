@@ -67,7 +67,11 @@ pub fn fusion_groups(g: &Graph) -> Vec<FusionGroup> {
         .enumerate()
         .map(|(gid, mut nodes)| {
             nodes.reverse();
-            let outputs = nodes.iter().copied().filter(|&n| is_output[n] || users[n].iter().any(|&u| group_of[u] != Some(gid))).collect();
+            let outputs = nodes
+                .iter()
+                .copied()
+                .filter(|&n| is_output[n] || users[n].iter().any(|&u| group_of[u] != Some(gid)))
+                .collect();
             FusionGroup { nodes, outputs }
         })
         .collect();

@@ -25,7 +25,12 @@ pub fn optimize(g: &Graph, check: bool) -> Result<Graph> {
     }
     for _ in 0..4 {
         let before = g.nodes.len();
-        for pass in [fold_constants as fn(&Graph) -> Result<Graph>, simplify, cse, dce] {
+        for pass in [
+            fold_constants as fn(&Graph) -> Result<Graph>,
+            simplify,
+            cse,
+            dce,
+        ] {
             g = pass(&g)?;
             if check {
                 verify(&g)?;
@@ -40,7 +45,10 @@ pub fn optimize(g: &Graph, check: bool) -> Result<Graph> {
 
 /// Rebuilds a graph node by node: `rewrite` returns the new id of each old node (pushing new nodes
 /// or forwarding to an existing one). Outputs are remapped.
-pub(crate) fn rebuild(g: &Graph, mut rewrite: impl FnMut(&mut Graph, usize, &[usize]) -> Result<Option<usize>>) -> Result<Graph> {
+pub(crate) fn rebuild(
+    g: &Graph,
+    mut rewrite: impl FnMut(&mut Graph, usize, &[usize]) -> Result<Option<usize>>,
+) -> Result<Graph> {
     let mut out = Graph::new();
     let mut map: Vec<usize> = vec![usize::MAX; g.nodes.len()];
     for id in 0..g.nodes.len() {

@@ -16,16 +16,28 @@ pub fn verify(g: &Graph) -> Result<()> {
     for (id, n) in g.nodes.iter().enumerate() {
         for &i in &n.inputs {
             if i >= id {
-                return bad(format!("%{id} ({}) uses %{i}, which does not come before it", n.op.name()));
+                return bad(format!(
+                    "%{id} ({}) uses %{i}, which does not come before it",
+                    n.op.name()
+                ));
             }
             if matches!(g.nodes[i].op, Op::Assign { .. }) {
-                return bad(format!("%{id} ({}) reads the result of assign %{i}", n.op.name()));
+                return bad(format!(
+                    "%{id} ({}) reads the result of assign %{i}",
+                    n.op.name()
+                ));
             }
         }
         let tys: Vec<&TensorType> = n.inputs.iter().map(|&i| &g.nodes[i].ty).collect();
-        let ty = crate::ops::infer(&n.op, &tys).map_err(|e| Error::InvalidGraph(format!("%{id}: {e}")))?;
+        let ty = crate::ops::infer(&n.op, &tys)
+            .map_err(|e| Error::InvalidGraph(format!("%{id}: {e}")))?;
         if ty != n.ty {
-            return bad(format!("%{id} ({}) is typed {} but its shape rule gives {}", n.op.name(), n.ty.describe(), ty.describe()));
+            return bad(format!(
+                "%{id} ({}) is typed {} but its shape rule gives {}",
+                n.op.name(),
+                n.ty.describe(),
+                ty.describe()
+            ));
         }
         match &n.op {
             Op::Input { name, .. } => {
@@ -35,12 +47,20 @@ pub fn verify(g: &Graph) -> Result<()> {
                 }
             }
             Op::State { name, .. } => match states.insert(name, &n.ty) {
-                Some(t) if t != &n.ty => return bad(format!("state \"{name}\" is read as {} and as {}", t.describe(), n.ty.describe())),
+                Some(t) if t != &n.ty => {
+                    return bad(format!(
+                        "state \"{name}\" is read as {} and as {}",
+                        t.describe(),
+                        n.ty.describe()
+                    ))
+                }
                 _ => {}
             },
             Op::Assign { name } => {
                 if let Some(prev) = assigned.insert(name, id) {
-                    return bad(format!("state \"{name}\" is assigned twice (%{prev} and %{id})"));
+                    return bad(format!(
+                        "state \"{name}\" is assigned twice (%{prev} and %{id})"
+                    ));
                 }
             }
             _ => {}
@@ -49,7 +69,11 @@ pub fn verify(g: &Graph) -> Result<()> {
     for (name, &id) in &assigned {
         if let Some(t) = states.get(name) {
             if *t != &g.nodes[id].ty {
-                return bad(format!("assign %{id} writes {} into state \"{name}\" of type {}", g.nodes[id].ty.describe(), t.describe()));
+                return bad(format!(
+                    "assign %{id} writes {} into state \"{name}\" of type {}",
+                    g.nodes[id].ty.describe(),
+                    t.describe()
+                ));
             }
         }
     }

@@ -47,7 +47,9 @@ pub struct LeakyRelu {
 
 impl LeakyRelu {
     pub fn from_config(cfg: &Value) -> Result<LeakyRelu, String> {
-        Ok(LeakyRelu { slope: float(cfg, "slope")? })
+        Ok(LeakyRelu {
+            slope: float(cfg, "slope")?,
+        })
     }
 }
 
@@ -71,7 +73,9 @@ pub struct Elu {
 
 impl Elu {
     pub fn from_config(cfg: &Value) -> Result<Elu, String> {
-        Ok(Elu { alpha: float(cfg, "alpha")? })
+        Ok(Elu {
+            alpha: float(cfg, "alpha")?,
+        })
     }
 }
 
@@ -81,7 +85,8 @@ impl Layer for Elu {
     }
     fn build(&self, _: &mut Scope, x: Tensor) -> Result<Tensor> {
         // exp of min(x, 0): the branch not taken must not overflow, or its gradient is 0·∞
-        Ok(x.gt(0.0).where_(x, (x.minimum(0.0).exp() - 1.0) * self.alpha))
+        Ok(x.gt(0.0)
+            .where_(x, (x.minimum(0.0).exp() - 1.0) * self.alpha))
     }
     fn config(&self) -> Value {
         json!({ "alpha": self.alpha })
@@ -96,7 +101,9 @@ pub struct Softmax {
 
 impl Softmax {
     pub fn from_config(cfg: &Value) -> Result<Softmax, String> {
-        Ok(Softmax { axis: int(cfg, "axis")? as isize })
+        Ok(Softmax {
+            axis: int(cfg, "axis")? as isize,
+        })
     }
 }
 
@@ -107,7 +114,11 @@ impl Layer for Softmax {
     fn build(&self, _: &mut Scope, x: Tensor) -> Result<Tensor> {
         let r = x.rank() as isize;
         if self.axis >= r || self.axis < -r {
-            return Err(lamina_core::Error::Spec(format!("Softmax axis {} is out of range for input {:?}", self.axis, x.shape())));
+            return Err(lamina_core::Error::Spec(format!(
+                "Softmax axis {} is out of range for input {:?}",
+                self.axis,
+                x.shape()
+            )));
         }
         Ok(x.softmax(self.axis))
     }
@@ -125,7 +136,9 @@ pub struct PRelu {
 
 impl PRelu {
     pub fn from_config(cfg: &Value) -> Result<PRelu, String> {
-        Ok(PRelu { init: cfg.get("init").and_then(|v| v.as_f64()).unwrap_or(0.25) })
+        Ok(PRelu {
+            init: cfg.get("init").and_then(|v| v.as_f64()).unwrap_or(0.25),
+        })
     }
 }
 
@@ -155,7 +168,9 @@ pub struct Glu {
 
 impl Glu {
     pub fn from_config(cfg: &Value) -> Result<Glu, String> {
-        Ok(Glu { units: uint(cfg, "units")? })
+        Ok(Glu {
+            units: uint(cfg, "units")?,
+        })
     }
 }
 
@@ -170,7 +185,12 @@ impl Layer for Glu {
         Ok(())
     }
     fn build(&self, s: &mut Scope, x: Tensor) -> Result<Tensor> {
-        super::need_rank(x, "GLU", &[2, 3], "[batch, features] or [batch, time, features]")?;
+        super::need_rank(
+            x,
+            "GLU",
+            &[2, 3],
+            "[batch, features] or [batch, time, features]",
+        )?;
         let u = self.units;
         let h = linear(s, x, 2 * u, true, "");
         Ok(h.slice(-1, 0, u, 1) * h.slice(-1, u, 2 * u, 1).sigmoid())

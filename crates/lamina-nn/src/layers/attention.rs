@@ -17,7 +17,10 @@ pub struct MultiHeadAttention {
 
 impl MultiHeadAttention {
     pub fn from_config(cfg: &Value) -> Result<MultiHeadAttention, String> {
-        Ok(MultiHeadAttention { heads: uint(cfg, "heads")?, causal: bool_or(cfg, "causal", false)? })
+        Ok(MultiHeadAttention {
+            heads: uint(cfg, "heads")?,
+            causal: bool_or(cfg, "causal", false)?,
+        })
     }
 }
 
@@ -35,14 +38,24 @@ impl Layer for MultiHeadAttention {
         need_rank(x, "MultiHeadAttention", &[3], "[batch, time, dim]")?;
         let (b, t, d, h) = (x.dim(0), x.dim(1), x.dim(2), self.heads);
         if d % h != 0 {
-            return Err(Error::Spec(format!("MultiHeadAttention: dim {d} is not divisible by {h} heads")));
+            return Err(Error::Spec(format!(
+                "MultiHeadAttention: dim {d} is not divisible by {h} heads"
+            )));
         }
         let dh = d / h;
-        let w_in = s.param("in_proj_weight", &[3 * d, d], Init::XavierUniform { gain: 1.0 });
+        let w_in = s.param(
+            "in_proj_weight",
+            &[3 * d, d],
+            Init::XavierUniform { gain: 1.0 },
+        );
         let b_in = s.param("in_proj_bias", &[3 * d], Init::Zeros);
         let qkv = x.matmul(w_in.transpose(0, 1)) + b_in;
         // [B, T, D] slice → [B, T, H, Dh] → [B, H, T, Dh]
-        let head = |i: usize| qkv.slice(-1, i * d, (i + 1) * d, 1).reshape(&[b, t, h, dh]).permute(&[0, 2, 1, 3]);
+        let head = |i: usize| {
+            qkv.slice(-1, i * d, (i + 1) * d, 1)
+                .reshape(&[b, t, h, dh])
+                .permute(&[0, 2, 1, 3])
+        };
         let (q, k, v) = (head(0), head(1), head(2));
         let mut scores = q.matmul(k.transpose(-1, -2)) * (1.0 / (dh as f64).sqrt());
         if self.causal {
@@ -50,8 +63,16 @@ impl Layer for MultiHeadAttention {
             let col = s.builder().iota(&[t, t], 1, DType::I32);
             scores = row.lt(col).where_(f64::NEG_INFINITY, scores);
         }
-        let ctx = scores.softmax(-1).matmul(v).permute(&[0, 2, 1, 3]).reshape(&[b, t, d]);
-        let w_out = s.param("out_proj.weight", &[d, d], Init::KaimingUniform { a: 5f64.sqrt() });
+        let ctx = scores
+            .softmax(-1)
+            .matmul(v)
+            .permute(&[0, 2, 1, 3])
+            .reshape(&[b, t, d]);
+        let w_out = s.param(
+            "out_proj.weight",
+            &[d, d],
+            Init::KaimingUniform { a: 5f64.sqrt() },
+        );
         let b_out = s.param("out_proj.bias", &[d], Init::Zeros);
         Ok(ctx.matmul(w_out.transpose(0, 1)) + b_out)
     }

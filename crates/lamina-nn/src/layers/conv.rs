@@ -20,8 +20,22 @@ pub struct Conv2D {
 
 impl Conv2D {
     /// A convolution with dilation 1 and one group.
-    pub fn new(out_channels: usize, kernel: usize, stride: usize, padding: i64, use_bias: bool) -> Self {
-        Conv2D { out_channels, kernel, stride, padding, dilation: 1, groups: 1, use_bias }
+    pub fn new(
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: i64,
+        use_bias: bool,
+    ) -> Self {
+        Conv2D {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            dilation: 1,
+            groups: 1,
+            use_bias,
+        }
     }
     pub fn dilation(mut self, d: usize) -> Self {
         self.dilation = d;
@@ -36,7 +50,13 @@ impl Conv2D {
             out_channels: uint(cfg, "out_channels")?,
             kernel: uint(cfg, "kernel")?,
             stride: uint_or(cfg, "stride", 1)?,
-            padding: int(cfg, "padding").or_else(|e| if cfg.get("padding").is_none() { Ok(0) } else { Err(e) })?,
+            padding: int(cfg, "padding").or_else(|e| {
+                if cfg.get("padding").is_none() {
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
+            })?,
             dilation: uint_or(cfg, "dilation", 1)?,
             groups: uint_or(cfg, "groups", 1)?,
             use_bias: bool_or(cfg, "use_bias", true)?,
@@ -49,7 +69,13 @@ impl Layer for Conv2D {
         "Conv2D"
     }
     fn validate(&self) -> Result<(), String> {
-        for (what, v) in [("out_channels", self.out_channels), ("kernel", self.kernel), ("stride", self.stride), ("dilation", self.dilation), ("groups", self.groups)] {
+        for (what, v) in [
+            ("out_channels", self.out_channels),
+            ("kernel", self.kernel),
+            ("stride", self.stride),
+            ("dilation", self.dilation),
+            ("groups", self.groups),
+        ] {
             if v == 0 {
                 return Err(format!("{what} must be ≥ 1, got 0"));
             }
@@ -58,7 +84,10 @@ impl Layer for Conv2D {
             return Err(format!("padding must be ≥ 0, got {}", self.padding));
         }
         if !self.out_channels.is_multiple_of(self.groups) {
-            return Err(format!("out_channels {} is not divisible by groups {}", self.out_channels, self.groups));
+            return Err(format!(
+                "out_channels {} is not divisible by groups {}",
+                self.out_channels, self.groups
+            ));
         }
         Ok(())
     }
@@ -66,17 +95,36 @@ impl Layer for Conv2D {
         need_rank(x, "Conv2D", &[4], "[batch, channels, height, width]")?;
         let c = x.dim(1);
         if !c.is_multiple_of(self.groups) {
-            return Err(lamina_core::Error::Spec(format!("Conv2D: {c} input channels are not divisible by groups {}", self.groups)));
+            return Err(lamina_core::Error::Spec(format!(
+                "Conv2D: {c} input channels are not divisible by groups {}",
+                self.groups
+            )));
         }
         let k = self.kernel;
-        let w = s.param("weight", &[self.out_channels, c / self.groups, k, k], Init::KaimingUniform { a: 5f64.sqrt() });
-        let p = ConvParams { stride: [self.stride; 2], padding: [(self.padding, self.padding); 2], dilation: [self.dilation; 2], groups: self.groups };
+        let w = s.param(
+            "weight",
+            &[self.out_channels, c / self.groups, k, k],
+            Init::KaimingUniform { a: 5f64.sqrt() },
+        );
+        let p = ConvParams {
+            stride: [self.stride; 2],
+            padding: [(self.padding, self.padding); 2],
+            dilation: [self.dilation; 2],
+            groups: self.groups,
+        };
         let y = x.conv(w, &p).check()?;
         if !self.use_bias {
             return Ok(y);
         }
         let bound = 1.0 / ((c / self.groups * k * k) as f64).sqrt();
-        let b = s.param("bias", &[self.out_channels], Init::Uniform { lo: -bound, hi: bound });
+        let b = s.param(
+            "bias",
+            &[self.out_channels],
+            Init::Uniform {
+                lo: -bound,
+                hi: bound,
+            },
+        );
         Ok(y + b.reshape(&[self.out_channels, 1, 1]))
     }
     fn config(&self) -> Value {
@@ -87,15 +135,23 @@ impl Layer for Conv2D {
 
 fn pool_config(cfg: &Value) -> Result<(usize, usize, usize), String> {
     let kernel = uint(cfg, "kernel")?;
-    Ok((kernel, uint_or(cfg, "stride", kernel)?, uint_or(cfg, "padding", 0)?))
+    Ok((
+        kernel,
+        uint_or(cfg, "stride", kernel)?,
+        uint_or(cfg, "padding", 0)?,
+    ))
 }
 
 fn pool_validate(kernel: usize, stride: usize, padding: usize) -> Result<(), String> {
     if kernel == 0 || stride == 0 {
-        return Err(format!("kernel and stride must be ≥ 1, got kernel {kernel}, stride {stride}"));
+        return Err(format!(
+            "kernel and stride must be ≥ 1, got kernel {kernel}, stride {stride}"
+        ));
     }
     if 2 * padding > kernel {
-        return Err(format!("padding {padding} must be at most half the kernel {kernel}"));
+        return Err(format!(
+            "padding {padding} must be at most half the kernel {kernel}"
+        ));
     }
     Ok(())
 }
@@ -111,7 +167,11 @@ pub struct MaxPool2D {
 impl MaxPool2D {
     pub fn from_config(cfg: &Value) -> Result<MaxPool2D, String> {
         let (kernel, stride, padding) = pool_config(cfg)?;
-        Ok(MaxPool2D { kernel, stride, padding })
+        Ok(MaxPool2D {
+            kernel,
+            stride,
+            padding,
+        })
     }
 }
 
@@ -142,7 +202,11 @@ pub struct AvgPool2D {
 impl AvgPool2D {
     pub fn from_config(cfg: &Value) -> Result<AvgPool2D, String> {
         let (kernel, stride, padding) = pool_config(cfg)?;
-        Ok(AvgPool2D { kernel, stride, padding })
+        Ok(AvgPool2D {
+            kernel,
+            stride,
+            padding,
+        })
     }
 }
 

@@ -15,18 +15,38 @@ pub struct Dense {
 
 impl Dense {
     pub fn from_config(cfg: &Value) -> Result<Dense, String> {
-        Ok(Dense { units: uint(cfg, "units")?, use_bias: boolean(cfg, "use_bias")? })
+        Ok(Dense {
+            units: uint(cfg, "units")?,
+            use_bias: boolean(cfg, "use_bias")?,
+        })
     }
 }
 
 /// `x Wᵀ + b` over the last axis, declaring `weight` `[units, in]` and `bias` `[units]`.
-pub(crate) fn linear(s: &mut Scope, x: Tensor, units: usize, use_bias: bool, prefix: &str) -> Tensor {
+pub(crate) fn linear(
+    s: &mut Scope,
+    x: Tensor,
+    units: usize,
+    use_bias: bool,
+    prefix: &str,
+) -> Tensor {
     let fan_in = x.dim(-1);
-    let w = s.param(&format!("{prefix}weight"), &[units, fan_in], Init::KaimingUniform { a: 5f64.sqrt() });
+    let w = s.param(
+        &format!("{prefix}weight"),
+        &[units, fan_in],
+        Init::KaimingUniform { a: 5f64.sqrt() },
+    );
     let y = x.matmul(w.transpose(0, 1));
     if use_bias {
         let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        y + s.param(&format!("{prefix}bias"), &[units], Init::Uniform { lo: -bound, hi: bound })
+        y + s.param(
+            &format!("{prefix}bias"),
+            &[units],
+            Init::Uniform {
+                lo: -bound,
+                hi: bound,
+            },
+        )
     } else {
         y
     }

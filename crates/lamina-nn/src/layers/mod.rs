@@ -26,6 +26,9 @@ pub(crate) fn need_rank(x: Tensor, type_name: &str, ranks: &[usize], what: &str)
     if ranks.contains(&r) {
         Ok(())
     } else {
-        Err(lamina_core::Error::Spec(format!("{type_name} needs input {what}, got {}", fmt_shape(&x.shape()))))
+        Err(lamina_core::Error::Spec(format!(
+            "{type_name} needs input {what}, got {}",
+            fmt_shape(&x.shape())
+        )))
     }
 }

@@ -17,7 +17,11 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn from_config(cfg: &Value) -> Result<BatchNorm, String> {
-        Ok(BatchNorm { eps: float(cfg, "eps")?, momentum: float(cfg, "momentum")?, affine: bool_or(cfg, "affine", true)? })
+        Ok(BatchNorm {
+            eps: float(cfg, "eps")?,
+            momentum: float(cfg, "momentum")?,
+            affine: bool_or(cfg, "affine", true)?,
+        })
     }
 }
 
@@ -36,7 +40,12 @@ impl Layer for BatchNorm {
         Ok(())
     }
     fn build(&self, s: &mut Scope, x: Tensor) -> Result<Tensor> {
-        need_rank(x, "BatchNorm", &[2, 3, 4], "[batch, channels, …] of rank 2 to 4")?;
+        need_rank(
+            x,
+            "BatchNorm",
+            &[2, 3, 4],
+            "[batch, channels, …] of rank 2 to 4",
+        )?;
         let shape = x.shape();
         let c = shape[1];
         let mut bshape = vec![1; shape.len()];
@@ -78,7 +87,9 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn from_config(cfg: &Value) -> Result<LayerNorm, String> {
-        Ok(LayerNorm { eps: float(cfg, "eps")? })
+        Ok(LayerNorm {
+            eps: float(cfg, "eps")?,
+        })
     }
 }
 
@@ -116,7 +127,9 @@ pub struct Dropout {
 
 impl Dropout {
     pub fn from_config(cfg: &Value) -> Result<Dropout, String> {
-        Ok(Dropout { rate: float(cfg, "rate")? })
+        Ok(Dropout {
+            rate: float(cfg, "rate")?,
+        })
     }
 }
 

@@ -12,15 +12,30 @@ pub struct Residual {
 
 impl std::fmt::Debug for Residual {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self.layers.iter().map(|(n, l)| format!("{n}: {}", l.type_name())).collect();
+        let names: Vec<String> = self
+            .layers
+            .iter()
+            .map(|(n, l)| format!("{n}: {}", l.type_name()))
+            .collect();
         write!(f, "Residual[{}]", names.join(", "))
     }
 }
 
 impl Residual {
     pub fn from_config(cfg: &Value, registry: &LayerRegistry) -> Result<Residual, String> {
-        let arr = cfg.get("layers").and_then(|v| v.as_array()).ok_or("config needs \"layers\": an array of layers")?;
-        let layers = arr.iter().enumerate().map(|(i, l)| registry.layer_from_json(l).map_err(|e| format!("inner layer {i}: {e}"))).collect::<Result<Vec<_>, String>>()?;
+        let arr = cfg
+            .get("layers")
+            .and_then(|v| v.as_array())
+            .ok_or("config needs \"layers\": an array of layers")?;
+        let layers = arr
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                registry
+                    .layer_from_json(l)
+                    .map_err(|e| format!("inner layer {i}: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Residual { layers })
     }
 }
@@ -37,15 +52,20 @@ impl Layer for Residual {
             if self.layers[..i].iter().any(|(n, _)| n == name) {
                 return Err(format!("two inner layers are named '{name}'"));
             }
-            l.validate().map_err(|e| format!("inner layer '{name}' ({}): {e}", l.type_name()))?;
+            l.validate()
+                .map_err(|e| format!("inner layer '{name}' ({}): {e}", l.type_name()))?;
         }
         Ok(())
     }
     fn build(&self, s: &mut Scope, x: Tensor) -> Result<Tensor> {
         let mut h = x;
         for (name, l) in &self.layers {
-            h = s.scoped(name, |s| l.build(s, h)).map_err(|e| Error::Spec(format!("inner layer '{name}' ({}): {e}", l.type_name())))?;
-            h.check().map_err(|e| Error::Spec(format!("inner layer '{name}' ({}): {e}", l.type_name())))?;
+            h = s.scoped(name, |s| l.build(s, h)).map_err(|e| {
+                Error::Spec(format!("inner layer '{name}' ({}): {e}", l.type_name()))
+            })?;
+            h.check().map_err(|e| {
+                Error::Spec(format!("inner layer '{name}' ({}): {e}", l.type_name()))
+            })?;
         }
         if h.shape() != x.shape() {
             return Err(Error::Spec(format!(
@@ -57,7 +77,11 @@ impl Layer for Residual {
         Ok(x + h)
     }
     fn config(&self) -> Value {
-        let layers: Vec<Value> = self.layers.iter().map(|(n, l)| json!({ "type": l.type_name(), "name": n, "config": l.config() })).collect();
+        let layers: Vec<Value> = self
+            .layers
+            .iter()
+            .map(|(n, l)| json!({ "type": l.type_name(), "name": n, "config": l.config() }))
+            .collect();
         json!({ "layers": layers })
     }
 }

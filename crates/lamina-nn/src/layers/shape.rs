@@ -31,7 +31,9 @@ pub struct Reshape {
 
 impl Reshape {
     pub fn from_config(cfg: &Value) -> Result<Reshape, String> {
-        Ok(Reshape { shape: uints(cfg, "shape")? })
+        Ok(Reshape {
+            shape: uints(cfg, "shape")?,
+        })
     }
 }
 
@@ -41,7 +43,10 @@ impl Layer for Reshape {
     }
     fn validate(&self) -> Result<(), String> {
         if self.shape.is_empty() || self.shape.contains(&0) {
-            return Err(format!("shape must be non-empty with dimensions ≥ 1, got {}", fmt_shape(&self.shape)));
+            return Err(format!(
+                "shape must be non-empty with dimensions ≥ 1, got {}",
+                fmt_shape(&self.shape)
+            ));
         }
         Ok(())
     }
@@ -74,7 +79,10 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn from_config(cfg: &Value) -> Result<Embedding, String> {
-        Ok(Embedding { vocab: uint(cfg, "vocab")?, dim: uint(cfg, "dim")? })
+        Ok(Embedding {
+            vocab: uint(cfg, "vocab")?,
+            dim: uint(cfg, "dim")?,
+        })
     }
 }
 
@@ -84,12 +92,22 @@ impl Layer for Embedding {
     }
     fn validate(&self) -> Result<(), String> {
         if self.vocab == 0 || self.dim == 0 {
-            return Err(format!("vocab and dim must be ≥ 1, got vocab {}, dim {}", self.vocab, self.dim));
+            return Err(format!(
+                "vocab and dim must be ≥ 1, got vocab {}, dim {}",
+                self.vocab, self.dim
+            ));
         }
         Ok(())
     }
     fn build(&self, s: &mut Scope, x: Tensor) -> Result<Tensor> {
-        let w = s.param("weight", &[self.vocab, self.dim], Init::Normal { mean: 0.0, std: 1.0 });
+        let w = s.param(
+            "weight",
+            &[self.vocab, self.dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        );
         Ok(w.gather(x.cast(DType::I32), 0))
     }
     fn config(&self) -> Value {
