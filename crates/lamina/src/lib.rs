@@ -28,6 +28,7 @@
 pub use lamina_core as core;
 pub use lamina_core::{Error, Result};
 pub use lamina_cpu as cpu;
+pub use lamina_data as data;
 pub use lamina_nn as nn;
 pub use lamina_ref as reference;
 pub use lamina_train as train;
