@@ -153,7 +153,7 @@ fn bench_command(
 ) -> lamina_core::Result<()> {
     let device = lamina_train::device_from_str(device)?;
     let names: Vec<&str> = if model == "all" {
-        bench::MODELS.to_vec()
+        lamina_nn::zoo::MODELS.to_vec()
     } else {
         vec![model]
     };

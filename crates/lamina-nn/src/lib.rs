@@ -11,6 +11,7 @@ pub mod layer;
 pub mod layers;
 mod registry;
 pub mod spec;
+pub mod zoo;
 
 pub use builder::ModelBuilder;
 pub use init::Init;

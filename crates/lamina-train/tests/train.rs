@@ -20,8 +20,9 @@ fn fixtures() -> &'static BTreeMap<String, HostTensor> {
     })
 }
 
-fn seed_model(batch: usize) -> ModelSpec {
-    ModelBuilder::new(&[batch, 784])
+/// The seed example: DESIGN's seed_mlp with its final softmax (trained on the logits).
+fn seed_model() -> ModelSpec {
+    ModelBuilder::new(&[32, 784])
         .dense(256, true, "dense1")
         .swish("swish1")
         .dense(128, true, "dense2")
@@ -215,7 +216,7 @@ fn optimizer_cases() -> Vec<(&'static str, TrainerConfig)> {
 #[test]
 fn every_optimizer_matches_pytorch_in_f64() {
     for (name, config) in optimizer_cases() {
-        check_case(&seed_model(32), config, "opt", &format!("opt.{name}"));
+        check_case(&seed_model(), config, "opt", &format!("opt.{name}"));
     }
 }
 
@@ -226,7 +227,7 @@ fn every_optimizer_matches_pytorch_in_f32() {
             continue; // line-search decisions on f32 losses may branch differently; f64 is exact
         }
         check_case(
-            &seed_model(32),
+            &seed_model(),
             TrainerConfig {
                 dtype: DType::F32,
                 ..config
@@ -307,34 +308,8 @@ fn every_loss_matches_pytorch() {
 
 #[test]
 fn bn_mlp_and_readme_cnn_match_pytorch() {
-    let bn = ModelBuilder::new(&[32, 64])
-        .dense(64, true, "dense1")
-        .relu("relu1")
-        .dropout(0.0, "drop")
-        .dense(128, true, "dense2")
-        .leaky_relu(0.01, "leaky")
-        .batch_norm(1e-5, 0.1, true, "bn")
-        .dense(64, true, "dense3")
-        .elu(1.0, "elu")
-        .dense(10, true, "output")
-        .compile()
-        .unwrap();
-    let cnn = ModelBuilder::new(&[4, 3, 32, 32])
-        .conv2d(32, 3, 1, 1, true, "conv1")
-        .relu("relu1")
-        .conv2d(32, 3, 2, 1, true, "conv2")
-        .relu("relu2")
-        .conv2d(64, 3, 1, 1, true, "conv3")
-        .relu("relu3")
-        .conv2d(64, 3, 2, 1, true, "conv4")
-        .relu("relu4")
-        .flatten("flatten")
-        .dense(128, true, "dense1")
-        .relu("relu5")
-        .dropout(0.0, "drop")
-        .dense(10, true, "output")
-        .compile()
-        .unwrap();
+    let bn = lamina_nn::zoo::model("bn_mlp", false).unwrap();
+    let cnn = lamina_nn::zoo::model("readme_cnn", false).unwrap();
     for dtype in [DType::F64, DType::F32] {
         check_case(
             &bn,
