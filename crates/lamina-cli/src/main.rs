@@ -60,10 +60,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Predict with a checkpoint: CSV rows of features in, CSV or JSON out.
+    /// Predict with a checkpoint: CSV rows of features, an image or a folder of images in; CSV or
+    /// JSON out.
     Predict {
         checkpoint: PathBuf,
-        /// CSV file of samples (one row per sample, features only; a header row is skipped).
+        /// CSV file of samples (one row per sample, features only; a header row is skipped), an
+        /// image file (PNG, JPEG, BMP) or a folder of images.
         input: PathBuf,
         /// Output file (.csv or .json); standard output when absent.
         #[arg(long)]

@@ -51,6 +51,7 @@ fn load_source(
     spec_dir: &Path,
     problem: ProblemType,
     label_column: &lamina_data::LabelColumn,
+    input_shape: &[usize],
 ) -> Result<(InMemoryDataset, Option<Vec<String>>)> {
     if lamina_data::BUNDLED_NAMES.contains(&source.to_ascii_lowercase().replace('-', "_").as_str())
     {
@@ -63,6 +64,12 @@ fn load_source(
     } else {
         PathBuf::from(source)
     };
+    if path.is_dir() {
+        // an image folder: one sub-folder per class, images sized to the model's [C, H, W]
+        let ds = lamina_data::read_image_folder(&path, &image_options(input_shape)?)?;
+        let names = ds.class_names().map(|n| n.to_vec());
+        return Ok((ds, names));
+    }
     if !path.exists() {
         return Err(Error::Io(format!(
             "data set '{source}': no such file, and not a bundled name ({})",
@@ -83,6 +90,35 @@ fn load_source(
     )?;
     let names = ds.class_names().map(|n| n.to_vec());
     Ok((ds, names))
+}
+
+/// Samples to predict: an image file, a folder of images (sorted by name), or CSV rows.
+fn read_samples(input: &Path, per: usize, input_shape: &[usize]) -> Result<Vec<f32>> {
+    let is_image = |p: &Path| {
+        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "png" | "jpg" | "jpeg" | "bmp"
+            )
+        })
+    };
+    if input.is_dir() || is_image(input) {
+        let options = image_options(input_shape)?;
+        let files = if input.is_dir() {
+            lamina_data::image_files(input)?
+        } else {
+            vec![input.to_path_buf()]
+        };
+        if files.is_empty() {
+            return Err(Error::Input(format!("{}: no images", input.display())));
+        }
+        let mut out = Vec::new();
+        for f in files {
+            out.extend(lamina_data::read_image(&f, &options)?);
+        }
+        return Ok(out);
+    }
+    read_feature_rows(input, per)
 }
 
 /// Feature rows of a CSV file (a header row is skipped), each `per` values long.
@@ -126,14 +162,27 @@ fn read_feature_rows(path: &Path, per: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// How images are read for a model taking `[batch, channels, height, width]` (strict channels:
+/// an RGB image for a grey model is an error, not a silent conversion).
+fn image_options(input_shape: &[usize]) -> Result<lamina_data::ImageFolderOptions> {
+    match input_shape {
+        [_, c @ (1 | 3), h, w] => Ok(lamina_data::ImageFolderOptions { size: (*h, *w), channels: *c, strict_channels: true, ..Default::default() }),
+        _ => Err(Error::Spec(format!(
+            "images need a model input [batch, channels (1 or 3), height, width], the model takes {}",
+            lamina_core::dtype::fmt_shape(input_shape)
+        ))),
+    }
+}
+
 /// Loads the data set named by the spec (or `--data`) and splits and scales it.
 pub fn prepare(
     d: &DataSection,
     source: &str,
     spec_dir: &Path,
     problem: ProblemType,
+    input_shape: &[usize],
 ) -> Result<Splits> {
-    let (all, class_names) = load_source(source, spec_dir, problem, &d.label_column)?;
+    let (all, class_names) = load_source(source, spec_dir, problem, &d.label_column, input_shape)?;
     let (rest, test) = lamina_data::train_test_split(&all, d.test_fraction, d.split_seed)?;
     let (mut train, mut val) = if d.val_fraction > 0.0 {
         let (t, v) =
@@ -391,7 +440,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     spec.config.validate()?;
     let source = a.data.clone().unwrap_or_else(|| spec.data.source.clone());
     let spec_dir = a.spec.parent().unwrap_or(Path::new("."));
-    let splits = prepare(&spec.data, &source, spec_dir, spec.config.problem)?;
+    let splits = prepare(
+        &spec.data,
+        &source,
+        spec_dir,
+        spec.config.problem,
+        &spec.model.input_shape,
+    )?;
     let out = a
         .out
         .clone()
@@ -546,6 +601,7 @@ pub fn eval(checkpoint: &Path, data: Option<&str>, as_json: bool) -> Result<()> 
         &section.source,
         checkpoint.parent().unwrap_or(Path::new(".")),
         problem,
+        &trainer.model().input_shape.clone(),
     )?;
     let r = evaluate_test(&mut trainer, &splits.test, splits.target_scale)?;
     if as_json {
@@ -566,7 +622,8 @@ pub fn eval(checkpoint: &Path, data: Option<&str>, as_json: bool) -> Result<()> 
 pub fn predict(checkpoint: &Path, input: &Path, out: Option<&Path>, as_json: bool) -> Result<()> {
     let (mut trainer, _) = open_run(checkpoint)?;
     let per: usize = trainer.model().input_shape[1..].iter().product();
-    let rows = read_feature_rows(input, per)?;
+    let input_shape = trainer.model().input_shape.clone();
+    let rows = read_samples(input, per, &input_shape)?;
     let n = rows.len() / per;
     let mut shape = trainer.model().input_shape.clone();
     shape[0] = n;

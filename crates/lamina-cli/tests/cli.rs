@@ -200,3 +200,101 @@ fn bad_input_gives_a_clear_error_and_a_nonzero_exit() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Image folders train (one sub-folder per class) and predict (a folder or one file); a colour
+/// image for a grey model and an empty class folder are clear errors.
+#[test]
+fn image_folders_train_and_predict() {
+    let dir = temp("images");
+    let data = dir.join("shapes");
+    for (class, bright_left) in [("left", true), ("right", false)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..12u8 {
+            let img = image::GrayImage::from_fn(8, 8, |x, _| {
+                let lit = (x < 4) == bright_left;
+                image::Luma([if lit { 200 + i } else { 20 + i }])
+            });
+            img.save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let spec = dir.join("images.json");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"{{"input_shape":[4,1,8,8],"layers":[{{"type":"Flatten","name":"f"}},{{"type":"Dense","name":"out","config":{{"units":2,"use_bias":true}}}}],
+               "data":{{"source":"{}","test_fraction":0.25,"val_fraction":0.0}},"train":{{"epochs":20,"batch_size":4,"learning_rate":0.05}}}}"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let o = lamina(&[
+        "train",
+        spec.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["test_accuracy"].as_f64(), Some(1.0), "{v}");
+    let ckpt = out.join("checkpoint.safetensors");
+    let p = lamina(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        data.join("right").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(p.status.success(), "{}", text(&p));
+    let pv: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    assert!(
+        pv.as_array().unwrap().iter().all(|r| r["class"] == 1),
+        "{pv}"
+    );
+    let one = lamina(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        data.join("left/3.png").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(text(&one).contains("\"class\":0"), "{}", text(&one));
+
+    // a colour image where the model takes one channel
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+        .save(data.join("left/colour.png"))
+        .unwrap();
+    let e = lamina(&[
+        "train",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !e.status.success() && text(&e).contains("colour.png"),
+        "{}",
+        text(&e)
+    );
+    std::fs::remove_file(data.join("left/colour.png")).unwrap();
+    // an empty class folder
+    std::fs::create_dir_all(data.join("empty")).unwrap();
+    let e = lamina(&[
+        "train",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !e.status.success() && text(&e).contains("class folder has no images"),
+        "{}",
+        text(&e)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -134,6 +134,20 @@ pub fn read_image_folder(
         .with_class_names(names)
 }
 
+/// One image file as a sample of shape `[channels, h, w]` (resized, cropped and normalised as
+/// the options say); errors name the file.
+pub fn read_image(file: impl AsRef<Path>, options: &ImageFolderOptions) -> Result<Vec<f32>> {
+    let file = file.as_ref();
+    options.check()?;
+    let img = decode(file)?;
+    to_sample(&img, options).map_err(|why| Error::Input(format!("{}: {why}", file.display())))
+}
+
+/// The image files directly in `dir` (sorted by name, hidden files skipped).
+pub fn image_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    sorted_entries(dir.as_ref(), |p| p.is_file())
+}
+
 /// Decodes one image file; errors name it.
 fn decode(file: &Path) -> Result<DynamicImage> {
     let bytes = read_file(file)?;

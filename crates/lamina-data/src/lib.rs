@@ -34,7 +34,7 @@ pub use idx::{
     idx_dataset, parse_idx_images, parse_idx_labels, read_idx_dataset, read_idx_images,
     read_idx_labels, IdxImages,
 };
-pub use image_folder::{read_image_folder, ImageFolderOptions};
+pub use image_folder::{image_files, read_image, read_image_folder, ImageFolderOptions};
 pub use loader::{Batch, Batches, DataLoader, LoaderOptions};
 pub use order::{shuffled, SplitMix64};
 pub use split::{train_test_split, train_val_test_split};
