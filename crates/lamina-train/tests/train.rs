@@ -836,3 +836,83 @@ fn checkpoint_round_trip_resumes_exactly() {
     assert!(e.contains("ckpt.safetensors"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The batch of step `k` (deterministic, so an interrupted and an uninterrupted run see the same).
+fn batch_of_step(k: u64) -> (Vec<f32>, Vec<i32>) {
+    let x = (0..32)
+        .map(|i| (((i as u64 * 7919 + k * 104729) % 97) as f32 / 48.5) - 1.0)
+        .collect();
+    let y = (0..8).map(|i| ((i as u64 + k) % 3) as i32).collect();
+    (x, y)
+}
+
+fn resume_trainer() -> ModelTrainer {
+    let (model, _, _) = small_problem(); // has dropout: the random key must resume too
+    ModelTrainer::new(
+        &model,
+        TrainerConfig {
+            batch_size: 8,
+            seed: 3,
+            ..cfg(OptimizerType::Adam, 1e-2, DType::F32)
+        },
+    )
+    .unwrap()
+}
+
+fn run_steps(t: &mut ModelTrainer, n: u64) {
+    for _ in 0..n {
+        let (x, y) = batch_of_step(t.steps());
+        t.train_batch(&x, &[8, 4], &y, &[8]).unwrap();
+    }
+}
+
+/// 100 steps, save, load in a new process, 100 more steps: bit-identical to 200 uninterrupted
+/// steps, dropout on.
+#[test]
+fn resume_in_a_new_process_is_bit_identical() {
+    let dir = std::env::temp_dir().join(format!("lamina-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut whole = resume_trainer();
+    run_steps(&mut whole, 200);
+    let mut first = resume_trainer();
+    run_steps(&mut first, 100);
+    let (half, done) = (dir.join("half.safetensors"), dir.join("done.safetensors"));
+    first.save_checkpoint(&half).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "resume_child",
+            "--exact",
+            "--ignored",
+            "--test-threads",
+            "1",
+        ])
+        .env("LAMINA_RESUME_FROM", &half)
+        .env("LAMINA_RESUME_TO", &done)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child process failed");
+    let resumed =
+        ModelTrainer::load_checkpoint(&done, &lamina_nn::LayerRegistry::new(), Device::Cpu)
+            .unwrap();
+    assert_eq!(resumed.steps(), 200);
+    assert_eq!(
+        snapshot(&resumed),
+        snapshot(&whole),
+        "parameters, optimizer state and the random key must be bit-identical"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[ignore = "the second half of resume_in_a_new_process_is_bit_identical, run in a child process"]
+fn resume_child() {
+    let from = std::env::var("LAMINA_RESUME_FROM")
+        .expect("run by resume_in_a_new_process_is_bit_identical");
+    let to =
+        std::env::var("LAMINA_RESUME_TO").expect("run by resume_in_a_new_process_is_bit_identical");
+    let mut t = ModelTrainer::load_checkpoint(&from, &lamina_nn::LayerRegistry::new(), Device::Cpu)
+        .unwrap();
+    assert_eq!(t.steps(), 100);
+    run_steps(&mut t, 100);
+    t.save_checkpoint(&to).unwrap();
+}
