@@ -32,14 +32,22 @@ pub struct BatchResult {
 pub struct Prediction {
     pub values: Vec<f32>,
     pub shape: Vec<usize>,
+    /// Where a single output splits the two classes: 0.5 for probabilities, 0 for the logits of a
+    /// model trained with BCE-with-logits.
+    pub binary_threshold: f32,
 }
 
 impl Prediction {
-    /// Index of the largest output of each sample (classification).
+    /// Index of the largest output of each sample; for a single output, 1 above
+    /// `binary_threshold` (classification).
     pub fn classes(&self) -> Vec<usize> {
         let k = *self.shape.last().unwrap_or(&1);
         if k == 1 {
-            return self.values.iter().map(|&v| (v > 0.5) as usize).collect();
+            return self
+                .values
+                .iter()
+                .map(|&v| (v > self.binary_threshold) as usize)
+                .collect();
         }
         self.values
             .chunks(k)
@@ -690,9 +698,11 @@ impl ModelTrainer {
         let (xt, _) = self.steps.check_batch(x, x_shape, None)?;
         let outs = self.run_kind(StepKind::Predict, x_shape[0], &[&xt])?;
         let y = &outs[0];
+        let logits = self.steps.config.loss == LossFunction::BceWithLogits;
         Ok(Prediction {
             values: y.to_f64().iter().map(|&v| v as f32).collect(),
             shape: y.shape().to_vec(),
+            binary_threshold: if logits { 0.0 } else { 0.5 },
         })
     }
 

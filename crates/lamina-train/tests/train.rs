@@ -555,6 +555,24 @@ fn any_batch_size_and_evaluation_mode() {
     for row in p.values.chunks(3) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
+    // a single logit output (BCE with logits) splits the classes at 0, not at 0.5
+    let logit = ModelBuilder::new(&[8, 4])
+        .dense(1, true, "o")
+        .compile()
+        .unwrap();
+    let mut tl = ModelTrainer::new(
+        &logit,
+        TrainerConfig {
+            loss: LossFunction::BceWithLogits,
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pl = tl.predict(&x, &[8, 4]).unwrap();
+    assert_eq!(pl.binary_threshold, 0.0);
+    let want: Vec<usize> = pl.values.iter().map(|&v| (v > 0.0) as usize).collect();
+    assert_eq!(pl.classes(), want);
     // two training steps draw different dropout masks: the same batch gives different losses
     let l1 = t.train_batch(&x, &[8, 4], &y, &[8]).unwrap().loss;
     let before = t.state("rng").unwrap().to_f64();
