@@ -3,10 +3,12 @@
 //! the trainer configuration, step counters, the schedule's state). Saves are atomic: a temporary
 //! file in the same folder, fsync, rename, fsync of the folder.
 
+use crate::engine::{BackendEngine, Engine, StepKind};
 use crate::trainer::ModelTrainer;
+use crate::trainer::Prediction;
 use crate::{Device, TrainerConfig};
 use lamina_core::{DType, Error, HostData, HostTensor, Result};
-use lamina_nn::{LayerRegistry, ModelSpec};
+use lamina_nn::{LayerRegistry, Mode, ModelSpec};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -99,13 +101,53 @@ impl ModelTrainer {
 
     /// Loads a checkpoint written by [`ModelTrainer::save_checkpoint`]: the model (custom layers
     /// through `registry`), its configuration (on `device`), every buffer and the counters, so
-    /// training continues exactly where it stopped.
+    /// training continues exactly where it stopped. A missing or extra tensor, a wrong shape or
+    /// dtype, or a NaN is an error naming the file and the tensor.
     pub fn load_checkpoint(
         path: impl AsRef<Path>,
         registry: &LayerRegistry,
         device: Device,
     ) -> Result<ModelTrainer> {
         let path = path.as_ref();
+        let mut file = CheckpointFile::read(path, registry)?;
+        let mut config = file.config.clone();
+        config.device = device;
+        let mut t = ModelTrainer::new(&file.spec, config)?;
+        let names = t.state_names();
+        for name in &names {
+            let host = file
+                .tensors
+                .remove(name)
+                .ok_or_else(|| io(path, format!("tensor \"{name}\" is missing")))?;
+            t.set_state(name, &host).map_err(|e| io(path, e))?;
+        }
+        if let Some(extra) = file.tensors.keys().next() {
+            return Err(io(
+                path,
+                format!("tensor \"{extra}\" does not belong to this model"),
+            ));
+        }
+        t.restore_progress(&file.progress)
+            .map_err(|e| io(path, e))?;
+        Ok(t)
+    }
+}
+
+/// The decoded contents of a checkpoint file.
+pub struct CheckpointFile {
+    pub spec: ModelSpec,
+    pub config: TrainerConfig,
+    /// Step counters and the schedule's state.
+    pub progress: Value,
+    /// Every tensor by name.
+    pub tensors: HashMap<String, HostTensor>,
+}
+
+impl CheckpointFile {
+    /// Reads and checks a checkpoint: safetensors structure (the crate rejects bad header lengths,
+    /// out-of-bounds and overlapping offsets), lamina metadata, dtypes, and no NaN in floats. Reads
+    /// the file once; nothing larger than the file is allocated.
+    pub fn read(path: &Path, registry: &LayerRegistry) -> Result<CheckpointFile> {
         let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| io(path, format!("not a safetensors checkpoint: {e}")))?;
@@ -126,17 +168,14 @@ impl ModelTrainer {
                 format!("format {} is not {CHECKPOINT_FORMAT}", get("format")?),
             ));
         }
-        let spec = ModelSpec::from_json(get("spec")?, registry)?;
+        let spec = ModelSpec::from_json(get("spec")?, registry).map_err(|e| io(path, e))?;
         let cfg_json: Value = serde_json::from_str(get("config")?)
             .map_err(|e| io(path, format!("config metadata: {e}")))?;
-        let mut config = TrainerConfig::from_json(&cfg_json, &[])?;
-        config.device = device;
-        let mut t = ModelTrainer::new(&spec, config)?;
-        let names = t.state_names();
-        for name in &names {
-            let view = st
-                .tensor(name)
-                .map_err(|_| io(path, format!("tensor \"{name}\" is missing")))?;
+        let config = TrainerConfig::from_json(&cfg_json, &[]).map_err(|e| io(path, e))?;
+        let progress: Value = serde_json::from_str(get("progress")?)
+            .map_err(|e| io(path, format!("progress metadata: {e}")))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
             let d = view.data();
             let shape = view.shape().to_vec();
             let host = match view.dtype() {
@@ -164,29 +203,133 @@ impl ModelTrainer {
                         format!("tensor \"{name}\" has dtype {other:?}, expected f32, f64 or i32"),
                     ))
                 }
-            }?;
-            if let Some(i) = host.to_f64().iter().position(|v| v.is_nan()) {
-                if host.dtype() != DType::I32 {
+            }
+            .map_err(|e| io(path, format!("tensor \"{name}\": {e}")))?;
+            if host.dtype() != DType::I32 {
+                if let Some(i) = host.to_f64().iter().position(|v| v.is_nan()) {
                     return Err(io(
                         path,
                         format!("tensor \"{name}\" holds NaN at element {i}"),
                     ));
                 }
             }
-            t.set_state(name, &host).map_err(|e| io(path, e))?;
+            tensors.insert(name, host);
         }
-        for name in st.names() {
-            if !names.contains(name) {
+        Ok(CheckpointFile {
+            spec,
+            config,
+            progress,
+            tensors,
+        })
+    }
+}
+
+/// Inference only: a model's parameters and buffers from a checkpoint (no optimizer state), and
+/// its forward pass in evaluation mode compiled per batch size.
+///
+/// ```no_run
+/// let mut inf = lamina_train::Inferencer::load("run/checkpoint.safetensors", lamina_train::Device::Cpu).unwrap();
+/// let p = inf.predict(&[0.0; 64], &[1, 64]).unwrap();
+/// ```
+pub struct Inferencer {
+    spec: ModelSpec,
+    dtype: DType,
+    binary_threshold: f32,
+    engine: Box<dyn Engine>,
+}
+
+impl Inferencer {
+    /// Loads with the built-in layers only; [`Inferencer::load_with`] takes a registry.
+    pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Inferencer> {
+        Self::load_with(path, &LayerRegistry::new(), device)
+    }
+
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        registry: &LayerRegistry,
+        device: Device,
+    ) -> Result<Inferencer> {
+        let path = path.as_ref();
+        if let Device::Cuda(i) = device {
+            return Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") });
+        }
+        let mut file = CheckpointFile::read(path, registry)?;
+        let dtype = file.config.dtype;
+        let mut state = lamina_core::StateMap::new();
+        for p in file.spec.params() {
+            let t = file
+                .tensors
+                .remove(&p.path)
+                .ok_or_else(|| io(path, format!("tensor \"{}\" is missing", p.path)))?;
+            if t.shape() != p.shape.as_slice() || t.dtype() != dtype {
                 return Err(io(
                     path,
-                    format!("tensor \"{name}\" does not belong to this model"),
+                    format!(
+                        "tensor \"{}\" is {}{:?}, the model needs {dtype}{:?}",
+                        p.path,
+                        t.dtype(),
+                        t.shape(),
+                        p.shape
+                    ),
                 ));
             }
+            state.insert(p.path.clone(), t);
         }
-        let progress: Value = serde_json::from_str(get("progress")?)
-            .map_err(|e| io(path, format!("progress metadata: {e}")))?;
-        t.restore_progress(&progress).map_err(|e| io(path, e))?;
-        Ok(t)
+        let engine = Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?);
+        let binary_threshold = if file.config.loss == crate::LossFunction::BceWithLogits {
+            0.0
+        } else {
+            0.5
+        };
+        Ok(Inferencer {
+            spec: file.spec,
+            dtype,
+            binary_threshold,
+            engine,
+        })
+    }
+
+    pub fn model(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The model's outputs (evaluation mode) for a batch of any size.
+    pub fn predict(&mut self, x: &[f32], x_shape: &[usize]) -> Result<Prediction> {
+        let want = &self.spec.input_shape;
+        if x_shape.len() != want.len()
+            || x_shape[1..] != want[1..]
+            || x_shape[0] == 0
+            || x.len() != x_shape.iter().product::<usize>()
+        {
+            return Err(Error::Input(format!(
+                "input of shape {:?} with {} values does not match the model's input [batch, {:?}]",
+                x_shape,
+                x.len(),
+                &want[1..]
+            )));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Input(format!(
+                "input value {i} is {} (NaN and infinity are not accepted)",
+                x[i]
+            )));
+        }
+        let xt = HostTensor::from_f64(
+            x_shape,
+            self.dtype,
+            &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        )?;
+        let (spec, dtype, batch) = (&self.spec, self.dtype, x_shape[0]);
+        let mut build = || spec.forward_graph(batch, Mode::Eval, dtype);
+        let outs = self
+            .engine
+            .run(StepKind::Predict, batch, &mut build, &[&xt])?;
+        let y = &outs[0];
+        Ok(Prediction {
+            values: y.to_f64().iter().map(|&v| v as f32).collect(),
+            shape: y.shape().to_vec(),
+            binary_threshold: self.binary_threshold,
+        })
     }
 }
 
