@@ -1156,7 +1156,7 @@ fn a_killed_save_leaves_a_loadable_checkpoint() {
     let dir = std::env::temp_dir().join(format!("lamina-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ckpt.safetensors");
-    let mut t = resume_trainer();
+    let t = resume_trainer();
     t.save_checkpoint(&path).unwrap();
     let mut rng = lamina_ref::check::TestRng::new(11);
     for round in 0..200 {
