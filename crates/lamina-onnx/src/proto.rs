@@ -1,0 +1,199 @@
+//! The subset of `onnx.proto` (proto2, package `onnx`) that export writes, as `prost` messages.
+//!
+//! Field numbers are those of `onnx/onnx.proto`. Scalar fields are `optional` so that a value
+//! equal to the proto default (an attribute `i = 0`, say) is still written: ONNX's checker asks
+//! `has_i()` to know which value field an attribute uses. Repeated scalars that proto2 declares
+//! without `[packed = true]` are written unpacked, as `protoc` would.
+
+/// `TensorProto.DataType` values used here.
+pub mod data_type {
+    /// 32-bit IEEE float.
+    pub const FLOAT: i32 = 1;
+    /// Signed 32-bit integer.
+    pub const INT32: i32 = 6;
+    /// Signed 64-bit integer.
+    pub const INT64: i32 = 7;
+    /// One byte per element, 0 or 1.
+    pub const BOOL: i32 = 9;
+    /// IEEE half precision.
+    pub const FLOAT16: i32 = 10;
+    /// 64-bit IEEE float.
+    pub const DOUBLE: i32 = 11;
+    /// bfloat16.
+    pub const BFLOAT16: i32 = 16;
+}
+
+/// `AttributeProto.AttributeType` values used here.
+pub mod attribute_type {
+    /// A single float (`f`).
+    pub const FLOAT: i32 = 1;
+    /// A single int64 (`i`).
+    pub const INT: i32 = 2;
+    /// A string (`s`).
+    pub const STRING: i32 = 3;
+    /// A tensor (`t`).
+    pub const TENSOR: i32 = 4;
+    /// A list of int64 (`ints`).
+    pub const INTS: i32 = 7;
+}
+
+/// `onnx.ModelProto`: the top-level container.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelProto {
+    #[prost(int64, optional, tag = "1")]
+    pub ir_version: Option<i64>,
+    #[prost(message, repeated, tag = "8")]
+    pub opset_import: Vec<OperatorSetIdProto>,
+    #[prost(string, optional, tag = "2")]
+    pub producer_name: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    pub producer_version: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    pub domain: Option<String>,
+    #[prost(int64, optional, tag = "5")]
+    pub model_version: Option<i64>,
+    #[prost(string, optional, tag = "6")]
+    pub doc_string: Option<String>,
+    #[prost(message, optional, tag = "7")]
+    pub graph: Option<GraphProto>,
+}
+
+/// `onnx.OperatorSetIdProto`: an imported operator set (domain `""` is the default ONNX set).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OperatorSetIdProto {
+    #[prost(string, optional, tag = "1")]
+    pub domain: Option<String>,
+    #[prost(int64, optional, tag = "2")]
+    pub version: Option<i64>,
+}
+
+/// `onnx.GraphProto`: nodes in topological order, initializers, inputs and outputs.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GraphProto {
+    #[prost(message, repeated, tag = "1")]
+    pub node: Vec<NodeProto>,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
+    #[prost(message, repeated, tag = "5")]
+    pub initializer: Vec<TensorProto>,
+    #[prost(string, optional, tag = "10")]
+    pub doc_string: Option<String>,
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<ValueInfoProto>,
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<ValueInfoProto>,
+    #[prost(message, repeated, tag = "13")]
+    pub value_info: Vec<ValueInfoProto>,
+}
+
+/// `onnx.NodeProto`: one operator application.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeProto {
+    #[prost(string, repeated, tag = "1")]
+    pub input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    pub output: Vec<String>,
+    #[prost(string, optional, tag = "3")]
+    pub name: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    pub op_type: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    pub domain: Option<String>,
+    #[prost(message, repeated, tag = "5")]
+    pub attribute: Vec<AttributeProto>,
+    #[prost(string, optional, tag = "6")]
+    pub doc_string: Option<String>,
+}
+
+/// `onnx.AttributeProto`: a named attribute; `type` says which value field is used.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttributeProto {
+    #[prost(string, optional, tag = "1")]
+    pub name: Option<String>,
+    #[prost(int32, optional, tag = "20")]
+    pub r#type: Option<i32>,
+    #[prost(float, optional, tag = "2")]
+    pub f: Option<f32>,
+    #[prost(int64, optional, tag = "3")]
+    pub i: Option<i64>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub s: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    #[prost(float, repeated, packed = "false", tag = "7")]
+    pub floats: Vec<f32>,
+    #[prost(int64, repeated, packed = "false", tag = "8")]
+    pub ints: Vec<i64>,
+}
+
+/// `onnx.ValueInfoProto`: a named value with its type (graph inputs and outputs).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValueInfoProto {
+    #[prost(string, optional, tag = "1")]
+    pub name: Option<String>,
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<TypeProto>,
+    #[prost(string, optional, tag = "3")]
+    pub doc_string: Option<String>,
+}
+
+/// `onnx.TypeProto`. Only the `tensor_type` member of its `value` oneof is used; a oneof member
+/// and an optional field of the same number are the same on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypeProto {
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<TypeProtoTensor>,
+    #[prost(string, optional, tag = "6")]
+    pub denotation: Option<String>,
+}
+
+/// `onnx.TypeProto.Tensor`: element type and shape.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypeProtoTensor {
+    #[prost(int32, optional, tag = "1")]
+    pub elem_type: Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<TensorShapeProto>,
+}
+
+/// `onnx.TensorShapeProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<Dimension>,
+}
+
+/// `onnx.TensorShapeProto.Dimension`: a fixed size (`dim_value`) or a symbol (`dim_param`); the
+/// two are members of a oneof in `onnx.proto`, so at most one is set.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Dimension {
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    pub denotation: Option<String>,
+}
+
+/// `onnx.TensorProto`: a constant; export stores values in `raw_data` (little-endian).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TensorProto {
+    #[prost(int64, repeated, packed = "false", tag = "1")]
+    pub dims: Vec<i64>,
+    #[prost(int32, optional, tag = "2")]
+    pub data_type: Option<i32>,
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
+    #[prost(string, optional, tag = "8")]
+    pub name: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "9")]
+    pub raw_data: Option<Vec<u8>>,
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    #[prost(string, optional, tag = "12")]
+    pub doc_string: Option<String>,
+}
