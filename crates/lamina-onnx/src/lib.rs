@@ -5,6 +5,14 @@
 //! ONNX translation here. Parameters and buffers (`Op::State`) become initializers named by their
 //! dotted path (`dense1.weight`), the input is `"x"`, the output `"y"`.
 //!
+//! Not exportable, each with an error naming the primitive: `RandomBits`, `ScatterAdd` and
+//! `Assign` (they only occur in training graphs), `Pad` with interior padding and `Conv` with
+//! negative padding (only gradients use them), and f16/bf16 constants. Shapes are static: the
+//! batch size is fixed at export.
+//!
+//! Numerical agreement with onnxruntime: `cargo run -p lamina-onnx --example onnx_fixtures -- DIR`
+//! then `python3 tools/golden/onnx_check.py DIR`.
+//!
 //! ```
 //! use lamina_nn::ModelBuilder;
 //! use lamina_core::DType;
@@ -13,6 +21,8 @@
 //! let bytes = lamina_onnx::export(&spec, &params, Some(2)).unwrap();
 //! assert!(!bytes.is_empty());
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod proto;
 

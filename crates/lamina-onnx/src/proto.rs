@@ -40,20 +40,28 @@ pub mod attribute_type {
 /// `onnx.ModelProto`: the top-level container.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelProto {
+    /// IR version of the file format ([`crate::IR_VERSION`]).
     #[prost(int64, optional, tag = "1")]
     pub ir_version: Option<i64>,
+    /// Operator sets the graph binds against.
     #[prost(message, repeated, tag = "8")]
     pub opset_import: Vec<OperatorSetIdProto>,
+    /// Tool that wrote the model (`"lamina"`).
     #[prost(string, optional, tag = "2")]
     pub producer_name: Option<String>,
+    /// Version of that tool.
     #[prost(string, optional, tag = "3")]
     pub producer_version: Option<String>,
+    /// Reverse-DNS namespace of the model.
     #[prost(string, optional, tag = "4")]
     pub domain: Option<String>,
+    /// Version of the model itself.
     #[prost(int64, optional, tag = "5")]
     pub model_version: Option<i64>,
+    /// Free-form description (export lists the layers).
     #[prost(string, optional, tag = "6")]
     pub doc_string: Option<String>,
+    /// The computation.
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
 }
@@ -61,8 +69,10 @@ pub struct ModelProto {
 /// `onnx.OperatorSetIdProto`: an imported operator set (domain `""` is the default ONNX set).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OperatorSetIdProto {
+    /// Operator set domain; empty for the default ONNX set.
     #[prost(string, optional, tag = "1")]
     pub domain: Option<String>,
+    /// Operator set version.
     #[prost(int64, optional, tag = "2")]
     pub version: Option<i64>,
 }
@@ -70,18 +80,25 @@ pub struct OperatorSetIdProto {
 /// `onnx.GraphProto`: nodes in topological order, initializers, inputs and outputs.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GraphProto {
+    /// Nodes in topological order.
     #[prost(message, repeated, tag = "1")]
     pub node: Vec<NodeProto>,
+    /// Name of the graph.
     #[prost(string, optional, tag = "2")]
     pub name: Option<String>,
+    /// Constant tensors (parameters, shapes), referenced by name.
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<TensorProto>,
+    /// Free-form description.
     #[prost(string, optional, tag = "10")]
     pub doc_string: Option<String>,
+    /// Values fed at run time.
     #[prost(message, repeated, tag = "11")]
     pub input: Vec<ValueInfoProto>,
+    /// Values returned.
     #[prost(message, repeated, tag = "12")]
     pub output: Vec<ValueInfoProto>,
+    /// Optional types of intermediate values.
     #[prost(message, repeated, tag = "13")]
     pub value_info: Vec<ValueInfoProto>,
 }
@@ -89,18 +106,25 @@ pub struct GraphProto {
 /// `onnx.NodeProto`: one operator application.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NodeProto {
+    /// Names of the operand values (an empty name skips an optional input).
     #[prost(string, repeated, tag = "1")]
     pub input: Vec<String>,
+    /// Names of the result values.
     #[prost(string, repeated, tag = "2")]
     pub output: Vec<String>,
+    /// Optional node name (for messages).
     #[prost(string, optional, tag = "3")]
     pub name: Option<String>,
+    /// Operator, e.g. `"MatMul"`.
     #[prost(string, optional, tag = "4")]
     pub op_type: Option<String>,
+    /// Operator set domain; absent for the default set.
     #[prost(string, optional, tag = "7")]
     pub domain: Option<String>,
+    /// Named attributes.
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
+    /// Free-form description.
     #[prost(string, optional, tag = "6")]
     pub doc_string: Option<String>,
 }
@@ -108,20 +132,28 @@ pub struct NodeProto {
 /// `onnx.AttributeProto`: a named attribute; `type` says which value field is used.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributeProto {
+    /// Attribute name.
     #[prost(string, optional, tag = "1")]
     pub name: Option<String>,
+    /// Which value field is used ([`attribute_type`]).
     #[prost(int32, optional, tag = "20")]
     pub r#type: Option<i32>,
+    /// A float value.
     #[prost(float, optional, tag = "2")]
     pub f: Option<f32>,
+    /// An integer value.
     #[prost(int64, optional, tag = "3")]
     pub i: Option<i64>,
+    /// A UTF-8 string value.
     #[prost(bytes = "vec", optional, tag = "4")]
     pub s: Option<Vec<u8>>,
+    /// A tensor value.
     #[prost(message, optional, tag = "5")]
     pub t: Option<TensorProto>,
+    /// A list of floats.
     #[prost(float, repeated, packed = "false", tag = "7")]
     pub floats: Vec<f32>,
+    /// A list of integers.
     #[prost(int64, repeated, packed = "false", tag = "8")]
     pub ints: Vec<i64>,
 }
@@ -129,10 +161,13 @@ pub struct AttributeProto {
 /// `onnx.ValueInfoProto`: a named value with its type (graph inputs and outputs).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ValueInfoProto {
+    /// Value name.
     #[prost(string, optional, tag = "1")]
     pub name: Option<String>,
+    /// Element type and shape.
     #[prost(message, optional, tag = "2")]
     pub r#type: Option<TypeProto>,
+    /// Free-form description.
     #[prost(string, optional, tag = "3")]
     pub doc_string: Option<String>,
 }
@@ -141,8 +176,10 @@ pub struct ValueInfoProto {
 /// and an optional field of the same number are the same on the wire.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TypeProto {
+    /// The tensor type (the `value` oneof member used here).
     #[prost(message, optional, tag = "1")]
     pub tensor_type: Option<TypeProtoTensor>,
+    /// Optional standard denotation.
     #[prost(string, optional, tag = "6")]
     pub denotation: Option<String>,
 }
@@ -150,8 +187,10 @@ pub struct TypeProto {
 /// `onnx.TypeProto.Tensor`: element type and shape.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TypeProtoTensor {
+    /// Element type ([`data_type`]).
     #[prost(int32, optional, tag = "1")]
     pub elem_type: Option<i32>,
+    /// Dimensions.
     #[prost(message, optional, tag = "2")]
     pub shape: Option<TensorShapeProto>,
 }
@@ -159,6 +198,7 @@ pub struct TypeProtoTensor {
 /// `onnx.TensorShapeProto`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorShapeProto {
+    /// One entry per axis.
     #[prost(message, repeated, tag = "1")]
     pub dim: Vec<Dimension>,
 }
@@ -167,10 +207,13 @@ pub struct TensorShapeProto {
 /// two are members of a oneof in `onnx.proto`, so at most one is set.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Dimension {
+    /// A fixed size.
     #[prost(int64, optional, tag = "1")]
     pub dim_value: Option<i64>,
+    /// A symbolic size (e.g. `"batch"`).
     #[prost(string, optional, tag = "2")]
     pub dim_param: Option<String>,
+    /// Optional standard denotation.
     #[prost(string, optional, tag = "3")]
     pub denotation: Option<String>,
 }
@@ -178,22 +221,31 @@ pub struct Dimension {
 /// `onnx.TensorProto`: a constant; export stores values in `raw_data` (little-endian).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {
+    /// Shape.
     #[prost(int64, repeated, packed = "false", tag = "1")]
     pub dims: Vec<i64>,
+    /// Element type ([`data_type`]).
     #[prost(int32, optional, tag = "2")]
     pub data_type: Option<i32>,
+    /// Values of a FLOAT tensor (export uses `raw_data`).
     #[prost(float, repeated, tag = "4")]
     pub float_data: Vec<f32>,
+    /// Values of an INT32/BOOL tensor (export uses `raw_data`).
     #[prost(int32, repeated, tag = "5")]
     pub int32_data: Vec<i32>,
+    /// Values of an INT64 tensor (export uses `raw_data`).
     #[prost(int64, repeated, tag = "7")]
     pub int64_data: Vec<i64>,
+    /// Name (an initializer is referenced by it).
     #[prost(string, optional, tag = "8")]
     pub name: Option<String>,
+    /// Values as fixed-width little-endian bytes, row-major.
     #[prost(bytes = "vec", optional, tag = "9")]
     pub raw_data: Option<Vec<u8>>,
+    /// Values of a DOUBLE tensor (export uses `raw_data`).
     #[prost(double, repeated, tag = "10")]
     pub double_data: Vec<f64>,
+    /// Free-form description.
     #[prost(string, optional, tag = "12")]
     pub doc_string: Option<String>,
 }
