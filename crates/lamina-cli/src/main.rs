@@ -73,6 +73,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a checkpoint's model (evaluation mode) as ONNX (opset 17).
+    ExportOnnx {
+        checkpoint: PathBuf,
+        output: PathBuf,
+        /// Batch size baked into the graph (default: the spec's).
+        #[arg(long)]
+        batch: Option<usize>,
+    },
     /// Print a spec's Keras-style summary table.
     Summary { spec: PathBuf },
     /// Time the benchmark models of DESIGN.md §5 (median µs per training step).
@@ -128,6 +136,11 @@ fn main() -> ExitCode {
             out,
             json,
         } => run::predict(&checkpoint, &input, out.as_deref(), json),
+        Command::ExportOnnx {
+            checkpoint,
+            output,
+            batch,
+        } => export_onnx(&checkpoint, &output, batch),
         Command::Summary { spec } => spec::load(&spec).map(|s| print!("{}", s.model.summary())),
         Command::Bench {
             model,
@@ -144,6 +157,34 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn export_onnx(
+    checkpoint: &std::path::Path,
+    output: &std::path::Path,
+    batch: Option<usize>,
+) -> lamina_core::Result<()> {
+    let file = lamina_train::CheckpointFile::read(checkpoint, &lamina_nn::LayerRegistry::new())?;
+    let params: lamina_core::StateMap<lamina_core::HostTensor> = file
+        .spec
+        .params()
+        .map(|p| {
+            file.tensors
+                .get(&p.path)
+                .cloned()
+                .map(|t| (p.path.clone(), t))
+                .ok_or_else(|| {
+                    lamina_core::Error::Io(format!(
+                        "{}: tensor \"{}\" is missing",
+                        checkpoint.display(),
+                        p.path
+                    ))
+                })
+        })
+        .collect::<lamina_core::Result<_>>()?;
+    lamina_onnx::export_to_file(output, &file.spec, &params, batch)?;
+    println!("wrote {}", output.display());
+    Ok(())
 }
 
 fn bench_command(

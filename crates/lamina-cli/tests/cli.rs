@@ -85,6 +85,18 @@ fn train_eval_predict_round_trip() {
         "eval of the checkpoint reproduces the run's test accuracy"
     );
 
+    let onnx = out.join("model.onnx");
+    let x = lamina(&[
+        "export-onnx",
+        ckpt.to_str().unwrap(),
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(x.status.success(), "{}", text(&x));
+    assert!(
+        std::fs::metadata(&onnx).unwrap().len() > 9610 * 4,
+        "the ONNX file holds the weights"
+    );
+
     let rows = out.join("rows.csv");
     std::fs::write(
         &rows,
