@@ -151,6 +151,47 @@ impl HostTensor {
         };
         Self::new(shape, data)
     }
+    /// A tensor from little-endian bytes (the layout of safetensors files); the byte count must
+    /// match the shape. `Bool` takes one byte per element.
+    pub fn from_le_bytes(shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Self> {
+        let n = numel(shape);
+        if bytes.len() != n * dtype.size_bytes() {
+            return Err(Error::Input(format!(
+                "{dtype}{} needs {} bytes, got {}",
+                fmt_shape(shape),
+                n * dtype.size_bytes(),
+                bytes.len()
+            )));
+        }
+        let data = match dtype {
+            DType::F32 => HostData::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            DType::F64 => HostData::F64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
+            DType::I32 => HostData::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            DType::Bool => HostData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DType::F16 | DType::BF16 => {
+                return Err(Error::Input(format!(
+                    "host tensors of {dtype} are not supported yet"
+                )))
+            }
+        };
+        Self::new(shape, data)
+    }
+
     /// All-zero tensor.
     pub fn zeros(shape: &[usize], dtype: DType) -> Result<Self> {
         Self::from_f64(shape, dtype, &vec![0.0; numel(shape)])

@@ -1,7 +1,7 @@
 //! Golden fixtures: safetensors files written by the scripts in `tools/golden/` where PyTorch is
 //! installed. Tests only read them.
 
-use lamina_core::{Error, HostTensor, Result};
+use lamina_core::{DType, Error, HostTensor, Result};
 use std::collections::BTreeMap;
 
 /// Every tensor of a safetensors file (F32, F64, I32 or I64; integers become i32).
@@ -14,24 +14,10 @@ pub fn load(path: &str) -> Result<BTreeMap<String, HostTensor>> {
         let d = t.data();
         let shape = t.shape().to_vec();
         let host = match t.dtype() {
-            safetensors::Dtype::F32 => HostTensor::f32(
-                &shape,
-                d.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-            ),
-            safetensors::Dtype::F64 => HostTensor::f64(
-                &shape,
-                d.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .collect(),
-            ),
-            safetensors::Dtype::I32 => HostTensor::i32(
-                &shape,
-                d.chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-            ),
+            safetensors::Dtype::F32 => HostTensor::from_le_bytes(&shape, DType::F32, d),
+            safetensors::Dtype::F64 => HostTensor::from_le_bytes(&shape, DType::F64, d),
+            safetensors::Dtype::I32 => HostTensor::from_le_bytes(&shape, DType::I32, d),
+            // integer labels written by PyTorch as i64 become i32
             safetensors::Dtype::I64 => HostTensor::i32(
                 &shape,
                 d.chunks_exact(8)

@@ -178,33 +178,19 @@ impl CheckpointFile {
         for (name, view) in st.tensors() {
             let d = view.data();
             let shape = view.shape().to_vec();
-            let host = match view.dtype() {
-                safetensors::Dtype::F32 => HostTensor::f32(
-                    &shape,
-                    d.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                ),
-                safetensors::Dtype::F64 => HostTensor::f64(
-                    &shape,
-                    d.chunks_exact(8)
-                        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                        .collect(),
-                ),
-                safetensors::Dtype::I32 => HostTensor::i32(
-                    &shape,
-                    d.chunks_exact(4)
-                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                ),
+            let dtype = match view.dtype() {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F64 => DType::F64,
+                safetensors::Dtype::I32 => DType::I32,
                 other => {
                     return Err(io(
                         path,
                         format!("tensor \"{name}\" has dtype {other:?}, expected f32, f64 or i32"),
                     ))
                 }
-            }
-            .map_err(|e| io(path, format!("tensor \"{name}\": {e}")))?;
+            };
+            let host = HostTensor::from_le_bytes(&shape, dtype, d)
+                .map_err(|e| io(path, format!("tensor \"{name}\": {e}")))?;
             if host.dtype() != DType::I32 {
                 if let Some(i) = host.to_f64().iter().position(|v| v.is_nan()) {
                     return Err(io(
