@@ -78,6 +78,12 @@ pub(crate) fn compile(
                 "layer {i} ({ty}): name '{name}' must be non-empty and contain no '.'"
             ));
         }
+        // checkpoints keep lamina's own state under these names (`rng`, `optim.*`, `accum.*`)
+        if ["rng", "optim", "accum"].contains(&name.as_str()) {
+            problems.push(format!(
+                "layer {i} ({ty}): name '{name}' is reserved (rng, optim and accum name lamina's own checkpoint entries)"
+            ));
+        }
         if let Some(j) = entries[..i].iter().position(|(n, _)| n == name) {
             problems.push(format!(
                 "layer {i} ({ty}): name '{name}' is already used by layer {j}"

@@ -26,7 +26,7 @@ mod optim;
 pub mod schedule;
 mod trainer;
 
-pub use checkpoint::{CheckpointFile, Inferencer};
+pub use checkpoint::{batches_tracked_keys, is_lamina_only, CheckpointFile, Inferencer};
 pub use config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
 pub use config_json::{device_from_str, optimizer_from_str};
 pub use fit::{Callback, EarlyStopping, EpochLog, FitControl, FitOptions, History, Monitor};

@@ -9,6 +9,9 @@ use lamina_train::*;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+#[path = "train/state_dict.rs"]
+mod state_dict;
+
 fn fixtures() -> &'static BTreeMap<String, HostTensor> {
     static FX: OnceLock<BTreeMap<String, HostTensor>> = OnceLock::new();
     FX.get_or_init(|| {
