@@ -9,6 +9,8 @@ use lamina_train::*;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+#[path = "train/model_checkpoint.rs"]
+mod model_checkpoint;
 #[path = "train/state_dict.rs"]
 mod state_dict;
 
