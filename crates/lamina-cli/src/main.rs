@@ -48,6 +48,22 @@ enum Command {
         /// Run folder (default runs/<spec name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Save a checkpoint every N epochs in <run folder>/checkpoints/epoch-NNNN.safetensors
+        /// (overrides the spec's train.checkpoint.every).
+        #[arg(long, value_name = "N")]
+        checkpoint_every: Option<usize>,
+        /// Keep only the newest K periodic checkpoints (saved every epoch unless
+        /// --checkpoint-every says otherwise).
+        #[arg(long, value_name = "K")]
+        keep_last: Option<usize>,
+        /// Also keep best-epoch-NNNN.safetensors, the best epoch by this history metric
+        /// (val_loss, val_accuracy, val_mse, train_loss, train_accuracy, train_mse).
+        #[arg(long, value_name = "METRIC")]
+        keep_best: Option<String>,
+        /// min or max: which values of --keep-best are better (default: max for accuracies,
+        /// min otherwise).
+        #[arg(long)]
+        best_goal: Option<String>,
         /// Print one JSON line of final metrics (and no progress bars).
         #[arg(long)]
         json: bool,
@@ -112,6 +128,10 @@ fn main() -> ExitCode {
             device,
             seed,
             out,
+            checkpoint_every,
+            keep_last,
+            keep_best,
+            best_goal,
             json,
         } => run::train(run::TrainArgs {
             spec,
@@ -123,6 +143,10 @@ fn main() -> ExitCode {
             device,
             seed,
             out,
+            checkpoint_every,
+            keep_last,
+            keep_best,
+            best_goal,
             json,
         }),
         Command::Eval {
