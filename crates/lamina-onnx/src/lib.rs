@@ -44,6 +44,12 @@ pub const IR_VERSION: i64 = 8;
 pub const INPUT_NAME: &str = "x";
 /// Name of the graph output.
 pub const OUTPUT_NAME: &str = "y";
+/// Key of the model metadata entry where export stores the model spec (its JSON), so that
+/// [`import`] restores exactly the layers that were exported, custom ones included.
+pub const SPEC_METADATA_KEY: &str = "lamina.spec";
+
+mod import;
+pub use import::{import, import_file, import_with, ImportedModel, MAX_NODES, OPSETS};
 
 /// Exports the inference forward pass of `spec` with parameter and buffer values `params` (by
 /// path, as [`ModelSpec::initial_state`] or a checkpoint gives them) as a serialised ONNX
@@ -108,6 +114,10 @@ pub fn export_model(
         model_version: Some(1),
         doc_string: Some(format!("layers: {}", layers.join(", "))),
         graph: Some(graph),
+        metadata_props: vec![StringStringEntryProto {
+            key: Some(SPEC_METADATA_KEY.into()),
+            value: Some(spec.to_json()),
+        }],
     })
 }
 

@@ -1,10 +1,12 @@
-//! ONNX export: each test model is exported, decoded back with prost and checked for structure
-//! (versions, operators, initializers named by parameter path, input/output types, every value
-//! defined before use); unsupported primitives give errors that name them.
+//! ONNX export and import. Export (this file): each test model is exported, decoded back with
+//! prost and checked for structure (versions, operators, initializers named by parameter path,
+//! input/output types, every value defined before use); unsupported primitives give errors that
+//! name them. Import: the `import` module.
 //! Numerical agreement with onnxruntime is checked by `tools/golden/onnx_check.py` on the files
 //! the `onnx_fixtures` example writes.
 
 mod common;
+mod import;
 
 use common::models;
 use lamina_core::{ConvParams, DType, Graph, HostTensor, Op, StateMap};

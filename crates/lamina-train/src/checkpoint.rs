@@ -443,7 +443,7 @@ impl Inferencer {
     ) -> Result<Inferencer> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-        Self::build(
+        Self::from_file(
             CheckpointFile::parse(&bytes, &path.display().to_string(), registry),
             &path.display().to_string(),
             device,
@@ -456,14 +456,15 @@ impl Inferencer {
         registry: &LayerRegistry,
         device: Device,
     ) -> Result<Inferencer> {
-        Self::build(
+        Self::from_file(
             CheckpointFile::parse(bytes, "checkpoint", registry),
             "checkpoint",
             device,
         )
     }
 
-    fn build(file: Result<CheckpointFile>, label: &str, device: Device) -> Result<Inferencer> {
+    /// Takes the spec's parameters out of a parsed checkpoint; errors name `label`.
+    fn from_file(file: Result<CheckpointFile>, label: &str, device: Device) -> Result<Inferencer> {
         if let Device::Cuda(i) = device {
             return Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") });
         }
@@ -475,28 +476,72 @@ impl Inferencer {
                 .tensors
                 .remove(&p.path)
                 .ok_or_else(|| err(label, format!("tensor \"{}\" is missing", p.path)))?;
-            if t.shape() != p.shape.as_slice() || t.dtype() != dtype {
-                return Err(err(
-                    label,
-                    format!(
-                        "tensor \"{}\" is {}{:?}, the model needs {dtype}{:?}",
-                        p.path,
-                        t.dtype(),
-                        t.shape(),
-                        p.shape
-                    ),
-                ));
-            }
             state.insert(p.path.clone(), t);
         }
-        let engine = Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?);
         let binary_threshold = if file.config.loss == crate::LossFunction::BceWithLogits {
             0.0
         } else {
             0.5
         };
+        Self::build(file.spec, state, dtype, binary_threshold).map_err(|e| err(label, e))
+    }
+
+    /// An inferencer for `spec` with the given parameters and buffers by path (an imported ONNX
+    /// model's, say), computing in `dtype`. Every parameter of the spec must be present with its
+    /// shape; tensors of another dtype are cast; an extra tensor is an error. Binary predictions
+    /// split single outputs at 0.5.
+    pub fn from_weights(
+        spec: ModelSpec,
+        weights: lamina_core::StateMap<HostTensor>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Inferencer> {
+        if let Device::Cuda(i) = device {
+            return Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") });
+        }
+        let mut weights = weights;
+        let mut state = lamina_core::StateMap::new();
+        for p in spec.params() {
+            let t = weights
+                .remove(&p.path)
+                .ok_or_else(|| Error::Spec(format!("tensor \"{}\" is missing", p.path)))?;
+            let t = if t.dtype() == dtype {
+                t
+            } else {
+                t.cast(dtype)?
+            };
+            state.insert(p.path.clone(), t);
+        }
+        if let Some(extra) = weights.keys().next() {
+            return Err(Error::Spec(format!(
+                "tensor \"{extra}\" does not belong to this model"
+            )));
+        }
+        Self::build(spec, state, dtype, 0.5)
+    }
+
+    /// Checks every parameter's shape and dtype and compiles the engine.
+    fn build(
+        spec: ModelSpec,
+        state: lamina_core::StateMap<HostTensor>,
+        dtype: DType,
+        binary_threshold: f32,
+    ) -> Result<Inferencer> {
+        for p in spec.params() {
+            let t = &state[&p.path];
+            if t.shape() != p.shape.as_slice() || t.dtype() != dtype {
+                return Err(Error::Spec(format!(
+                    "tensor \"{}\" is {}{:?}, the model needs {dtype}{:?}",
+                    p.path,
+                    t.dtype(),
+                    t.shape(),
+                    p.shape
+                )));
+            }
+        }
+        let engine = Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?);
         Ok(Inferencer {
-            spec: file.spec,
+            spec,
             dtype,
             binary_threshold,
             engine,
