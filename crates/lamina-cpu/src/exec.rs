@@ -15,6 +15,7 @@ use crate::fused::{self, Arg, Fused, Source};
 use crate::kernels::{self, ArgMax, Gather, Iota, Pad, RandomBits, Reduce, ReduceKind, ScatterAdd};
 use crate::layout::{broadcast_strides, Strided};
 use crate::matmul::{MatMul, MatOperand};
+use lamina_core::ops::linalg::conv_geometry;
 use lamina_core::{
     check_state, numel, strides, HostTensor, Literal, NodeId, Op, Plan, Result, StateMap, Step,
     Storage,
@@ -790,15 +791,17 @@ impl<'p> Builder<'p> {
                         )))
                     }
                 };
-                let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
+                let [xs, ws, ys] =
+                    conv_geometry(p, self.shape(node.inputs[0]), self.shape(node.inputs[1]))?;
                 Kernel::Conv(Conv {
                     f64,
-                    x: self.read(node.inputs[0])?,
-                    w: self.read(node.inputs[1])?,
+                    kind: p.kind,
+                    a: self.read(node.inputs[0])?,
+                    b: self.read(node.inputs[1])?,
                     out: self.write(id)?,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
-                    out_hw: [shape[2], shape[3]],
+                    out_hw: [ys[2], ys[3]],
                     stride: p.stride,
                     pad_lo: [p.padding[0].0, p.padding[1].0],
                     dilation: p.dilation,
