@@ -315,21 +315,13 @@ impl Conv {
         }
     }
 
-    /// For row `(ci·kh + ky)·kw + kx` of a `kk × p` column matrix: calls `f(oy, iy, lo, hi,
-    /// first)` for every output row `oy` whose input row `iy` lies inside the image, where output
-    /// columns `lo..hi` read input columns `first, first + sw, …` and the others read padding.
-    fn row_spans(
-        &self,
-        ky: usize,
-        kx: usize,
-        mut f: impl FnMut(usize, usize, usize, usize, usize),
-    ) {
-        let [_, _, h, wd] = self.input;
-        let [ho, wo] = self.out_hw;
-        let [sh, sw] = self.stride;
-        let [dh, dw] = self.dilation;
-        let [ph, pw] = self.pad_lo;
-        let off = (kx * dw) as i64 - pw;
+    /// For column-matrix rows of kernel column `kx`: output columns `lo..hi` read input columns
+    /// `first, first + sw, …`; the others read padding. `None` when every column reads padding.
+    fn col_span(&self, kx: usize) -> Option<(usize, usize, usize)> {
+        let wd = self.input[3];
+        let wo = self.out_hw[1];
+        let sw = self.stride[1];
+        let off = (kx * self.dilation[1]) as i64 - self.pad_lo[1];
         let lo = if off >= 0 {
             0
         } else {
@@ -342,17 +334,14 @@ impl Conv {
             ((wd as i64 - 1 - off) as usize / sw + 1).min(wo)
         }
         .max(lo);
-        if lo == hi {
-            return;
-        }
         // lo·sw + off ≥ 0 by the choice of lo
-        let first = ((lo * sw) as i64 + off) as usize;
-        for oy in 0..ho {
-            let iy = (oy * sh + ky * dh) as i64 - ph;
-            if iy >= 0 && iy < h as i64 {
-                f(oy, iy as usize, lo, hi, first);
-            }
-        }
+        (lo < hi).then(|| (lo, hi, ((lo * sw) as i64 + off) as usize))
+    }
+
+    /// The input row read by output row `oy` at kernel row `ky`, if inside the image.
+    fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let iy = (oy * self.stride[0] + ky * self.dilation[0]) as i64 - self.pad_lo[0];
+        (iy >= 0 && iy < self.input[2] as i64).then_some(iy as usize)
     }
 
     /// Unfolds the patches of one group of one image: `col[(ci·kh + ky)·kw + kx][oy·wo + ox]` is
@@ -368,19 +357,26 @@ impl Conv {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let Some(row) = rows.next() else { return };
-                    // rows outside the image stay 0
-                    row.fill(T::ZERO);
-                    self.row_spans(ky, kx, |oy, iy, lo, hi, first| {
-                        let r = &mut row[oy * wo + lo..oy * wo + hi];
+                    let Some((lo, hi, first)) = self.col_span(kx) else {
+                        row.fill(T::ZERO);
+                        continue;
+                    };
+                    for (oy, r) in row.chunks_mut(wo).enumerate() {
+                        let Some(iy) = self.in_row(oy, ky) else {
+                            r.fill(T::ZERO);
+                            continue;
+                        };
+                        r[..lo].fill(T::ZERO);
+                        r[hi..].fill(T::ZERO);
                         let src = &plane[iy * wd + first..];
                         if sw == 1 {
-                            r.copy_from_slice(&src[..hi - lo]);
+                            r[lo..hi].copy_from_slice(&src[..hi - lo]);
                         } else {
-                            for (j, v) in r.iter_mut().enumerate() {
+                            for (j, v) in r[lo..hi].iter_mut().enumerate() {
                                 *v = src[j * sw];
                             }
                         }
-                    });
+                    }
                 }
             }
         }
@@ -400,9 +396,14 @@ impl Conv {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let Some(row) = rows.next() else { return };
-                    self.row_spans(ky, kx, |oy, iy, lo, hi, first| {
-                        let r = &row[oy * wo + lo..oy * wo + hi];
-                        let dst = &mut plane[iy * wd + first..];
+                    let Some((lo, hi, first)) = self.col_span(kx) else {
+                        continue;
+                    };
+                    for (oy, r) in row.chunks(wo).enumerate() {
+                        let Some(iy) = self.in_row(oy, ky) else {
+                            continue;
+                        };
+                        let (r, dst) = (&r[lo..hi], &mut plane[iy * wd + first..]);
                         if sw == 1 {
                             for (d, v) in dst.iter_mut().zip(r) {
                                 *d += *v;
@@ -412,7 +413,7 @@ impl Conv {
                                 dst[j * sw] += *v;
                             }
                         }
-                    });
+                    }
                 }
             }
         }

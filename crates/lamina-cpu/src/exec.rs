@@ -112,6 +112,9 @@ pub struct CpuExecutable {
     /// Snapshots to take before each step.
     pre: Vec<Vec<Snapshot>>,
     outputs: Vec<OutputRead>,
+    /// Per-step labels and accumulated times, printed when the executable is dropped.
+    #[cfg(feature = "profile")]
+    profile: crate::profile::Profile,
 }
 
 impl std::fmt::Debug for CpuExecutable {
@@ -168,6 +171,8 @@ impl CpuExecutable {
             });
         }
         Ok(CpuExecutable {
+            #[cfg(feature = "profile")]
+            profile: crate::profile::Profile::new(plan),
             plan: plan.clone(),
             _arena: b.arena,
             _consts: b.consts,
@@ -209,7 +214,7 @@ impl CpuExecutable {
                 direct.push(data);
             }
         }
-        for (kernel, pre) in self.steps.iter().zip(&self.pre) {
+        for (_step, (kernel, pre)) in self.steps.iter().zip(&self.pre).enumerate() {
             for s in pre {
                 // SAFETY: `from` is a bound state buffer and `to` a snapshot block, both `bytes` long.
                 unsafe {
@@ -223,7 +228,11 @@ impl CpuExecutable {
             // SAFETY: every slot is bound: arena and constants at compile time, inputs and states
             // above (checked against the plan's types); the planner never places a step's result
             // over memory that one of its operands still occupies.
+            #[cfg(feature = "profile")]
+            let t0 = std::time::Instant::now();
             unsafe { kernel.run(&self.slots, threads) };
+            #[cfg(feature = "profile")]
+            self.profile.add(_step, t0.elapsed());
         }
         let mut direct = direct.into_iter();
         let mut outs = Vec::with_capacity(self.outputs.len());

@@ -7,7 +7,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Products of at least this many multiply-adds use gemm's own threads.
-const GEMM_PAR_MIN: usize = 1 << 24;
+const GEMM_PAR_MIN: usize = 1 << 21;
 
 /// Float element types gemm multiplies.
 pub(crate) trait GemmElem:

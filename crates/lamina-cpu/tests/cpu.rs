@@ -510,6 +510,54 @@ fn conv_paths() {
     }
 }
 
+/// A fused update written straight into its state buffer reads and writes the same memory: every
+/// binary op with the state as first or second operand, against a tensor, a scalar or itself.
+#[test]
+fn in_place_updates_match_reference() {
+    type Update = fn(Tensor, Tensor) -> Tensor;
+    let rows: Vec<(&str, Update)> = vec![
+        ("s + x", |s, x| s + x),
+        ("x - s", |s, x| x - s),
+        ("s * 0.5", |s, _| s * 0.5),
+        ("2 / s", |s, _| 2.0 / s),
+        ("s / x", |s, x| s / x),
+        ("max(x, s)", |s, x| x.maximum(s)),
+        ("s * s", |s, _| s * s),
+        ("(x·s + s) - x", |s, x| (x * s + s) - x),
+    ];
+    for (what, f) in rows {
+        for dtype in [DType::F32, DType::F64] {
+            let b = GraphBuilder::new();
+            let s = b.state("s", &[3000], dtype);
+            let x = b.input("x", &[3000], dtype);
+            let a = Tensor::apply(Op::Assign { name: "s".into() }, &[f(s, x)]);
+            // optimised first: a row that does not read x has no input left
+            let g = optimize(&b.finish(&[a]).unwrap(), true).unwrap();
+            let mut rng = TestRng::new(3);
+            let inputs = random_inputs(&g, &mut rng);
+            let mut state = StateMap::new();
+            let v: Vec<f64> = rng.vec(3000, 0.5, 1.5);
+            state.insert(
+                "s".into(),
+                HostTensor::from_f64(&[3000], dtype, &v).unwrap(),
+            );
+            let plan = Plan::compile(&g).unwrap();
+            assert_eq!(plan.kernel_count(), 1, "{what}: {}", plan.text());
+            for threads in [1, 2] {
+                check_against_ref(
+                    &CpuBackend::with_threads(threads),
+                    &format!("{what} ({dtype}, {threads} threads)"),
+                    &g,
+                    &plan,
+                    &inputs,
+                    &state,
+                    (1e-6, 1e-6),
+                );
+            }
+        }
+    }
+}
+
 /// Zero-element tensors flow through every kind of kernel without touching memory.
 #[test]
 fn empty_tensors() {
