@@ -6,8 +6,8 @@
 //! dotted path (`dense1.weight`), the input is `"x"`, the output `"y"`.
 //!
 //! Not exportable, each with an error naming the primitive: `RandomBits`, `ScatterAdd` and
-//! `Assign` (they only occur in training graphs), `Pad` with interior padding and `Conv` with
-//! negative padding (only gradients use them), and f16/bf16 constants. Shapes are static: the
+//! `Assign` and the gradient kinds of `Conv` (they only occur in training graphs), `Pad` with
+//! interior padding and `Conv` with negative padding, and f16/bf16 constants. Shapes are static: the
 //! batch size is fixed at export.
 //!
 //! Numerical agreement with onnxruntime: `cargo run -p lamina-onnx --example onnx_fixtures -- DIR`
@@ -27,8 +27,8 @@
 pub mod proto;
 
 use lamina_core::{
-    dtype::fmt_shape, numel, strides, ConvParams, DType, Error, Graph, HostData, HostTensor,
-    Literal, Op, Result, StateMap, TensorType,
+    dtype::fmt_shape, numel, strides, ConvKind, ConvParams, DType, Error, Graph, HostData,
+    HostTensor, Literal, Op, Result, StateMap, TensorType,
 };
 use lamina_nn::{Mode, ModelSpec};
 use prost::Message;
@@ -598,17 +598,27 @@ impl<'g> Translator<'g> {
             }
             Op::MatMul => simple(self, "MatMul", vec![]),
             Op::Conv(ConvParams {
+                kind: ConvKind::InputGrad { .. } | ConvKind::KernelGrad { .. },
+                ..
+            }) => {
+                return unsupported(
+                    "conv",
+                    "gradient kinds (input_grad, kernel_grad) only occur in training graphs",
+                )
+            }
+            Op::Conv(ConvParams {
                 stride,
                 padding,
                 dilation,
                 groups,
+                kind: ConvKind::Forward,
             }) => {
                 if padding.iter().any(|&(l, h)| l < 0 || h < 0) {
                     return unsupported(
                         "conv",
                         &format!(
                             "with negative (cropping) padding {padding:?} is not supported: ONNX \
-                             Conv pads must be ≥ 0 (only convolution gradients crop)"
+                             Conv pads must be ≥ 0"
                         ),
                     );
                 }

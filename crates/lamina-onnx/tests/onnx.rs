@@ -9,7 +9,7 @@ mod common;
 mod import;
 
 use common::models;
-use lamina_core::{ConvParams, DType, Graph, HostTensor, Op, StateMap};
+use lamina_core::{ConvKind, ConvParams, DType, Graph, HostTensor, Op, StateMap};
 use lamina_nn::Mode;
 use lamina_onnx::proto::{data_type, ModelProto, ValueInfoProto};
 use prost::Message;
@@ -402,6 +402,7 @@ fn unsupported_primitives_are_errors_that_name_them() {
                 padding: [(0, 0), (-1, 0)],
                 dilation: [1, 1],
                 groups: 1,
+                kind: ConvKind::Forward,
             },
         )
     });
