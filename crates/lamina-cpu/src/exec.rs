@@ -214,7 +214,9 @@ impl CpuExecutable {
                 direct.push(data);
             }
         }
-        for (_step, (kernel, pre)) in self.steps.iter().zip(&self.pre).enumerate() {
+        for (step, (kernel, pre)) in self.steps.iter().zip(&self.pre).enumerate() {
+            #[cfg(not(feature = "profile"))]
+            let _ = step;
             for s in pre {
                 // SAFETY: `from` is a bound state buffer and `to` a snapshot block, both `bytes` long.
                 unsafe {
@@ -232,7 +234,7 @@ impl CpuExecutable {
             let t0 = std::time::Instant::now();
             unsafe { kernel.run(&self.slots, threads) };
             #[cfg(feature = "profile")]
-            self.profile.add(_step, t0.elapsed());
+            self.profile.add(step, t0.elapsed());
         }
         let mut direct = direct.into_iter();
         let mut outs = Vec::with_capacity(self.outputs.len());
