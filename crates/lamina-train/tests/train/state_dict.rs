@@ -301,5 +301,31 @@ fn bad_state_dicts_are_rejected() {
     }
     let bn = t.state("bn.weight").unwrap().to_f64();
     assert_eq!(&bn[..4], &[1.5, -0.25, 1.5, -0.25]);
+
+    // a checkpoint of a BatchNorm model needs its num_batches_tracked too
+    let ckpt = dir.join("ckpt.safetensors");
+    t.save_checkpoint(&ckpt).unwrap();
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut map = raw(&bytes);
+    map.remove("bn.num_batches_tracked");
+    let views: Vec<(String, safetensors::tensor::TensorView)> = map
+        .iter()
+        .map(|(n, (d, s, b))| {
+            let v = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    let cut = safetensors::tensor::serialize(views, header.metadata()).unwrap();
+    std::fs::write(&ckpt, cut).unwrap();
+    let e = ModelTrainer::load_checkpoint(&ckpt, &LayerRegistry::new(), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("ckpt.safetensors")
+            && e.contains("tensor \"bn.num_batches_tracked\" is missing"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
