@@ -772,8 +772,10 @@ impl Chain {
             .or(from_node)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| kind.to_string());
+        // `rng`, `optim` and `accum` name lamina's own checkpoint entries
+        let reserved = ["rng", "optim", "accum"].contains(&base.as_str());
         let mut name = base.clone();
-        while name == kind || self.names.contains_key(&name) {
+        while name == kind || reserved && name == base || self.names.contains_key(&name) {
             let k = self.names.entry(base.clone()).or_insert(0);
             *k += 1;
             name = format!("{base}{k}");
