@@ -169,6 +169,107 @@ fn checkpoints_during_training() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// The tensors of a safetensors fixture holding F64 values, by name, with their shapes.
+fn f64_tensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let data = &b[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            assert_eq!(v["dtype"], "F64");
+            let shape = v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let (lo, hi) = (
+                v["data_offsets"][0].as_u64().unwrap() as usize,
+                v["data_offsets"][1].as_u64().unwrap() as usize,
+            );
+            let vals = data[lo..hi]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (k.clone(), (shape, vals))
+        })
+        .collect()
+}
+
+#[test]
+fn import_onnx_of_a_pytorch_export_predicts_what_torch_computed() {
+    let out = temp("import-onnx");
+    let fixtures = root().join("crates/lamina-onnx/tests/fixtures");
+    let ckpt = out.join("mlp.safetensors");
+    let o = lamina(&[
+        "import-onnx",
+        fixtures.join("mlp_legacy.onnx").to_str().unwrap(),
+        "-o",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("BatchNorm"), "{}", text(&o));
+    let golden = f64_tensors(&fixtures.join("mlp.safetensors"));
+    let (xs, x) = &golden["x"];
+    let rows = out.join("rows.csv");
+    let csv: String = x
+        .chunks(xs[1])
+        .map(|r| {
+            r.iter()
+                .map(|v| format!("{}", *v as f32))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&rows, csv).unwrap();
+    let p = lamina(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        rows.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(p.status.success(), "{}", text(&p));
+    let pv: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    let got: Vec<f64> = pv
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (_, want) = &golden["y"];
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs torch {w}");
+    }
+    let bad = lamina(&[
+        "import-onnx",
+        rows.to_str().unwrap(),
+        "-o",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("ONNX import: not an ONNX model"),
+        "{}",
+        text(&bad)
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn bench_prints_json_rows() {
     let o = lamina(&[

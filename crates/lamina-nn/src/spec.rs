@@ -114,6 +114,29 @@ pub(crate) fn compile(
                         .collect();
                     let trainable: Vec<&ParamDecl> =
                         params.iter().filter(|p| p.trainable).collect();
+                    // checked: a spec read from a file may declare sizes that overflow
+                    let sizes: Option<Vec<u64>> = params
+                        .iter()
+                        .map(|p| {
+                            p.shape
+                                .iter()
+                                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                                .filter(|&n| n <= 1 << 48)
+                        })
+                        .collect();
+                    let Some(sizes) = sizes else {
+                        problems.push(format!(
+                            "layer {i} '{name}' ({}): a parameter would hold more than 2^48 values",
+                            layer.type_name()
+                        ));
+                        break;
+                    };
+                    let parameter_count = params
+                        .iter()
+                        .zip(&sizes)
+                        .filter(|(p, _)| p.trainable)
+                        .map(|(_, &n)| n)
+                        .sum();
                     layers.push(LayerSpec {
                         name: name.clone(),
                         layer: layer.clone(),
@@ -123,10 +146,7 @@ pub(crate) fn compile(
                             .iter()
                             .map(|p| (p.path.clone(), p.shape.clone()))
                             .collect(),
-                        parameter_count: trainable
-                            .iter()
-                            .map(|p| p.shape.iter().product::<usize>() as u64)
-                            .sum(),
+                        parameter_count,
                         params,
                     });
                     x = y;

@@ -147,7 +147,9 @@ pub fn import_with(bytes: &[u8], registry: &LayerRegistry) -> Result<ImportedMod
         .find(|p| p.key.as_deref() == Some(SPEC_METADATA_KEY))
         .and_then(|p| p.value.as_deref());
     if let Some(json) = spec_json {
-        return from_lamina_spec(json, registry, &input_shape, &consts, &mut budget);
+        let m = from_lamina_spec(json, registry, &input_shape, &consts, &mut budget)?;
+        same_graph_as_export(graph, &m, input_shape[0])?;
+        return Ok(m);
     }
     let mut chain = Chain {
         consts,
@@ -545,6 +547,13 @@ fn graph_input(
             "graph input '{name}' is a scalar; import needs a batch axis"
         )));
     }
+    let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+    if numel.is_none_or(|n| n > 1 << 40) {
+        return Err(fail(format!(
+            "graph input '{name}' of shape {} has more than 2^40 elements",
+            fmt_shape(&shape)
+        )));
+    }
     Ok((name, shape))
 }
 
@@ -557,11 +566,22 @@ fn from_lamina_spec(
     consts: &HashMap<String, Rc<Const>>,
     budget: &mut Budget,
 ) -> Result<ImportedModel> {
-    let spec = ModelSpec::from_json(json, registry).map_err(|e| {
+    let invalid = |e: &dyn std::fmt::Display| {
         fail(format!(
             "the lamina spec in the model's metadata is invalid: {e}"
         ))
-    })?;
+    };
+    // The spec takes the batch size the graph was exported with (`export`'s `batch`).
+    let mut v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| invalid(&format!("malformed JSON ({e})")))?;
+    if let Some(b) = v
+        .get_mut("input_shape")
+        .and_then(|s| s.as_array_mut())
+        .and_then(|a| a.first_mut())
+    {
+        *b = input_shape[0].into();
+    }
+    let spec = ModelSpec::from_json(&v.to_string(), registry).map_err(|e| invalid(&e))?;
     if spec.input_shape[1..] != input_shape[1..] {
         return Err(fail(format!(
             "the graph input has shape {}, the lamina spec in the metadata expects {}",
@@ -588,6 +608,42 @@ fn from_lamina_spec(
         weights.insert(p.path.clone(), host(c, &p.shape, &p.path, budget)?);
     }
     Ok(ImportedModel { spec, weights })
+}
+
+/// The graph must be the one lamina exports for the spec in the metadata (same operators in the
+/// same order), so that a graph edited after export is not silently replaced by its old spec.
+fn same_graph_as_export(graph: &GraphProto, m: &ImportedModel, batch: usize) -> Result<()> {
+    let again = crate::export_model(&m.spec, &m.weights, Some(batch)).map_err(|e| {
+        fail(format!(
+            "the lamina spec in the metadata does not export: {e}"
+        ))
+    })?;
+    let ops = |g: &GraphProto| -> Vec<String> {
+        g.node
+            .iter()
+            .map(|n| n.op_type.clone().unwrap_or_default())
+            .collect()
+    };
+    let (have, want) = (
+        ops(graph),
+        ops(again.graph.as_ref().expect("export writes a graph")),
+    );
+    if have != want {
+        let k = have
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(have.len().min(want.len()));
+        return Err(fail(format!(
+            "the graph is not the one lamina exports for the spec in its metadata (it was changed \
+             after export): node {k} is {}, expected {} ({} nodes, expected {})",
+            have.get(k).map_or("missing", |s| s.as_str()),
+            want.get(k).map_or("missing", |s| s.as_str()),
+            have.len(),
+            want.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A constant as an f32 tensor of `shape` (same element count), charged to the budget.
@@ -716,8 +772,10 @@ impl Chain {
             .or(from_node)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| kind.to_string());
+        // `rng`, `optim` and `accum` name lamina's own checkpoint entries
+        let reserved = ["rng", "optim", "accum"].contains(&base.as_str());
         let mut name = base.clone();
-        while name == kind || self.names.contains_key(&name) {
+        while name == kind || reserved && name == base || self.names.contains_key(&name) {
             let k = self.names.entry(base.clone()).or_insert(0);
             *k += 1;
             name = format!("{base}{k}");

@@ -1,4 +1,6 @@
-//! lamina-onnx: export of a model's inference forward pass as an ONNX model (opset 17, IR 8).
+//! lamina-onnx: export of a model's inference forward pass as an ONNX model (opset 17, IR 8), and
+//! import of ONNX models ([`import`]: lamina's own exports and PyTorch-style chains of layers)
+//! into a [`ModelSpec`] plus weights.
 //!
 //! One mechanism covers built-in and custom layers alike: the model's eval-mode forward graph
 //! ([`ModelSpec::forward_graph`]) is a graph of lamina primitives, and every primitive has an
@@ -19,7 +21,9 @@
 //! let spec = ModelBuilder::new(&[1, 4]).dense(3, true, "dense").relu("relu").compile().unwrap();
 //! let params = spec.initial_state(DType::F32).unwrap();
 //! let bytes = lamina_onnx::export(&spec, &params, Some(2)).unwrap();
-//! assert!(!bytes.is_empty());
+//! let back = lamina_onnx::import(&bytes).unwrap();
+//! assert_eq!(back.weights, params);
+//! assert_eq!(back.spec.input_shape, [2, 4]); // the batch size chosen at export
 //! ```
 
 #![warn(missing_docs)]

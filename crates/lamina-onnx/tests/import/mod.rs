@@ -56,6 +56,10 @@ fn lamina_exports_round_trip_to_the_same_spec_weights_and_predictions() {
         all.push((format!("zoo_{name}"), zoo::model(name, true).unwrap()));
     }
     assert!(all.len() >= 40, "{} models", all.len());
+    // The batch size chosen at export becomes the imported spec's.
+    let (_, mlp) = &all[0];
+    let bytes = lamina_onnx::export(mlp, &models::params(mlp), Some(5)).unwrap();
+    assert_eq!(import(&bytes).unwrap().spec.input_shape, [5, 8]);
     for (name, spec) in &all {
         let params = models::params(spec);
         let bytes = lamina_onnx::export(spec, &params, None).unwrap();
@@ -551,7 +555,7 @@ fn hostile_files_fail_with_an_error_naming_the_problem() {
             let mut m = lamina.clone();
             m.metadata_props[0].value = Some("{ not json".into());
             m.encode_to_vec()
-        }, "the lamina spec in the model's metadata is invalid: model JSON is malformed"),
+        }, "the lamina spec in the model's metadata is invalid: malformed JSON (key must be a string at line 1 column 3)"),
         ("lamina parameter missing", {
             let mut m = lamina.clone();
             // renamed, with its readers, so that the graph stays well formed
@@ -566,6 +570,24 @@ fn hostile_files_fail_with_an_error_naming_the_problem() {
             }
             m.encode_to_vec()
         }, "parameter 'fc.bias' of the lamina spec has no initializer"),
+        ("lamina spec with an enormous layer", {
+            let mut m = lamina.clone();
+            let json = m.metadata_props[0].value.clone().unwrap();
+            m.metadata_props[0].value = Some(json.replace("\"units\": 3", "\"units\": 4611686018427387904"));
+            m.encode_to_vec()
+        }, "layer 0 'fc' (Dense): a parameter would hold more than 2^48 values"),
+        ("enormous input", with(|m| {
+            let t = graph(m).input[0].r#type.as_mut().unwrap().tensor_type.as_mut().unwrap();
+            t.shape.as_mut().unwrap().dim[1].dim_value = Some(1 << 40);
+        }), "graph input 'x' of shape [2,1099511627776] has more than 2^40 elements"),
+        ("lamina graph edited", {
+            let mut m = lamina.clone();
+            graph(&mut m).node.retain(|n| n.op_type.as_deref() != Some("Add"));
+            let g = graph(&mut m);
+            let last = g.node.len() - 1;
+            g.node[last].output[0] = "y".into();
+            m.encode_to_vec()
+        }, "the graph is not the one lamina exports for the spec in its metadata (it was changed after export)"),
         ("lamina parameter misshapen", {
             let mut m = lamina.clone();
             let w = graph(&mut m).initializer.iter_mut().find(|t| t.name.as_deref() == Some("fc.weight")).unwrap();
