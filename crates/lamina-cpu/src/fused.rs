@@ -169,8 +169,11 @@ impl Fused {
 
     /// Evaluates chunks `range` with one scratch block.
     unsafe fn run_chunks(&self, slots: &Slots, range: std::ops::Range<usize>) {
-        let mut scratch = Block::new(self.bufs * BUF_BYTES);
-        let base = Ptr(scratch.ptr());
+        // each thread keeps its scratch block between runs: no allocation per step
+        let mut scratch = SCRATCH.take().filter(|b| b.len() >= self.bufs * BUF_BYTES);
+        let block = scratch.get_or_insert_with(|| Block::new(self.bufs * BUF_BYTES));
+        let base = Ptr(block.ptr());
+        let _keep = PutBack(scratch);
         let buf = |b: usize| Ptr(base.at::<u8>(b * BUF_BYTES));
         // constant operands: fill their buffers once
         for s in &self.sources {
@@ -236,6 +239,21 @@ impl Fused {
             Dest::Scratch(b) => Ptr(base.at::<u8>(b * BUF_BYTES)),
             Dest::Out(slot) => Ptr(slots.ptr(slot).at::<u8>(start * self.members[j].dt.size())),
         }
+    }
+}
+
+thread_local! {
+    /// This thread's scratch block for fused groups (taken while a group runs on the thread, so a
+    /// nested use gets a fresh one).
+    static SCRATCH: std::cell::Cell<Option<Block>> = const { std::cell::Cell::new(None) };
+}
+
+/// Returns a scratch block to this thread's slot when dropped.
+struct PutBack(Option<Block>);
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        SCRATCH.set(self.0.take());
     }
 }
 

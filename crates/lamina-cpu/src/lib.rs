@@ -125,6 +125,9 @@ impl Backend for CpuBackend {
         let threads = self.threads;
         match &self.pool {
             Some(pool) => pool.install(|| exe.execute(state, inputs, threads)),
+            // run the whole plan on a worker of the global pool: from outside the pool every
+            // parallel kernel would inject its work and block this thread until it is done
+            None if threads > 1 => rayon::scope(|_| exe.execute(state, inputs, threads)),
             None => exe.execute(state, inputs, threads),
         }
     }

@@ -5,9 +5,12 @@
 use crate::arena::Slots;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::ops::Range;
 
-/// Products of at least this many multiply-adds use gemm's own threads.
+/// Products of at least this many multiply-adds use several threads: split into one block per
+/// thread below `GEMM_SPLIT_MAX`, gemm's own threads above.
 const GEMM_PAR_MIN: usize = 1 << 21;
+const GEMM_SPLIT_MAX: usize = 1 << 27;
 
 /// Float element types gemm multiplies.
 pub(crate) trait GemmElem:
@@ -158,28 +161,46 @@ impl MatMul {
             slots.ptr(self.b.slot),
             slots.ptr(self.out),
         );
-        let one = |bi: usize, par: Parallelism| {
+        // rows `r` and columns `c` of product `bi`
+        let part = |bi: usize, r: Range<usize>, c: Range<usize>, par: Parallelism| {
             // SAFETY: matrix `bi` of each operand and of the result is valid (caller's contract),
-            // and each call writes only its own result matrix.
+            // the block addresses rows `r` and columns `c` inside them, and each call writes only
+            // its own block of the result.
             unsafe {
                 gemm_into::<T>(
-                    (m, n, k),
-                    po.at::<T>(bi * m * n),
+                    (r.len(), c.len(), k),
+                    po.at::<T>(bi * m * n + r.start * n + c.start),
                     n as isize,
-                    pa.at::<T>(self.a.batch_offsets[bi]),
+                    pa.at::<T>(
+                        (self.a.batch_offsets[bi] as isize + r.start as isize * self.a.rs) as usize,
+                    ),
                     (self.a.rs, self.a.cs),
-                    pb.at::<T>(self.b.batch_offsets[bi]),
+                    pb.at::<T>(
+                        (self.b.batch_offsets[bi] as isize + c.start as isize * self.b.cs) as usize,
+                    ),
                     (self.b.rs, self.b.cs),
                     par,
                 )
             }
         };
+        let one = |bi: usize, par: Parallelism| part(bi, 0..m, 0..n, par);
         let work = m * n * k;
         if threads > 1 && batch >= threads && work < GEMM_PAR_MIN * 4 {
             // many small products: one per task
             (0..batch)
                 .into_par_iter()
                 .for_each(|bi| one(bi, Parallelism::None));
+        } else if threads > 1 && batch == 1 && (GEMM_PAR_MIN..GEMM_SPLIT_MAX).contains(&work) {
+            // a mid-size product: one block of columns (or rows) per thread, cut at multiples of
+            // 16, each a single-threaded gemm (no shared packing for threads to wait on)
+            let cut = |len: usize, t: usize| (len * t / threads).next_multiple_of(16).min(len);
+            (0..threads).into_par_iter().for_each(|t| {
+                if n >= m {
+                    part(0, 0..m, cut(n, t)..cut(n, t + 1), Parallelism::None)
+                } else {
+                    part(0, cut(m, t)..cut(m, t + 1), 0..n, Parallelism::None)
+                }
+            });
         } else {
             let par = if threads > 1 && work >= GEMM_PAR_MIN {
                 Parallelism::Rayon(threads)
