@@ -105,6 +105,49 @@ impl Drop for DevMem {
     }
 }
 
+/// Page-locked host memory (`cuMemHostAlloc`): inputs are staged here so that their copies to
+/// the device run at full speed.
+pub(crate) struct Pinned {
+    ptr: *mut u8,
+    bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: owned memory, used by one run at a time.
+unsafe impl Send for Pinned {}
+
+impl Pinned {
+    pub(crate) fn new(cx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
+        cx.bind_to_thread()
+            .map_err(|e| cuda_err(format!("{e:?}")))?;
+        // SAFETY: a plain allocation, freed in Drop.
+        let ptr = ctx(
+            unsafe { drv::malloc_host(bytes.max(1), 0) },
+            "cuMemHostAlloc",
+        )? as *mut u8;
+        Ok(Pinned {
+            ptr,
+            bytes,
+            ctx: cx.clone(),
+        })
+    }
+
+    /// The memory as a slice (no copy of the device runs from it while this borrow lives, since
+    /// every run synchronizes before returning).
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `bytes` bytes allocated in `new`, exclusively borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes) }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by `new`; no copy reads it after its run synchronized.
+        let _ = unsafe { drv::free_host(self.ptr as *mut _) };
+    }
+}
+
 /// Per-backend device objects.
 pub(crate) struct Dev {
     pub(crate) ctx: Arc<CudaContext>,

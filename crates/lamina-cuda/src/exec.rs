@@ -7,7 +7,7 @@
 //! constants resolved; all fused groups of a plan are generated into one NVRTC module.
 
 use crate::codegen::{self, FusedText, Load};
-use crate::dev::{ctx, cuda_err, Dev, DevMem};
+use crate::dev::{ctx, cuda_err, Dev, DevMem, Pinned};
 use crate::CudaBuffer;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 const MAX_RANK: usize = 8;
 const BLOCK: u32 = 256;
+/// Largest im2col buffer; bigger convolutions run the direct kernel.
+const MAX_COLUMNS: usize = 1 << 30;
 
 /// A strided walk as the kernels take it (`struct Walk` in kernels.cu).
 #[repr(C)]
@@ -109,23 +111,31 @@ enum Kernel {
         block: u32,
         args: Vec<Arg>,
     },
-    /// Row-major batched `out[b] = a[b] · b[b]`, `[m,k] x [k,n]`.
-    Gemm {
-        f64: bool,
-        a: usize,
-        b: usize,
-        out: usize,
-        m: usize,
-        n: usize,
-        k: usize,
-        batch: usize,
-    },
+    /// Row-major batched `out[i] = a[i] · b[i]`, `[m,k] x [k,n]`; an operand flagged transposed
+    /// is stored as its transpose (`[k,m]`, `[n,k]`), batch strides are in elements.
+    Gemm(Gemm),
     /// Device-to-device copy (Assign, snapshot, a reshape that copies).
     Copy {
         src: usize,
         dst: usize,
         bytes: usize,
     },
+}
+
+#[derive(Clone, Debug)]
+struct Gemm {
+    f64: bool,
+    a: usize,
+    b: usize,
+    out: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    ta: bool,
+    tb: bool,
+    stride_a: usize,
+    stride_b: usize,
 }
 
 fn sfx(dt: DType) -> &'static str {
@@ -174,13 +184,17 @@ pub struct CudaExecutable {
     _arena: DevMem,
     _consts: Vec<DevMem>,
     _snapshots: Vec<DevMem>,
+    _scratch: Option<DevMem>,
     _inputs: Vec<DevMem>,
+    /// Page-locked staging memory per fed input.
+    staging: Vec<Pinned>,
     slots: Vec<u64>,
     bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
     kernels: Vec<Kernel>,
     outputs: Vec<OutputRead>,
     use_graph: bool,
+    runs: usize,
     /// The captured step and the state addresses it was captured with.
     graph: Option<(CudaGraph, Vec<u64>)>,
     _module: Option<Arc<cudarc::driver::CudaModule>>,
@@ -218,6 +232,7 @@ impl CudaExecutable {
     pub(crate) fn compile(dev: &Arc<Dev>, plan: &Plan, use_graph: bool) -> Result<CudaExecutable> {
         lamina_core::passes::verify(&plan.graph)?;
         let mut b = Builder::new(dev, plan)?;
+        b.find_through();
         let mut per_step: Vec<Vec<Kernel>> = Vec::with_capacity(plan.steps.len());
         for (t, step) in plan.steps.iter().enumerate() {
             let ks = match step {
@@ -235,6 +250,7 @@ impl CudaExecutable {
                 shape: ty.shape.clone(),
             });
         }
+        let scratch = b.finish_scratch()?;
         let mut kernels = Vec::new();
         for (t, ks) in per_step.into_iter().enumerate() {
             kernels.append(&mut b.pre[t]);
@@ -268,13 +284,16 @@ impl CudaExecutable {
             _arena: b.arena,
             _consts: b.consts,
             _snapshots: b.snapshots,
+            _scratch: scratch,
             _inputs: b.inputs,
+            staging: b.staging,
             slots: b.slots,
             bind_inputs: b.bind_inputs,
             bind_states: b.bind_states,
             kernels,
             outputs,
             use_graph,
+            runs: 0,
             graph: None,
             _module: module,
         })
@@ -282,8 +301,67 @@ impl CudaExecutable {
 
     /// Enqueues every operation of the step on the stream.
     fn enqueue(&self) -> Result<()> {
-        let stream = &self.dev.stream;
         for k in &self.kernels {
+            self.launch(k)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the step launch by launch with events around each and prints the device time per
+    /// kind of kernel (`LAMINA_CUDA_PROFILE=1`; for finding what to speed up, not for reports).
+    fn profile(&self) -> Result<()> {
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut events = Vec::with_capacity(self.kernels.len() + 1);
+        let first = ctx(self.dev.ctx.new_event(flags), "event")?;
+        ctx(first.record(&self.dev.stream), "event")?;
+        events.push(first);
+        for k in &self.kernels {
+            self.launch(k)?;
+            let e = ctx(self.dev.ctx.new_event(flags), "event")?;
+            ctx(e.record(&self.dev.stream), "event")?;
+            events.push(e);
+        }
+        self.dev.sync()?;
+        let mut by: HashMap<String, (f64, usize)> = HashMap::new();
+        for (i, k) in self.kernels.iter().enumerate() {
+            let us = ctx(events[i].elapsed_ms(&events[i + 1]), "event time")? as f64 * 1e3;
+            let name = match k {
+                Kernel::Launch {
+                    func: Func::Generic(n),
+                    ..
+                } => n.clone(),
+                Kernel::Launch { .. } => "fused".into(),
+                Kernel::Gemm(g) => format!(
+                    "gemm{}{} {}x{}x{} b{}",
+                    if g.ta { "T" } else { "N" },
+                    if g.tb { "T" } else { "N" },
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.batch
+                ),
+                Kernel::Copy { .. } => "copy".into(),
+            };
+            let e = by.entry(name).or_default();
+            e.0 += us;
+            e.1 += 1;
+        }
+        let mut rows: Vec<_> = by.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let total: f64 = rows.iter().map(|r| r.1 .0).sum();
+        eprintln!(
+            "lamina-cuda profile: {} launches, {total:.1} us of device time",
+            self.kernels.len()
+        );
+        for (name, (us, n)) in rows.iter().take(12) {
+            eprintln!("  {us:9.1} us  {n:4}x  {name}");
+        }
+        Ok(())
+    }
+
+    fn launch(&self, k: &Kernel) -> Result<()> {
+        let stream = &self.dev.stream;
+        {
             match k {
                 Kernel::Launch {
                     f,
@@ -293,7 +371,7 @@ impl CudaExecutable {
                     ..
                 } => {
                     if *grid == 0 {
-                        continue;
+                        return Ok(());
                     }
                     let f = f.as_ref().expect("functions resolved at compile");
                     let ptrs: Vec<u64> = args
@@ -323,82 +401,10 @@ impl CudaExecutable {
                     // `Builder`), every slot is bound to memory of the planned size.
                     ctx(unsafe { lb.launch(cfg) }, "kernel launch")?;
                 }
-                Kernel::Gemm {
-                    f64,
-                    a,
-                    b,
-                    out,
-                    m,
-                    n,
-                    k,
-                    batch,
-                } => {
-                    if *m == 0 || *n == 0 || *batch == 0 {
-                        continue;
-                    }
-                    let (m, n, k, batch) = (*m as i32, *n as i32, *k as i32, *batch as i32);
-                    let (pa, pb, pc) = (self.slots[*a], self.slots[*b], self.slots[*out]);
-                    let op = blas_sys::cublasOperation_t::CUBLAS_OP_N;
-                    let (sa, sb, sc) = ((m * k) as i64, (k * n) as i64, (m * n) as i64);
-                    // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ.
-                    // SAFETY: the slots hold batch × the operand sizes, the handle is on our stream.
-                    unsafe {
-                        if *f64 {
-                            let (one, zero) = (1.0f64, 0.0f64);
-                            ctx(
-                                blas::dgemm_strided_batched(
-                                    self.dev.blas,
-                                    op,
-                                    op,
-                                    n,
-                                    m,
-                                    k,
-                                    &one,
-                                    pb as *const f64,
-                                    n,
-                                    sb,
-                                    pa as *const f64,
-                                    k,
-                                    sa,
-                                    &zero,
-                                    pc as *mut f64,
-                                    n,
-                                    sc,
-                                    batch,
-                                ),
-                                "cublasDgemmStridedBatched",
-                            )?;
-                        } else {
-                            let (one, zero) = (1.0f32, 0.0f32);
-                            ctx(
-                                blas::sgemm_strided_batched(
-                                    self.dev.blas,
-                                    op,
-                                    op,
-                                    n,
-                                    m,
-                                    k,
-                                    &one,
-                                    pb as *const f32,
-                                    n,
-                                    sb,
-                                    pa as *const f32,
-                                    k,
-                                    sa,
-                                    &zero,
-                                    pc as *mut f32,
-                                    n,
-                                    sc,
-                                    batch,
-                                ),
-                                "cublasSgemmStridedBatched",
-                            )?;
-                        }
-                    }
-                }
+                Kernel::Gemm(g) => self.gemm(g)?,
                 Kernel::Copy { src, dst, bytes } => {
                     if *bytes == 0 || self.slots[*src] == self.slots[*dst] {
-                        continue;
+                        return Ok(());
                     }
                     // SAFETY: both slots hold `bytes` bytes.
                     ctx(
@@ -418,6 +424,81 @@ impl CudaExecutable {
         Ok(())
     }
 
+    fn gemm(&self, g: &Gemm) -> Result<()> {
+        if g.m == 0 || g.n == 0 || g.batch == 0 {
+            return Ok(());
+        }
+        let (m, n, k, batch) = (g.m as i32, g.n as i32, g.k as i32, g.batch as i32);
+        let (pa, pb, pc) = (self.slots[g.a], self.slots[g.b], self.slots[g.out]);
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: B comes first. A dense row-major operand
+        // is its column-major transpose with ld = its row length; a transposed one needs op T.
+        let ldb = if g.tb { k } else { n };
+        let lda = if g.ta { m } else { k };
+        let (sa, sb, sc) = (g.stride_a as i64, g.stride_b as i64, (g.m * g.n) as i64);
+        // SAFETY: the slots hold `batch` operands of the sizes above (or one, with stride 0), and
+        // the handle works on this executable's stream.
+        unsafe {
+            if g.f64 {
+                let (one, zero) = (1.0f64, 0.0f64);
+                ctx(
+                    blas::dgemm_strided_batched(
+                        self.dev.blas,
+                        op(g.tb),
+                        op(g.ta),
+                        n,
+                        m,
+                        k,
+                        &one,
+                        pb as *const f64,
+                        ldb,
+                        sb,
+                        pa as *const f64,
+                        lda,
+                        sa,
+                        &zero,
+                        pc as *mut f64,
+                        n,
+                        sc,
+                        batch,
+                    ),
+                    "cublasDgemmStridedBatched",
+                )
+            } else {
+                let (one, zero) = (1.0f32, 0.0f32);
+                ctx(
+                    blas::sgemm_strided_batched(
+                        self.dev.blas,
+                        op(g.tb),
+                        op(g.ta),
+                        n,
+                        m,
+                        k,
+                        &one,
+                        pb as *const f32,
+                        ldb,
+                        sb,
+                        pa as *const f32,
+                        lda,
+                        sa,
+                        &zero,
+                        pc as *mut f32,
+                        n,
+                        sc,
+                        batch,
+                    ),
+                    "cublasSgemmStridedBatched",
+                )
+            }
+        }
+    }
+
     /// Runs the plan once (see `Backend::run`).
     pub(crate) fn execute(
         &mut self,
@@ -430,9 +511,12 @@ impl CudaExecutable {
         let stream = self.dev.stream.cu_stream();
         for &(slot, k) in &self.bind_inputs {
             let bytes = crate::host_bytes(inputs[k]);
-            // SAFETY: the input buffer was sized for this input's type, checked above.
+            let pinned = self.staging[k].as_mut_slice();
+            pinned[..bytes.len()].copy_from_slice(bytes);
+            // SAFETY: the input buffer and its staging memory were sized for this input's type,
+            // checked above; the staging memory is not written again before the run synchronizes.
             ctx(
-                unsafe { drv::memcpy_htod_async(self.slots[slot], bytes, stream) },
+                unsafe { drv::memcpy_htod_async(self.slots[slot], &pinned[..bytes.len()], stream) },
                 "copying an input to the device",
             )?;
         }
@@ -444,7 +528,11 @@ impl CudaExecutable {
             self.slots[*slot] = buf.mem.ptr;
             state_ptrs.push(buf.mem.ptr);
         }
-        if self.use_graph {
+        self.runs += 1;
+        if self.runs == 3 && std::env::var_os("LAMINA_CUDA_PROFILE").is_some() {
+            // the profiled launches are this run
+            self.profile()?;
+        } else if self.use_graph {
             let stale = !matches!(&self.graph, Some((_, p)) if *p == state_ptrs);
             if stale {
                 self.graph = None;
@@ -504,9 +592,14 @@ struct Builder<'p> {
     assigned: HashMap<String, usize>,
     pre: Vec<Vec<Kernel>>,
     inputs: Vec<DevMem>,
+    staging: Vec<Pinned>,
     bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
     fused: Vec<FusedText>,
+    /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
+    through: std::collections::HashSet<NodeId>,
+    /// The slot of the shared scratch buffer (im2col columns) and its size so far.
+    scratch: Option<(usize, usize)>,
 }
 
 impl<'p> Builder<'p> {
@@ -531,12 +624,12 @@ impl<'p> Builder<'p> {
         let arena = DevMem::new(&dev.ctx, plan.arena_bytes)?;
         let mut slots = vec![0u64; n];
         let mut inputs = Vec::with_capacity(plan.inputs.len());
+        let mut staging = Vec::with_capacity(plan.inputs.len());
         for &i in &plan.inputs {
             let ty = &g.nodes[i].ty;
-            inputs.push(DevMem::new(
-                &dev.ctx,
-                numel(&ty.shape) * ty.dtype.size_bytes(),
-            )?);
+            let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
+            inputs.push(DevMem::new(&dev.ctx, bytes)?);
+            staging.push(Pinned::new(&dev.ctx, bytes)?);
         }
         let (mut bind_inputs, mut bind_states) = (Vec::new(), Vec::new());
         for (id, s) in plan.storage.iter().enumerate() {
@@ -597,10 +690,122 @@ impl<'p> Builder<'p> {
             assigned: HashMap::new(),
             pre: vec![Vec::new(); plan.steps.len()],
             inputs,
+            staging,
             bind_inputs,
             bind_states,
             fused: Vec::new(),
+            through: Default::default(),
+            scratch: None,
         })
+    }
+
+    /// A scratch buffer of at least `bytes` for one step (steps run one after another, so they
+    /// share it).
+    fn scratch(&mut self, bytes: usize) -> Result<usize> {
+        let (slot, size) = match self.scratch {
+            Some(s) => s,
+            None => {
+                self.slots.push(0);
+                (self.slots.len() - 1, 0)
+            }
+        };
+        self.scratch = Some((slot, size.max(bytes)));
+        Ok(slot)
+    }
+
+    /// Allocates the scratch buffer once every step is compiled.
+    fn finish_scratch(&mut self) -> Result<Option<DevMem>> {
+        let Some((slot, bytes)) = self.scratch else {
+            return Ok(None);
+        };
+        let mem = DevMem::new(&self.dev.ctx, bytes)?;
+        self.slots[slot] = mem.ptr;
+        Ok(Some(mem))
+    }
+
+    fn step_of(&self) -> Vec<Option<usize>> {
+        let n = self.plan.graph.nodes.len();
+        let mut s = vec![None; n];
+        for (t, step) in self.plan.steps.iter().enumerate() {
+            let members: &[NodeId] = match step {
+                Step::Fused { nodes, .. } => nodes,
+                Step::Node(id) => std::slice::from_ref(id),
+            };
+            for &m in members.iter().filter(|&&m| m < n) {
+                s[m] = Some(t);
+            }
+        }
+        s
+    }
+
+    /// True when the value of `q` is not overwritten by steps `t0+1 ..= t1`.
+    fn untouched(&self, q: NodeId, t0: usize, t1: usize) -> bool {
+        let q = self.root(q);
+        let writes = |t: usize| -> Vec<NodeId> {
+            match &self.plan.steps[t] {
+                Step::Fused { outputs, .. } => outputs.clone(),
+                Step::Node(id) => vec![*id],
+            }
+        };
+        match &self.plan.storage[q] {
+            Storage::Input(_) | Storage::Const => true,
+            Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(|&v| match self.plan.storage.get(v) {
+                    Some(Storage::Arena {
+                        offset: o,
+                        bytes: b,
+                    }) => o + b <= *offset || offset + bytes <= *o,
+                    _ => true,
+                })
+            }),
+            Storage::State(name) => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(
+                    |&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name),
+                )
+            }),
+            Storage::View(_) | Storage::Inline => false,
+        }
+    }
+
+    /// Permutes swapping the last two axes whose users are all later MatMuls that can read the
+    /// permute's operand (unchanged since) with a transpose flag.
+    fn find_through(&mut self) {
+        let g = &self.plan.graph;
+        let users = g.users();
+        let step_of = self.step_of();
+        for (id, node) in g.nodes.iter().enumerate() {
+            let Op::Permute { perm } = &node.op else {
+                continue;
+            };
+            let r = perm.len();
+            let swap = r >= 2
+                && perm[r - 2] == r - 1
+                && perm[r - 1] == r - 2
+                && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p);
+            let Some(t0) = step_of[id] else { continue };
+            let stored = matches!(self.plan.storage[id], Storage::Arena { .. })
+                && matches!(self.plan.steps[t0], Step::Node(_));
+            if !swap || !stored || g.outputs.contains(&id) || users[id].is_empty() {
+                continue;
+            }
+            let ok = users[id].iter().all(|&u| {
+                matches!(g.nodes[u].op, Op::MatMul)
+                    && matches!(step_of[u], Some(t1) if t1 > t0 && self.untouched(node.inputs[0], t0, t1))
+            });
+            if ok {
+                self.through.insert(id);
+            }
+        }
+    }
+
+    /// How a MatMul reads operand `x`: its slot, and whether that holds `x` transposed.
+    fn mat_operand(&mut self, x: NodeId) -> Result<(usize, bool)> {
+        if self.through.contains(&x) {
+            let q = self.plan.graph.nodes[x].inputs[0];
+            Ok((self.read(q)?, true))
+        } else {
+            Ok((self.read(x)?, false))
+        }
     }
 
     fn op(&self, id: NodeId) -> &'p Op {
@@ -810,31 +1015,32 @@ impl<'p> Builder<'p> {
                 let n_red = numel(&rs);
                 let src = self.read(node.inputs[0])?;
                 let out = self.write(id)?;
-                let block = n_red > 64 && n < 65536;
+                let keep = Walk::new(&ks, &kt, 0)?;
                 let args = vec![
                     Arg::Slot(out),
                     Arg::Slot(src),
                     Arg::I64(n as i64),
                     Arg::I64(n_red as i64),
-                    Arg::Walk(Walk::new(&ks, &kt, 0)?),
+                    Arg::Walk(keep),
                     Arg::Walk(Walk::new(&rs, &rt, 0)?),
                 ];
-                let name = format!(
-                    "reduce_{kind}_{}_{}",
-                    if block { "block" } else { "thread" },
-                    sfx(dt)
-                );
-                if block {
-                    vec![Kernel::Launch {
-                        func: Func::Generic(name),
-                        f: None,
-                        grid: n.min(65535) as u32,
-                        block: BLOCK,
-                        args,
-                    }]
+                // Neighbouring outputs that are neighbours in memory: 32 outputs per block, reads
+                // coalesced. Else short reductions a thread per output, long ones a block each.
+                let adjacent = keep.rank > 0 && keep.stride[keep.rank as usize - 1] == 1;
+                let (variant, grid) = if adjacent && n_red > 8 {
+                    ("cols", n.div_ceil(32).min(i32::MAX as usize) as u32)
+                } else if n_red <= 64 {
+                    ("thread", grid_for(n))
                 } else {
-                    vec![elementwise(name, n, args)]
-                }
+                    ("block", n.min(65535) as u32)
+                };
+                vec![Kernel::Launch {
+                    func: Func::Generic(format!("reduce_{kind}_{variant}_{}", sfx(dt))),
+                    f: None,
+                    grid,
+                    block: BLOCK,
+                    args,
+                }]
             }
             Op::ArgMax { axis } => {
                 let (outer, dim, inner) = split(xshape(self), *axis);
@@ -865,6 +1071,7 @@ impl<'p> Builder<'p> {
                     }]
                 }
             },
+            Op::Permute { .. } if self.through.contains(&id) => vec![],
             Op::Permute { perm } => {
                 let st = strides(xshape(self));
                 let walk = Walk::new(shape, &perm.iter().map(|&p| st[p]).collect::<Vec<_>>(), 0)?;
@@ -929,20 +1136,19 @@ impl<'p> Builder<'p> {
                 let r = shape.len();
                 let (m, nn) = (shape[r - 2], shape[r - 1]);
                 let k = self.shape(node.inputs[0])[r - 1];
-                let a = self.read(node.inputs[0])?;
-                let b = self.read(node.inputs[1])?;
+                let (a, ta) = self.mat_operand(node.inputs[0])?;
+                let (b, tb) = self.mat_operand(node.inputs[1])?;
                 let out = self.write(id)?;
                 let batch = numel(&shape[..r - 2]);
-                let mut ks = Vec::new();
                 if k == 0 {
                     // an empty sum: zeros
-                    ks.push(elementwise(
+                    vec![elementwise(
                         format!("fill_{}", sfx(dt)),
                         n,
                         vec![Arg::Slot(out), Arg::I64(n as i64), Arg::F64(0.0)],
-                    ));
+                    )]
                 } else {
-                    ks.push(Kernel::Gemm {
+                    vec![Kernel::Gemm(Gemm {
                         f64,
                         a,
                         b,
@@ -951,9 +1157,12 @@ impl<'p> Builder<'p> {
                         n: nn,
                         k,
                         batch,
-                    });
+                        ta,
+                        tb,
+                        stride_a: m * k,
+                        stride_b: k * nn,
+                    })]
                 }
-                ks
             }
             Op::Conv(p) => {
                 float("conv")?;
@@ -983,6 +1192,58 @@ impl<'p> Builder<'p> {
                 let xsl = self.read(node.inputs[0])?;
                 let wsl = self.read(node.inputs[1])?;
                 let out = self.write(id)?;
+                let (kk, pp) = (ws[1] * ws[2] * ws[3], shape[2] * shape[3]);
+                let pointwise = ws[2] == 1
+                    && ws[3] == 1
+                    && p.stride == [1, 1]
+                    && p.padding == [(0, 0); 2]
+                    && [shape[2], shape[3]] == [xs[2], xs[3]];
+                let col_bytes = xs[0] * kk * pp * dt.size_bytes();
+                if kk >= 2048 && n <= 1 << 16 {
+                    // few outputs, long sums (weight gradients): a block per output
+                    return Ok(vec![Kernel::Launch {
+                        func: Func::Generic(format!("conv_block_{}", sfx(dt))),
+                        f: None,
+                        grid: n.min(65535) as u32,
+                        block: BLOCK,
+                        args: vec![
+                            Arg::Slot(out),
+                            Arg::Slot(xsl),
+                            Arg::Slot(wsl),
+                            Arg::Conv(cp),
+                        ],
+                    }]);
+                }
+                if p.groups == 1 && n > 0 && kk > 64 && col_bytes <= MAX_COLUMNS {
+                    // im2col (unless pointwise) and one batched GEMM: out[b] = W · col[b]
+                    let mut ks = Vec::new();
+                    let cols = if pointwise {
+                        xsl
+                    } else {
+                        let cols = self.scratch(col_bytes)?;
+                        ks.push(elementwise(
+                            format!("im2col_{}", sfx(dt)),
+                            xs[0] * kk * pp,
+                            vec![Arg::Slot(cols), Arg::Slot(xsl), Arg::Conv(cp)],
+                        ));
+                        cols
+                    };
+                    ks.push(Kernel::Gemm(Gemm {
+                        f64: dt == DType::F64,
+                        a: wsl,
+                        b: cols,
+                        out,
+                        m: ws[0],
+                        n: pp,
+                        k: kk,
+                        batch: xs[0],
+                        ta: false,
+                        tb: false,
+                        stride_a: 0,
+                        stride_b: kk * pp,
+                    }));
+                    return Ok(ks);
+                }
                 vec![elementwise(
                     format!("conv_{}", sfx(dt)),
                     n,

@@ -120,6 +120,44 @@ template <typename T> __device__ void reduce_max_block(T* out, const T* src, i64
     }
 }
 
+// Outputs adjacent in memory: a block is 32 neighbouring outputs x 8 lanes that split the reduced
+// elements (reads coalesce across the 32), the 8 partials are combined in a fixed order.
+template <typename T> __device__ void reduce_sum_cols(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) {
+    typedef typename Acc<T>::type A;
+    __shared__ A sh[8][33];
+    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    i64 j = (i64)blockIdx.x * 32 + tx;
+    A a = 0;
+    if (j < n_out) {
+        i64 base = walk_at(keep, j);
+        for (i64 r = ty; r < n_red; r += 8) a += src[base + walk_at(red, r)];
+    }
+    sh[ty][tx] = a;
+    __syncthreads();
+    if (ty == 0 && j < n_out) {
+        A t = 0;
+        for (int y = 0; y < 8; ++y) t += sh[y][tx];
+        out[j] = sum_finish<T>(t);
+    }
+}
+template <typename T> __device__ void reduce_max_cols(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) {
+    __shared__ T sh[8][33];
+    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    i64 j = (i64)blockIdx.x * 32 + tx;
+    T a = lowest_of(T());
+    if (j < n_out) {
+        i64 base = walk_at(keep, j);
+        for (i64 r = ty; r < n_red; r += 8) a = max_step(a, src[base + walk_at(red, r)]);
+    }
+    sh[ty][tx] = a;
+    __syncthreads();
+    if (ty == 0 && j < n_out) {
+        T t = lowest_of(T());
+        for (int y = 0; y < 8; ++y) t = max_step(t, sh[y][tx]);
+        out[j] = t;
+    }
+}
+
 template <typename T> __device__ void argmax_t(int* out, const T* src, i64 outer, i64 dim, i64 inner) {
     GRID_LOOP(j, outer * inner) {
         i64 o = j / inner, in = j % inner;
@@ -184,6 +222,50 @@ template <typename T> __device__ void conv_t(T* out, const T* x, const T* wt, Co
     }
 }
 
+// Direct convolution with a block (256 threads) per output element, for few outputs with long
+// sums (a weight gradient written as a convolution: the batch and image are the sum).
+template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* wt, ConvP p) {
+    typedef typename Acc<T>::type A;
+    __shared__ A sh[256];
+    i64 og = p.o / p.groups, R = p.cg * p.kh * p.kw;
+    for (i64 i = blockIdx.x; i < p.n * p.o * p.ho * p.wo; i += gridDim.x) {
+        i64 xo = i % p.wo, t = i / p.wo;
+        i64 yo = t % p.ho; t /= p.ho;
+        i64 oc = t % p.o, n = t / p.o;
+        i64 g = oc / og;
+        A acc = 0;
+        for (i64 r = threadIdx.x; r < R; r += blockDim.x) {
+            i64 kx = r % p.kw, q = r / p.kw;
+            i64 ky = q % p.kh, ci = q / p.kh;
+            i64 iy = yo * p.sh - p.ph + ky * p.dh, ix = xo * p.sw - p.pw + kx * p.dw;
+            if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w)
+                acc += (A)x[((n * p.c + g * p.cg + ci) * p.h + iy) * p.w + ix] * (A)wt[r + oc * R];
+        }
+        sh[threadIdx.x] = acc;
+        __syncthreads();
+        for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) out[i] = (T)sh[0];
+        __syncthreads();
+    }
+}
+
+// Columns for convolution as a GEMM (groups = 1): col[b][(ci*kh + ky)*kw + kx][oy*wo + ox].
+template <typename T> __device__ void im2col_t(T* col, const T* x, ConvP p) {
+    i64 K = p.cg * p.kh * p.kw, P = p.ho * p.wo;
+    GRID_LOOP(i, p.n * K * P) {
+        i64 q = i % P, r = i / P;
+        i64 kk = r % K, b = r / K;
+        i64 kx = kk % p.kw, t = kk / p.kw;
+        i64 ky = t % p.kh, ci = t / p.kh;
+        i64 oy = q / p.wo, ox = q % p.wo;
+        i64 iy = oy * p.sh - p.ph + ky * p.dh, ix = ox * p.sw - p.pw + kx * p.dw;
+        col[i] = (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) ? x[((b * p.c + ci) * p.h + iy) * p.w + ix] : (T)0;
+    }
+}
+
 #define INST_ALL(S, T) \
     extern "C" __global__ void copy_##S(T* out, const T* src, i64 n, Walk w) { copy_t<T>(out, src, n, w); } \
     extern "C" __global__ void scatter_##S(T* out, const T* src, i64 n, Walk w) { scatter_t<T>(out, src, n, w); } \
@@ -196,6 +278,8 @@ template <typename T> __device__ void conv_t(T* out, const T* x, const T* wt, Co
     extern "C" __global__ void reduce_max_thread_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_thread<T>(out, src, n_out, n_red, keep, red); } \
     extern "C" __global__ void reduce_sum_block_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_sum_block<T>(out, src, n_out, n_red, keep, red); } \
     extern "C" __global__ void reduce_max_block_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_block<T>(out, src, n_out, n_red, keep, red); } \
+    extern "C" __global__ void reduce_sum_cols_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_sum_cols<T>(out, src, n_out, n_red, keep, red); } \
+    extern "C" __global__ void reduce_max_cols_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_cols<T>(out, src, n_out, n_red, keep, red); } \
     extern "C" __global__ void argmax_##S(int* out, const T* src, i64 outer, i64 dim, i64 inner) { argmax_t<T>(out, src, outer, dim, inner); } \
     extern "C" __global__ void scatter_add_##S(T* out, const T* upd, const int* idx, i64 pre, i64 dim, i64 post, i64 k) { scatter_add_t<T>(out, upd, idx, pre, dim, post, k); }
 
@@ -211,6 +295,10 @@ extern "C" __global__ void iota_u8(unsigned char* out, i64 n, i64 dim, i64 inner
 extern "C" __global__ void argmax_u8(int* out, const unsigned char* src, i64 outer, i64 dim, i64 inner) { argmax_t<unsigned char>(out, src, outer, dim, inner); }
 
 extern "C" __global__ void conv_f32(float* out, const float* x, const float* w, ConvP p) { conv_t<float>(out, x, w, p); }
+extern "C" __global__ void im2col_f32(float* col, const float* x, ConvP p) { im2col_t<float>(col, x, p); }
+extern "C" __global__ void im2col_f64(double* col, const double* x, ConvP p) { im2col_t<double>(col, x, p); }
+extern "C" __global__ void conv_block_f32(float* out, const float* x, const float* w, ConvP p) { conv_block_t<float>(out, x, w, p); }
+extern "C" __global__ void conv_block_f64(double* out, const double* x, const double* w, ConvP p) { conv_block_t<double>(out, x, w, p); }
 extern "C" __global__ void conv_f64(double* out, const double* x, const double* w, ConvP p) { conv_t<double>(out, x, w, p); }
 
 // Philox-4x32-10, key (seed, stream), counter (j, j >> 32, step, 0): element i is word i % 4 of

@@ -160,6 +160,31 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn write(&self, buf: &mut CudaBuffer, t: &HostTensor) -> Result<()> {
+        if buf.ty != TensorType::new(t.shape(), t.dtype()) {
+            *buf = self.upload(t)?;
+            return Ok(());
+        }
+        let bytes = host_bytes(t);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
+        // SAFETY: the buffer holds `bytes.len()` bytes; the copy is ordered on the backend's
+        // stream after any run that reads the buffer, and finished before returning.
+        ctx(
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    buf.mem.ptr,
+                    bytes,
+                    self.dev.stream.cu_stream(),
+                )
+            },
+            "copying to the device",
+        )?;
+        self.dev.sync()
+    }
+
     fn download(&self, b: &CudaBuffer) -> Result<HostTensor> {
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
         self.dev.sync()?;

@@ -4,5 +4,7 @@
 
 mod cuda {
     pub mod common;
+    mod larger;
     mod ops;
+    mod train;
 }

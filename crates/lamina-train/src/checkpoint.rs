@@ -3,7 +3,7 @@
 //! the trainer configuration, step counters, the schedule's state). Saves are atomic: a temporary
 //! file in the same folder, fsync, rename, fsync of the folder.
 
-use crate::engine::{BackendEngine, Engine, StepKind};
+use crate::engine::{Engine, StepKind};
 use crate::trainer::ModelTrainer;
 use crate::trainer::Prediction;
 use crate::{Device, TrainerConfig};
@@ -236,9 +236,7 @@ impl Inferencer {
         device: Device,
     ) -> Result<Inferencer> {
         let path = path.as_ref();
-        if let Device::Cuda(i) = device {
-            return Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") });
-        }
+        let device = crate::engine::resolve_device(device)?;
         let mut file = CheckpointFile::read(path, registry)?;
         let dtype = file.config.dtype;
         let mut state = lamina_core::StateMap::new();
@@ -261,7 +259,7 @@ impl Inferencer {
             }
             state.insert(p.path.clone(), t);
         }
-        let engine = Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?);
+        let engine = crate::engine::engine_for(device, state)?;
         let binary_threshold = if file.config.loss == crate::LossFunction::BceWithLogits {
             0.0
         } else {

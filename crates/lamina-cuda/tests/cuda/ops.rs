@@ -135,11 +135,18 @@ fn bad_input_is_an_error_and_leaves_state_unchanged() {
         );
     }
     assert!(exe.is_captured());
+    // an in-place write keeps the buffer (and the captured graph) and is seen by the next run
+    let ten = HostTensor::f32(&[2, 3], vec![10.0; 6]).unwrap();
+    cuda.write(bufs.get_mut("s").unwrap(), &ten).unwrap();
+    cuda.run(&mut exe, &mut bufs, &[&x]).unwrap();
+    assert_eq!(download(&cuda, &bufs)["s"].to_f64(), vec![10.5; 6]);
+    cuda.run(&mut exe, &mut bufs, &[&x]).unwrap();
+    assert_eq!(download(&cuda, &bufs)["s"].to_f64(), vec![11.0; 6]);
     // a new buffer for "s": the graph is captured again against it
     let mut fresh = upload(&cuda, &init);
     cuda.run(&mut exe, &mut fresh, &[&x]).unwrap();
     assert_eq!(download(&cuda, &fresh)["s"].to_f64(), vec![1.5; 6]);
-    assert_eq!(download(&cuda, &bufs)["s"].to_f64(), vec![2.5; 6]);
+    assert_eq!(download(&cuda, &bufs)["s"].to_f64(), vec![11.0; 6]);
 }
 
 #[test]
