@@ -1027,18 +1027,30 @@ impl<'p> Builder<'p> {
                 // Neighbouring outputs that are neighbours in memory: 32 outputs per block, reads
                 // coalesced. Else short reductions a thread per output, long ones a block each.
                 let adjacent = keep.rank > 0 && keep.stride[keep.rank as usize - 1] == 1;
-                let (variant, grid) = if adjacent && n_red > 8 {
-                    ("cols", n.div_ceil(32).min(i32::MAX as usize) as u32)
+                let (variant, grid, block) = if adjacent && n_red > 8 {
+                    // 32 outputs per block and up to 32 lanes over the reduced elements
+                    let lanes = n_red.div_ceil(8).clamp(1, 32) as u32;
+                    (
+                        "cols",
+                        n.div_ceil(32).min(i32::MAX as usize) as u32,
+                        32 * lanes,
+                    )
                 } else if n_red <= 64 {
-                    ("thread", grid_for(n))
+                    ("thread", grid_for(n), BLOCK)
                 } else {
-                    ("block", n.min(65535) as u32)
+                    // few outputs: more threads on each
+                    let threads = if n < 1024 && n_red >= 1 << 14 {
+                        1024
+                    } else {
+                        BLOCK
+                    };
+                    ("block", n.min(65535) as u32, threads)
                 };
                 vec![Kernel::Launch {
                     func: Func::Generic(format!("reduce_{kind}_{variant}_{}", sfx(dt))),
                     f: None,
                     grid,
-                    block: BLOCK,
+                    block,
                     args,
                 }]
             }
@@ -1199,8 +1211,9 @@ impl<'p> Builder<'p> {
                     && p.padding == [(0, 0); 2]
                     && [shape[2], shape[3]] == [xs[2], xs[3]];
                 let col_bytes = xs[0] * kk * pp * dt.size_bytes();
-                if kk >= 2048 && n <= 1 << 16 {
-                    // few outputs, long sums (weight gradients): a block per output
+                let fits_32 = numel(xs) / xs[0].max(1) < 1 << 31 && kk < 1 << 31;
+                if kk >= 2048 && n <= 4096 && fits_32 {
+                    // few outputs, long sums (a weight gradient): a block per output
                     return Ok(vec![Kernel::Launch {
                         func: Func::Generic(format!("conv_block_{}", sfx(dt))),
                         f: None,
@@ -1214,7 +1227,8 @@ impl<'p> Builder<'p> {
                         ],
                     }]);
                 }
-                if p.groups == 1 && n > 0 && kk > 64 && col_bytes <= MAX_COLUMNS {
+                let cols_32 = xs[0] * kk * pp < 1 << 31 && numel(xs) < 1 << 31;
+                if p.groups == 1 && n > 0 && kk > 64 && col_bytes <= MAX_COLUMNS && cols_32 {
                     // im2col (unless pointwise) and one batched GEMM: out[b] = W · col[b]
                     let mut ks = Vec::new();
                     let cols = if pointwise {

@@ -14,6 +14,8 @@ struct Walk {
 };
 
 __device__ __forceinline__ i64 walk_at(const Walk& w, i64 i) {
+    // i < the walk's size, so one axis needs no division
+    if (w.rank <= 1) return w.offset + (w.rank == 1 ? i * w.stride[0] : 0);
     i64 off = w.offset;
     for (int d = (int)w.rank - 1; d >= 0; --d) {
         i64 s = w.shape[d];
@@ -85,10 +87,10 @@ template <typename T> __device__ void reduce_max_thread(T* out, const T* src, i6
         out[j] = a;
     }
 }
-// Block (256 threads) per output.
+// Block (a power of two, up to 1024 threads) per output.
 template <typename T> __device__ void reduce_sum_block(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) {
     typedef typename Acc<T>::type A;
-    __shared__ A sh[256];
+    __shared__ A sh[1024];
     for (i64 j = blockIdx.x; j < n_out; j += gridDim.x) {
         i64 base = walk_at(keep, j);
         A a = 0;
@@ -104,7 +106,7 @@ template <typename T> __device__ void reduce_sum_block(T* out, const T* src, i64
     }
 }
 template <typename T> __device__ void reduce_max_block(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) {
-    __shared__ T sh[256];
+    __shared__ T sh[1024];
     for (i64 j = blockIdx.x; j < n_out; j += gridDim.x) {
         i64 base = walk_at(keep, j);
         T a = lowest_of(T());
@@ -120,40 +122,41 @@ template <typename T> __device__ void reduce_max_block(T* out, const T* src, i64
     }
 }
 
-// Outputs adjacent in memory: a block is 32 neighbouring outputs x 8 lanes that split the reduced
-// elements (reads coalesce across the 32), the 8 partials are combined in a fixed order.
+// Outputs adjacent in memory: a block is 32 neighbouring outputs x (blockDim / 32, at most 32)
+// lanes that split the reduced elements (reads coalesce across the 32); the partials are
+// combined in a fixed order.
 template <typename T> __device__ void reduce_sum_cols(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) {
     typedef typename Acc<T>::type A;
-    __shared__ A sh[8][33];
-    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    __shared__ A sh[32][33];
+    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5, lanes = blockDim.x >> 5;
     i64 j = (i64)blockIdx.x * 32 + tx;
     A a = 0;
     if (j < n_out) {
         i64 base = walk_at(keep, j);
-        for (i64 r = ty; r < n_red; r += 8) a += src[base + walk_at(red, r)];
+        for (i64 r = ty; r < n_red; r += lanes) a += src[base + walk_at(red, r)];
     }
     sh[ty][tx] = a;
     __syncthreads();
     if (ty == 0 && j < n_out) {
         A t = 0;
-        for (int y = 0; y < 8; ++y) t += sh[y][tx];
+        for (int y = 0; y < lanes; ++y) t += sh[y][tx];
         out[j] = sum_finish<T>(t);
     }
 }
 template <typename T> __device__ void reduce_max_cols(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) {
-    __shared__ T sh[8][33];
-    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    __shared__ T sh[32][33];
+    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5, lanes = blockDim.x >> 5;
     i64 j = (i64)blockIdx.x * 32 + tx;
     T a = lowest_of(T());
     if (j < n_out) {
         i64 base = walk_at(keep, j);
-        for (i64 r = ty; r < n_red; r += 8) a = max_step(a, src[base + walk_at(red, r)]);
+        for (i64 r = ty; r < n_red; r += lanes) a = max_step(a, src[base + walk_at(red, r)]);
     }
     sh[ty][tx] = a;
     __syncthreads();
     if (ty == 0 && j < n_out) {
         T t = lowest_of(T());
-        for (int y = 0; y < 8; ++y) t = max_step(t, sh[y][tx]);
+        for (int y = 0; y < lanes; ++y) t = max_step(t, sh[y][tx]);
         out[j] = t;
     }
 }
@@ -234,12 +237,18 @@ template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* 
         i64 oc = t % p.o, n = t / p.o;
         i64 g = oc / og;
         A acc = 0;
-        for (i64 r = threadIdx.x; r < R; r += blockDim.x) {
-            i64 kx = r % p.kw, q = r / p.kw;
-            i64 ky = q % p.kh, ci = q / p.kh;
-            i64 iy = yo * p.sh - p.ph + ky * p.dh, ix = xo * p.sw - p.pw + kx * p.dw;
-            if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w)
-                acc += (A)x[((n * p.c + g * p.cg + ci) * p.h + iy) * p.w + ix] * (A)wt[r + oc * R];
+        // 32-bit index arithmetic in the inner loop (the caller checks that the sizes fit)
+        const unsigned kw = (unsigned)p.kw, kh = (unsigned)p.kh;
+        const int y0 = (int)(yo * p.sh - p.ph), x0 = (int)(xo * p.sw - p.pw);
+        const int dh = (int)p.dh, dw = (int)p.dw, h = (int)p.h, w = (int)p.w;
+        const T* xb = x + (n * p.c + g * p.cg) * p.h * p.w;
+        const T* wb = wt + oc * R;
+        for (unsigned r = threadIdx.x; r < (unsigned)R; r += blockDim.x) {
+            unsigned kx = r % kw, q = r / kw;
+            unsigned ky = q % kh, ci = q / kh;
+            int iy = y0 + (int)ky * dh, ix = x0 + (int)kx * dw;
+            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                acc += (A)xb[((int)ci * h + iy) * w + ix] * (A)wb[r];
         }
         sh[threadIdx.x] = acc;
         __syncthreads();
@@ -253,16 +262,21 @@ template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* 
 }
 
 // Columns for convolution as a GEMM (groups = 1): col[b][(ci*kh + ky)*kw + kx][oy*wo + ox].
+// 32-bit index arithmetic: the caller checks that n·K·P and the input fit.
 template <typename T> __device__ void im2col_t(T* col, const T* x, ConvP p) {
-    i64 K = p.cg * p.kh * p.kw, P = p.ho * p.wo;
-    GRID_LOOP(i, p.n * K * P) {
-        i64 q = i % P, r = i / P;
-        i64 kk = r % K, b = r / K;
-        i64 kx = kk % p.kw, t = kk / p.kw;
-        i64 ky = t % p.kh, ci = t / p.kh;
-        i64 oy = q / p.wo, ox = q % p.wo;
-        i64 iy = oy * p.sh - p.ph + ky * p.dh, ix = ox * p.sw - p.pw + kx * p.dw;
-        col[i] = (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) ? x[((b * p.c + ci) * p.h + iy) * p.w + ix] : (T)0;
+    const unsigned K = (unsigned)(p.cg * p.kh * p.kw), P = (unsigned)(p.ho * p.wo);
+    const unsigned kw = (unsigned)p.kw, kh = (unsigned)p.kh, wo = (unsigned)p.wo;
+    const int sh = (int)p.sh, sw = (int)p.sw, ph = (int)p.ph, pw = (int)p.pw;
+    const int dh = (int)p.dh, dw = (int)p.dw, h = (int)p.h, w = (int)p.w, c = (int)p.c;
+    const unsigned total = (unsigned)(p.n * K * P);
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        unsigned q = i % P, r = i / P;
+        unsigned kk = r % K, b = r / K;
+        unsigned kx = kk % kw, t = kk / kw;
+        unsigned ky = t % kh, ci = t / kh;
+        int oy = (int)(q / wo), ox = (int)(q % wo);
+        int iy = oy * sh - ph + (int)ky * dh, ix = ox * sw - pw + (int)kx * dw;
+        col[i] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(((int)b * c + (int)ci) * h + iy) * w + ix] : (T)0;
     }
 }
 

@@ -225,11 +225,16 @@ impl Steps {
             )));
         }
         let dtype = self.config.dtype;
-        let xt = HostTensor::from_f64(
-            x_shape,
-            dtype,
-            &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-        )?;
+        // f32 goes in as it is (no f64 round trip: that costs more than a step on a GPU)
+        let xt = if dtype == DType::F32 {
+            HostTensor::f32(x_shape, x.to_vec())?
+        } else {
+            HostTensor::from_f64(
+                x_shape,
+                dtype,
+                &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            )?
+        };
         let Some((labels, label_shape)) = labels else {
             return Ok((xt, None));
         };
