@@ -163,6 +163,10 @@ fn elementwise(name: String, n: usize, args: Vec<Arg>) -> Kernel {
     }
 }
 
+fn shape_text(s: &[usize]) -> String {
+    lamina_core::dtype::fmt_shape(s)
+}
+
 fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<usize> {
     let st = strides(shape);
     st.iter()
@@ -184,7 +188,7 @@ pub struct CudaExecutable {
     _arena: DevMem,
     _consts: Vec<DevMem>,
     _snapshots: Vec<DevMem>,
-    _scratch: Option<DevMem>,
+    _scratch: Vec<DevMem>,
     _inputs: Vec<DevMem>,
     /// Page-locked staging memory per fed input.
     staging: Vec<Pinned>,
@@ -598,8 +602,8 @@ struct Builder<'p> {
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
     through: std::collections::HashSet<NodeId>,
-    /// The slot of the shared scratch buffer (im2col columns) and its size so far.
-    scratch: Option<(usize, usize)>,
+    /// Slots of the shared scratch buffers (im2col columns, GEMM results) and their sizes so far.
+    scratch: Vec<(usize, usize)>,
 }
 
 impl<'p> Builder<'p> {
@@ -695,32 +699,31 @@ impl<'p> Builder<'p> {
             bind_states,
             fused: Vec::new(),
             through: Default::default(),
-            scratch: None,
+            scratch: Vec::new(),
         })
     }
 
-    /// A scratch buffer of at least `bytes` for one step (steps run one after another, so they
-    /// share it).
-    fn scratch(&mut self, bytes: usize) -> Result<usize> {
-        let (slot, size) = match self.scratch {
-            Some(s) => s,
-            None => {
-                self.slots.push(0);
-                (self.slots.len() - 1, 0)
-            }
-        };
-        self.scratch = Some((slot, size.max(bytes)));
+    /// Scratch buffer `which` of at least `bytes` for one step (steps run one after another, so
+    /// they share it).
+    fn scratch(&mut self, which: usize, bytes: usize) -> Result<usize> {
+        while self.scratch.len() <= which {
+            self.slots.push(0);
+            self.scratch.push((self.slots.len() - 1, 0));
+        }
+        let (slot, size) = self.scratch[which];
+        self.scratch[which] = (slot, size.max(bytes));
         Ok(slot)
     }
 
-    /// Allocates the scratch buffer once every step is compiled.
-    fn finish_scratch(&mut self) -> Result<Option<DevMem>> {
-        let Some((slot, bytes)) = self.scratch else {
-            return Ok(None);
-        };
-        let mem = DevMem::new(&self.dev.ctx, bytes)?;
-        self.slots[slot] = mem.ptr;
-        Ok(Some(mem))
+    /// Allocates the scratch buffers once every step is compiled.
+    fn finish_scratch(&mut self) -> Result<Vec<DevMem>> {
+        let mut mems = Vec::new();
+        for &(slot, bytes) in &self.scratch {
+            let mem = DevMem::new(&self.dev.ctx, bytes)?;
+            self.slots[slot] = mem.ptr;
+            mems.push(mem);
+        }
+        Ok(mems)
     }
 
     fn step_of(&self) -> Vec<Option<usize>> {
@@ -1205,11 +1208,6 @@ impl<'p> Builder<'p> {
                 let wsl = self.read(node.inputs[1])?;
                 let out = self.write(id)?;
                 let (kk, pp) = (ws[1] * ws[2] * ws[3], shape[2] * shape[3]);
-                let pointwise = ws[2] == 1
-                    && ws[3] == 1
-                    && p.stride == [1, 1]
-                    && p.padding == [(0, 0); 2]
-                    && [shape[2], shape[3]] == [xs[2], xs[3]];
                 let col_bytes = xs[0] * kk * pp * dt.size_bytes();
                 let fits_32 = numel(xs) / xs[0].max(1) < 1 << 31 && kk < 1 << 31;
                 if kk >= 2048 && n <= 4096 && fits_32 {
@@ -1229,34 +1227,49 @@ impl<'p> Builder<'p> {
                 }
                 let cols_32 = xs[0] * kk * pp < 1 << 31 && numel(xs) < 1 << 31;
                 if p.groups == 1 && n > 0 && kk > 64 && col_bytes <= MAX_COLUMNS && cols_32 {
-                    // im2col (unless pointwise) and one batched GEMM: out[b] = W · col[b]
-                    let mut ks = Vec::new();
-                    let cols = if pointwise {
-                        xsl
-                    } else {
-                        let cols = self.scratch(col_bytes)?;
-                        ks.push(elementwise(
+                    // im2col for every image, one GEMM W [O, K] · col [K, N·P] = [O, N, P], and a
+                    // transposing copy to [N, O, P]
+                    let (nb, o) = (xs[0], ws[0]);
+                    let cols = self.scratch(0, col_bytes)?;
+                    let tmp = self.scratch(1, n * dt.size_bytes())?;
+                    return Ok(vec![
+                        elementwise(
                             format!("im2col_{}", sfx(dt)),
-                            xs[0] * kk * pp,
+                            nb * kk * pp,
                             vec![Arg::Slot(cols), Arg::Slot(xsl), Arg::Conv(cp)],
-                        ));
-                        cols
-                    };
-                    ks.push(Kernel::Gemm(Gemm {
-                        f64: dt == DType::F64,
-                        a: wsl,
-                        b: cols,
-                        out,
-                        m: ws[0],
-                        n: pp,
-                        k: kk,
-                        batch: xs[0],
-                        ta: false,
-                        tb: false,
-                        stride_a: 0,
-                        stride_b: kk * pp,
-                    }));
-                    return Ok(ks);
+                        ),
+                        Kernel::Gemm(Gemm {
+                            f64: dt == DType::F64,
+                            a: wsl,
+                            b: cols,
+                            out: tmp,
+                            m: o,
+                            n: nb * pp,
+                            k: kk,
+                            batch: 1,
+                            ta: false,
+                            tb: false,
+                            stride_a: 0,
+                            stride_b: 0,
+                        }),
+                        elementwise(
+                            format!("copy_{}", sfx(dt)),
+                            n,
+                            vec![
+                                Arg::Slot(out),
+                                Arg::Slot(tmp),
+                                Arg::I64(n as i64),
+                                Arg::Walk(Walk::new(&[nb, o, pp], &[pp, nb * pp, 1], 0)?),
+                            ],
+                        ),
+                    ]);
+                }
+                if numel(xs) >= 1 << 31 || n >= 1 << 31 || numel(ws) >= 1 << 31 {
+                    return Err(cuda_err(format!(
+                        "%{id}: convolution of {} by {} is too large for the direct kernel",
+                        crate::exec::shape_text(xs),
+                        crate::exec::shape_text(ws)
+                    )));
                 }
                 vec![elementwise(
                     format!("conv_{}", sfx(dt)),

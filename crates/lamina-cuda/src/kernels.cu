@@ -199,25 +199,29 @@ template <typename T> __device__ void scatter_add_t(T* out, const T* upd, const 
     }
 }
 
-// Direct convolution (cross-correlation), NCHW x OIHW, one thread per output element.
+// Direct convolution (cross-correlation), NCHW x OIHW, one thread per output element; 32-bit
+// index arithmetic (the caller checks that the tensors fit).
 template <typename T> __device__ void conv_t(T* out, const T* x, const T* wt, ConvP p) {
-    i64 og = p.o / p.groups;
-    GRID_LOOP(i, p.n * p.o * p.ho * p.wo) {
-        i64 xo = i % p.wo, t = i / p.wo;
-        i64 yo = t % p.ho; t /= p.ho;
-        i64 oc = t % p.o, n = t / p.o;
-        i64 g = oc / og;
+    const unsigned og = (unsigned)(p.o / p.groups), O = (unsigned)p.o, ho = (unsigned)p.ho, wo = (unsigned)p.wo;
+    const int cg = (int)p.cg, kh = (int)p.kh, kw = (int)p.kw, h = (int)p.h, w = (int)p.w, c = (int)p.c;
+    const int sh = (int)p.sh, sw = (int)p.sw, ph = (int)p.ph, pw = (int)p.pw, dh = (int)p.dh, dw = (int)p.dw;
+    const unsigned total = (unsigned)(p.n * p.o * p.ho * p.wo);
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        unsigned xo = i % wo, t = i / wo;
+        unsigned yo = t % ho; t /= ho;
+        unsigned oc = t % O, n = t / O;
+        unsigned g = oc / og;
         T acc = 0;
-        for (i64 ci = 0; ci < p.cg; ++ci) {
-            const T* xp = x + ((n * p.c + g * p.cg + ci) * p.h) * p.w;
-            const T* wp = wt + ((oc * p.cg + ci) * p.kh) * p.kw;
-            for (i64 ky = 0; ky < p.kh; ++ky) {
-                i64 iy = yo * p.sh - p.ph + ky * p.dh;
-                if (iy < 0 || iy >= p.h) continue;
-                for (i64 kx = 0; kx < p.kw; ++kx) {
-                    i64 ix = xo * p.sw - p.pw + kx * p.dw;
-                    if (ix < 0 || ix >= p.w) continue;
-                    acc += xp[iy * p.w + ix] * wp[ky * p.kw + kx];
+        for (int ci = 0; ci < cg; ++ci) {
+            const T* xp = x + (((int)n * c + (int)g * cg + ci) * h) * w;
+            const T* wp = wt + (((int)oc * cg + ci) * kh) * kw;
+            for (int ky = 0; ky < kh; ++ky) {
+                int iy = (int)yo * sh - ph + ky * dh;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; ++kx) {
+                    int ix = (int)xo * sw - pw + kx * dw;
+                    if (ix < 0 || ix >= w) continue;
+                    acc += xp[iy * w + ix] * wp[ky * kw + kx];
                 }
             }
         }
@@ -261,17 +265,18 @@ template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* 
     }
 }
 
-// Columns for convolution as a GEMM (groups = 1): col[b][(ci*kh + ky)*kw + kx][oy*wo + ox].
-// 32-bit index arithmetic: the caller checks that n·K·P and the input fit.
+// Columns for convolution as one GEMM (groups = 1): col[(ci*kh + ky)*kw + kx][b][oy*wo + ox], so
+// that W [O, K] · col [K, N·P] gives every image at once. 32-bit index arithmetic: the caller
+// checks that N·K·P and the input fit.
 template <typename T> __device__ void im2col_t(T* col, const T* x, ConvP p) {
-    const unsigned K = (unsigned)(p.cg * p.kh * p.kw), P = (unsigned)(p.ho * p.wo);
+    const unsigned P = (unsigned)(p.ho * p.wo), N = (unsigned)p.n;
     const unsigned kw = (unsigned)p.kw, kh = (unsigned)p.kh, wo = (unsigned)p.wo;
     const int sh = (int)p.sh, sw = (int)p.sw, ph = (int)p.ph, pw = (int)p.pw;
     const int dh = (int)p.dh, dw = (int)p.dw, h = (int)p.h, w = (int)p.w, c = (int)p.c;
-    const unsigned total = (unsigned)(p.n * K * P);
+    const unsigned total = (unsigned)(p.n * p.cg * p.kh * p.kw * p.ho * p.wo);
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         unsigned q = i % P, r = i / P;
-        unsigned kk = r % K, b = r / K;
+        unsigned b = r % N, kk = r / N;
         unsigned kx = kk % kw, t = kk / kw;
         unsigned ky = t % kh, ci = t / kh;
         int oy = (int)(q / wo), ox = (int)(q % wo);

@@ -40,7 +40,7 @@ fn training_graph(dtype: DType) -> Graph {
     let cgr = img.slice(1, 0, 2, 1).conv2d(kg, 1, 1, 1, 2).sum(&[], false);
     let pw = b.state("pw", &[5, 3, 1, 1], dtype);
     let cpw = img.conv2d(pw, 1, 0, 1, 1).sum(&[1], false);
-    // every convolution path: long sums (block per output), pointwise GEMM, im2col + GEMM
+    // every convolution path: long sums (block per output), im2col + one GEMM (1x1 and 3x3)
     let img2 = b.input("img2", &[2, 80, 8, 8], dtype);
     let w_long = b.state("w_long", &[4, 80, 6, 6], dtype);
     let w_pw = b.state("w_pw", &[5, 80, 1, 1], dtype);
