@@ -59,18 +59,19 @@ pub(crate) fn compile(src: &str) -> Result<Ptx> {
     Ok(ptx)
 }
 
-/// True when the CUDA driver library loads and reports at least one device.
+/// Number of CUDA devices: 0 when the driver library does not load. Looked up once per process
+/// (the trainer asks on every `Device::Auto`).
 pub(crate) fn device_count() -> usize {
-    // SAFETY: only tries to open the driver library.
-    if !unsafe { drv_sys::is_culib_present() } {
-        return 0;
-    }
-    if drv::init().is_err() {
-        return 0;
-    }
-    CudaContext::device_count()
-        .map(|n| n.max(0) as usize)
-        .unwrap_or(0)
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        // SAFETY: only tries to open the driver library.
+        if !unsafe { drv_sys::is_culib_present() } || drv::init().is_err() {
+            return 0;
+        }
+        CudaContext::device_count()
+            .map(|n| n.max(0) as usize)
+            .unwrap_or(0)
+    })
 }
 
 /// Plain device memory (`cuMemAlloc`), freed on drop.
