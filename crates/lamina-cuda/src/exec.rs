@@ -100,6 +100,8 @@ enum Arg {
 enum Func {
     Generic(String),
     Fused(usize),
+    /// A kernel generated into the plan's module with its shapes as constants.
+    Planned(String),
 }
 
 #[derive(Clone, Debug)]
@@ -261,13 +263,14 @@ impl CudaExecutable {
             kernels.extend(ks);
         }
         // One module for every fused group of the plan.
-        let module = if b.fused.is_empty() {
+        let module = if b.fused.is_empty() && b.planned.is_empty() {
             None
         } else {
             let mut src = String::from(codegen::PRELUDE);
             for f in &b.fused {
                 src.push_str(&f.source());
             }
+            src.push_str(&b.planned);
             Some(dev.module(&src)?)
         };
         for k in &mut kernels {
@@ -277,6 +280,10 @@ impl CudaExecutable {
                     Func::Fused(i) => {
                         let name = &b.fused[*i].name;
                         let m = module.as_ref().expect("fused kernels have a module");
+                        ctx(m.load_function(name), &format!("kernel {name}"))?
+                    }
+                    Func::Planned(name) => {
+                        let m = module.as_ref().expect("planned kernels have a module");
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
                 });
@@ -334,6 +341,10 @@ impl CudaExecutable {
                     func: Func::Generic(n),
                     ..
                 } => n.clone(),
+                Kernel::Launch {
+                    func: Func::Planned(n),
+                    ..
+                } => n.split('_').next().unwrap_or("planned").into(),
                 Kernel::Launch { .. } => "fused".into(),
                 Kernel::Gemm(g) => format!(
                     "gemm{}{} {}x{}x{} b{}",
@@ -602,6 +613,8 @@ struct Builder<'p> {
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
     through: std::collections::HashSet<NodeId>,
+    /// Source of the kernels generated for this plan besides the fused groups.
+    planned: String,
     /// Slots of the shared scratch buffers (im2col columns, GEMM results) and their sizes so far.
     scratch: Vec<(usize, usize)>,
 }
@@ -699,8 +712,34 @@ impl<'p> Builder<'p> {
             bind_states,
             fused: Vec::new(),
             through: Default::default(),
+            planned: String::new(),
             scratch: Vec::new(),
         })
+    }
+
+    /// An im2col kernel (layout `col[(ci·kh + ky)·kw + kx][b][oy·wo + ox]`) with the convolution's sizes
+    /// as constants, so its index arithmetic compiles to multiplications; returns its name.
+    fn im2col_kernel(&mut self, dt: DType, v: &[i64; 17]) -> String {
+        let [n, c, h, w, _o, cg, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, _g] = *v;
+        let name = format!("im2col_{}", self.planned.matches("__global__").count());
+        let ty = codegen::c_type(dt);
+        let total = n * cg * kh * kw * ho * wo;
+        let p = ho * wo;
+        self.planned.push_str(&format!(
+            r#"extern "C" __global__ void {name}({ty}* col, const {ty}* x) {{
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < {total}u; i += gridDim.x * blockDim.x) {{
+    unsigned q = i % {p}u, r = i / {p}u;
+    unsigned b = r % {n}u, kk = r / {n}u;
+    unsigned kx = kk % {kw}u, t = kk / {kw}u;
+    unsigned ky = t % {kh}u, ci = t / {kh}u;
+    int oy = (int)(q / {wo}u), ox = (int)(q % {wo}u);
+    int iy = oy * {sh} - ({ph}) + (int)ky * {dh}, ix = ox * {sw} - ({pw}) + (int)kx * {dw};
+    col[i] = (iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? x[(((int)b * {c} + (int)ci) * {h} + iy) * {w} + ix] : ({ty})0;
+  }}
+}}
+"#
+        ));
+        name
     }
 
     /// Scratch buffer `which` of at least `bytes` for one step (steps run one after another, so
@@ -1232,12 +1271,15 @@ impl<'p> Builder<'p> {
                     let (nb, o) = (xs[0], ws[0]);
                     let cols = self.scratch(0, col_bytes)?;
                     let tmp = self.scratch(1, n * dt.size_bytes())?;
+                    let name = self.im2col_kernel(dt, &cp.v);
                     return Ok(vec![
-                        elementwise(
-                            format!("im2col_{}", sfx(dt)),
-                            nb * kk * pp,
-                            vec![Arg::Slot(cols), Arg::Slot(xsl), Arg::Conv(cp)],
-                        ),
+                        Kernel::Launch {
+                            func: Func::Planned(name),
+                            f: None,
+                            grid: grid_for(nb * kk * pp),
+                            block: BLOCK,
+                            args: vec![Arg::Slot(cols), Arg::Slot(xsl)],
+                        },
                         Kernel::Gemm(Gemm {
                             f64: dt == DType::F64,
                             a: wsl,

@@ -265,26 +265,6 @@ template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* 
     }
 }
 
-// Columns for convolution as one GEMM (groups = 1): col[(ci*kh + ky)*kw + kx][b][oy*wo + ox], so
-// that W [O, K] · col [K, N·P] gives every image at once. 32-bit index arithmetic: the caller
-// checks that N·K·P and the input fit.
-template <typename T> __device__ void im2col_t(T* col, const T* x, ConvP p) {
-    const unsigned P = (unsigned)(p.ho * p.wo), N = (unsigned)p.n;
-    const unsigned kw = (unsigned)p.kw, kh = (unsigned)p.kh, wo = (unsigned)p.wo;
-    const int sh = (int)p.sh, sw = (int)p.sw, ph = (int)p.ph, pw = (int)p.pw;
-    const int dh = (int)p.dh, dw = (int)p.dw, h = (int)p.h, w = (int)p.w, c = (int)p.c;
-    const unsigned total = (unsigned)(p.n * p.cg * p.kh * p.kw * p.ho * p.wo);
-    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-        unsigned q = i % P, r = i / P;
-        unsigned b = r % N, kk = r / N;
-        unsigned kx = kk % kw, t = kk / kw;
-        unsigned ky = t % kh, ci = t / kh;
-        int oy = (int)(q / wo), ox = (int)(q % wo);
-        int iy = oy * sh - ph + (int)ky * dh, ix = ox * sw - pw + (int)kx * dw;
-        col[i] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[(((int)b * c + (int)ci) * h + iy) * w + ix] : (T)0;
-    }
-}
-
 #define INST_ALL(S, T) \
     extern "C" __global__ void copy_##S(T* out, const T* src, i64 n, Walk w) { copy_t<T>(out, src, n, w); } \
     extern "C" __global__ void scatter_##S(T* out, const T* src, i64 n, Walk w) { scatter_t<T>(out, src, n, w); } \
@@ -314,8 +294,6 @@ extern "C" __global__ void iota_u8(unsigned char* out, i64 n, i64 dim, i64 inner
 extern "C" __global__ void argmax_u8(int* out, const unsigned char* src, i64 outer, i64 dim, i64 inner) { argmax_t<unsigned char>(out, src, outer, dim, inner); }
 
 extern "C" __global__ void conv_f32(float* out, const float* x, const float* w, ConvP p) { conv_t<float>(out, x, w, p); }
-extern "C" __global__ void im2col_f32(float* col, const float* x, ConvP p) { im2col_t<float>(col, x, p); }
-extern "C" __global__ void im2col_f64(double* col, const double* x, ConvP p) { im2col_t<double>(col, x, p); }
 extern "C" __global__ void conv_block_f32(float* out, const float* x, const float* w, ConvP p) { conv_block_t<float>(out, x, w, p); }
 extern "C" __global__ void conv_block_f64(double* out, const double* x, const double* w, ConvP p) { conv_block_t<double>(out, x, w, p); }
 extern "C" __global__ void conv_f64(double* out, const double* x, const double* w, ConvP p) { conv_t<double>(out, x, w, p); }
