@@ -10,7 +10,7 @@ use lamina_core::{Error, Result};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub(crate) fn cuda_err(msg: impl std::fmt::Display) -> Error {
     Error::Backend {
@@ -22,6 +22,21 @@ pub(crate) fn cuda_err(msg: impl std::fmt::Display) -> Error {
 /// Maps a driver or library error into lamina's error with what was being done.
 pub(crate) fn ctx<T, E: std::fmt::Debug>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
     r.map_err(|e| cuda_err(format!("{what}: {e:?}")))
+}
+
+/// Graph capture against the rest of the process: a capture holds it for writing; allocations,
+/// frees and module loads of every backend hold it for reading, so no thread allocates, frees
+/// (which synchronizes the device) or loads a module while another thread captures a step.
+static CAPTURE: RwLock<()> = RwLock::new(());
+
+/// Shared hold for an operation that must not overlap a capture.
+pub(crate) fn not_capturing() -> RwLockReadGuard<'static, ()> {
+    CAPTURE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Exclusive hold for a capture.
+pub(crate) fn capturing() -> RwLockWriteGuard<'static, ()> {
+    CAPTURE.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The source of the generic kernels (copies, reductions, RNG, gather/scatter, convolution).
@@ -87,6 +102,7 @@ impl DevMem {
             .map_err(|e| cuda_err(format!("{e:?}")))?;
         // Zero-byte values still get a distinct, valid pointer.
         // SAFETY: a plain allocation; freed in Drop with the same context bound.
+        let _quiet = not_capturing();
         let ptr = ctx(unsafe { drv::malloc_sync(bytes.max(1)) }, "cuMemAlloc")
             .map_err(|e| cuda_err(format!("allocating {bytes} bytes of device memory: {e}")))?;
         Ok(DevMem {
@@ -102,6 +118,7 @@ impl Drop for DevMem {
         let _ = self.ctx.bind_to_thread();
         // SAFETY: allocated by `new`; no kernel uses it after its owner is dropped (every run
         // synchronizes its stream before returning).
+        let _quiet = not_capturing();
         let _ = unsafe { drv::free_sync(self.ptr) };
     }
 }
@@ -123,7 +140,10 @@ impl Pinned {
             .map_err(|e| cuda_err(format!("{e:?}")))?;
         // SAFETY: a plain allocation, freed in Drop.
         let ptr = ctx(
-            unsafe { drv::malloc_host(bytes.max(1), 0) },
+            unsafe {
+                let _quiet = not_capturing();
+                drv::malloc_host(bytes.max(1), 0)
+            },
             "cuMemHostAlloc",
         )? as *mut u8;
         Ok(Pinned {
@@ -145,6 +165,7 @@ impl Drop for Pinned {
     fn drop(&mut self) {
         let _ = self.ctx.bind_to_thread();
         // SAFETY: allocated by `new`; no copy reads it after its run synchronized.
+        let _quiet = not_capturing();
         let _ = unsafe { drv::free_host(self.ptr as *mut _) };
     }
 }
@@ -155,13 +176,15 @@ pub(crate) struct Dev {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: blas_sys::cublasHandle_t,
     _workspace: DevMem,
-    generic: Arc<CudaModule>,
+    /// `None` only while dropping.
+    generic: Option<Arc<CudaModule>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     modules: Mutex<HashMap<u64, Arc<CudaModule>>>,
+    /// Held by every run, upload, download and write: one user of the stream and handle at a time.
+    busy: Mutex<()>,
 }
 
-// SAFETY: the cuBLAS handle is only used on the backend's stream, by one run at a time (runs take
-// `&mut` executables and the handle's stream is fixed at creation).
+// SAFETY: the cuBLAS handle and the stream are only used while `busy` is held.
 unsafe impl Send for Dev {}
 unsafe impl Sync for Dev {}
 
@@ -203,16 +226,27 @@ impl Dev {
                 "cublasSetMathMode",
             )?;
         }
-        let generic = ctx(cx.load_module(compile(GENERIC_SRC)?), "loading kernels")?;
+        let ptx = compile(GENERIC_SRC)?;
+        let generic = {
+            let _quiet = not_capturing();
+            ctx(cx.load_module(ptx), "loading kernels")?
+        };
         Ok(Dev {
             ctx: cx,
             stream,
             blas,
             _workspace: workspace,
-            generic,
+            generic: Some(generic),
             functions: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
+            busy: Mutex::new(()),
         })
+    }
+
+    /// Exclusive use of the stream and the cuBLAS handle.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // a panic in another run leaves nothing half-written that a later run depends on
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A generic kernel by name.
@@ -221,7 +255,11 @@ impl Dev {
         if let Some(k) = f.get(name) {
             return Ok(k.clone());
         }
-        let k = ctx(self.generic.load_function(name), &format!("kernel {name}"))?;
+        let m = self
+            .generic
+            .as_ref()
+            .expect("the generic module lives as long as the device");
+        let k = ctx(m.load_function(name), &format!("kernel {name}"))?;
         f.insert(name.to_string(), k.clone());
         Ok(k)
     }
@@ -232,10 +270,9 @@ impl Dev {
         if let Some(m) = self.modules.lock().expect("module table").get(&key) {
             return Ok(m.clone());
         }
-        let m = ctx(
-            self.ctx.load_module(compile(src)?),
-            "loading generated kernels",
-        )?;
+        let ptx = compile(src)?;
+        let _quiet = not_capturing();
+        let m = ctx(self.ctx.load_module(ptx), "loading generated kernels")?;
         self.modules
             .lock()
             .expect("module table")
@@ -257,6 +294,19 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.stream.synchronize();
+        {
+            // unloading modules must not overlap another thread's capture
+            let _quiet = not_capturing();
+            self.functions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            self.modules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            self.generic = None;
+        }
         // SAFETY: created in `new`, used by nobody after the backend is gone.
         let _ = unsafe { blas::destroy_handle(self.blas) };
     }

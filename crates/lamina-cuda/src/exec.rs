@@ -7,7 +7,7 @@
 //! constants resolved; all fused groups of a plan are generated into one NVRTC module.
 
 use crate::codegen::{self, FusedText, Load};
-use crate::dev::{ctx, cuda_err, Dev, DevMem, Pinned};
+use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
 use crate::CudaBuffer;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
@@ -522,6 +522,8 @@ impl CudaExecutable {
     ) -> Result<Vec<HostTensor>> {
         self.plan.check_inputs(inputs)?;
         check_state(&self.plan, state, |b: &CudaBuffer| b.ty.clone())?;
+        let dev = self.dev.clone();
+        let _busy = dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
         let stream = self.dev.stream.cu_stream();
         for &(slot, k) in &self.bind_inputs {
@@ -551,7 +553,9 @@ impl CudaExecutable {
             let stale = !matches!(&self.graph, Some((_, p)) if *p == state_ptrs);
             if stale {
                 self.graph = None;
-                self.graph = self.capture()?.map(|g| (g, state_ptrs));
+                // A failed capture is not an error: this run goes launch by launch and the next
+                // one tries again (tests check that training steps do end up captured).
+                self.graph = self.capture().ok().flatten().map(|g| (g, state_ptrs));
             }
             match &self.graph {
                 Some((g, _)) => ctx(g.launch(), "launching the step's graph")?,
@@ -582,6 +586,7 @@ impl CudaExecutable {
 
     /// Captures the step into a CUDA graph; `None` when the plan has no work.
     fn capture(&self) -> Result<Option<CudaGraph>> {
+        let _alone = capturing();
         let stream = &self.dev.stream;
         ctx(
             stream.begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
@@ -591,6 +596,15 @@ impl CudaExecutable {
         let g = stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
         enq?;
         ctx(g, "capturing the step as a CUDA graph")
+    }
+}
+
+impl Drop for CudaExecutable {
+    fn drop(&mut self) {
+        // destroying the graph and unloading the module must not overlap another thread's capture
+        let _quiet = not_capturing();
+        self.graph = None;
+        self._module = None;
     }
 }
 

@@ -147,6 +147,7 @@ impl Backend for CudaBackend {
     fn upload(&self, t: &HostTensor) -> Result<CudaBuffer> {
         let bytes = host_bytes(t);
         let mem = DevMem::new(&self.dev.ctx, bytes.len())?;
+        let _busy = self.dev.lock();
         if !bytes.is_empty() {
             // SAFETY: `mem` holds `bytes.len()` bytes.
             ctx(
@@ -169,6 +170,7 @@ impl Backend for CudaBackend {
         if bytes.is_empty() {
             return Ok(());
         }
+        let _busy = self.dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
         // SAFETY: the buffer holds `bytes.len()` bytes; the copy is ordered on the backend's
         // stream after any run that reads the buffer, and finished before returning.
@@ -186,6 +188,7 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, b: &CudaBuffer) -> Result<HostTensor> {
+        let _busy = self.dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
         self.dev.sync()?;
         let mut bytes = vec![0u8; b.mem.bytes];

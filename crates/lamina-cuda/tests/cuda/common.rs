@@ -3,6 +3,13 @@
 use lamina_core::*;
 use lamina_cuda::{CudaBackend, CudaBuffer, CudaConfig};
 
+/// Held by every test for its whole run: the memory tests read device-wide usage, so no other
+/// test may allocate meanwhile (the concurrency test starts its own threads inside).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A strict-f32 backend with graphs on, or `None` (after printing the skip) without a GPU.
 pub fn backend(test: &str) -> Option<CudaBackend> {
     backend_with(test, false, true)

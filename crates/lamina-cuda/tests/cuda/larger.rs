@@ -2,7 +2,7 @@
 //! through im2col + GEMM (and grouped ones through the direct kernel), reductions of both
 //! layouts, broadcasting fused groups; two steps so the second starts from updated state.
 
-use super::common::{backend, run_cuda};
+use super::common::{backend, run_cuda, serial};
 use lamina_core::*;
 use lamina_ref::check::{assert_close, TestRng};
 
@@ -69,6 +69,7 @@ fn training_graph(dtype: DType) -> Graph {
 
 #[test]
 fn larger_graphs_match_reference() {
+    let _serial = serial();
     let Some(cuda) = backend("larger_graphs_match_reference") else {
         return;
     };

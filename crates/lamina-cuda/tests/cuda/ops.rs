@@ -1,7 +1,7 @@
 //! Every row of the shared op table in strict f32 and f64, eager and replayed as a CUDA graph;
 //! the RNG bit for bit; bad input.
 
-use super::common::{backend, backend_with, download, run_cuda, upload};
+use super::common::{backend, backend_with, download, run_cuda, serial, upload};
 use lamina_core::*;
 use lamina_cuda::CudaBuffer;
 use lamina_ref::cases::op_table;
@@ -44,17 +44,20 @@ fn check_table(dtype: DType, tol: (f64, f64)) {
 
 #[test]
 fn op_table_f32_strict() {
+    let _serial = serial();
     check_table(DType::F32, (1e-5, 1e-6));
 }
 
 #[test]
 fn op_table_f64() {
+    let _serial = serial();
     check_table(DType::F64, (1e-10, 1e-10));
 }
 
 /// RandomBits on the device draws exactly `lamina_core::rng`'s bits (odd length, several steps).
 #[test]
 fn random_bits_match_the_host_generator() {
+    let _serial = serial();
     let Some(cuda) = backend("random_bits_match_the_host_generator") else {
         return;
     };
@@ -86,6 +89,7 @@ fn random_bits_match_the_host_generator() {
 /// a replaced state buffer re-captures the graph and sees the new buffer.
 #[test]
 fn bad_input_is_an_error_and_leaves_state_unchanged() {
+    let _serial = serial();
     let Some(cuda) = backend("bad_input_is_an_error_and_leaves_state_unchanged") else {
         return;
     };
@@ -151,6 +155,7 @@ fn bad_input_is_an_error_and_leaves_state_unchanged() {
 
 #[test]
 fn half_precision_is_refused() {
+    let _serial = serial();
     let Some(cuda) = backend("half_precision_is_refused") else {
         return;
     };

@@ -2,7 +2,7 @@
 //! (strict f32, dropout masks drawn identically), no device memory grows over many steps, and
 //! trainers that are created and dropped give their memory back.
 
-use super::common::backend;
+use super::common::{backend, serial};
 use lamina_cuda::CudaBackend;
 use lamina_train::{Device, ModelTrainer, TrainerConfig};
 
@@ -48,6 +48,7 @@ fn losses(name: &str, device: Device, data: &[(Vec<f32>, Vec<i32>)]) -> Vec<f64>
 
 #[test]
 fn benchmark_models_follow_the_cpu_loss_curve() {
+    let _serial = serial();
     if backend("benchmark_models_follow_the_cpu_loss_curve").is_none() {
         return;
     }
@@ -87,6 +88,7 @@ fn benchmark_models_follow_the_cpu_loss_curve() {
 
 #[test]
 fn device_memory_does_not_grow() {
+    let _serial = serial();
     let Some(probe) = backend("device_memory_does_not_grow") else {
         return;
     };
@@ -115,6 +117,7 @@ fn device_memory_does_not_grow() {
 
 #[test]
 fn dropped_trainers_return_their_memory() {
+    let _serial = serial();
     let Some(probe) = backend("dropped_trainers_return_their_memory") else {
         return;
     };
@@ -153,6 +156,7 @@ fn dropped_trainers_return_their_memory() {
 
 #[test]
 fn auto_device_picks_cuda_when_present() {
+    let _serial = serial();
     if CudaBackend::device_count() == 0 {
         println!("auto_device_picks_cuda_when_present: skipped: no CUDA device");
         return;
@@ -172,4 +176,39 @@ fn auto_device_picks_cuda_when_present() {
         _ => Device::Cuda(0),
     };
     assert_eq!(t.device(), want);
+}
+
+/// Trainers on several threads at once: their steps are captured while other threads allocate,
+/// free and load modules, and every thread still gets the losses of a trainer alone.
+#[test]
+fn trainers_on_several_threads() {
+    let _serial = serial();
+    if backend("trainers_on_several_threads").is_none() {
+        return;
+    }
+    let spec = lamina_nn::zoo::model("seed_mlp", true).unwrap();
+    let data = batches(&spec, 3);
+    let alone = losses("seed_mlp", Device::Cuda(0), &data);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..3)
+                        .map(|_| losses("seed_mlp", Device::Cuda(0), &data))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for r in runs {
+            for got in r.join().unwrap() {
+                // scatter-adds (the cross-entropy gradient) add in a run-dependent order
+                for (g, a) in got.iter().zip(&alone) {
+                    assert!(
+                        (g - a).abs() <= 1e-5 * a.abs(),
+                        "{got:?} vs alone {alone:?}"
+                    );
+                }
+            }
+        }
+    });
 }
