@@ -24,6 +24,13 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Copies host data into a new buffer.
     fn upload(&self, t: &HostTensor) -> Result<Self::Buffer>;
+    /// Overwrites `buf` with `t`. The default uploads a fresh buffer; backends whose compiled
+    /// executables hold buffer addresses (a captured CUDA graph) write in place when the type
+    /// matches, so the executables stay valid.
+    fn write(&self, buf: &mut Self::Buffer, t: &HostTensor) -> Result<()> {
+        *buf = self.upload(t)?;
+        Ok(())
+    }
     /// Copies a buffer back to the host.
     fn download(&self, b: &Self::Buffer) -> Result<HostTensor>;
     /// Compiles a plan (kernel selection, arena allocation, constants).

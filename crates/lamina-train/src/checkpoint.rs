@@ -3,7 +3,7 @@
 //! the trainer configuration, step counters, the schedule's state). Saves are atomic: a temporary
 //! file in the same folder, fsync, rename, fsync of the folder.
 
-use crate::engine::{BackendEngine, Engine, StepKind};
+use crate::engine::{Engine, StepKind};
 use crate::trainer::ModelTrainer;
 use crate::trainer::Prediction;
 use crate::{Device, TrainerConfig};
@@ -465,9 +465,7 @@ impl Inferencer {
 
     /// Takes the spec's parameters out of a parsed checkpoint; errors name `label`.
     fn from_file(file: Result<CheckpointFile>, label: &str, device: Device) -> Result<Inferencer> {
-        if let Device::Cuda(i) = device {
-            return Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") });
-        }
+        let device = crate::engine::resolve_device(device)?;
         let mut file = file?;
         let dtype = file.config.dtype;
         let mut state = lamina_core::StateMap::new();
@@ -483,7 +481,7 @@ impl Inferencer {
         } else {
             0.5
         };
-        Self::build(file.spec, state, dtype, binary_threshold).map_err(|e| err(label, e))
+        Self::build(file.spec, state, dtype, binary_threshold, device).map_err(|e| err(label, e))
     }
 
     /// An inferencer for `spec` with the given parameters and buffers by path (an imported ONNX
@@ -496,9 +494,7 @@ impl Inferencer {
         dtype: DType,
         device: Device,
     ) -> Result<Inferencer> {
-        if let Device::Cuda(i) = device {
-            return Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") });
-        }
+        let device = crate::engine::resolve_device(device)?;
         let mut weights = weights;
         let mut state = lamina_core::StateMap::new();
         for p in spec.params() {
@@ -517,7 +513,7 @@ impl Inferencer {
                 "tensor \"{extra}\" does not belong to this model"
             )));
         }
-        Self::build(spec, state, dtype, 0.5)
+        Self::build(spec, state, dtype, 0.5, device)
     }
 
     /// Checks every parameter's shape and dtype and compiles the engine.
@@ -526,6 +522,7 @@ impl Inferencer {
         state: lamina_core::StateMap<HostTensor>,
         dtype: DType,
         binary_threshold: f32,
+        device: Device,
     ) -> Result<Inferencer> {
         for p in spec.params() {
             let t = &state[&p.path];
@@ -539,7 +536,7 @@ impl Inferencer {
                 )));
             }
         }
-        let engine = Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?);
+        let engine = crate::engine::engine_for(device, state)?;
         Ok(Inferencer {
             spec,
             dtype,

@@ -1,6 +1,7 @@
 //! The trainer's view of a backend: compiled executables cached per (kind, batch size) and the
 //! persistent buffers, behind one object-safe trait so `ModelTrainer` is not generic.
 
+use crate::Device;
 use lamina_core::{Backend, Error, Graph, HostTensor, Plan, Result, StateMap};
 use std::collections::HashMap;
 
@@ -79,9 +80,14 @@ impl<B: Backend> Engine for BackendEngine<B> {
         self.backend.download(b)
     }
     fn write(&mut self, name: &str, value: &HostTensor) -> Result<()> {
-        let b = self.backend.upload(value)?;
-        self.state.insert(name.to_string(), b);
-        Ok(())
+        match self.state.get_mut(name) {
+            Some(b) => self.backend.write(b, value),
+            None => {
+                let b = self.backend.upload(value)?;
+                self.state.insert(name.to_string(), b);
+                Ok(())
+            }
+        }
     }
     fn names(&self) -> Vec<String> {
         self.state.keys().cloned().collect()
@@ -89,4 +95,49 @@ impl<B: Backend> Engine for BackendEngine<B> {
     fn kernel_count(&self, kind: StepKind, batch: usize) -> Option<usize> {
         self.exes.get(&(kind, batch)).map(|e| e.1)
     }
+}
+
+/// The engine of a resolved device (`Device::Auto` counts as the CPU here) holding `state`.
+pub(crate) fn engine_for(device: Device, state: StateMap<HostTensor>) -> Result<Box<dyn Engine>> {
+    Ok(match device {
+        Device::Cuda(i) => Box::new(BackendEngine::new(
+            lamina_cuda::CudaBackend::new(lamina_cuda::CudaConfig {
+                device: i,
+                ..Default::default()
+            })?,
+            state,
+        )?),
+        Device::Cpu | Device::Auto => {
+            Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?)
+        }
+    })
+}
+
+/// The device to use: `LAMINA_DEVICE` (cpu|cuda|cuda:N) overrides `Auto`, which picks CUDA device
+/// 0 when a GPU is present; a CUDA device that is not there is an error.
+pub(crate) fn resolve_device(d: Device) -> Result<Device> {
+    let d = match (d, std::env::var("LAMINA_DEVICE").ok().as_deref()) {
+        (Device::Auto, Some("cpu")) => Device::Cpu,
+        (Device::Auto, Some(s)) if s.starts_with("cuda") => Device::Cuda(
+            s.trim_start_matches("cuda")
+                .trim_start_matches(':')
+                .parse()
+                .unwrap_or(0),
+        ),
+        (Device::Auto, _) if lamina_cuda::CudaBackend::device_count() > 0 => Device::Cuda(0),
+        (Device::Auto, _) => Device::Cpu,
+        (d, _) => d,
+    };
+    if let Device::Cuda(i) = d {
+        let n = lamina_cuda::CudaBackend::device_count();
+        if i >= n {
+            return Err(Error::Backend {
+                backend: "cuda".into(),
+                msg: format!(
+                    "device cuda:{i} asked for, but {n} CUDA device(s) are present; use Device::Cpu"
+                ),
+            });
+        }
+    }
+    Ok(d)
 }

@@ -3,7 +3,7 @@
 use crate::config::{
     Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig,
 };
-use crate::engine::{BackendEngine, Engine, StepKind};
+use crate::engine::{engine_for, resolve_device, Engine, StepKind};
 use crate::lbfgs::{Lbfgs, LbfgsSettings};
 use crate::loss::{self, Head};
 use crate::optim::{self, Slot, HYPER_LEN};
@@ -12,7 +12,6 @@ use lamina_core::{
     dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostTensor, Op, Result, StateMap,
     Tensor,
 };
-use lamina_cpu::CpuBackend;
 use lamina_data::Labels;
 use lamina_nn::{Mode, ModelSpec, Scope};
 
@@ -228,11 +227,16 @@ impl Steps {
             )));
         }
         let dtype = self.config.dtype;
-        let xt = HostTensor::from_f64(
-            x_shape,
-            dtype,
-            &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-        )?;
+        // f32 goes in as it is (no f64 round trip: that costs more than a step on a GPU)
+        let xt = if dtype == DType::F32 {
+            HostTensor::f32(x_shape, x.to_vec())?
+        } else {
+            HostTensor::from_f64(
+                x_shape,
+                dtype,
+                &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            )?
+        };
         let Some((labels, label_shape)) = labels else {
             return Ok((xt, None));
         };
@@ -336,25 +340,6 @@ impl Steps {
     }
 }
 
-/// The device to use: `LAMINA_DEVICE` (cpu|cuda|cuda:N) overrides `Auto`.
-fn resolve_device(d: Device) -> Result<Device> {
-    let d = match (d, std::env::var("LAMINA_DEVICE").ok().as_deref()) {
-        (Device::Auto, Some("cpu")) => Device::Cpu,
-        (Device::Auto, Some(s)) if s.starts_with("cuda") => Device::Cuda(
-            s.trim_start_matches("cuda")
-                .trim_start_matches(':')
-                .parse()
-                .unwrap_or(0),
-        ),
-        (Device::Auto, _) => Device::Cpu, // no CUDA backend in this build
-        (d, _) => d,
-    };
-    match d {
-        Device::Cuda(i) => Err(Error::Backend { backend: "cuda".into(), msg: format!("device cuda:{i} asked for, but this build of lamina has no CUDA backend; use Device::Cpu") }),
-        d => Ok(d),
-    }
-}
-
 impl ModelTrainer {
     /// Validates the configuration against the model and compiles the training step for
     /// `config.batch_size`.
@@ -417,7 +402,7 @@ impl ModelTrainer {
         };
         let mut t = ModelTrainer {
             steps,
-            engine: Box::new(BackendEngine::new(CpuBackend::new(), StateMap::new())?),
+            engine: engine_for(Device::Cpu, StateMap::new())?,
             device,
             trainable,
             updates: 0,
@@ -451,7 +436,7 @@ impl ModelTrainer {
                 state.insert(format!("accum.{path}"), HostTensor::zeros(shape, dtype)?);
             }
         }
-        t.engine = Box::new(BackendEngine::new(CpuBackend::new(), state)?);
+        t.engine = engine_for(device, state)?;
         let mut once = Some(graph);
         t.engine
             .run(

@@ -501,10 +501,10 @@ fn bad_input_table_leaves_state_unchanged() {
         ),
         (
             TrainerConfig {
-                device: Device::Cuda(0),
+                device: Device::Cuda(99),
                 ..Default::default()
             },
-            "no CUDA backend",
+            "device cuda:99 asked for",
         ),
     ] {
         let e = ModelTrainer::new(&model, c).err().expect(want).to_string();

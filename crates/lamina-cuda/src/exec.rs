@@ -1,0 +1,1594 @@
+//! `CudaExecutable`: a plan compiled into device launches over one arena, and the run that replays
+//! them (as a CUDA graph captured on the first run, or launch by launch).
+//!
+//! Compilation mirrors lamina-cpu's: every node root gets a slot (a device address): arena,
+//! constant, fixed input buffer, state buffer (bound per run) or a snapshot of a state buffer that
+//! a reader needs after its Assign. Each step becomes launches with their shapes, strides and
+//! constants resolved; all fused groups of a plan are generated into one NVRTC module.
+
+use crate::codegen::{self, FusedText, Load};
+use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
+use crate::CudaBuffer;
+use cudarc::cublas::{result as blas, sys as blas_sys};
+use cudarc::driver::{
+    result as drv, sys as drv_sys, CudaFunction, CudaGraph, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use lamina_core::{
+    check_state, numel, strides, DType, HostTensor, Literal, NodeId, Op, Plan, Result, StateMap,
+    Step, Storage,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const MAX_RANK: usize = 8;
+const BLOCK: u32 = 256;
+/// Largest im2col buffer; bigger convolutions run the direct kernel.
+const MAX_COLUMNS: usize = 1 << 30;
+
+/// A strided walk as the kernels take it (`struct Walk` in kernels.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Walk {
+    rank: i64,
+    shape: [i64; MAX_RANK],
+    stride: [i64; MAX_RANK],
+    offset: i64,
+}
+
+// SAFETY: plain old data with the layout of the C struct.
+unsafe impl DeviceRepr for Walk {}
+
+impl Walk {
+    /// Flat index over `shape` → `offset + Σ idx·stride`; axes of size 1 are dropped.
+    fn new(shape: &[usize], stride: &[usize], offset: usize) -> Result<Walk> {
+        let dims: Vec<(usize, usize)> = shape
+            .iter()
+            .zip(stride)
+            .filter(|(&s, _)| s != 1)
+            .map(|(&s, &t)| (s, t))
+            .collect();
+        // merge an axis into the next inner one when they are contiguous
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (s, t) in dims {
+            match merged.last_mut() {
+                Some(last) if last.1 == t * s => *last = (last.0 * s, t),
+                _ => merged.push((s, t)),
+            }
+        }
+        if merged.len() > MAX_RANK {
+            return Err(cuda_err(format!(
+                "a strided access over shape {shape:?} needs {} axes; the kernels take {MAX_RANK}",
+                merged.len()
+            )));
+        }
+        let mut w = Walk {
+            rank: merged.len() as i64,
+            shape: [1; MAX_RANK],
+            stride: [0; MAX_RANK],
+            offset: offset as i64,
+        };
+        for (d, (s, t)) in merged.into_iter().enumerate() {
+            w.shape[d] = s as i64;
+            w.stride[d] = t as i64;
+        }
+        Ok(w)
+    }
+}
+
+/// Convolution parameters (`struct ConvP` in kernels.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct ConvP {
+    v: [i64; 17],
+}
+
+// SAFETY: plain old data with the layout of the C struct (17 × i64).
+unsafe impl DeviceRepr for ConvP {}
+
+/// A kernel argument, with slots resolved to addresses at launch.
+#[derive(Clone, Debug)]
+enum Arg {
+    Slot(usize),
+    I64(i64),
+    U32(u32),
+    F64(f64),
+    Walk(Walk),
+    Conv(ConvP),
+}
+
+#[derive(Clone, Debug)]
+enum Func {
+    Generic(String),
+    Fused(usize),
+    /// A kernel generated into the plan's module with its shapes as constants.
+    Planned(String),
+}
+
+#[derive(Clone, Debug)]
+enum Kernel {
+    Launch {
+        func: Func,
+        f: Option<CudaFunction>,
+        grid: u32,
+        block: u32,
+        args: Vec<Arg>,
+    },
+    /// Row-major batched `out[i] = a[i] · b[i]`, `[m,k] x [k,n]`; an operand flagged transposed
+    /// is stored as its transpose (`[k,m]`, `[n,k]`), batch strides are in elements.
+    Gemm(Gemm),
+    /// Device-to-device copy (Assign, snapshot, a reshape that copies).
+    Copy {
+        src: usize,
+        dst: usize,
+        bytes: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Gemm {
+    f64: bool,
+    a: usize,
+    b: usize,
+    out: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    ta: bool,
+    tb: bool,
+    stride_a: usize,
+    stride_b: usize,
+}
+
+fn sfx(dt: DType) -> &'static str {
+    match dt {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        DType::I32 => "i32",
+        DType::Bool => "u8",
+        // rejected when the plan is compiled (`Builder::new`)
+        DType::F16 | DType::BF16 => "unsupported",
+    }
+}
+
+fn grid_for(n: usize) -> u32 {
+    n.div_ceil(BLOCK as usize).min(1 << 20) as u32
+}
+
+fn elementwise(name: String, n: usize, args: Vec<Arg>) -> Kernel {
+    Kernel::Launch {
+        func: Func::Generic(name),
+        f: None,
+        grid: grid_for(n),
+        block: BLOCK,
+        args,
+    }
+}
+
+fn shape_text(s: &[usize]) -> String {
+    lamina_core::dtype::fmt_shape(s)
+}
+
+fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<usize> {
+    let st = strides(shape);
+    st.iter()
+        .zip(shape.iter().zip(target))
+        .map(|(&s, (&a, &b))| if a == 1 && b != 1 { 0 } else { s })
+        .collect()
+}
+
+struct OutputRead {
+    slot: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+/// A plan compiled for one CUDA device.
+pub struct CudaExecutable {
+    dev: Arc<Dev>,
+    plan: Plan,
+    _arena: DevMem,
+    _consts: Vec<DevMem>,
+    _snapshots: Vec<DevMem>,
+    _scratch: Vec<DevMem>,
+    _inputs: Vec<DevMem>,
+    /// Page-locked staging memory per fed input.
+    staging: Vec<Pinned>,
+    slots: Vec<u64>,
+    bind_inputs: Vec<(usize, usize)>,
+    bind_states: Vec<(usize, String)>,
+    kernels: Vec<Kernel>,
+    outputs: Vec<OutputRead>,
+    use_graph: bool,
+    runs: usize,
+    /// The captured step and the state addresses it was captured with.
+    graph: Option<(CudaGraph, Vec<u64>)>,
+    _module: Option<Arc<cudarc::driver::CudaModule>>,
+}
+
+// SAFETY: the executable's handles (graph, functions) are only used with its device's context
+// bound, by one run at a time (`&mut self`).
+unsafe impl Send for CudaExecutable {}
+
+impl std::fmt::Debug for CudaExecutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaExecutable")
+            .field("kernels", &self.kernels.len())
+            .field("arena_bytes", &self.plan.arena_bytes)
+            .finish()
+    }
+}
+
+impl CudaExecutable {
+    /// The plan this executable runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Device operations per run (kernel launches, GEMMs and copies).
+    pub fn kernel_count(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// True once the step has been captured as a CUDA graph that later runs replay.
+    pub fn is_captured(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    pub(crate) fn compile(dev: &Arc<Dev>, plan: &Plan, use_graph: bool) -> Result<CudaExecutable> {
+        lamina_core::passes::verify(&plan.graph)?;
+        let mut b = Builder::new(dev, plan)?;
+        b.find_through();
+        let mut per_step: Vec<Vec<Kernel>> = Vec::with_capacity(plan.steps.len());
+        for (t, step) in plan.steps.iter().enumerate() {
+            let ks = match step {
+                Step::Fused { nodes, outputs } => b.fused(nodes, outputs)?,
+                Step::Node(id) => b.node(*id, t)?,
+            };
+            per_step.push(ks);
+        }
+        let mut outputs = Vec::with_capacity(plan.graph.outputs.len());
+        for &o in &plan.graph.outputs {
+            let ty = &plan.graph.nodes[o].ty;
+            outputs.push(OutputRead {
+                slot: b.read(o)?,
+                dtype: ty.dtype,
+                shape: ty.shape.clone(),
+            });
+        }
+        let scratch = b.finish_scratch()?;
+        let mut kernels = Vec::new();
+        for (t, ks) in per_step.into_iter().enumerate() {
+            kernels.append(&mut b.pre[t]);
+            kernels.extend(ks);
+        }
+        // One module for every fused group of the plan.
+        let module = if b.fused.is_empty() && b.planned.is_empty() {
+            None
+        } else {
+            let mut src = String::from(codegen::PRELUDE);
+            for f in &b.fused {
+                src.push_str(&f.source());
+            }
+            src.push_str(&b.planned);
+            Some(dev.module(&src)?)
+        };
+        for k in &mut kernels {
+            if let Kernel::Launch { func, f, .. } = k {
+                *f = Some(match func {
+                    Func::Generic(name) => dev.function(name)?,
+                    Func::Fused(i) => {
+                        let name = &b.fused[*i].name;
+                        let m = module.as_ref().expect("fused kernels have a module");
+                        ctx(m.load_function(name), &format!("kernel {name}"))?
+                    }
+                    Func::Planned(name) => {
+                        let m = module.as_ref().expect("planned kernels have a module");
+                        ctx(m.load_function(name), &format!("kernel {name}"))?
+                    }
+                });
+            }
+        }
+        Ok(CudaExecutable {
+            dev: dev.clone(),
+            plan: plan.clone(),
+            _arena: b.arena,
+            _consts: b.consts,
+            _snapshots: b.snapshots,
+            _scratch: scratch,
+            _inputs: b.inputs,
+            staging: b.staging,
+            slots: b.slots,
+            bind_inputs: b.bind_inputs,
+            bind_states: b.bind_states,
+            kernels,
+            outputs,
+            use_graph,
+            runs: 0,
+            graph: None,
+            _module: module,
+        })
+    }
+
+    /// Enqueues every operation of the step on the stream.
+    fn enqueue(&self) -> Result<()> {
+        for k in &self.kernels {
+            self.launch(k)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the step launch by launch with events around each and prints the device time per
+    /// kind of kernel (`LAMINA_CUDA_PROFILE=1`; for finding what to speed up, not for reports).
+    fn profile(&self) -> Result<()> {
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut events = Vec::with_capacity(self.kernels.len() + 1);
+        let first = ctx(self.dev.ctx.new_event(flags), "event")?;
+        ctx(first.record(&self.dev.stream), "event")?;
+        events.push(first);
+        for k in &self.kernels {
+            self.launch(k)?;
+            let e = ctx(self.dev.ctx.new_event(flags), "event")?;
+            ctx(e.record(&self.dev.stream), "event")?;
+            events.push(e);
+        }
+        self.dev.sync()?;
+        let mut by: HashMap<String, (f64, usize)> = HashMap::new();
+        for (i, k) in self.kernels.iter().enumerate() {
+            let us = ctx(events[i].elapsed_ms(&events[i + 1]), "event time")? as f64 * 1e3;
+            let name = match k {
+                Kernel::Launch {
+                    func: Func::Generic(n),
+                    ..
+                } => n.clone(),
+                Kernel::Launch {
+                    func: Func::Planned(n),
+                    ..
+                } => n.split('_').next().unwrap_or("planned").into(),
+                Kernel::Launch { .. } => "fused".into(),
+                Kernel::Gemm(g) => format!(
+                    "gemm{}{} {}x{}x{} b{}",
+                    if g.ta { "T" } else { "N" },
+                    if g.tb { "T" } else { "N" },
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.batch
+                ),
+                Kernel::Copy { .. } => "copy".into(),
+            };
+            let e = by.entry(name).or_default();
+            e.0 += us;
+            e.1 += 1;
+        }
+        let mut rows: Vec<_> = by.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let total: f64 = rows.iter().map(|r| r.1 .0).sum();
+        eprintln!(
+            "lamina-cuda profile: {} launches, {total:.1} us of device time",
+            self.kernels.len()
+        );
+        for (name, (us, n)) in rows.iter().take(12) {
+            eprintln!("  {us:9.1} us  {n:4}x  {name}");
+        }
+        Ok(())
+    }
+
+    fn launch(&self, k: &Kernel) -> Result<()> {
+        let stream = &self.dev.stream;
+        {
+            match k {
+                Kernel::Launch {
+                    f,
+                    grid,
+                    block,
+                    args,
+                    ..
+                } => {
+                    if *grid == 0 {
+                        return Ok(());
+                    }
+                    let f = f.as_ref().expect("functions resolved at compile");
+                    let ptrs: Vec<u64> = args
+                        .iter()
+                        .map(|a| match a {
+                            Arg::Slot(s) => self.slots[*s],
+                            _ => 0,
+                        })
+                        .collect();
+                    let mut lb = stream.launch_builder(f);
+                    for (a, p) in args.iter().zip(&ptrs) {
+                        match a {
+                            Arg::Slot(_) => lb.arg(p),
+                            Arg::I64(v) => lb.arg(v),
+                            Arg::U32(v) => lb.arg(v),
+                            Arg::F64(v) => lb.arg(v),
+                            Arg::Walk(w) => lb.arg(w),
+                            Arg::Conv(c) => lb.arg(c),
+                        };
+                    }
+                    let cfg = LaunchConfig {
+                        grid_dim: (*grid, 1, 1),
+                        block_dim: (*block, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    // SAFETY: argument lists match the kernels' signatures (built together in
+                    // `Builder`), every slot is bound to memory of the planned size.
+                    ctx(unsafe { lb.launch(cfg) }, "kernel launch")?;
+                }
+                Kernel::Gemm(g) => self.gemm(g)?,
+                Kernel::Copy { src, dst, bytes } => {
+                    if *bytes == 0 || self.slots[*src] == self.slots[*dst] {
+                        return Ok(());
+                    }
+                    // SAFETY: both slots hold `bytes` bytes.
+                    ctx(
+                        unsafe {
+                            drv::memcpy_dtod_async(
+                                self.slots[*dst],
+                                self.slots[*src],
+                                *bytes,
+                                stream.cu_stream(),
+                            )
+                        },
+                        "device copy",
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gemm(&self, g: &Gemm) -> Result<()> {
+        if g.m == 0 || g.n == 0 || g.batch == 0 {
+            return Ok(());
+        }
+        let (m, n, k, batch) = (g.m as i32, g.n as i32, g.k as i32, g.batch as i32);
+        let (pa, pb, pc) = (self.slots[g.a], self.slots[g.b], self.slots[g.out]);
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: B comes first. A dense row-major operand
+        // is its column-major transpose with ld = its row length; a transposed one needs op T.
+        let ldb = if g.tb { k } else { n };
+        let lda = if g.ta { m } else { k };
+        let (sa, sb, sc) = (g.stride_a as i64, g.stride_b as i64, (g.m * g.n) as i64);
+        // SAFETY: the slots hold `batch` operands of the sizes above (or one, with stride 0), and
+        // the handle works on this executable's stream.
+        unsafe {
+            if g.f64 {
+                let (one, zero) = (1.0f64, 0.0f64);
+                ctx(
+                    blas::dgemm_strided_batched(
+                        self.dev.blas,
+                        op(g.tb),
+                        op(g.ta),
+                        n,
+                        m,
+                        k,
+                        &one,
+                        pb as *const f64,
+                        ldb,
+                        sb,
+                        pa as *const f64,
+                        lda,
+                        sa,
+                        &zero,
+                        pc as *mut f64,
+                        n,
+                        sc,
+                        batch,
+                    ),
+                    "cublasDgemmStridedBatched",
+                )
+            } else {
+                let (one, zero) = (1.0f32, 0.0f32);
+                ctx(
+                    blas::sgemm_strided_batched(
+                        self.dev.blas,
+                        op(g.tb),
+                        op(g.ta),
+                        n,
+                        m,
+                        k,
+                        &one,
+                        pb as *const f32,
+                        ldb,
+                        sb,
+                        pa as *const f32,
+                        lda,
+                        sa,
+                        &zero,
+                        pc as *mut f32,
+                        n,
+                        sc,
+                        batch,
+                    ),
+                    "cublasSgemmStridedBatched",
+                )
+            }
+        }
+    }
+
+    /// Runs the plan once (see `Backend::run`).
+    pub(crate) fn execute(
+        &mut self,
+        state: &mut StateMap<CudaBuffer>,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
+        self.plan.check_inputs(inputs)?;
+        check_state(&self.plan, state, |b: &CudaBuffer| b.ty.clone())?;
+        let dev = self.dev.clone();
+        let _busy = dev.lock();
+        ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
+        let stream = self.dev.stream.cu_stream();
+        for &(slot, k) in &self.bind_inputs {
+            let bytes = crate::host_bytes(inputs[k]);
+            let pinned = self.staging[k].as_mut_slice();
+            pinned[..bytes.len()].copy_from_slice(bytes);
+            // SAFETY: the input buffer and its staging memory were sized for this input's type,
+            // checked above; the staging memory is not written again before the run synchronizes.
+            ctx(
+                unsafe { drv::memcpy_htod_async(self.slots[slot], &pinned[..bytes.len()], stream) },
+                "copying an input to the device",
+            )?;
+        }
+        let mut state_ptrs = Vec::with_capacity(self.bind_states.len());
+        for (slot, name) in &self.bind_states {
+            let buf = state
+                .get(name)
+                .ok_or_else(|| cuda_err(format!("state \"{name}\" is missing")))?;
+            self.slots[*slot] = buf.mem.ptr;
+            state_ptrs.push(buf.mem.ptr);
+        }
+        self.runs += 1;
+        if self.runs == 3 && std::env::var_os("LAMINA_CUDA_PROFILE").is_some() {
+            // the profiled launches are this run
+            self.profile()?;
+        } else if self.use_graph {
+            let stale = !matches!(&self.graph, Some((_, p)) if *p == state_ptrs);
+            if stale {
+                self.graph = None;
+                // A failed capture is not an error: this run goes launch by launch and the next
+                // one tries again (tests check that training steps do end up captured).
+                self.graph = self.capture().ok().flatten().map(|g| (g, state_ptrs));
+            }
+            match &self.graph {
+                Some((g, _)) => ctx(g.launch(), "launching the step's graph")?,
+                None => self.enqueue()?,
+            }
+        } else {
+            self.enqueue()?;
+        }
+        let mut raw = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            let mut bytes = vec![0u8; numel(&o.shape) * o.dtype.size_bytes()];
+            if !bytes.is_empty() {
+                // SAFETY: the slot holds the output's bytes after the step.
+                ctx(
+                    unsafe { drv::memcpy_dtoh_async(&mut bytes, self.slots[o.slot], stream) },
+                    "copying an output to the host",
+                )?;
+            }
+            raw.push(bytes);
+        }
+        self.dev.sync()?;
+        self.outputs
+            .iter()
+            .zip(raw)
+            .map(|(o, b)| HostTensor::from_le_bytes(&o.shape, o.dtype, &b))
+            .collect()
+    }
+
+    /// Captures the step into a CUDA graph; `None` when the plan has no work.
+    fn capture(&self) -> Result<Option<CudaGraph>> {
+        let _alone = capturing();
+        let stream = &self.dev.stream;
+        ctx(
+            stream.begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+            "beginning graph capture",
+        )?;
+        let enq = self.enqueue();
+        let g = stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
+        enq?;
+        ctx(g, "capturing the step as a CUDA graph")
+    }
+}
+
+impl Drop for CudaExecutable {
+    fn drop(&mut self) {
+        // destroying the graph and unloading the module must not overlap another thread's capture
+        let _quiet = not_capturing();
+        self.graph = None;
+        self._module = None;
+    }
+}
+
+/// Compile-time state: memory, slot bindings, snapshots, generated kernels.
+struct Builder<'p> {
+    plan: &'p Plan,
+    dev: Arc<Dev>,
+    arena: DevMem,
+    slots: Vec<u64>,
+    consts: Vec<DevMem>,
+    materialised: Vec<bool>,
+    snapshots: Vec<DevMem>,
+    snap_of: HashMap<String, usize>,
+    assigned: HashMap<String, usize>,
+    pre: Vec<Vec<Kernel>>,
+    inputs: Vec<DevMem>,
+    staging: Vec<Pinned>,
+    bind_inputs: Vec<(usize, usize)>,
+    bind_states: Vec<(usize, String)>,
+    fused: Vec<FusedText>,
+    /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
+    through: std::collections::HashSet<NodeId>,
+    /// Source of the kernels generated for this plan besides the fused groups.
+    planned: String,
+    /// Slots of the shared scratch buffers (im2col columns, GEMM results) and their sizes so far.
+    scratch: Vec<(usize, usize)>,
+}
+
+impl<'p> Builder<'p> {
+    fn new(dev: &Arc<Dev>, plan: &'p Plan) -> Result<Builder<'p>> {
+        let g = &plan.graph;
+        let n = g.nodes.len();
+        if plan.storage.len() != n {
+            return Err(cuda_err(format!(
+                "plan has {} storage entries for {n} nodes",
+                plan.storage.len()
+            )));
+        }
+        for (id, nd) in g.nodes.iter().enumerate() {
+            if matches!(nd.ty.dtype, DType::F16 | DType::BF16) {
+                return Err(cuda_err(format!(
+                    "%{id} ({}): dtype {} is not supported by the CUDA backend (use f32 or f64)",
+                    nd.op.name(),
+                    nd.ty.dtype
+                )));
+            }
+        }
+        let arena = DevMem::new(&dev.ctx, plan.arena_bytes)?;
+        let mut slots = vec![0u64; n];
+        let mut inputs = Vec::with_capacity(plan.inputs.len());
+        let mut staging = Vec::with_capacity(plan.inputs.len());
+        for &i in &plan.inputs {
+            let ty = &g.nodes[i].ty;
+            let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
+            inputs.push(DevMem::new(&dev.ctx, bytes)?);
+            staging.push(Pinned::new(&dev.ctx, bytes)?);
+        }
+        let (mut bind_inputs, mut bind_states) = (Vec::new(), Vec::new());
+        for (id, s) in plan.storage.iter().enumerate() {
+            let ty = &g.nodes[id].ty;
+            let need = numel(&ty.shape) * ty.dtype.size_bytes();
+            match s {
+                Storage::Arena { offset, bytes } => {
+                    if *bytes < need || offset + bytes > plan.arena_bytes {
+                        return Err(cuda_err(format!(
+                            "%{id}: arena range {offset}+{bytes} does not hold {} in an arena of {} bytes",
+                            ty.describe(),
+                            plan.arena_bytes
+                        )));
+                    }
+                    slots[id] = arena.ptr + *offset as u64;
+                }
+                Storage::Input(k) => {
+                    if plan.inputs.get(*k) != Some(&id) {
+                        return Err(cuda_err(format!(
+                            "%{id} is stored as input {k}, which the plan feeds elsewhere"
+                        )));
+                    }
+                    slots[id] = inputs[*k].ptr;
+                    bind_inputs.push((id, *k));
+                }
+                Storage::State(name) => {
+                    if !plan.states.iter().any(|(s, t)| s == name && t == ty) {
+                        return Err(cuda_err(format!(
+                            "%{id} is stored in state \"{name}\", which the plan does not declare as {}",
+                            ty.describe()
+                        )));
+                    }
+                    bind_states.push((id, name.clone()));
+                }
+                Storage::View(r) => {
+                    let ok = *r < n && !matches!(plan.storage[*r], Storage::View(_)) && {
+                        let rt = &g.nodes[*r].ty;
+                        numel(&rt.shape) == numel(&ty.shape) && rt.dtype == ty.dtype
+                    };
+                    if !ok {
+                        return Err(cuda_err(format!(
+                            "%{id} is a view of %{r}, which does not hold the same elements"
+                        )));
+                    }
+                }
+                Storage::Const | Storage::Inline => {}
+            }
+        }
+        Ok(Builder {
+            plan,
+            dev: dev.clone(),
+            arena,
+            slots,
+            consts: Vec::new(),
+            materialised: vec![false; n],
+            snapshots: Vec::new(),
+            snap_of: HashMap::new(),
+            assigned: HashMap::new(),
+            pre: vec![Vec::new(); plan.steps.len()],
+            inputs,
+            staging,
+            bind_inputs,
+            bind_states,
+            fused: Vec::new(),
+            through: Default::default(),
+            planned: String::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// An im2col kernel (layout `col[(ci·kh + ky)·kw + kx][b][oy·wo + ox]`) with the convolution's sizes
+    /// as constants, so its index arithmetic compiles to multiplications; returns its name.
+    fn im2col_kernel(&mut self, dt: DType, v: &[i64; 17]) -> String {
+        let [n, c, h, w, _o, cg, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, _g] = *v;
+        let name = format!("im2col_{}", self.planned.matches("__global__").count());
+        let ty = codegen::c_type(dt);
+        let total = n * cg * kh * kw * ho * wo;
+        let p = ho * wo;
+        self.planned.push_str(&format!(
+            r#"extern "C" __global__ void {name}({ty}* col, const {ty}* x) {{
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < {total}u; i += gridDim.x * blockDim.x) {{
+    unsigned q = i % {p}u, r = i / {p}u;
+    unsigned b = r % {n}u, kk = r / {n}u;
+    unsigned kx = kk % {kw}u, t = kk / {kw}u;
+    unsigned ky = t % {kh}u, ci = t / {kh}u;
+    int oy = (int)(q / {wo}u), ox = (int)(q % {wo}u);
+    int iy = oy * {sh} - ({ph}) + (int)ky * {dh}, ix = ox * {sw} - ({pw}) + (int)kx * {dw};
+    col[i] = (iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? x[(((int)b * {c} + (int)ci) * {h} + iy) * {w} + ix] : ({ty})0;
+  }}
+}}
+"#
+        ));
+        name
+    }
+
+    /// Scratch buffer `which` of at least `bytes` for one step (steps run one after another, so
+    /// they share it).
+    fn scratch(&mut self, which: usize, bytes: usize) -> Result<usize> {
+        while self.scratch.len() <= which {
+            self.slots.push(0);
+            self.scratch.push((self.slots.len() - 1, 0));
+        }
+        let (slot, size) = self.scratch[which];
+        self.scratch[which] = (slot, size.max(bytes));
+        Ok(slot)
+    }
+
+    /// Allocates the scratch buffers once every step is compiled.
+    fn finish_scratch(&mut self) -> Result<Vec<DevMem>> {
+        let mut mems = Vec::new();
+        for &(slot, bytes) in &self.scratch {
+            let mem = DevMem::new(&self.dev.ctx, bytes)?;
+            self.slots[slot] = mem.ptr;
+            mems.push(mem);
+        }
+        Ok(mems)
+    }
+
+    fn step_of(&self) -> Vec<Option<usize>> {
+        let n = self.plan.graph.nodes.len();
+        let mut s = vec![None; n];
+        for (t, step) in self.plan.steps.iter().enumerate() {
+            let members: &[NodeId] = match step {
+                Step::Fused { nodes, .. } => nodes,
+                Step::Node(id) => std::slice::from_ref(id),
+            };
+            for &m in members.iter().filter(|&&m| m < n) {
+                s[m] = Some(t);
+            }
+        }
+        s
+    }
+
+    /// True when the value of `q` is not overwritten by steps `t0+1 ..= t1`.
+    fn untouched(&self, q: NodeId, t0: usize, t1: usize) -> bool {
+        let q = self.root(q);
+        let writes = |t: usize| -> Vec<NodeId> {
+            match &self.plan.steps[t] {
+                Step::Fused { outputs, .. } => outputs.clone(),
+                Step::Node(id) => vec![*id],
+            }
+        };
+        match &self.plan.storage[q] {
+            Storage::Input(_) | Storage::Const => true,
+            Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(|&v| match self.plan.storage.get(v) {
+                    Some(Storage::Arena {
+                        offset: o,
+                        bytes: b,
+                    }) => o + b <= *offset || offset + bytes <= *o,
+                    _ => true,
+                })
+            }),
+            Storage::State(name) => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(
+                    |&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name),
+                )
+            }),
+            Storage::View(_) | Storage::Inline => false,
+        }
+    }
+
+    /// Permutes swapping the last two axes whose users are all later MatMuls that can read the
+    /// permute's operand (unchanged since) with a transpose flag.
+    fn find_through(&mut self) {
+        let g = &self.plan.graph;
+        let users = g.users();
+        let step_of = self.step_of();
+        for (id, node) in g.nodes.iter().enumerate() {
+            let Op::Permute { perm } = &node.op else {
+                continue;
+            };
+            let r = perm.len();
+            let swap = r >= 2
+                && perm[r - 2] == r - 1
+                && perm[r - 1] == r - 2
+                && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p);
+            let Some(t0) = step_of[id] else { continue };
+            let stored = matches!(self.plan.storage[id], Storage::Arena { .. })
+                && matches!(self.plan.steps[t0], Step::Node(_));
+            if !swap || !stored || g.outputs.contains(&id) || users[id].is_empty() {
+                continue;
+            }
+            let ok = users[id].iter().all(|&u| {
+                matches!(g.nodes[u].op, Op::MatMul)
+                    && matches!(step_of[u], Some(t1) if t1 > t0 && self.untouched(node.inputs[0], t0, t1))
+            });
+            if ok {
+                self.through.insert(id);
+            }
+        }
+    }
+
+    /// How a MatMul reads operand `x`: its slot, and whether that holds `x` transposed.
+    fn mat_operand(&mut self, x: NodeId) -> Result<(usize, bool)> {
+        if self.through.contains(&x) {
+            let q = self.plan.graph.nodes[x].inputs[0];
+            Ok((self.read(q)?, true))
+        } else {
+            Ok((self.read(x)?, false))
+        }
+    }
+
+    fn op(&self, id: NodeId) -> &'p Op {
+        &self.plan.graph.nodes[id].op
+    }
+    fn shape(&self, id: NodeId) -> &'p [usize] {
+        &self.plan.graph.nodes[id].ty.shape
+    }
+    fn dtype(&self, id: NodeId) -> DType {
+        self.plan.graph.nodes[id].ty.dtype
+    }
+    fn len(&self, id: NodeId) -> usize {
+        numel(self.shape(id))
+    }
+    fn root(&self, id: NodeId) -> NodeId {
+        match self.plan.storage[id] {
+            Storage::View(r) => r,
+            _ => id,
+        }
+    }
+    fn splat(&self, id: NodeId) -> Option<f64> {
+        match self.op(self.root(id)) {
+            Op::Const {
+                value: Literal::Splat(v),
+                ..
+            } => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The slot holding `id`'s value for a reader compiled at the current step.
+    fn read(&mut self, id: NodeId) -> Result<usize> {
+        if id >= self.plan.graph.nodes.len() {
+            return Err(cuda_err(format!(
+                "plan refers to node %{id}, which does not exist"
+            )));
+        }
+        let r = self.root(id);
+        match &self.plan.storage[r] {
+            Storage::Inline | Storage::View(_) => Err(cuda_err(format!(
+                "%{id} ({}) is read but the plan stores no value for it",
+                self.op(id).name()
+            ))),
+            Storage::Const => {
+                self.materialise(r)?;
+                Ok(r)
+            }
+            Storage::State(name)
+                if matches!(self.op(r), Op::State { .. }) && self.assigned.contains_key(name) =>
+            {
+                self.snapshot(&name.clone(), r)
+            }
+            Storage::State(_) | Storage::Input(_) | Storage::Arena { .. } => Ok(r),
+        }
+    }
+
+    fn write(&self, id: NodeId) -> Result<usize> {
+        match self.plan.storage[id] {
+            Storage::Arena { .. } => Ok(id),
+            Storage::State(_) if !matches!(self.op(id), Op::State { .. } | Op::Assign { .. }) => {
+                Ok(id)
+            }
+            ref s => Err(cuda_err(format!(
+                "%{id} ({}) is computed by a step but stored as {s:?}",
+                self.op(id).name()
+            ))),
+        }
+    }
+
+    fn snapshot(&mut self, name: &str, state_node: NodeId) -> Result<usize> {
+        if let Some(&s) = self.snap_of.get(name) {
+            return Ok(s);
+        }
+        let bytes = self.len(state_node) * self.dtype(state_node).size_bytes();
+        let mem = DevMem::new(&self.dev.ctx, bytes)?;
+        let slot = self.slots.len();
+        self.slots.push(mem.ptr);
+        self.snapshots.push(mem);
+        self.snap_of.insert(name.to_string(), slot);
+        self.pre[self.assigned[name]].push(Kernel::Copy {
+            src: state_node,
+            dst: slot,
+            bytes,
+        });
+        Ok(slot)
+    }
+
+    fn materialise(&mut self, id: NodeId) -> Result<()> {
+        if self.materialised[id] {
+            return Ok(());
+        }
+        self.materialised[id] = true;
+        let Op::Const { value, .. } = self.op(id) else {
+            return Err(cuda_err(format!(
+                "%{id} ({}) is stored as a constant",
+                self.op(id).name()
+            )));
+        };
+        let n = self.len(id);
+        let vals: Vec<f64> = (0..n).map(|i| value.get(i)).collect();
+        let t = HostTensor::from_f64(self.shape(id), self.dtype(id), &vals)?;
+        let bytes = crate::host_bytes(&t);
+        let mem = DevMem::new(&self.dev.ctx, bytes.len())?;
+        // SAFETY: `mem` holds `bytes.len()` bytes.
+        ctx(
+            unsafe { drv::memcpy_htod_sync(mem.ptr, bytes) },
+            "copying a constant to the device",
+        )?;
+        self.slots[id] = mem.ptr;
+        self.consts.push(mem);
+        Ok(())
+    }
+
+    /// The launches of `Step::Node(id)` at step `t`.
+    fn node(&mut self, id: NodeId, t: usize) -> Result<Vec<Kernel>> {
+        let node = &self.plan.graph.nodes[id];
+        for &i in &node.inputs {
+            if i >= self.plan.graph.nodes.len() {
+                return Err(cuda_err(format!(
+                    "plan refers to node %{i}, which does not exist"
+                )));
+            }
+        }
+        let dt = node.ty.dtype;
+        let shape = &node.ty.shape;
+        let n = numel(shape);
+        let x = node.inputs.first().copied();
+        let xshape = |b: &Self| x.map(|x| b.shape(x)).unwrap_or(&[]);
+        let split = |s: &[usize], axis: usize| (numel(&s[..axis]), s[axis], numel(&s[axis + 1..]));
+        let float = |what: &str| -> Result<bool> {
+            match dt {
+                DType::F32 => Ok(false),
+                DType::F64 => Ok(true),
+                _ => Err(cuda_err(format!("%{id}: {what} of {dt} is not supported"))),
+            }
+        };
+        Ok(match &node.op {
+            Op::Input { .. } | Op::State { .. } | Op::Const { .. } => vec![],
+            Op::Neg
+            | Op::Recip
+            | Op::Sqrt
+            | Op::Exp
+            | Op::Log
+            | Op::Tanh
+            | Op::Erf
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::CmpLt
+            | Op::CmpEq
+            | Op::Where
+            | Op::Cast { .. } => self.fused(&[id], &[id])?,
+            Op::Iota { axis, .. } => {
+                let (_, dim, inner) = split(shape, *axis);
+                let out = self.write(id)?;
+                vec![elementwise(
+                    format!("iota_{}", sfx(dt)),
+                    n,
+                    vec![
+                        Arg::Slot(out),
+                        Arg::I64(n as i64),
+                        Arg::I64(dim.max(1) as i64),
+                        Arg::I64(inner.max(1) as i64),
+                    ],
+                )]
+            }
+            Op::RandomBits { stream, .. } => {
+                let key = self.read(node.inputs[0])?;
+                let out = self.write(id)?;
+                vec![elementwise(
+                    "random_bits".into(),
+                    n.div_ceil(4),
+                    vec![
+                        Arg::Slot(out),
+                        Arg::I64(n as i64),
+                        Arg::Slot(key),
+                        Arg::U32(*stream),
+                    ],
+                )]
+            }
+            Op::ReduceSum { axes } | Op::ReduceMax { axes } => {
+                if dt == DType::Bool {
+                    return Err(cuda_err(format!(
+                        "%{id}: {} of bool is not defined",
+                        node.op.name()
+                    )));
+                }
+                let kind = if matches!(node.op, Op::ReduceSum { .. }) {
+                    "sum"
+                } else {
+                    "max"
+                };
+                let xs = xshape(self).to_vec();
+                let st = strides(&xs);
+                let (mut ks, mut kt, mut rs, mut rt) = (vec![], vec![], vec![], vec![]);
+                for d in 0..xs.len() {
+                    if axes.contains(&d) {
+                        rs.push(xs[d]);
+                        rt.push(st[d]);
+                    } else {
+                        ks.push(xs[d]);
+                        kt.push(st[d]);
+                    }
+                }
+                let n_red = numel(&rs);
+                let src = self.read(node.inputs[0])?;
+                let out = self.write(id)?;
+                let keep = Walk::new(&ks, &kt, 0)?;
+                let args = vec![
+                    Arg::Slot(out),
+                    Arg::Slot(src),
+                    Arg::I64(n as i64),
+                    Arg::I64(n_red as i64),
+                    Arg::Walk(keep),
+                    Arg::Walk(Walk::new(&rs, &rt, 0)?),
+                ];
+                // Neighbouring outputs that are neighbours in memory: 32 outputs per block, reads
+                // coalesced. Else short reductions a thread per output, long ones a block each.
+                let adjacent = keep.rank > 0 && keep.stride[keep.rank as usize - 1] == 1;
+                let (variant, grid, block) = if adjacent && n_red > 8 {
+                    // 32 outputs per block and up to 32 lanes over the reduced elements
+                    let lanes = n_red.div_ceil(8).clamp(1, 32) as u32;
+                    (
+                        "cols",
+                        n.div_ceil(32).min(i32::MAX as usize) as u32,
+                        32 * lanes,
+                    )
+                } else if n_red <= 64 {
+                    ("thread", grid_for(n), BLOCK)
+                } else {
+                    // few outputs: more threads on each
+                    let threads = if n < 1024 && n_red >= 1 << 14 {
+                        1024
+                    } else {
+                        BLOCK
+                    };
+                    ("block", n.min(65535) as u32, threads)
+                };
+                vec![Kernel::Launch {
+                    func: Func::Generic(format!("reduce_{kind}_{variant}_{}", sfx(dt))),
+                    f: None,
+                    grid,
+                    block,
+                    args,
+                }]
+            }
+            Op::ArgMax { axis } => {
+                let (outer, dim, inner) = split(xshape(self), *axis);
+                let xdt = self.dtype(node.inputs[0]);
+                let src = self.read(node.inputs[0])?;
+                let out = self.write(id)?;
+                vec![elementwise(
+                    format!("argmax_{}", sfx(xdt)),
+                    outer * inner,
+                    vec![
+                        Arg::Slot(out),
+                        Arg::Slot(src),
+                        Arg::I64(outer as i64),
+                        Arg::I64(dim as i64),
+                        Arg::I64(inner as i64),
+                    ],
+                )]
+            }
+            Op::Reshape { .. } => match self.plan.storage[id] {
+                Storage::View(_) => vec![],
+                _ => {
+                    let src = self.read(node.inputs[0])?;
+                    let dst = self.write(id)?;
+                    vec![Kernel::Copy {
+                        src,
+                        dst,
+                        bytes: n * dt.size_bytes(),
+                    }]
+                }
+            },
+            Op::Permute { .. } if self.through.contains(&id) => vec![],
+            Op::Permute { perm } => {
+                let st = strides(xshape(self));
+                let walk = Walk::new(shape, &perm.iter().map(|&p| st[p]).collect::<Vec<_>>(), 0)?;
+                self.copy(id, walk)?
+            }
+            Op::Expand { shape: to } => {
+                let walk = Walk::new(to, &broadcast_strides(xshape(self), to), 0)?;
+                self.copy(id, walk)?
+            }
+            Op::Slice { start, stride, .. } => {
+                let st = strides(xshape(self));
+                let offset = start.iter().zip(&st).map(|(a, s)| a * s).sum();
+                let walk = Walk::new(
+                    shape,
+                    &st.iter()
+                        .zip(stride)
+                        .map(|(s, k)| s * k)
+                        .collect::<Vec<_>>(),
+                    offset,
+                )?;
+                self.copy(id, walk)?
+            }
+            Op::Pad {
+                lo,
+                interior,
+                value,
+                ..
+            } => {
+                let ost = strides(shape);
+                let offset = lo.iter().zip(&ost).map(|(a, s)| a * s).sum();
+                let xs = xshape(self).to_vec();
+                let walk = Walk::new(
+                    &xs,
+                    &ost.iter()
+                        .zip(interior)
+                        .map(|(s, i)| s * (i + 1))
+                        .collect::<Vec<_>>(),
+                    offset,
+                )?;
+                let src = self.read(node.inputs[0])?;
+                let out = self.write(id)?;
+                vec![
+                    elementwise(
+                        format!("fill_{}", sfx(dt)),
+                        n,
+                        vec![Arg::Slot(out), Arg::I64(n as i64), Arg::F64(*value)],
+                    ),
+                    elementwise(
+                        format!("scatter_{}", sfx(dt)),
+                        numel(&xs),
+                        vec![
+                            Arg::Slot(out),
+                            Arg::Slot(src),
+                            Arg::I64(numel(&xs) as i64),
+                            Arg::Walk(walk),
+                        ],
+                    ),
+                ]
+            }
+            Op::MatMul => {
+                let f64 = float("matmul")?;
+                let r = shape.len();
+                let (m, nn) = (shape[r - 2], shape[r - 1]);
+                let k = self.shape(node.inputs[0])[r - 1];
+                let (a, ta) = self.mat_operand(node.inputs[0])?;
+                let (b, tb) = self.mat_operand(node.inputs[1])?;
+                let out = self.write(id)?;
+                let batch = numel(&shape[..r - 2]);
+                if k == 0 {
+                    // an empty sum: zeros
+                    vec![elementwise(
+                        format!("fill_{}", sfx(dt)),
+                        n,
+                        vec![Arg::Slot(out), Arg::I64(n as i64), Arg::F64(0.0)],
+                    )]
+                } else {
+                    vec![Kernel::Gemm(Gemm {
+                        f64,
+                        a,
+                        b,
+                        out,
+                        m,
+                        n: nn,
+                        k,
+                        batch,
+                        ta,
+                        tb,
+                        stride_a: m * k,
+                        stride_b: k * nn,
+                    })]
+                }
+            }
+            Op::Conv(p) => {
+                float("conv")?;
+                let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
+                let v = [
+                    xs[0],
+                    xs[1],
+                    xs[2],
+                    xs[3],
+                    ws[0],
+                    ws[1],
+                    ws[2],
+                    ws[3],
+                    shape[2],
+                    shape[3],
+                    p.stride[0],
+                    p.stride[1],
+                ]
+                .map(|u| u as i64);
+                let mut cp = ConvP { v: [0; 17] };
+                cp.v[..12].copy_from_slice(&v);
+                cp.v[12] = p.padding[0].0;
+                cp.v[13] = p.padding[1].0;
+                cp.v[14] = p.dilation[0] as i64;
+                cp.v[15] = p.dilation[1] as i64;
+                cp.v[16] = p.groups as i64;
+                let xsl = self.read(node.inputs[0])?;
+                let wsl = self.read(node.inputs[1])?;
+                let out = self.write(id)?;
+                let (kk, pp) = (ws[1] * ws[2] * ws[3], shape[2] * shape[3]);
+                let col_bytes = xs[0] * kk * pp * dt.size_bytes();
+                let fits_32 = numel(xs) / xs[0].max(1) < 1 << 31 && kk < 1 << 31;
+                if kk >= 2048 && n <= 4096 && fits_32 {
+                    // few outputs, long sums (a weight gradient): a block per output
+                    return Ok(vec![Kernel::Launch {
+                        func: Func::Generic(format!("conv_block_{}", sfx(dt))),
+                        f: None,
+                        grid: n.min(65535) as u32,
+                        block: BLOCK,
+                        args: vec![
+                            Arg::Slot(out),
+                            Arg::Slot(xsl),
+                            Arg::Slot(wsl),
+                            Arg::Conv(cp),
+                        ],
+                    }]);
+                }
+                let cols_32 = xs[0] * kk * pp < 1 << 31 && numel(xs) < 1 << 31;
+                if p.groups == 1 && n > 0 && kk > 64 && col_bytes <= MAX_COLUMNS && cols_32 {
+                    // im2col for every image, one GEMM W [O, K] · col [K, N·P] = [O, N, P], and a
+                    // transposing copy to [N, O, P]
+                    let (nb, o) = (xs[0], ws[0]);
+                    let cols = self.scratch(0, col_bytes)?;
+                    let tmp = self.scratch(1, n * dt.size_bytes())?;
+                    let name = self.im2col_kernel(dt, &cp.v);
+                    return Ok(vec![
+                        Kernel::Launch {
+                            func: Func::Planned(name),
+                            f: None,
+                            grid: grid_for(nb * kk * pp),
+                            block: BLOCK,
+                            args: vec![Arg::Slot(cols), Arg::Slot(xsl)],
+                        },
+                        Kernel::Gemm(Gemm {
+                            f64: dt == DType::F64,
+                            a: wsl,
+                            b: cols,
+                            out: tmp,
+                            m: o,
+                            n: nb * pp,
+                            k: kk,
+                            batch: 1,
+                            ta: false,
+                            tb: false,
+                            stride_a: 0,
+                            stride_b: 0,
+                        }),
+                        elementwise(
+                            format!("copy_{}", sfx(dt)),
+                            n,
+                            vec![
+                                Arg::Slot(out),
+                                Arg::Slot(tmp),
+                                Arg::I64(n as i64),
+                                Arg::Walk(Walk::new(&[nb, o, pp], &[pp, nb * pp, 1], 0)?),
+                            ],
+                        ),
+                    ]);
+                }
+                if numel(xs) >= 1 << 31 || n >= 1 << 31 || numel(ws) >= 1 << 31 {
+                    return Err(cuda_err(format!(
+                        "%{id}: convolution of {} by {} is too large for the direct kernel",
+                        crate::exec::shape_text(xs),
+                        crate::exec::shape_text(ws)
+                    )));
+                }
+                vec![elementwise(
+                    format!("conv_{}", sfx(dt)),
+                    n,
+                    vec![
+                        Arg::Slot(out),
+                        Arg::Slot(xsl),
+                        Arg::Slot(wsl),
+                        Arg::Conv(cp),
+                    ],
+                )]
+            }
+            Op::Gather { axis } => {
+                let (pre, dim, post) = split(xshape(self), *axis);
+                let k = self.len(node.inputs[1]);
+                let src = self.read(node.inputs[0])?;
+                let idx = self.read(node.inputs[1])?;
+                let out = self.write(id)?;
+                vec![elementwise(
+                    format!("gather_{}", sfx(dt)),
+                    n,
+                    vec![
+                        Arg::Slot(out),
+                        Arg::Slot(src),
+                        Arg::Slot(idx),
+                        Arg::I64(pre as i64),
+                        Arg::I64(dim as i64),
+                        Arg::I64(post as i64),
+                        Arg::I64(k as i64),
+                    ],
+                )]
+            }
+            Op::ScatterAdd { axis, dim_size } => {
+                if dt == DType::Bool {
+                    return Err(cuda_err(format!(
+                        "%{id}: scatter_add of bool is not defined"
+                    )));
+                }
+                let us = xshape(self).to_vec();
+                let ir = self.shape(node.inputs[1]).len();
+                let k = self.len(node.inputs[1]);
+                let (pre, post) = (numel(&us[..*axis]), numel(&us[axis + ir..]));
+                let src = self.read(node.inputs[0])?;
+                let idx = self.read(node.inputs[1])?;
+                let out = self.write(id)?;
+                vec![
+                    elementwise(
+                        format!("fill_{}", sfx(dt)),
+                        n,
+                        vec![Arg::Slot(out), Arg::I64(n as i64), Arg::F64(0.0)],
+                    ),
+                    elementwise(
+                        format!("scatter_add_{}", sfx(dt)),
+                        pre * k * post,
+                        vec![
+                            Arg::Slot(out),
+                            Arg::Slot(src),
+                            Arg::Slot(idx),
+                            Arg::I64(pre as i64),
+                            Arg::I64(*dim_size as i64),
+                            Arg::I64(post as i64),
+                            Arg::I64(k as i64),
+                        ],
+                    ),
+                ]
+            }
+            Op::Assign { name } => {
+                let Storage::State(ref stored) = self.plan.storage[id] else {
+                    return Err(cuda_err(format!(
+                        "%{id}: assign to \"{name}\" is not stored in its state buffer"
+                    )));
+                };
+                if stored != name {
+                    return Err(cuda_err(format!(
+                        "%{id}: assign to \"{name}\" is stored in state \"{stored}\""
+                    )));
+                }
+                // Resolve the source first: it reads the value from before this Assign.
+                let src = self.read(node.inputs[0])?;
+                self.assigned.insert(name.clone(), t);
+                vec![Kernel::Copy {
+                    src,
+                    dst: id,
+                    bytes: n * dt.size_bytes(),
+                }]
+            }
+        })
+    }
+
+    fn copy(&mut self, id: NodeId, walk: Walk) -> Result<Vec<Kernel>> {
+        let x = self.plan.graph.nodes[id].inputs[0];
+        let src = self.read(x)?;
+        let out = self.write(id)?;
+        let n = self.len(id);
+        Ok(vec![elementwise(
+            format!("copy_{}", sfx(self.dtype(id))),
+            n,
+            vec![
+                Arg::Slot(out),
+                Arg::Slot(src),
+                Arg::I64(n as i64),
+                Arg::Walk(walk),
+            ],
+        )])
+    }
+
+    /// The kernel of a fusion group: elementwise `nodes` (and the expands they absorbed), storing
+    /// `outputs`.
+    fn fused(&mut self, nodes: &[NodeId], outputs: &[NodeId]) -> Result<Vec<Kernel>> {
+        if outputs.is_empty() {
+            return Ok(vec![]);
+        }
+        let absorbed = |b: &Self, m: NodeId| {
+            matches!(b.op(m), Op::Expand { .. }) && b.plan.storage[m] == Storage::Inline
+        };
+        let members: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|&m| !absorbed(self, m))
+            .collect();
+        let Some(&first) = members.first() else {
+            return Ok(vec![]);
+        };
+        let len = self.len(first);
+        let mut params: Vec<(String, bool)> = Vec::new();
+        let mut slot_args: Vec<usize> = Vec::new();
+        let mut param_of: HashMap<usize, usize> = HashMap::new();
+        let mut param = |slot: usize, ty: &str, write: bool, params: &mut Vec<(String, bool)>| {
+            if !write {
+                if let Some(&p) = param_of.get(&slot) {
+                    return p;
+                }
+            }
+            params.push((ty.to_string(), write));
+            slot_args.push(slot);
+            let p = params.len() - 1;
+            if !write {
+                param_of.insert(slot, p);
+            }
+            p
+        };
+        let mut loads: Vec<(String, Load)> = Vec::new();
+        let mut load_of: HashMap<NodeId, usize> = HashMap::new();
+        let mut lines = Vec::new();
+        let mut stores = Vec::new();
+        let mut pending_stores: Vec<(usize, NodeId)> = Vec::new();
+        for &m in &members {
+            let node = &self.plan.graph.nodes[m];
+            if !node.op.kind().is_elementwise() {
+                return Err(cuda_err(format!(
+                    "fused step contains %{m} ({}), which is not elementwise",
+                    node.op.name()
+                )));
+            }
+            if numel(&node.ty.shape) != len {
+                return Err(cuda_err(format!(
+                    "fused step mixes shapes: %{m} is {}",
+                    node.ty.describe()
+                )));
+            }
+            let mut args = Vec::with_capacity(3);
+            for &i in &node.inputs {
+                if members.contains(&i) {
+                    args.push(format!("v{i}"));
+                    continue;
+                }
+                if let Some(&l) = load_of.get(&i) {
+                    args.push(format!("s{l}"));
+                    continue;
+                }
+                let dti = self.dtype(i);
+                let cty = codegen::c_type(dti);
+                let load = if nodes.contains(&i) && absorbed(self, i) {
+                    let q = self.plan.graph.nodes[i].inputs[0];
+                    if let Some(v) = self.splat(q) {
+                        Load::Literal(codegen::literal(v, dti))
+                    } else {
+                        let slot = self.read(q)?;
+                        let (qs, is) = (self.shape(q), self.shape(i));
+                        if numel(qs) == 1 {
+                            Load::Uniform {
+                                param: param(slot, cty, false, &mut params),
+                            }
+                        } else if numel(qs) == len {
+                            Load::Dense {
+                                param: param(slot, cty, false, &mut params),
+                            }
+                        } else {
+                            let st = broadcast_strides(qs, is);
+                            Load::Broadcast {
+                                param: param(slot, cty, false, &mut params),
+                                dims: is.iter().copied().zip(st).collect(),
+                            }
+                        }
+                    }
+                } else {
+                    if self.len(i) != len {
+                        return Err(cuda_err(format!(
+                            "fused operand %{i} has {} elements, the group {len}",
+                            self.len(i)
+                        )));
+                    }
+                    match self.splat(i) {
+                        Some(v) => Load::Literal(codegen::literal(v, dti)),
+                        None => {
+                            let slot = self.read(i)?;
+                            Load::Dense {
+                                param: param(slot, cty, false, &mut params),
+                            }
+                        }
+                    }
+                };
+                loads.push((cty.to_string(), load));
+                load_of.insert(i, loads.len() - 1);
+                args.push(format!("s{}", loads.len() - 1));
+            }
+            let arg_dt = node
+                .inputs
+                .get(if matches!(node.op, Op::Where) { 1 } else { 0 })
+                .map(|&i| self.dtype(i))
+                .unwrap_or(node.ty.dtype);
+            let arity = match node.op {
+                Op::Where => 3,
+                Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::CmpLt | Op::CmpEq => 2,
+                _ => 1,
+            };
+            if args.len() != arity {
+                return Err(cuda_err(format!(
+                    "%{m} ({}) has {} operands",
+                    node.op.name(),
+                    args.len()
+                )));
+            }
+            let e = codegen::expr(&node.op, arg_dt, node.ty.dtype, &args)?;
+            lines.push(format!(
+                "const {} v{m} = {e};",
+                codegen::c_type(node.ty.dtype)
+            ));
+            if outputs.contains(&m) {
+                let out = self.write(m)?;
+                pending_stores.push((out, m));
+            }
+        }
+        for (out, m) in pending_stores {
+            let p = param(out, codegen::c_type(self.dtype(m)), true, &mut params);
+            stores.push((p, format!("v{m}")));
+        }
+        let idx = self.fused.len();
+        self.fused.push(FusedText {
+            name: format!("fused_{idx}"),
+            params,
+            loads,
+            lines,
+            stores,
+        });
+        let mut args = vec![Arg::I64(len as i64)];
+        args.extend(slot_args.into_iter().map(Arg::Slot));
+        Ok(vec![Kernel::Launch {
+            func: Func::Fused(idx),
+            f: None,
+            grid: grid_for(len),
+            block: BLOCK,
+            args,
+        }])
+    }
+}

@@ -1,0 +1,10 @@
+//! The CUDA backend against the reference interpreter and the CPU backend. Every test needs a
+//! GPU: without one it prints "skipped: no CUDA device" and passes (CI has no GPU; the device
+//! machine runs the same binary).
+
+mod cuda {
+    pub mod common;
+    mod larger;
+    mod ops;
+    mod train;
+}
