@@ -1,4 +1,4 @@
-//! `lamina`: train, evaluate, predict with, summarise and benchmark models described in JSON or
+//! `lamina`: train, evaluate, predict with, summarise, benchmark, export and import models described in JSON or
 //! TOML spec files, on bundled or user data sets. Errors print one clear message and exit with a
 //! non-zero code; nothing panics on bad input.
 
@@ -48,6 +48,22 @@ enum Command {
         /// Run folder (default runs/<spec name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Save a checkpoint every N epochs in <run folder>/checkpoints/epoch-NNNN.safetensors
+        /// (overrides the spec's train.checkpoint.every).
+        #[arg(long, value_name = "N")]
+        checkpoint_every: Option<usize>,
+        /// Keep only the newest K periodic checkpoints (saved every epoch unless
+        /// --checkpoint-every says otherwise).
+        #[arg(long, value_name = "K")]
+        keep_last: Option<usize>,
+        /// Also keep best-epoch-NNNN.safetensors, the best epoch by this history metric
+        /// (val_loss, val_accuracy, val_mse, train_loss, train_accuracy, train_mse).
+        #[arg(long, value_name = "METRIC")]
+        keep_best: Option<String>,
+        /// min or max: which values of --keep-best are better (default: max for accuracies,
+        /// min otherwise).
+        #[arg(long)]
+        best_goal: Option<String>,
         /// Print one JSON line of final metrics (and no progress bars).
         #[arg(long)]
         json: bool,
@@ -81,6 +97,14 @@ enum Command {
         #[arg(long)]
         batch: Option<usize>,
     },
+    /// Import an ONNX model (one lamina exported, or a PyTorch-style chain of built-in layers) as
+    /// a lamina checkpoint that predict, eval and export-onnx accept.
+    ImportOnnx {
+        model: PathBuf,
+        /// Checkpoint file to write (.safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Print a spec's Keras-style summary table.
     Summary { spec: PathBuf },
     /// Time the benchmark models of DESIGN.md §5 (median µs per training step).
@@ -112,6 +136,10 @@ fn main() -> ExitCode {
             device,
             seed,
             out,
+            checkpoint_every,
+            keep_last,
+            keep_best,
+            best_goal,
             json,
         } => run::train(run::TrainArgs {
             spec,
@@ -123,6 +151,10 @@ fn main() -> ExitCode {
             device,
             seed,
             out,
+            checkpoint_every,
+            keep_last,
+            keep_best,
+            best_goal,
             json,
         }),
         Command::Eval {
@@ -141,6 +173,7 @@ fn main() -> ExitCode {
             output,
             batch,
         } => export_onnx(&checkpoint, &output, batch),
+        Command::ImportOnnx { model, output } => import_onnx(&model, &output),
         Command::Summary { spec } => spec::load(&spec).map(|s| print!("{}", s.model.summary())),
         Command::Bench {
             model,
@@ -183,6 +216,24 @@ fn export_onnx(
         })
         .collect::<lamina_core::Result<_>>()?;
     lamina_onnx::export_to_file(output, &file.spec, &params, batch)?;
+    println!("wrote {}", output.display());
+    Ok(())
+}
+
+/// The imported layers and weights in a fresh trainer (default configuration: Adam, sparse
+/// cross-entropy, CPU), saved as a checkpoint.
+fn import_onnx(model: &std::path::Path, output: &std::path::Path) -> lamina_core::Result<()> {
+    let m = lamina_onnx::import_file(model)?;
+    let config = lamina_train::TrainerConfig {
+        device: lamina_train::Device::Cpu,
+        ..Default::default()
+    };
+    let mut trainer = lamina_train::ModelTrainer::new(&m.spec, config)?;
+    for (path, value) in &m.weights {
+        trainer.set_state(path, value)?;
+    }
+    trainer.save_checkpoint(output)?;
+    print!("{}", m.spec.summary());
     println!("wrote {}", output.display());
     Ok(())
 }

@@ -8,8 +8,8 @@ use lamina_data::{Dataset, InMemoryDataset, LabelData};
 use lamina_nn::LayerRegistry;
 use lamina_train::metrics::{roc_auc, roc_curve, Average, ConfusionMatrix, RegressionMetrics};
 use lamina_train::{
-    BatchResult, Callback, Device, EpochLog, FitControl, FitOptions, History, ModelTrainer,
-    ProblemType,
+    BatchResult, Callback, CheckpointPolicy, Device, EpochLog, FitControl, FitOptions, History,
+    ModelCheckpoint, ModelTrainer, ProblemType,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,10 @@ pub struct TrainArgs {
     pub device: Option<String>,
     pub seed: Option<u64>,
     pub out: Option<PathBuf>,
+    pub checkpoint_every: Option<usize>,
+    pub keep_last: Option<usize>,
+    pub keep_best: Option<String>,
+    pub best_goal: Option<String>,
     pub json: bool,
 }
 
@@ -438,6 +442,34 @@ pub fn train(a: TrainArgs) -> Result<()> {
         spec.config.seed = s;
     }
     spec.config.validate()?;
+    let ck = &mut spec.checkpoint;
+    ck.every = a.checkpoint_every.or(ck.every);
+    ck.keep_last = a.keep_last.or(ck.keep_last);
+    ck.keep_best = a.keep_best.clone().or(ck.keep_best.take());
+    if let Some(g) = &a.best_goal {
+        ck.goal = Some(lamina_train::Goal::parse(g)?);
+    }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+    // checked before the data is read or anything trains
+    let saver = if ck.any() {
+        Some(ModelCheckpoint::new(CheckpointPolicy {
+            dir: out.join("checkpoints"),
+            // keep_best alone saves only the best file; keep_last alone implies every epoch
+            every: ck
+                .every
+                .or((ck.keep_last.is_some() || ck.keep_best.is_none()).then_some(1)),
+            keep_last: ck.keep_last,
+            keep_best: ck.keep_best.clone().map(|m| {
+                let g = ck.goal.unwrap_or(lamina_train::Goal::of(&m));
+                (m, g)
+            }),
+        })?)
+    } else {
+        None
+    };
     let source = a.data.clone().unwrap_or_else(|| spec.data.source.clone());
     let spec_dir = a.spec.parent().unwrap_or(Path::new("."));
     let splits = prepare(
@@ -447,10 +479,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
         spec.config.problem,
         &spec.model.input_shape,
     )?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
     std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
 
     let started = Instant::now();
@@ -487,7 +515,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         splits.val.as_ref().map(|v| v as &dyn Dataset),
         FitOptions {
             epochs: spec.epochs,
-            callbacks: vec![Box::new(progress)],
+            callbacks: std::iter::once(Box::new(progress) as Box<dyn Callback>)
+                .chain(saver.map(|s| Box::new(s) as Box<dyn Callback>))
+                .collect(),
             ..Default::default()
         },
     )?;
@@ -504,6 +534,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
     run_json["data"]["source"] = json!(source);
     run_json["train"] = trainer.config().to_json();
     run_json["train"]["epochs"] = json!(spec.epochs);
+    let ck = &spec.checkpoint;
+    if ck.any() {
+        run_json["train"]["checkpoint"] = json!({
+            "every": ck.every,
+            "keep_last": ck.keep_last,
+            "keep_best": ck.keep_best,
+            "goal": ck.goal.map(|g| if g == lamina_train::Goal::Max { "max" } else { "min" }),
+        });
+        // null means "not set"
+        if let Some(o) = run_json["train"]["checkpoint"].as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+        }
+    }
     if let Some((m, s)) = splits.target_scale {
         run_json["data"]["target_mean"] = json!(m);
         run_json["data"]["target_std"] = json!(s);
@@ -558,6 +601,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
             println!("{k:>22}: {v:.4}");
         }
         println!("\ntrained in {train_seconds:.1} s; wrote {} ({} files: checkpoint, history.csv, metrics.json, plots, report.html)", out.display(), files.len() + 4);
+        if spec.checkpoint.any() {
+            let dir = out.join("checkpoints");
+            let best = lamina_train::best_checkpoint_in(&dir)
+                .map(|b| format!("; best {}", b.display()))
+                .unwrap_or_default();
+            println!("checkpoints in {}{best}", dir.display());
+        }
     }
     Ok(())
 }
@@ -565,7 +615,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// Reopens a run: the checkpoint and the spec saved beside it.
 fn open_run(checkpoint: &Path) -> Result<(ModelTrainer, Value)> {
     let trainer = ModelTrainer::load_checkpoint(checkpoint, &LayerRegistry::new(), Device::Auto)?;
-    let spec_path = checkpoint.with_file_name("spec.json");
+    let mut spec_path = checkpoint.with_file_name("spec.json");
+    // a file of <run>/checkpoints/ uses the run's spec
+    if !spec_path.exists() {
+        if let Some(run) = checkpoint.parent().and_then(Path::parent) {
+            spec_path = run.join("spec.json");
+        }
+    }
     let spec: Value = match std::fs::read_to_string(&spec_path) {
         Ok(t) => serde_json::from_str(&t).map_err(|e| io(&spec_path, e))?,
         Err(_) => json!({}),

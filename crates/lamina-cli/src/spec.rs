@@ -1,10 +1,10 @@
 //! Spec files: a model (`input_shape`, `layers`, `seed`, as `ModelSpec::to_json` writes them)
 //! plus a `"data"` section (which data set, how to split and scale it) and a `"train"` section
-//! (the `TrainerConfig` keys and `epochs`). JSON or TOML.
+//! (the `TrainerConfig` keys, `epochs` and `checkpoint`). JSON or TOML.
 
 use lamina_core::{Error, Result};
 use lamina_nn::{LayerRegistry, ModelSpec};
-use lamina_train::TrainerConfig;
+use lamina_train::{Goal, TrainerConfig, HISTORY_METRICS};
 use serde_json::Value;
 use std::path::Path;
 
@@ -27,6 +27,79 @@ pub struct DataSection {
     pub label_column: lamina_data::LabelColumn,
 }
 
+/// `train.checkpoint`: checkpoints during training, in `<run folder>/checkpoints/` —
+/// `{"every": 5, "keep_last": 3, "keep_best": "val_loss", "goal": "min"}` (every key optional;
+/// `goal` defaults to max for accuracies, min otherwise).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointSection {
+    pub every: Option<usize>,
+    pub keep_last: Option<usize>,
+    pub keep_best: Option<String>,
+    pub goal: Option<Goal>,
+}
+
+impl CheckpointSection {
+    /// Whether the spec or the flags asked for checkpoints at all.
+    pub fn any(&self) -> bool {
+        self.every.is_some() || self.keep_last.is_some() || self.keep_best.is_some()
+    }
+}
+
+fn checkpoint_section(v: Option<&Value>, file: &Path) -> Result<CheckpointSection> {
+    let bad = |m: String| {
+        Err(Error::Spec(format!(
+            "{}: train.checkpoint{m}",
+            file.display()
+        )))
+    };
+    let Some(v) = v else {
+        return Ok(CheckpointSection::default());
+    };
+    let Some(obj) = v.as_object() else {
+        return bad(format!(
+            " must be an object like {{\"every\": 5, \"keep_last\": 3, \"keep_best\": \"val_loss\"}}, got {v}"
+        ));
+    };
+    let mut c = CheckpointSection::default();
+    for (k, x) in obj {
+        match k.as_str() {
+            "every" | "keep_last" => {
+                let n = match x.as_u64() {
+                    Some(n) if n >= 1 => n as usize,
+                    _ => return bad(format!(".{k} must be an integer ≥ 1, got {x}")),
+                };
+                if k == "every" {
+                    c.every = Some(n);
+                } else {
+                    c.keep_last = Some(n);
+                }
+            }
+            "keep_best" => match x.as_str() {
+                Some(m) => c.keep_best = Some(m.to_string()),
+                None => {
+                    return bad(format!(
+                        ".keep_best must be a history metric name ({}), got {x}",
+                        HISTORY_METRICS.join(", ")
+                    ))
+                }
+            },
+            "goal" => {
+                let g = x.as_str().map(Goal::parse);
+                match g {
+                    Some(Ok(g)) => c.goal = Some(g),
+                    _ => return bad(format!(".goal must be \"min\" or \"max\", got {x}")),
+                }
+            }
+            other => {
+                return bad(format!(
+                    ": unknown key \"{other}\" (known: every, keep_last, keep_best, goal)"
+                ))
+            }
+        }
+    }
+    Ok(c)
+}
+
 /// A loaded spec file.
 pub struct Spec {
     pub name: String,
@@ -34,6 +107,8 @@ pub struct Spec {
     pub data: DataSection,
     pub config: TrainerConfig,
     pub epochs: usize,
+    /// Checkpoints during training (`train.checkpoint`).
+    pub checkpoint: CheckpointSection,
     /// The whole file as JSON (copied into the run folder).
     pub json: Value,
 }
@@ -97,7 +172,7 @@ pub fn load(path: &Path) -> Result<Spec> {
     }
     let empty = Value::Object(Default::default());
     let train = json.get("train").unwrap_or(&empty);
-    let mut config = TrainerConfig::from_json(train, &["epochs"])
+    let mut config = TrainerConfig::from_json(train, &["epochs", "checkpoint"])
         .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
     if train.get("batch_size").is_none() {
         config.batch_size = model.input_shape[0];
@@ -111,6 +186,7 @@ pub fn load(path: &Path) -> Result<Spec> {
             ))
         })? as usize,
     };
+    let checkpoint = checkpoint_section(train.get("checkpoint"), path)?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -121,6 +197,7 @@ pub fn load(path: &Path) -> Result<Spec> {
         data,
         config,
         epochs,
+        checkpoint,
         json,
     })
 }

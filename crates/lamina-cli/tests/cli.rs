@@ -120,6 +120,156 @@ fn train_eval_predict_round_trip() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// Checkpoints during training: the spec's `train.checkpoint` section with a flag overriding one
+/// key; the run folder keeps the last K periodic files and the best one, which `eval` reads.
+#[test]
+fn checkpoints_during_training() {
+    let out = temp("ckpt");
+    let mut spec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/digits_mlp.json")).unwrap(),
+    )
+    .unwrap();
+    spec["train"]["checkpoint"] =
+        serde_json::json!({ "every": 1, "keep_last": 1, "keep_best": "val_accuracy" });
+    let spec_path = out.join("digits_ckpt.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let o = lamina(&[
+        "train",
+        spec_path.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--keep-last",
+        "2",
+        "--out",
+        out.join("run").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("checkpoints in"), "{}", text(&o));
+    let dir = out.join("run/checkpoints");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files[0].starts_with("best-epoch-000"), "{files:?}");
+    assert_eq!(
+        &files[1..],
+        ["epoch-0002.safetensors", "epoch-0003.safetensors"]
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run/spec.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["train"]["checkpoint"],
+        serde_json::json!({ "every": 1, "keep_last": 2, "keep_best": "val_accuracy" })
+    );
+    let e = lamina(&["eval", dir.join(&files[0]).to_str().unwrap(), "--json"]);
+    assert!(e.status.success(), "{}", text(&e));
+    assert!(text(&e).contains("test_accuracy"), "{}", text(&e));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The tensors of a safetensors fixture holding F64 values, by name, with their shapes.
+fn f64_tensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let data = &b[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            assert_eq!(v["dtype"], "F64");
+            let shape = v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let (lo, hi) = (
+                v["data_offsets"][0].as_u64().unwrap() as usize,
+                v["data_offsets"][1].as_u64().unwrap() as usize,
+            );
+            let vals = data[lo..hi]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (k.clone(), (shape, vals))
+        })
+        .collect()
+}
+
+#[test]
+fn import_onnx_of_a_pytorch_export_predicts_what_torch_computed() {
+    let out = temp("import-onnx");
+    let fixtures = root().join("crates/lamina-onnx/tests/fixtures");
+    let ckpt = out.join("mlp.safetensors");
+    let o = lamina(&[
+        "import-onnx",
+        fixtures.join("mlp_legacy.onnx").to_str().unwrap(),
+        "-o",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("BatchNorm"), "{}", text(&o));
+    let golden = f64_tensors(&fixtures.join("mlp.safetensors"));
+    let (xs, x) = &golden["x"];
+    let rows = out.join("rows.csv");
+    let csv: String = x
+        .chunks(xs[1])
+        .map(|r| {
+            r.iter()
+                .map(|v| format!("{}", *v as f32))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&rows, csv).unwrap();
+    let p = lamina(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        rows.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(p.status.success(), "{}", text(&p));
+    let pv: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    let got: Vec<f64> = pv
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (_, want) = &golden["y"];
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs torch {w}");
+    }
+    let bad = lamina(&[
+        "import-onnx",
+        rows.to_str().unwrap(),
+        "-o",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("ONNX import: not an ONNX model"),
+        "{}",
+        text(&bad)
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn bench_prints_json_rows() {
     let o = lamina(&[
@@ -166,7 +316,63 @@ fn bad_input_gives_a_clear_error_and_a_nonzero_exit() {
         "typo.json",
         r#"{"input_shape":[32,64],"layers":[{"type":"Dense","name":"d","config":{"units":10,"use_bias":true}}],"train":{"learnin_rate":0.1}}"#,
     );
+    let ckpt_spec = |name: &str, section: &str| {
+        w(
+            name,
+            &format!(
+                r#"{{"input_shape":[32,64],"layers":[{{"type":"Dense","name":"d","config":{{"units":10,"use_bias":true}}}}],"train":{{"checkpoint":{section}}}}}"#
+            ),
+        )
+    };
+    let ckpt_string = ckpt_spec("ckpt.json", r#"{"every":"5"}"#);
+    let ckpt_typo = ckpt_spec("ckpt_typo.json", r#"{"evry":5}"#);
+    let ckpt_goal = ckpt_spec(
+        "ckpt_goal.json",
+        r#"{"keep_best":"val_loss","goal":"lowest"}"#,
+    );
+    let digits = "examples/digits_mlp.json";
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["train", digits, "--checkpoint-every", "0"],
+            vec!["checkpoint policy: every must be ≥ 1 epoch, got 0"],
+        ),
+        (
+            vec!["train", digits, "--keep-last", "0"],
+            vec!["keep_last must be ≥ 1, got 0"],
+        ),
+        (
+            vec!["train", digits, "--keep-best", "val_los"],
+            vec!["keep_best metric \"val_los\" is not a history metric (one of train_loss"],
+        ),
+        (
+            vec!["train", digits, "--keep-best", "val_mse"],
+            vec!["\"val_mse\" is not measured in a Classification problem"],
+        ),
+        (
+            vec![
+                "train",
+                digits,
+                "--keep-best",
+                "val_loss",
+                "--best-goal",
+                "up",
+            ],
+            vec!["must be \"min\" or \"max\", got \"up\""],
+        ),
+        (
+            vec!["train", &ckpt_string],
+            vec!["ckpt.json: train.checkpoint.every must be an integer ≥ 1, got \"5\""],
+        ),
+        (
+            vec!["train", &ckpt_typo],
+            vec![
+                "train.checkpoint: unknown key \"evry\" (known: every, keep_last, keep_best, goal)",
+            ],
+        ),
+        (
+            vec!["train", &ckpt_goal],
+            vec!["train.checkpoint.goal must be \"min\" or \"max\", got \"lowest\""],
+        ),
         (
             vec!["train", "no/such/spec.json"],
             vec!["no/such/spec.json"],

@@ -38,6 +38,6 @@ pub use backend::{check_state, Backend, StateMap};
 pub use dtype::{numel, strides, DType, HostData, HostTensor};
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, TensorType};
-pub use op::{ConvParams, Literal, Op, OpKind};
+pub use op::{ConvKind, ConvParams, Literal, Op, OpKind};
 pub use plan::{Plan, Step, Storage};
 pub use tensor::{broadcast_shapes, IntoOperand, Tensor};

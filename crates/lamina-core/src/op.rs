@@ -51,7 +51,7 @@ impl PartialEq for Literal {
 }
 
 /// Parameters of the 2-D convolution primitive (NCHW input, OIHW weight), a cross-correlation as
-/// in PyTorch. Padding may be negative (it then crops), which the convolution's own vjp needs.
+/// in PyTorch. Padding may be negative (it then crops).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConvParams {
     pub stride: [usize; 2],
@@ -59,6 +59,32 @@ pub struct ConvParams {
     pub padding: [(i64, i64); 2],
     pub dilation: [usize; 2],
     pub groups: usize,
+    /// Which of the convolution's three linear maps the node computes.
+    pub kind: ConvKind,
+}
+
+/// The three maps of one convolution geometry. `y = conv(x, w)` is bilinear, and its two partial
+/// derivatives are the other two kinds, so the family is closed under vjp and a backend can run
+/// each as one gemm per image (plus im2col or col2im) instead of convolving zero-dilated
+/// cotangents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvKind {
+    /// Operands `(x [N,C,H,W], w [O,C/groups,KH,KW])`, result `y [N,O,HO,WO]`.
+    #[default]
+    Forward,
+    /// The input gradient (a transposed convolution): operands `(dy [N,O,HO,WO], w)`, result
+    /// `dx [N,C,H,W]` with `[H, W]` given, `dx[n,c,i] = Σ dy[n,o,p]·w[o,c,k]` over the
+    /// `(o, p, k)` whose window position reads `i`.
+    InputGrad {
+        /// `[H, W]` of the input (a strided convolution's output size does not determine it).
+        input_hw: [usize; 2],
+    },
+    /// The kernel gradient: operands `(x, dy)`, result `dw [O,C/groups,KH,KW]` with `[KH, KW]`
+    /// given, `dw[o,c,k] = Σ dy[n,o,p]·x[n,c,pos(p,k)]` over images and output positions.
+    KernelGrad {
+        /// `[KH, KW]` of the kernel.
+        kernel_hw: [usize; 2],
+    },
 }
 
 /// One primitive operation. Attributes that determine the result type (a reshape's target shape,

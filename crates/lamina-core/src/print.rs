@@ -7,7 +7,7 @@
 //! ```
 
 use crate::graph::{Graph, Node};
-use crate::op::{Literal, Op};
+use crate::op::{ConvKind, Literal, Op};
 use std::fmt::Write;
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -80,7 +80,12 @@ pub fn op_text(op: &Op) -> String {
             )
         }
         Op::Conv(p) => format!(
-            "{n}[stride={},pad={}:{},{}:{},dilation={},groups={}]",
+            "{n}[{}stride={},pad={}:{},{}:{},dilation={},groups={}]",
+            match p.kind {
+                ConvKind::Forward => String::new(),
+                ConvKind::InputGrad { input_hw } => format!("input_grad={},", list(&input_hw)),
+                ConvKind::KernelGrad { kernel_hw } => format!("kernel_grad={},", list(&kernel_hw)),
+            },
             list(&p.stride),
             p.padding[0].0,
             p.padding[0].1,

@@ -8,7 +8,7 @@
 use crate::dtype::{fmt_shape, numel, DType};
 use crate::error::{Error, Result};
 use crate::graph::{with_builder, NodeId, TensorType};
-use crate::op::{ConvParams, Literal, Op};
+use crate::op::{ConvKind, ConvParams, Literal, Op};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 const POISON: u32 = u32::MAX;
@@ -732,6 +732,7 @@ impl Tensor {
                 padding: [(p, p); 2],
                 dilation: [dilation; 2],
                 groups,
+                kind: ConvKind::Forward,
             },
         )
     }

@@ -4,7 +4,8 @@
 
 use lamina_core::passes::{cse, dce, fold_constants, fusion_groups, optimize, simplify, verify};
 use lamina_core::{
-    grad, Backend, DType, Graph, GraphBuilder, HostTensor, Op, Plan, StateMap, Tensor,
+    grad, Backend, ConvKind, ConvParams, DType, Graph, GraphBuilder, HostTensor, Op, Plan,
+    StateMap, Tensor,
 };
 use lamina_cpu::CpuBackend;
 use lamina_ref::cases::op_table;
@@ -245,6 +246,107 @@ fn gradient_through_assign_says_it_has_none() {
     let err = grad(a.sum(&[], false), &[x]).unwrap_err().to_string();
     assert!(err.contains("assign has no gradient"), "{err}");
     let _ = s;
+}
+
+/// Every Conv kind checks its operands and says which shapes are wrong.
+#[test]
+fn conv_kinds_reject_bad_shapes() {
+    let ig = |h, w| ConvKind::InputGrad { input_hw: [h, w] };
+    let kg = |h, w| ConvKind::KernelGrad { kernel_hw: [h, w] };
+    // (kind, stride, groups, first operand, second operand, words the message must contain)
+    type Row = (
+        ConvKind,
+        usize,
+        usize,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<&'static str>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            ConvKind::Forward,
+            1,
+            1,
+            vec![1, 3, 5, 5],
+            vec![4, 2, 3, 3],
+            vec!["3 input channels", "[1,3,5,5]"],
+        ),
+        (
+            ig(7, 6),
+            2,
+            1,
+            vec![2, 4, 3, 3],
+            vec![4, 3, 3, 3],
+            vec!["output gradient [2,4,3,3]", "[2,4,4,3]"],
+        ),
+        (
+            ig(7, 6),
+            2,
+            1,
+            vec![2, 5, 4, 3],
+            vec![4, 3, 3, 3],
+            vec!["output gradient [2,5,4,3]", "[2,4,4,3]"],
+        ),
+        (
+            ig(0, 0),
+            1,
+            1,
+            vec![1, 4, 1, 1],
+            vec![4, 3, 3, 3],
+            vec!["larger than the padded input 2"],
+        ),
+        (
+            ig(5, 5),
+            1,
+            1,
+            vec![4, 3, 3],
+            vec![4, 3, 3, 3],
+            vec!["output gradient must be [N,O,HO,WO]"],
+        ),
+        (
+            kg(3, 3),
+            2,
+            1,
+            vec![2, 3, 7, 6],
+            vec![2, 4, 4, 4],
+            vec!["output gradient [2,4,4,4]", "[2,4,4,3]"],
+        ),
+        (
+            kg(3, 3),
+            2,
+            1,
+            vec![2, 3, 7, 6],
+            vec![3, 4, 4, 3],
+            vec!["[3,4,4,3]", "[2,4,4,3]"],
+        ),
+        (
+            kg(3, 3),
+            1,
+            2,
+            vec![2, 3, 7, 6],
+            vec![2, 4, 7, 6],
+            vec!["3 input channels do not split into 2 groups"],
+        ),
+    ];
+    for (kind, stride, groups, a, b, words) in rows {
+        let g = GraphBuilder::new();
+        let x = g.input("a", &a, DType::F32);
+        let y = g.input("b", &b, DType::F32);
+        let p = ConvParams {
+            stride: [stride; 2],
+            padding: [(1, 1); 2],
+            dilation: [1, 1],
+            groups,
+            kind,
+        };
+        let err = x.conv(y, &p).check().unwrap_err().to_string();
+        for word in words {
+            assert!(
+                err.contains("conv") && err.contains(word),
+                "{kind:?} {a:?} {b:?}: {err}"
+            );
+        }
+    }
 }
 
 /// Adam's update of one parameter: m', v' and p' come out of one fused kernel, written straight

@@ -1,17 +1,32 @@
-//! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) as im2col + gemm per image and
-//! group. Padding may be negative (it crops); input positions outside the image read 0.
+//! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients, each as one
+//! gemm per image and group:
+//! - forward: `y = W · im2col(x)`;
+//! - input gradient: `dx = col2im(Wᵀ · dy)` (a transposed convolution: no zero-dilated cotangent);
+//! - kernel gradient: `dW = Σₙ dyₙ · im2col(xₙ)ᵀ`, the unfolded image transposed by blocks first
+//!   (gemm reads a unit-stride right operand about twice as fast), images split between threads,
+//!   partial sums added in a fixed order (so results do not depend on scheduling).
+//!
+//! A 1×1 kernel with unit stride and no padding skips im2col/col2im. Padding may be negative (it
+//! crops); input positions outside the image read 0 (and receive no gradient).
 
-use crate::arena::Slots;
-use crate::matmul::{gemm_into, GemmElem};
+use crate::arena::{Ptr, Slots};
+use crate::matmul::{gemm_acc, gemm_into, GemmElem};
 use gemm::Parallelism;
+use lamina_core::ConvKind;
 use rayon::prelude::*;
+use std::cell::Cell;
 
-/// Geometry of one convolution.
+/// Convolutions with fewer multiply-adds than this run on one thread.
+const PAR_MIN: usize = 1 << 16;
+
+/// Geometry of one convolution node.
 #[derive(Clone, Debug)]
 pub(crate) struct Conv {
     pub(crate) f64: bool,
-    pub(crate) x: usize,
-    pub(crate) w: usize,
+    pub(crate) kind: ConvKind,
+    /// Slots of the two operands (as `ConvKind` orders them) and of the result.
+    pub(crate) a: usize,
+    pub(crate) b: usize,
     pub(crate) out: usize,
     /// Input `[n, c, h, w]`.
     pub(crate) input: [usize; 4],
@@ -26,10 +41,33 @@ pub(crate) struct Conv {
     pub(crate) groups: usize,
 }
 
+thread_local! {
+    /// Per-thread im2col/col2im buffer, kept between runs so that a step allocates nothing.
+    static SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with a scratch slice of `len` elements (contents unspecified).
+fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    SCRATCH.with(|s| {
+        // `take` leaves an empty vector behind, so a nested call (rayon work stealing inside
+        // gemm) gets its own buffer instead of aliasing this one.
+        let mut v = s.take();
+        let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+        if v.len() < words {
+            v.resize(words, 0.0);
+        }
+        // SAFETY: the vector holds at least `len` elements of T (f32 or f64, every bit pattern
+        // valid), f64-aligned, and is borrowed exclusively here.
+        let r = f(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut T, len) });
+        s.set(v);
+        r
+    })
+}
+
 impl Conv {
     /// # Safety
-    /// `x`, `w` must hold the input and kernel and `out` be writable for `[n, o, ho, wo]`, not
-    /// overlapping them.
+    /// The operand slots must hold the operands of the node's kind and `out` be writable for the
+    /// result, not overlapping them.
     pub(crate) unsafe fn run(&self, slots: &Slots, threads: usize) {
         // SAFETY: guaranteed by the caller.
         unsafe {
@@ -50,114 +88,370 @@ impl Conv {
             && self.out_hw == [self.input[2], self.input[3]]
     }
 
-    unsafe fn go<T: GemmElem + Default>(&self, slots: &Slots, threads: usize) {
+    unsafe fn go<T: GemmElem>(&self, slots: &Slots, threads: usize) {
         let [n, c, h, wd] = self.input;
         let [o, cg, kh, kw] = self.kernel;
-        let [ho, wo] = self.out_hw;
-        let og = o / self.groups;
-        let (kk, p) = (cg * kh * kw, ho * wo);
-        // SAFETY: guaranteed by `run`'s caller.
-        let (x, w) = unsafe {
-            (
-                slots.get::<T>(self.x, n * c * h * wd),
-                slots.get::<T>(self.w, o * kk),
-            )
-        };
+        let p = self.out_hw[0] * self.out_hw[1];
+        let kk = cg * kh * kw;
+        let (x_len, w_len, y_len) = (n * c * h * wd, o * kk, n * o * p);
         let out = slots.ptr(self.out);
-        let pointwise = self.is_pointwise();
-        let image = |ni: usize, col: &mut Vec<T>, par: Parallelism| {
-            for g in 0..self.groups {
-                let xg = &x[(ni * c + g * cg) * h * wd..(ni * c + (g + 1) * cg) * h * wd];
-                let rhs = if pointwise {
-                    xg
-                } else {
-                    col.resize(kk * p, T::default());
-                    self.im2col(xg, col);
-                    &col[..]
-                };
-                // SAFETY: the kernel rows of group g are `og × kk` contiguous, `rhs` is `kk × p`,
-                // and the result block of image ni, group g is written by this call only.
-                unsafe {
-                    gemm_into::<T>(
-                        (og, p, kk),
-                        out.at::<T>((ni * o + g * og) * p),
-                        p as isize,
-                        w[g * og * kk..].as_ptr(),
-                        (kk as isize, 1),
-                        rhs.as_ptr(),
-                        (p as isize, 1),
-                        par,
-                    )
-                };
+        // SAFETY (all three arms): the operand slots hold the operands of this kind with the
+        // lengths computed from the checked geometry (the caller's contract).
+        unsafe {
+            match self.kind {
+                ConvKind::Forward => self.forward::<T>(
+                    slots.get::<T>(self.a, x_len),
+                    slots.get::<T>(self.b, w_len),
+                    out,
+                    threads,
+                ),
+                ConvKind::InputGrad { .. } => self.input_grad::<T>(
+                    slots.get::<T>(self.a, y_len),
+                    slots.get::<T>(self.b, w_len),
+                    out,
+                    threads,
+                ),
+                ConvKind::KernelGrad { .. } => self.kernel_grad::<T>(
+                    slots.get::<T>(self.a, x_len),
+                    slots.get::<T>(self.b, y_len),
+                    out,
+                    threads,
+                ),
             }
         };
-        let work = n * o * p * kk;
-        if threads > 1 && n >= 2 && work >= 1 << 16 {
+    }
+
+    /// Multiply-adds of the convolution (the same for all three kinds).
+    fn work(&self) -> usize {
+        let [n, _, _, _] = self.input;
+        let [o, cg, kh, kw] = self.kernel;
+        n * o * self.out_hw[0] * self.out_hw[1] * cg * kh * kw
+    }
+
+    /// Runs `image(ni, gemm_parallelism)` for every image: images in parallel when there are
+    /// several and enough work, else in order with gemm's own threads for large products.
+    fn each_image(&self, threads: usize, image: impl Fn(usize, Parallelism) + Sync) {
+        let (n, work) = (self.input[0], self.work());
+        if threads > 1 && n >= 2 && work >= PAR_MIN {
             (0..n)
                 .into_par_iter()
-                .for_each_init(Vec::new, |col, ni| image(ni, col, Parallelism::None));
+                .for_each(|ni| image(ni, Parallelism::None));
         } else {
-            let par = if threads > 1 && work >= 1 << 18 {
+            let par = if threads > 1 && work >= PAR_MIN * 4 {
                 Parallelism::Rayon(threads)
             } else {
                 Parallelism::None
             };
-            let mut col = Vec::new();
-            for ni in 0..n {
-                image(ni, &mut col, par);
+            (0..n).for_each(|ni| image(ni, par));
+        }
+    }
+
+    /// `y[n, g] = W[g] · im2col(x[n, g])`.
+    unsafe fn forward<T: GemmElem>(&self, x: &[T], w: &[T], out: Ptr, threads: usize) {
+        let [_, c, h, wd] = self.input;
+        let [o, cg, kh, kw] = self.kernel;
+        let og = o / self.groups;
+        let (kk, p) = (cg * kh * kw, self.out_hw[0] * self.out_hw[1]);
+        let pointwise = self.is_pointwise();
+        self.each_image(threads, |ni, par| {
+            for g in 0..self.groups {
+                let xg = &x[(ni * c + g * cg) * h * wd..(ni * c + (g + 1) * cg) * h * wd];
+                let mul = |rhs: &[T]| {
+                    // SAFETY: the kernel rows of group g are `og × kk` contiguous, `rhs` is
+                    // `kk × p`, and the result block of image ni, group g is written by this
+                    // call only.
+                    unsafe {
+                        gemm_into::<T>(
+                            (og, p, kk),
+                            out.at::<T>((ni * o + g * og) * p),
+                            p as isize,
+                            w[g * og * kk..].as_ptr(),
+                            (kk as isize, 1),
+                            rhs.as_ptr(),
+                            (p as isize, 1),
+                            par,
+                        )
+                    }
+                };
+                if pointwise {
+                    mul(xg)
+                } else {
+                    with_scratch::<T, _>(kk * p, |col| {
+                        self.im2col(xg, col);
+                        mul(col)
+                    })
+                }
+            }
+        });
+    }
+
+    /// `dx[n, g] = col2im(W[g]ᵀ · dy[n, g])`.
+    unsafe fn input_grad<T: GemmElem>(&self, dy: &[T], w: &[T], out: Ptr, threads: usize) {
+        let [_, c, h, wd] = self.input;
+        let [o, cg, kh, kw] = self.kernel;
+        let og = o / self.groups;
+        let (kk, p) = (cg * kh * kw, self.out_hw[0] * self.out_hw[1]);
+        let pointwise = self.is_pointwise();
+        self.each_image(threads, |ni, par| {
+            for g in 0..self.groups {
+                let dyg = &dy[(ni * o + g * og) * p..];
+                // the kernel block of group g read transposed: element (row k, column o) at o·kk + k
+                let mul = |dst: *mut T| {
+                    // SAFETY: `dst` holds `kk × p` elements written by this call only, the kernel
+                    // block is `og × kk` and the cotangent block `og × p`, both contiguous.
+                    unsafe {
+                        gemm_into::<T>(
+                            (kk, p, og),
+                            dst,
+                            p as isize,
+                            w[g * og * kk..].as_ptr(),
+                            (1, kk as isize),
+                            dyg.as_ptr(),
+                            (p as isize, 1),
+                            par,
+                        )
+                    }
+                };
+                let dx = out.at::<T>((ni * c + g * cg) * h * wd);
+                if pointwise {
+                    mul(dx)
+                } else {
+                    with_scratch::<T, _>(kk * p, |col| {
+                        mul(col.as_mut_ptr());
+                        // SAFETY: the gradient of image ni, group g (`cg × h × w` elements) is
+                        // written by this image's task only.
+                        let dxg = unsafe { std::slice::from_raw_parts_mut(dx, cg * h * wd) };
+                        self.col2im(col, dxg);
+                    })
+                }
+            }
+        });
+    }
+
+    /// `dW[g] = Σₙ dy[n, g] · im2col(x[n, g])ᵀ`; with several threads each sums a contiguous
+    /// range of images and the partial sums are added in range order.
+    unsafe fn kernel_grad<T: GemmElem>(&self, x: &[T], dy: &[T], out: Ptr, threads: usize) {
+        let [n, c, h, wd] = self.input;
+        let [o, cg, kh, kw] = self.kernel;
+        let og = o / self.groups;
+        let (kk, p) = (cg * kh * kw, self.out_hw[0] * self.out_hw[1]);
+        let pointwise = self.is_pointwise();
+        // Sums images `range` into `dw` (`o × kk`); the first image overwrites.
+        let sum = |range: std::ops::Range<usize>, dw: *mut T, par: Parallelism| {
+            for (i, ni) in range.enumerate() {
+                for g in 0..self.groups {
+                    let xg = &x[(ni * c + g * cg) * h * wd..(ni * c + (g + 1) * cg) * h * wd];
+                    // `rhs` is `p × kk` with strides `rs`
+                    let mul = |rhs: &[T], rs: (isize, isize)| {
+                        // SAFETY: `dw`'s block of group g is `og × kk`, owned by this range; the
+                        // cotangent block is `og × p` and `rhs` holds `p × kk` elements.
+                        unsafe {
+                            gemm_acc::<T>(
+                                (og, kk, p),
+                                dw.add(g * og * kk),
+                                kk as isize,
+                                dy[(ni * o + g * og) * p..].as_ptr(),
+                                (p as isize, 1),
+                                rhs.as_ptr(),
+                                rs,
+                                i > 0,
+                                par,
+                            )
+                        }
+                    };
+                    if pointwise {
+                        // the image is `cg × p`: read transposed
+                        mul(xg, (1, p as isize))
+                    } else {
+                        with_scratch::<T, _>(2 * kk * p, |buf| {
+                            let (col, row) = buf.split_at_mut(kk * p);
+                            self.im2col(xg, col);
+                            transpose(col, kk, p, row);
+                            mul(row, (kk as isize, 1))
+                        })
+                    }
+                }
+            }
+        };
+        let dw = out.at::<T>(0);
+        if o * kk == 0 {
+            return;
+        }
+        if n == 0 {
+            // SAFETY: the result holds `o × kk` elements.
+            unsafe { std::slice::from_raw_parts_mut(dw, o * kk) }.fill(T::ZERO);
+            return;
+        }
+        let parts = if threads > 1 && self.work() >= PAR_MIN {
+            threads.min(n)
+        } else {
+            1
+        };
+        if parts == 1 {
+            let par = if threads > 1 && self.work() >= PAR_MIN * 4 {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            };
+            sum(0..n, dw, par);
+            return;
+        }
+        let mut partial = vec![T::ZERO; (parts - 1) * o * kk];
+        let bufs: Vec<Ptr> = std::iter::once(Ptr(dw as *mut u8))
+            .chain(
+                partial
+                    .chunks_mut(o * kk)
+                    .map(|b| Ptr(b.as_mut_ptr() as *mut u8)),
+            )
+            .collect();
+        (0..parts).into_par_iter().for_each(|t| {
+            sum(
+                t * n / parts..(t + 1) * n / parts,
+                bufs[t].at::<T>(0),
+                Parallelism::None,
+            )
+        });
+        // SAFETY: the result holds `o × kk` elements; the parallel part is over.
+        let dw = unsafe { std::slice::from_raw_parts_mut(dw, o * kk) };
+        for b in partial.chunks(o * kk) {
+            for (d, v) in dw.iter_mut().zip(b) {
+                *d += *v;
             }
         }
     }
 
+    /// For column-matrix rows of kernel column `kx`: output columns `lo..hi` read input columns
+    /// `first, first + sw, …`; the others read padding. `None` when every column reads padding.
+    fn col_span(&self, kx: usize) -> Option<(usize, usize, usize)> {
+        let wd = self.input[3];
+        let wo = self.out_hw[1];
+        let sw = self.stride[1];
+        let off = (kx * self.dilation[1]) as i64 - self.pad_lo[1];
+        let lo = if off >= 0 {
+            0
+        } else {
+            ((-off) as usize).div_ceil(sw)
+        }
+        .min(wo);
+        let hi = if (wd as i64 - 1 - off) < 0 {
+            0
+        } else {
+            ((wd as i64 - 1 - off) as usize / sw + 1).min(wo)
+        }
+        .max(lo);
+        // lo·sw + off ≥ 0 by the choice of lo
+        (lo < hi).then(|| (lo, hi, ((lo * sw) as i64 + off) as usize))
+    }
+
+    /// The input row read by output row `oy` at kernel row `ky`, if inside the image.
+    fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let iy = (oy * self.stride[0] + ky * self.dilation[0]) as i64 - self.pad_lo[0];
+        (iy >= 0 && iy < self.input[2] as i64).then_some(iy as usize)
+    }
+
     /// Unfolds the patches of one group of one image: `col[(ci·kh + ky)·kw + kx][oy·wo + ox]` is
     /// the input at `(oy·sh + ky·dh − ph, ox·sw + kx·dw − pw)`, or 0 outside the image.
-    fn im2col<T: Copy + Default>(&self, xg: &[T], col: &mut [T]) {
+    fn im2col<T: GemmElem>(&self, xg: &[T], col: &mut [T]) {
         let [_, _, h, wd] = self.input;
         let [_, cg, kh, kw] = self.kernel;
         let [ho, wo] = self.out_hw;
-        let [sh, sw] = self.stride;
-        let [dh, dw] = self.dilation;
-        let [ph, pw] = self.pad_lo;
-        let zero = T::default();
+        let sw = self.stride[1];
         let mut rows = col.chunks_mut(ho * wo);
         for ci in 0..cg {
             let plane = &xg[ci * h * wd..(ci + 1) * h * wd];
             for ky in 0..kh {
                 for kx in 0..kw {
                     let Some(row) = rows.next() else { return };
-                    // output columns whose input column lies inside the image
-                    let off = (kx * dw) as i64 - pw;
-                    let lo = if off >= 0 {
-                        0
-                    } else {
-                        ((-off) as usize).div_ceil(sw)
-                    }
-                    .min(wo);
-                    let hi = if (wd as i64 - 1 - off) < 0 {
-                        0
-                    } else {
-                        ((wd as i64 - 1 - off) as usize / sw + 1).min(wo)
-                    }
-                    .max(lo);
+                    let Some((lo, hi, first)) = self.col_span(kx) else {
+                        row.fill(T::ZERO);
+                        continue;
+                    };
                     for (oy, r) in row.chunks_mut(wo).enumerate() {
-                        let iy = (oy * sh + ky * dh) as i64 - ph;
-                        if iy < 0 || iy >= h as i64 {
-                            r.fill(zero);
+                        let Some(iy) = self.in_row(oy, ky) else {
+                            r.fill(T::ZERO);
                             continue;
-                        }
-                        let src = &plane[iy as usize * wd..(iy as usize + 1) * wd];
-                        r[..lo].fill(zero);
-                        r[hi..].fill(zero);
-                        let first = (lo * sw) as i64 + off;
+                        };
+                        r[..lo].fill(T::ZERO);
+                        r[hi..].fill(T::ZERO);
+                        let src = &plane[iy * wd + first..];
                         if sw == 1 {
-                            r[lo..hi]
-                                .copy_from_slice(&src[first as usize..first as usize + (hi - lo)]);
+                            r[lo..hi].copy_from_slice(&src[..hi - lo]);
                         } else {
-                            for (j, v) in r[lo..hi].iter_mut().enumerate() {
-                                *v = src[first as usize + j * sw];
+                            strided_copy(src, sw, &mut r[lo..hi], 1, hi - lo);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `im2col`: `dxg` (one group of one image) becomes the sum of every column
+    /// entry at the input position it was read from.
+    fn col2im<T: GemmElem>(&self, col: &[T], dxg: &mut [T]) {
+        let [_, _, h, wd] = self.input;
+        let [_, cg, kh, kw] = self.kernel;
+        let [ho, wo] = self.out_hw;
+        let sw = self.stride[1];
+        dxg.fill(T::ZERO);
+        let mut rows = col.chunks(ho * wo);
+        for ci in 0..cg {
+            let plane = &mut dxg[ci * h * wd..(ci + 1) * h * wd];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let Some(row) = rows.next() else { return };
+                    let Some((lo, hi, first)) = self.col_span(kx) else {
+                        continue;
+                    };
+                    for (oy, r) in row.chunks(wo).enumerate() {
+                        let Some(iy) = self.in_row(oy, ky) else {
+                            continue;
+                        };
+                        let (r, dst) = (&r[lo..hi], &mut plane[iy * wd + first..]);
+                        if sw == 1 {
+                            for (d, v) in dst.iter_mut().zip(r) {
+                                *d += *v;
+                            }
+                        } else {
+                            assert!((r.len() - 1) * sw < dst.len());
+                            for (j, v) in r.iter().enumerate() {
+                                // SAFETY: j·sw < dst.len() (asserted for the last j above)
+                                unsafe { *dst.get_unchecked_mut(j * sw) += *v };
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[j·ds] = src[j·ss]` for `j < n`: the strided copies of the unfolding loops, without
+/// iterator adapters (`step_by` compiles to a division per element here).
+#[inline(always)]
+fn strided_copy<T: Copy>(src: &[T], ss: usize, dst: &mut [T], ds: usize, n: usize) {
+    if n == 0 {
+        return;
+    }
+    assert!((n - 1) * ss < src.len() && (n - 1) * ds < dst.len());
+    for j in 0..n {
+        // SAFETY: j ≤ n − 1, and both last indices were checked above.
+        unsafe { *dst.get_unchecked_mut(j * ds) = *src.get_unchecked(j * ss) };
+    }
+}
+
+/// `dst[c·rows + r] = src[r·cols + c]` (`src` is `rows × cols`), by 16×16 blocks so that reads and
+/// writes both stay within a few cache lines.
+fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const B: usize = 16;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    // SAFETY: r < rows and c < cols, both slices hold rows·cols elements
+                    unsafe {
+                        *dst.get_unchecked_mut(c * rows + r) = *src.get_unchecked(r * cols + c)
+                    };
                 }
             }
         }

@@ -50,9 +50,24 @@ pub(crate) trait Elem: Copy + Default + PartialOrd + Send + Sync + 'static {
     fn cast_from_f64(v: f64) -> Self {
         Self::from_f64(v)
     }
+    /// `if c != 0 { a } else { b }` as a bit blend: written as a branch, LLVM turns a select
+    /// of two loads into a load through a selected address, which does not vectorise.
+    fn select(c: u8, a: Self, b: Self) -> Self;
+}
+
+macro_rules! blend {
+    ($t:ty, $bits:ty, $from:expr) => {
+        #[inline(always)]
+        fn select(c: u8, a: $t, b: $t) -> $t {
+            let m = <$bits>::wrapping_sub(0, (c != 0) as $bits);
+            #[allow(clippy::redundant_closure_call)]
+            $from((a.to_bits() & m) | (b.to_bits() & !m))
+        }
+    };
 }
 
 impl Elem for f32 {
+    blend!(f32, u32, f32::from_bits);
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
@@ -64,6 +79,7 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
+    blend!(f64, u64, f64::from_bits);
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v
@@ -75,6 +91,11 @@ impl Elem for f64 {
 }
 
 impl Elem for i32 {
+    #[inline(always)]
+    fn select(c: u8, a: i32, b: i32) -> i32 {
+        let m = 0i32.wrapping_sub((c != 0) as i32);
+        (a & m) | (b & !m)
+    }
     // Through i64 like `round_to`: integer arithmetic wraps around.
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
@@ -91,6 +112,11 @@ impl Elem for i32 {
 }
 
 impl Elem for u8 {
+    #[inline(always)]
+    fn select(c: u8, a: u8, b: u8) -> u8 {
+        let m = 0u8.wrapping_sub((c != 0) as u8);
+        (a & m) | (b & !m)
+    }
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         (v != 0.0) as u8

@@ -142,10 +142,20 @@ impl Ew {
     ///
     /// # Safety
     /// Each `args[i]` must point to `n` elements of the operand's dtype and `out` to `n` writable
-    /// elements of the result's dtype, not overlapping any operand.
+    /// elements of the result's dtype, not overlapping any operand (a binary op may write exactly
+    /// over one of its operands: an in-place update).
     pub(crate) unsafe fn eval(self, args: [*const u8; 3], uniform: u8, out: *mut u8, n: usize) {
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has these features (checked above); the rest is the caller's
+                // contract.
+                return unsafe { self.eval_avx512(args, uniform, out, n) };
+            }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
@@ -164,6 +174,18 @@ impl Ew {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn eval_avx2(self, args: [*const u8; 3], uniform: u8, out: *mut u8, n: usize) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.eval_inline::<WithFma>(args, uniform, out, n) }
+    }
+
+    /// [`Ew::eval`] compiled for AVX-512: the same loops, sixteen f32 lanes wide (each lane
+    /// computes exactly what the AVX2 variant computes).
+    ///
+    /// # Safety
+    /// As [`Ew::eval`], on a CPU with AVX-512 F/BW/VL and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn eval_avx512(self, args: [*const u8; 3], uniform: u8, out: *mut u8, n: usize) {
         // SAFETY: guaranteed by the caller.
         unsafe { self.eval_inline::<WithFma>(args, uniform, out, n) }
     }
@@ -196,9 +218,9 @@ impl Ew {
                 Ew::Unary(u, Fl::F32) => unary_f32::<M>(u, s(args[0], n), m(out, n)),
                 Ew::Unary(u, Fl::F64) => unary_f64(u, s(args[0], n), m(out, n)),
                 Ew::NegI32 => map1(s::<i32>(args[0], n), m(out, n), |x: i32| x.wrapping_neg()),
-                Ew::Binary(b, Num::F32) => binary_any::<f32>(b, args, uniform, m(out, n)),
-                Ew::Binary(b, Num::F64) => binary_any::<f64>(b, args, uniform, m(out, n)),
-                Ew::Binary(b, Num::I32) => binary_any::<i32>(b, args, uniform, m(out, n)),
+                Ew::Binary(b, Num::F32) => binary_any::<f32>(b, args, uniform, out as *mut f32, n),
+                Ew::Binary(b, Num::F64) => binary_any::<f64>(b, args, uniform, out as *mut f64, n),
+                Ew::Binary(b, Num::I32) => binary_any::<i32>(b, args, uniform, out as *mut i32, n),
                 Ew::Compare(c, dt) => {
                     crate::elem::with_elem!(dt, T => compare_any::<T>(c, args, uniform, m(out, n)))
                 }
@@ -347,21 +369,97 @@ fn binary<T: Arith>(op: Binary, a: &[T], b: &[T], out: &mut [T]) {
 /// # Safety
 /// Each operand pointer must address `out.len()` elements of `T`.
 #[inline(always)]
-unsafe fn binary_any<T: Arith>(op: Binary, args: [*const u8; 3], uniform: u8, out: &mut [T]) {
-    let n = out.len();
-    // SAFETY: guaranteed by the caller.
+unsafe fn binary_any<T: Arith>(
+    op: Binary,
+    args: [*const u8; 3],
+    uniform: u8,
+    out: *mut T,
+    n: usize,
+) {
+    // SAFETY: guaranteed by the caller. A result written in place over one of its operands (an
+    // optimizer update into its state buffer) is handled without an aliasing slice: the loop
+    // reads and writes `out` only, which also keeps it vectorised.
     unsafe {
         let (a, b) = (args[0] as *const T, args[1] as *const T);
-        match (uniform & 1 != 0, uniform & 2 != 0) {
-            (false, true) => binary_vs(op, std::slice::from_raw_parts(a, n), *b, out),
-            (true, false) => binary_sv(op, *a, std::slice::from_raw_parts(b, n), out),
+        let (ua, ub) = (uniform & 1 != 0, uniform & 2 != 0);
+        let o = std::slice::from_raw_parts_mut(out, n);
+        if std::ptr::eq(a, out) && !ua {
+            return match ub {
+                true => binary_vs_in_place(op, o, *b),
+                false if b == a => map_in_place(o, |x| binary_scalar(op, x, x)),
+                false => binary_in_place(op, o, std::slice::from_raw_parts(b, n), false),
+            };
+        }
+        if std::ptr::eq(b, out) && !ub {
+            return match ua {
+                true => map_in_place(o, |y| binary_scalar(op, *a, y)),
+                false => binary_in_place(op, o, std::slice::from_raw_parts(a, n), true),
+            };
+        }
+        match (ua, ub) {
+            (false, true) => binary_vs(op, std::slice::from_raw_parts(a, n), *b, o),
+            (true, false) => binary_sv(op, *a, std::slice::from_raw_parts(b, n), o),
             _ => binary(
                 op,
                 std::slice::from_raw_parts(a, n),
                 std::slice::from_raw_parts(b, n),
-                out,
+                o,
             ),
         }
+    }
+}
+
+#[inline(always)]
+fn binary_scalar<T: Arith>(op: Binary, x: T, y: T) -> T {
+    match op {
+        Binary::Add => T::add(x, y),
+        Binary::Sub => T::sub(x, y),
+        Binary::Mul => T::mul(x, y),
+        Binary::Div => T::div(x, y),
+        Binary::Max => T::max(x, y),
+    }
+}
+
+#[inline(always)]
+fn map_in_place<T: Copy>(o: &mut [T], f: impl Fn(T) -> T) {
+    for v in o.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+/// `o = o ∘ other`, or `o = other ∘ o` when `swapped`.
+#[inline(always)]
+fn binary_in_place<T: Arith>(op: Binary, o: &mut [T], other: &[T], swapped: bool) {
+    macro_rules! go {
+        ($f:expr) => {
+            if swapped {
+                for (v, &x) in o.iter_mut().zip(other) {
+                    *v = $f(x, *v);
+                }
+            } else {
+                for (v, &y) in o.iter_mut().zip(other) {
+                    *v = $f(*v, y);
+                }
+            }
+        };
+    }
+    match op {
+        Binary::Add => go!(T::add),
+        Binary::Sub => go!(T::sub),
+        Binary::Mul => go!(T::mul),
+        Binary::Div => go!(T::div),
+        Binary::Max => go!(T::max),
+    }
+}
+
+#[inline(always)]
+fn binary_vs_in_place<T: Arith>(op: Binary, o: &mut [T], y: T) {
+    match op {
+        Binary::Add => map_in_place(o, |x| T::add(x, y)),
+        Binary::Sub => map_in_place(o, |x| T::sub(x, y)),
+        Binary::Mul => map_in_place(o, |x| T::mul(x, y)),
+        Binary::Div => map_in_place(o, |x| T::div(x, y)),
+        Binary::Max => map_in_place(o, |x| T::max(x, y)),
     }
 }
 
@@ -435,7 +533,7 @@ fn compare<T: Elem>(op: Compare, a: &[T], b: &[T], out: &mut [u8]) {
 #[inline(always)]
 fn select<T: Elem>(c: &[u8], a: &[T], b: &[T], out: &mut [T]) {
     for (((o, &c), &x), &y) in out.iter_mut().zip(c).zip(a).zip(b) {
-        *o = if c != 0 { x } else { y };
+        *o = T::select(c, x, y);
     }
 }
 

@@ -15,6 +15,7 @@ use crate::fused::{self, Arg, Fused, Source};
 use crate::kernels::{self, ArgMax, Gather, Iota, Pad, RandomBits, Reduce, ReduceKind, ScatterAdd};
 use crate::layout::{broadcast_strides, Strided};
 use crate::matmul::{MatMul, MatOperand};
+use lamina_core::ops::linalg::conv_geometry;
 use lamina_core::{
     check_state, numel, strides, HostTensor, Literal, NodeId, Op, Plan, Result, StateMap, Step,
     Storage,
@@ -111,6 +112,9 @@ pub struct CpuExecutable {
     /// Snapshots to take before each step.
     pre: Vec<Vec<Snapshot>>,
     outputs: Vec<OutputRead>,
+    /// Per-step labels and accumulated times, printed when the executable is dropped.
+    #[cfg(feature = "profile")]
+    profile: crate::profile::Profile,
 }
 
 impl std::fmt::Debug for CpuExecutable {
@@ -167,6 +171,8 @@ impl CpuExecutable {
             });
         }
         Ok(CpuExecutable {
+            #[cfg(feature = "profile")]
+            profile: crate::profile::Profile::new(plan),
             plan: plan.clone(),
             _arena: b.arena,
             _consts: b.consts,
@@ -208,7 +214,9 @@ impl CpuExecutable {
                 direct.push(data);
             }
         }
-        for (kernel, pre) in self.steps.iter().zip(&self.pre) {
+        for (step, (kernel, pre)) in self.steps.iter().zip(&self.pre).enumerate() {
+            #[cfg(not(feature = "profile"))]
+            let _ = step;
             for s in pre {
                 // SAFETY: `from` is a bound state buffer and `to` a snapshot block, both `bytes` long.
                 unsafe {
@@ -222,7 +230,11 @@ impl CpuExecutable {
             // SAFETY: every slot is bound: arena and constants at compile time, inputs and states
             // above (checked against the plan's types); the planner never places a step's result
             // over memory that one of its operands still occupies.
+            #[cfg(feature = "profile")]
+            let t0 = std::time::Instant::now();
             unsafe { kernel.run(&self.slots, threads) };
+            #[cfg(feature = "profile")]
+            self.profile.add(step, t0.elapsed());
         }
         let mut direct = direct.into_iter();
         let mut outs = Vec::with_capacity(self.outputs.len());
@@ -790,15 +802,17 @@ impl<'p> Builder<'p> {
                         )))
                     }
                 };
-                let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
+                let [xs, ws, ys] =
+                    conv_geometry(p, self.shape(node.inputs[0]), self.shape(node.inputs[1]))?;
                 Kernel::Conv(Conv {
                     f64,
-                    x: self.read(node.inputs[0])?,
-                    w: self.read(node.inputs[1])?,
+                    kind: p.kind,
+                    a: self.read(node.inputs[0])?,
+                    b: self.read(node.inputs[1])?,
                     out: self.write(id)?,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
-                    out_hw: [shape[2], shape[3]],
+                    out_hw: [ys[2], ys[3]],
                     stride: p.stride,
                     pad_lo: [p.padding[0].0, p.padding[1].0],
                     dilation: p.dilation,

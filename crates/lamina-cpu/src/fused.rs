@@ -15,8 +15,9 @@ use rayon::prelude::*;
 
 /// Elements per chunk: 4 KiB of f32 per scratch buffer, so a group's working set stays in L1.
 pub(crate) const CHUNK: usize = 1024;
-/// Groups at least this large run their chunks on several threads.
-const PAR_MIN: usize = 1 << 20;
+/// Groups with at least this many element-operations (elements × members, at least 2 members
+/// counted) run their chunks on several threads.
+const PAR_MIN: usize = 1 << 19;
 /// Bytes of one scratch buffer (room for the widest dtype).
 const BUF_BYTES: usize = CHUNK * 8;
 
@@ -153,7 +154,8 @@ impl Fused {
         if chunks == 0 {
             return;
         }
-        if threads <= 1 || self.len < PAR_MIN {
+        // a long group (an optimizer update) is worth threads on fewer elements
+        if threads <= 1 || self.len * self.members.len().max(2) < PAR_MIN {
             // SAFETY: guaranteed by the caller.
             unsafe { self.run_chunks(slots, 0..chunks) };
         } else {

@@ -35,6 +35,8 @@ mod kernels;
 mod layout;
 mod math;
 mod matmul;
+#[cfg(feature = "profile")]
+mod profile;
 
 pub use buffer::CpuBuffer;
 pub use exec::CpuExecutable;

@@ -7,10 +7,12 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Products of at least this many multiply-adds use gemm's own threads.
-const GEMM_PAR_MIN: usize = 1 << 24;
+const GEMM_PAR_MIN: usize = 1 << 21;
 
 /// Float element types gemm multiplies.
-pub(crate) trait GemmElem: Copy + Send + Sync + 'static {
+pub(crate) trait GemmElem:
+    Copy + Send + Sync + std::ops::AddAssign + std::fmt::Debug + 'static
+{
     const ZERO: Self;
     const ONE: Self;
 }
@@ -30,6 +32,38 @@ impl GemmElem for f64 {
 /// no other thread may access it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_into<T: GemmElem>(
+    mnk: (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: isize,
+    lhs: *const T,
+    lhs_strides: (isize, isize),
+    rhs: *const T,
+    rhs_strides: (isize, isize),
+    par: Parallelism,
+) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        gemm_acc(
+            mnk,
+            dst,
+            dst_rs,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+            false,
+            par,
+        )
+    }
+}
+
+/// `dst[m×n] = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, with element strides
+/// `(row, column)` for each operand.
+///
+/// # Safety
+/// As [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_acc<T: GemmElem>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
     dst_rs: isize,
@@ -37,9 +71,10 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
     (lhs_rs, lhs_cs): (isize, isize),
     rhs: *const T,
     (rhs_rs, rhs_cs): (isize, isize),
+    accumulate: bool,
     par: Parallelism,
 ) {
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || (k == 0 && accumulate) {
         return;
     }
     if k == 0 {
@@ -51,7 +86,8 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
         }
         return;
     }
-    // SAFETY: guaranteed by the caller; gemm computes dst = 0·dst + 1·lhs·rhs without reading dst.
+    // SAFETY: guaranteed by the caller; gemm computes dst = α·dst + 1·lhs·rhs, reading dst only
+    // when accumulating (α = 1).
     unsafe {
         gemm::gemm(
             m,
@@ -60,14 +96,14 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
             dst,
             1,
             dst_rs,
-            false,
+            accumulate,
             lhs,
             lhs_cs,
             lhs_rs,
             rhs,
             rhs_cs,
             rhs_rs,
-            T::ZERO,
+            if accumulate { T::ONE } else { T::ZERO },
             T::ONE,
             false,
             false,

@@ -461,6 +461,103 @@ fn matmul_paths() {
     }
 }
 
+/// Convolutions large enough for every threading path (images in parallel, gemm's own threads for
+/// a single image, kernel-gradient partial sums over image ranges), strided, grouped and 1×1,
+/// with their input and kernel gradients.
+#[test]
+fn conv_paths() {
+    let b = GraphBuilder::new();
+    let x = b.input("x", &[3, 8, 24, 20], DType::F32);
+    let w = b.input("w", &[16, 8, 3, 3], DType::F32);
+    let x1 = b.input("x1", &[1, 8, 24, 20], DType::F32);
+    let w2 = b.input("w2", &[12, 4, 1, 1], DType::F32);
+    let y = x.conv2d(w, 2, 1, 1, 1);
+    let y1 = x1.conv2d(w, 1, 1, 1, 1);
+    let y2 = x.conv2d(w2, 1, 0, 1, 2);
+    let loss = (y * y).sum(&[], false) + (y1 * y1).sum(&[], false) + (y2 * y2).sum(&[], false);
+    let gs = grad(loss, &[x, w, x1, w2]).unwrap();
+    let mut outs = vec![y, y1, y2];
+    outs.extend(gs);
+    let g = b.finish(&outs).unwrap();
+    let kinds: Vec<_> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Conv(p) => Some(p.kind),
+            _ => None,
+        })
+        .collect();
+    for want in [
+        ConvKind::InputGrad { input_hw: [24, 20] },
+        ConvKind::KernelGrad { kernel_hw: [3, 3] },
+        ConvKind::KernelGrad { kernel_hw: [1, 1] },
+    ] {
+        assert!(kinds.contains(&want), "{want:?} missing from {kinds:?}");
+    }
+    let mut rng = TestRng::new(11);
+    let inputs = random_inputs(&g, &mut rng);
+    let plan = Plan::compile(&g).unwrap();
+    for threads in [1, 2] {
+        check_against_ref(
+            &CpuBackend::with_threads(threads),
+            &format!("convolutions, {threads} threads"),
+            &g,
+            &plan,
+            &inputs,
+            &StateMap::new(),
+            (1e-4, 1e-4),
+        );
+    }
+}
+
+/// A fused update written straight into its state buffer reads and writes the same memory: every
+/// binary op with the state as first or second operand, against a tensor, a scalar or itself.
+#[test]
+fn in_place_updates_match_reference() {
+    type Update = fn(Tensor, Tensor) -> Tensor;
+    let rows: Vec<(&str, Update)> = vec![
+        ("s + x", |s, x| s + x),
+        ("x - s", |s, x| x - s),
+        ("s * 0.5", |s, _| s * 0.5),
+        ("2 / s", |s, _| 2.0 / s),
+        ("s / x", |s, x| s / x),
+        ("max(x, s)", |s, x| x.maximum(s)),
+        ("s * s", |s, _| s * s),
+        ("(x·s + s) - x", |s, x| (x * s + s) - x),
+    ];
+    for (what, f) in rows {
+        for dtype in [DType::F32, DType::F64] {
+            let b = GraphBuilder::new();
+            let s = b.state("s", &[3000], dtype);
+            let x = b.input("x", &[3000], dtype);
+            let a = Tensor::apply(Op::Assign { name: "s".into() }, &[f(s, x)]);
+            // optimised first: a row that does not read x has no input left
+            let g = optimize(&b.finish(&[a]).unwrap(), true).unwrap();
+            let mut rng = TestRng::new(3);
+            let inputs = random_inputs(&g, &mut rng);
+            let mut state = StateMap::new();
+            let v: Vec<f64> = rng.vec(3000, 0.5, 1.5);
+            state.insert(
+                "s".into(),
+                HostTensor::from_f64(&[3000], dtype, &v).unwrap(),
+            );
+            let plan = Plan::compile(&g).unwrap();
+            assert_eq!(plan.kernel_count(), 1, "{what}: {}", plan.text());
+            for threads in [1, 2] {
+                check_against_ref(
+                    &CpuBackend::with_threads(threads),
+                    &format!("{what} ({dtype}, {threads} threads)"),
+                    &g,
+                    &plan,
+                    &inputs,
+                    &state,
+                    (1e-6, 1e-6),
+                );
+            }
+        }
+    }
+}
+
 /// Zero-element tensors flow through every kind of kernel without touching memory.
 #[test]
 fn empty_tensors() {

@@ -78,6 +78,12 @@ pub(crate) fn compile(
                 "layer {i} ({ty}): name '{name}' must be non-empty and contain no '.'"
             ));
         }
+        // checkpoints keep lamina's own state under these names (`rng`, `optim.*`, `accum.*`)
+        if ["rng", "optim", "accum"].contains(&name.as_str()) {
+            problems.push(format!(
+                "layer {i} ({ty}): name '{name}' is reserved (rng, optim and accum name lamina's own checkpoint entries)"
+            ));
+        }
         if let Some(j) = entries[..i].iter().position(|(n, _)| n == name) {
             problems.push(format!(
                 "layer {i} ({ty}): name '{name}' is already used by layer {j}"
@@ -108,6 +114,29 @@ pub(crate) fn compile(
                         .collect();
                     let trainable: Vec<&ParamDecl> =
                         params.iter().filter(|p| p.trainable).collect();
+                    // checked: a spec read from a file may declare sizes that overflow
+                    let sizes: Option<Vec<u64>> = params
+                        .iter()
+                        .map(|p| {
+                            p.shape
+                                .iter()
+                                .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                                .filter(|&n| n <= 1 << 48)
+                        })
+                        .collect();
+                    let Some(sizes) = sizes else {
+                        problems.push(format!(
+                            "layer {i} '{name}' ({}): a parameter would hold more than 2^48 values",
+                            layer.type_name()
+                        ));
+                        break;
+                    };
+                    let parameter_count = params
+                        .iter()
+                        .zip(&sizes)
+                        .filter(|(p, _)| p.trainable)
+                        .map(|(_, &n)| n)
+                        .sum();
                     layers.push(LayerSpec {
                         name: name.clone(),
                         layer: layer.clone(),
@@ -117,10 +146,7 @@ pub(crate) fn compile(
                             .iter()
                             .map(|p| (p.path.clone(), p.shape.clone()))
                             .collect(),
-                        parameter_count: trainable
-                            .iter()
-                            .map(|p| p.shape.iter().product::<usize>() as u64)
-                            .sum(),
+                        parameter_count,
                         params,
                     });
                     x = y;

@@ -582,6 +582,11 @@ fn bad_input_table() {
             vec!["name 'x' is already used by layer 0"],
         ),
         (
+            "a name reserved for checkpoint entries",
+            compile(ModelBuilder::new(&[4, 8]).dense(2, true, "optim")),
+            vec!["layer 0 (Dense): name 'optim' is reserved (rng, optim and accum"],
+        ),
+        (
             "unknown custom type",
             from_json(
                 r#"{"input_shape":[4,8],"layers":[{"type":"Mystery","name":"m","config":{}}]}"#,

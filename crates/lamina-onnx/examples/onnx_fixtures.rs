@@ -1,10 +1,12 @@
-//! Writes, for every test model, `NAME.onnx`, `NAME.input.f32`, `NAME.expected.f32` (raw
+//! Writes, for every test model, every built-in layer alone (lamina-nn's layer table) and every
+//! example model (`examples/*.json`), `NAME.onnx`, `NAME.input.f32`, `NAME.expected.f32` (raw
 //! little-endian f32; the expected output is lamina's reference interpreter on the exported graph)
 //! and `NAME.json` (shapes), for `tools/golden/onnx_check.py` to compare with onnxruntime.
 //!
 //! `cargo run -p lamina-onnx --example onnx_fixtures -- OUTDIR`
 
 #[path = "../tests/common/models.rs"]
+#[allow(dead_code)] // the test binary uses the rest
 mod models;
 
 use lamina_core::HostTensor;
@@ -24,7 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: onnx_fixtures OUTDIR")?,
     );
     std::fs::create_dir_all(&dir)?;
-    for (name, spec) in models::models() {
+    let all = models::models()
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .chain(models::layer_models())
+        .chain(models::example_models());
+    for (name, spec) in all {
+        let name = name.as_str();
         let params = models::params(&spec);
         let x = models::input(name, &spec);
         let y = models::expected(&spec, &params, &x);

@@ -1,4 +1,6 @@
-//! lamina-onnx: export of a model's inference forward pass as an ONNX model (opset 17, IR 8).
+//! lamina-onnx: export of a model's inference forward pass as an ONNX model (opset 17, IR 8), and
+//! import of ONNX models ([`import`]: lamina's own exports and PyTorch-style chains of layers)
+//! into a [`ModelSpec`] plus weights.
 //!
 //! One mechanism covers built-in and custom layers alike: the model's eval-mode forward graph
 //! ([`ModelSpec::forward_graph`]) is a graph of lamina primitives, and every primitive has an
@@ -6,8 +8,8 @@
 //! dotted path (`dense1.weight`), the input is `"x"`, the output `"y"`.
 //!
 //! Not exportable, each with an error naming the primitive: `RandomBits`, `ScatterAdd` and
-//! `Assign` (they only occur in training graphs), `Pad` with interior padding and `Conv` with
-//! negative padding (only gradients use them), and f16/bf16 constants. Shapes are static: the
+//! `Assign` and the gradient kinds of `Conv` (they only occur in training graphs), `Pad` with
+//! interior padding and `Conv` with negative padding, and f16/bf16 constants. Shapes are static: the
 //! batch size is fixed at export.
 //!
 //! Numerical agreement with onnxruntime: `cargo run -p lamina-onnx --example onnx_fixtures -- DIR`
@@ -19,7 +21,9 @@
 //! let spec = ModelBuilder::new(&[1, 4]).dense(3, true, "dense").relu("relu").compile().unwrap();
 //! let params = spec.initial_state(DType::F32).unwrap();
 //! let bytes = lamina_onnx::export(&spec, &params, Some(2)).unwrap();
-//! assert!(!bytes.is_empty());
+//! let back = lamina_onnx::import(&bytes).unwrap();
+//! assert_eq!(back.weights, params);
+//! assert_eq!(back.spec.input_shape, [2, 4]); // the batch size chosen at export
 //! ```
 
 #![warn(missing_docs)]
@@ -27,8 +31,8 @@
 pub mod proto;
 
 use lamina_core::{
-    dtype::fmt_shape, numel, strides, ConvParams, DType, Error, Graph, HostData, HostTensor,
-    Literal, Op, Result, StateMap, TensorType,
+    dtype::fmt_shape, numel, strides, ConvKind, ConvParams, DType, Error, Graph, HostData,
+    HostTensor, Literal, Op, Result, StateMap, TensorType,
 };
 use lamina_nn::{Mode, ModelSpec};
 use prost::Message;
@@ -44,6 +48,12 @@ pub const IR_VERSION: i64 = 8;
 pub const INPUT_NAME: &str = "x";
 /// Name of the graph output.
 pub const OUTPUT_NAME: &str = "y";
+/// Key of the model metadata entry where export stores the model spec (its JSON), so that
+/// [`import`] restores exactly the layers that were exported, custom ones included.
+pub const SPEC_METADATA_KEY: &str = "lamina.spec";
+
+mod import;
+pub use import::{import, import_file, import_with, ImportedModel, MAX_NODES, OPSETS};
 
 /// Exports the inference forward pass of `spec` with parameter and buffer values `params` (by
 /// path, as [`ModelSpec::initial_state`] or a checkpoint gives them) as a serialised ONNX
@@ -108,6 +118,10 @@ pub fn export_model(
         model_version: Some(1),
         doc_string: Some(format!("layers: {}", layers.join(", "))),
         graph: Some(graph),
+        metadata_props: vec![StringStringEntryProto {
+            key: Some(SPEC_METADATA_KEY.into()),
+            value: Some(spec.to_json()),
+        }],
     })
 }
 
@@ -588,17 +602,27 @@ impl<'g> Translator<'g> {
             }
             Op::MatMul => simple(self, "MatMul", vec![]),
             Op::Conv(ConvParams {
+                kind: ConvKind::InputGrad { .. } | ConvKind::KernelGrad { .. },
+                ..
+            }) => {
+                return unsupported(
+                    "conv",
+                    "gradient kinds (input_grad, kernel_grad) only occur in training graphs",
+                )
+            }
+            Op::Conv(ConvParams {
                 stride,
                 padding,
                 dilation,
                 groups,
+                kind: ConvKind::Forward,
             }) => {
                 if padding.iter().any(|&(l, h)| l < 0 || h < 0) {
                     return unsupported(
                         "conv",
                         &format!(
                             "with negative (cropping) padding {padding:?} is not supported: ONNX \
-                             Conv pads must be ≥ 0 (only convolution gradients crop)"
+                             Conv pads must be ≥ 0"
                         ),
                     );
                 }

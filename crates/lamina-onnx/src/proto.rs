@@ -1,4 +1,5 @@
-//! The subset of `onnx.proto` (proto2, package `onnx`) that export writes, as `prost` messages.
+//! The subset of `onnx.proto` (proto2, package `onnx`) that export writes and import reads, as
+//! `prost` messages (fields not listed here are skipped when decoding).
 //!
 //! Field numbers are those of `onnx/onnx.proto`. Scalar fields are `optional` so that a value
 //! equal to the proto default (an attribute `i = 0`, say) is still written: ONNX's checker asks
@@ -13,6 +14,8 @@ pub mod data_type {
     pub const INT32: i32 = 6;
     /// Signed 64-bit integer.
     pub const INT64: i32 = 7;
+    /// A string per element (not supported by lamina).
+    pub const STRING: i32 = 8;
     /// One byte per element, 0 or 1.
     pub const BOOL: i32 = 9;
     /// IEEE half precision.
@@ -64,6 +67,20 @@ pub struct ModelProto {
     /// The computation.
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
+    /// Named strings; export stores the model spec under [`crate::SPEC_METADATA_KEY`].
+    #[prost(message, repeated, tag = "14")]
+    pub metadata_props: Vec<StringStringEntryProto>,
+}
+
+/// `onnx.StringStringEntryProto`: a key-value pair (model metadata, external-data locations).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    /// Key.
+    #[prost(string, optional, tag = "1")]
+    pub key: Option<String>,
+    /// Value.
+    #[prost(string, optional, tag = "2")]
+    pub value: Option<String>,
 }
 
 /// `onnx.OperatorSetIdProto`: an imported operator set (domain `""` is the default ONNX set).
@@ -248,4 +265,11 @@ pub struct TensorProto {
     /// Free-form description.
     #[prost(string, optional, tag = "12")]
     pub doc_string: Option<String>,
+    /// Where the values live when `data_location` is EXTERNAL (file name, offset, length); import
+    /// rejects such tensors.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// `DataLocation`: 0 DEFAULT (in this message), 1 EXTERNAL.
+    #[prost(int32, optional, tag = "14")]
+    pub data_location: Option<i32>,
 }

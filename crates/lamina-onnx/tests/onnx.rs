@@ -1,13 +1,15 @@
-//! ONNX export: each test model is exported, decoded back with prost and checked for structure
-//! (versions, operators, initializers named by parameter path, input/output types, every value
-//! defined before use); unsupported primitives give errors that name them.
+//! ONNX export and import. Export (this file): each test model is exported, decoded back with
+//! prost and checked for structure (versions, operators, initializers named by parameter path,
+//! input/output types, every value defined before use); unsupported primitives give errors that
+//! name them. Import: the `import` module.
 //! Numerical agreement with onnxruntime is checked by `tools/golden/onnx_check.py` on the files
 //! the `onnx_fixtures` example writes.
 
 mod common;
+mod import;
 
 use common::models;
-use lamina_core::{ConvParams, DType, Graph, HostTensor, Op, StateMap};
+use lamina_core::{ConvKind, ConvParams, DType, Graph, HostTensor, Op, StateMap};
 use lamina_nn::Mode;
 use lamina_onnx::proto::{data_type, ModelProto, ValueInfoProto};
 use prost::Message;
@@ -400,6 +402,7 @@ fn unsupported_primitives_are_errors_that_name_them() {
                 padding: [(0, 0), (-1, 0)],
                 dilation: [1, 1],
                 groups: 1,
+                kind: ConvKind::Forward,
             },
         )
     });

@@ -4,7 +4,7 @@
 
 use crate::check::TestRng;
 use lamina_core::{
-    ConvParams, DType, Graph, GraphBuilder, HostTensor, Op, OpKind, StateMap, Tensor,
+    ConvKind, ConvParams, DType, Graph, GraphBuilder, HostTensor, Op, OpKind, StateMap, Tensor,
 };
 
 /// One row of the op table.
@@ -113,13 +113,27 @@ fn conv(
     dilation: [usize; 2],
     groups: usize,
 ) -> Tensor {
-    x.conv(
-        w,
+    conv_kind(x, w, stride, padding, dilation, groups, ConvKind::Forward)
+}
+
+/// A Conv node of any kind (operands as `ConvKind` documents).
+fn conv_kind(
+    a: Tensor,
+    b: Tensor,
+    stride: [usize; 2],
+    padding: [(i64, i64); 2],
+    dilation: [usize; 2],
+    groups: usize,
+    kind: ConvKind,
+) -> Tensor {
+    a.conv(
+        b,
         &ConvParams {
             stride,
             padding,
             dilation,
             groups,
+            kind,
         },
     )
 }
@@ -385,6 +399,107 @@ fn rows() -> Vec<Row> {
                 [(-1, 2), (1, -1)],
                 [1, 2],
                 1,
+            )]
+        }),
+        ("conv_input_grad_stride2_pad1", K::Conv, true, true, |c| {
+            // input 7×6: the stride-2 output (4×3) leaves a remainder on both axes
+            vec![conv_kind(
+                c.x(&[2, 4, 4, 3], -1.0, 1.0),
+                c.x(&[4, 3, 3, 3], -1.0, 1.0),
+                [2, 2],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+                ConvKind::InputGrad { input_hw: [7, 6] },
+            )]
+        }),
+        ("conv_input_grad_s2_p1_d2_g2", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 4, 4, 3], -1.0, 1.0),
+                c.x(&[4, 2, 3, 3], -1.0, 1.0),
+                [2, 2],
+                [(1, 1), (1, 1)],
+                [2, 2],
+                2,
+                ConvKind::InputGrad { input_hw: [9, 8] },
+            )]
+        }),
+        (
+            "conv_input_grad_asymmetric_negative_pad",
+            K::Conv,
+            true,
+            true,
+            |c| {
+                vec![conv_kind(
+                    c.x(&[1, 2, 3, 3], -1.0, 1.0),
+                    c.x(&[2, 2, 2, 3], -1.0, 1.0),
+                    [2, 1],
+                    [(-1, 2), (1, -1)],
+                    [1, 2],
+                    1,
+                    ConvKind::InputGrad { input_hw: [6, 7] },
+                )]
+            },
+        ),
+        ("conv_input_grad_pointwise", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 4, 4, 5], -1.0, 1.0),
+                c.x(&[4, 3, 1, 1], -1.0, 1.0),
+                [1, 1],
+                [(0, 0), (0, 0)],
+                [1, 1],
+                1,
+                ConvKind::InputGrad { input_hw: [4, 5] },
+            )]
+        }),
+        ("conv_kernel_grad_stride2_pad1", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 3, 7, 6], -1.0, 1.0),
+                c.x(&[2, 4, 4, 3], -1.0, 1.0),
+                [2, 2],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+                ConvKind::KernelGrad { kernel_hw: [3, 3] },
+            )]
+        }),
+        ("conv_kernel_grad_s2_p1_d2_g2", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 4, 9, 8], -1.0, 1.0),
+                c.x(&[2, 4, 4, 3], -1.0, 1.0),
+                [2, 2],
+                [(1, 1), (1, 1)],
+                [2, 2],
+                2,
+                ConvKind::KernelGrad { kernel_hw: [3, 3] },
+            )]
+        }),
+        (
+            "conv_kernel_grad_asymmetric_negative_pad",
+            K::Conv,
+            true,
+            true,
+            |c| {
+                vec![conv_kind(
+                    c.x(&[1, 2, 6, 7], -1.0, 1.0),
+                    c.x(&[1, 2, 3, 3], -1.0, 1.0),
+                    [2, 1],
+                    [(-1, 2), (1, -1)],
+                    [1, 2],
+                    1,
+                    ConvKind::KernelGrad { kernel_hw: [2, 3] },
+                )]
+            },
+        ),
+        ("conv_kernel_grad_pointwise", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 3, 4, 5], -1.0, 1.0),
+                c.x(&[2, 4, 4, 5], -1.0, 1.0),
+                [1, 1],
+                [(0, 0), (0, 0)],
+                [1, 1],
+                1,
+                ConvKind::KernelGrad { kernel_hw: [1, 1] },
             )]
         }),
         ("gather_rows", K::Gather, true, true, |c| {

@@ -14,7 +14,7 @@ pub mod fixtures;
 
 use lamina_core::ops::elementwise::{eval_scalar, round_to};
 use lamina_core::{
-    numel, strides, Backend, DType, Error, Graph, HostTensor, Op, Plan, Result, StateMap,
+    numel, strides, Backend, ConvKind, DType, Error, Graph, HostTensor, Op, Plan, Result, StateMap,
     TensorType,
 };
 
@@ -211,16 +211,19 @@ fn eval_node(
             out
         }
         Op::Conv(p) => {
-            let (x, w) = (ins[0], ins[1]);
-            let (xs, ws, ys) = (&x.ty.shape, &w.ty.shape, &ty.shape);
+            // one loop nest for the three kinds: visit every (image, output channel, output
+            // position, kernel tap) that reads an input element and accumulate the product
+            let (a, b) = (ins[0], ins[1]);
+            let [xs, ws, ys] =
+                lamina_core::ops::linalg::conv_geometry(p, &a.ty.shape, &b.ty.shape)?;
             let (cg, og) = (ws[1], ws[0] / p.groups);
             let mut out = vec![0.0; n];
-            for b in 0..ys[0] {
+            for bi in 0..ys[0] {
                 for o in 0..ys[1] {
                     let g = o / og;
                     for oy in 0..ys[2] {
                         for ox in 0..ys[3] {
-                            let mut s = 0.0;
+                            let yi = ((bi * ys[1] + o) * ys[2] + oy) * ys[3] + ox;
                             for c in 0..cg {
                                 for ky in 0..ws[2] {
                                     let iy = (oy * p.stride[0] + ky * p.dilation[0]) as i64
@@ -234,15 +237,22 @@ fn eval_node(
                                         if ix < 0 || ix >= xs[3] as i64 {
                                             continue;
                                         }
-                                        let xv = x.data[((b * xs[1] + g * cg + c) * xs[2]
-                                            + iy as usize)
+                                        let xi = ((bi * xs[1] + g * cg + c) * xs[2] + iy as usize)
                                             * xs[3]
-                                            + ix as usize];
-                                        s += xv * w.data[((o * cg + c) * ws[2] + ky) * ws[3] + kx];
+                                            + ix as usize;
+                                        let wi = ((o * cg + c) * ws[2] + ky) * ws[3] + kx;
+                                        match p.kind {
+                                            ConvKind::Forward => out[yi] += a.data[xi] * b.data[wi],
+                                            ConvKind::InputGrad { .. } => {
+                                                out[xi] += a.data[yi] * b.data[wi]
+                                            }
+                                            ConvKind::KernelGrad { .. } => {
+                                                out[wi] += a.data[xi] * b.data[yi]
+                                            }
+                                        }
                                     }
                                 }
                             }
-                            out[((b * ys[1] + o) * ys[2] + oy) * ys[3] + ox] = s;
                         }
                     }
                 }

@@ -55,6 +55,20 @@ pub trait Callback {
     fn stop_requested(&mut self) -> bool {
         false
     }
+    /// Before the first epoch, with the trainer and whether `fit` has a validation set; an error
+    /// ends `fit` before anything is trained (a callback's configuration that cannot work).
+    fn before_fit(&mut self, _trainer: &ModelTrainer, _validation: bool) -> Result<()> {
+        Ok(())
+    }
+    /// After each epoch, once every callback's `on_epoch_end` has run and the learning rate they
+    /// asked for is set: the trainer as the next epoch starts from it and the history so far
+    /// (its last entry is this epoch). An error ends `fit` with that error ([`ModelCheckpoint`]
+    /// saves here).
+    ///
+    /// [`ModelCheckpoint`]: crate::ModelCheckpoint
+    fn after_epoch(&mut self, _trainer: &ModelTrainer, _history: &History) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Which number early stopping watches.
@@ -260,6 +274,9 @@ impl ModelTrainer {
         if let Some(v) = val {
             self.check_dataset(v, "validation")?;
         }
+        for cb in opts.callbacks.iter_mut() {
+            cb.before_fit(self, val.is_some())?;
+        }
         let mut history = History::default();
         for epoch in 1..=opts.epochs {
             let start = Instant::now();
@@ -313,6 +330,9 @@ impl ModelTrainer {
             history.epochs.push(log);
             if let Some(lr) = control.learning_rate {
                 self.set_learning_rate(lr)?;
+            }
+            for cb in opts.callbacks.iter_mut() {
+                cb.after_epoch(self, &history)?;
             }
             if control.stop || tr.interrupted {
                 break;

@@ -22,14 +22,19 @@ mod fit;
 pub mod lbfgs;
 mod loss;
 pub mod metrics;
+mod model_checkpoint;
 mod optim;
 pub mod schedule;
 mod trainer;
 
-pub use checkpoint::{CheckpointFile, Inferencer};
+pub use checkpoint::{batches_tracked_keys, is_lamina_only, CheckpointFile, Inferencer};
 pub use config::{Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig};
 pub use config_json::{device_from_str, optimizer_from_str};
 pub use fit::{Callback, EarlyStopping, EpochLog, FitControl, FitOptions, History, Monitor};
 pub use lamina_data::{shuffled, Dataset, InMemoryDataset, LabelData, Labels};
+pub use model_checkpoint::{
+    best_checkpoint_in, best_file_name, epoch_file_name, history_metric, latest_checkpoint_in,
+    CheckpointPolicy, Goal, ModelCheckpoint, HISTORY_METRICS,
+};
 pub use schedule::{LrSchedule, Scheduler};
 pub use trainer::{BatchResult, ModelTrainer, Prediction};

@@ -81,6 +81,8 @@ pub struct ModelTrainer {
     mu_product: f64,
     hyper_written: Option<[f64; HYPER_LEN]>,
     lbfgs: Lbfgs,
+    /// Training-mode forward passes (BatchNorm's `num_batches_tracked`).
+    forwards: u64,
 }
 
 /// What builds and checks the compiled graphs: the model and the configuration, apart from the
@@ -410,6 +412,7 @@ impl ModelTrainer {
             mu_product: 1.0,
             hyper_written: None,
             lbfgs: Lbfgs::default(),
+            forwards: 0,
         };
         // Compile the step once: it also tells which optimizer state buffers exist.
         let mut slots = Vec::new();
@@ -470,6 +473,15 @@ impl ModelTrainer {
     pub fn steps(&self) -> u64 {
         self.updates
     }
+    /// Training-mode forward passes so far (one per `train_batch`, accumulation micro-batches
+    /// included, one per L-BFGS evaluation): PyTorch's BatchNorm `num_batches_tracked`, which
+    /// checkpoints store for every layer with running statistics.
+    pub fn batches_tracked(&self) -> u64 {
+        self.forwards
+    }
+    pub(crate) fn set_batches_tracked(&mut self, n: u64) {
+        self.forwards = n;
+    }
     /// The learning rate the next update uses.
     pub fn learning_rate(&self) -> f64 {
         self.lr_override.unwrap_or_else(|| self.scheduler.lr())
@@ -487,6 +499,7 @@ impl ModelTrainer {
     pub(crate) fn progress_json(&self) -> serde_json::Value {
         crate::checkpoint::progress_json(
             self.updates,
+            self.forwards,
             self.micro,
             self.mu_product,
             self.scheduler.state(),
@@ -507,6 +520,8 @@ impl ModelTrainer {
             .collect::<Result<_>>()?;
         self.scheduler.restore(&sched)?;
         self.lr_override = v["lr_override"].as_f64();
+        // absent from checkpoints older than num_batches_tracked support
+        self.forwards = v["forwards"].as_u64().unwrap_or(0);
         self.hyper_written = None;
         Ok(())
     }
@@ -590,6 +605,7 @@ impl ModelTrainer {
             }
         }
         let outs = self.run_kind(kind, batch, &[&xt, &yt])?;
+        self.forwards += 1;
         if apply {
             self.micro = 0;
             self.updates += 1;
@@ -625,6 +641,7 @@ impl ModelTrainer {
         let trainable = self.trainable.clone();
         let mut first: Option<Vec<HostTensor>> = None;
         let mut lbfgs = std::mem::take(&mut self.lbfgs);
+        let mut evals = 0u64;
         let steps = &self.steps;
         let engine = &mut self.engine;
         let mut eval = |x: &[f64]| -> Result<(f64, Vec<f64>)> {
@@ -637,6 +654,7 @@ impl ModelTrainer {
             let mut slots = Vec::new();
             let mut build = || steps.graph(StepKind::LossGrad, batch, &mut slots);
             let outs = engine.run(StepKind::LossGrad, batch, &mut build, &[xt, yt])?;
+            evals += 1; // each evaluation is a training-mode forward pass (BatchNorm updates)
             let loss = outs[0].to_f64()[0];
             let g: Vec<f64> = outs[2..].iter().flat_map(|t| t.to_f64()).collect();
             if first.is_none() {
@@ -646,6 +664,7 @@ impl ModelTrainer {
         };
         let r = lbfgs.step(&settings, &mut flat, &mut eval);
         self.lbfgs = lbfgs;
+        self.forwards += evals;
         r?;
         let mut off = 0;
         for (path, shape) in &trainable {

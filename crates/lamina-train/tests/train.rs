@@ -9,6 +9,11 @@ use lamina_train::*;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+#[path = "train/model_checkpoint.rs"]
+mod model_checkpoint;
+#[path = "train/state_dict.rs"]
+mod state_dict;
+
 fn fixtures() -> &'static BTreeMap<String, HostTensor> {
     static FX: OnceLock<BTreeMap<String, HostTensor>> = OnceLock::new();
     FX.get_or_init(|| {
@@ -1060,10 +1065,19 @@ fn hostile_checkpoints_are_rejected() {
     ];
     for (what, b, want) in cases {
         let p = dir.join(format!("{}.safetensors", what.replace(' ', "_")));
-        std::fs::write(&p, b).unwrap();
+        std::fs::write(&p, &b).unwrap();
         let e = load(&p).expect_err(what);
         assert!(
             e.contains(want) && e.contains(".safetensors"),
+            "{what}: {e}"
+        );
+        // the same from bytes in memory (what the checkpoint_load fuzz target drives)
+        let e = Inferencer::from_bytes(&b, &reg, Device::Cpu)
+            .err()
+            .expect(what)
+            .to_string();
+        assert!(
+            e.contains(want) && e.starts_with("checkpoint: "),
             "{what}: {e}"
         );
     }
@@ -1101,6 +1115,26 @@ fn hostile_checkpoints_are_rejected() {
                 );
             },
             "tensor \"stranger\" does not belong to this model",
+        ),
+        (
+            "an int64 tensor other than num_batches_tracked",
+            |m| {
+                m.insert(
+                    "d.steps".into(),
+                    (safetensors::Dtype::I64, vec![], vec![0; 8]),
+                );
+            },
+            "tensor \"d.steps\" has dtype I64, expected f32, f64 or i32",
+        ),
+        (
+            "num_batches_tracked of a model without BatchNorm",
+            |m| {
+                m.insert(
+                    "d.num_batches_tracked".into(),
+                    (safetensors::Dtype::I64, vec![], vec![0; 8]),
+                );
+            },
+            "tensor \"d.num_batches_tracked\" does not belong to this model",
         ),
         (
             "NaN weight",

@@ -45,8 +45,8 @@ pub mod prelude {
     };
     pub use lamina_ref::RefBackend;
     pub use lamina_train::{
-        BatchResult, Callback, Dataset, Device, EarlyStopping, FitOptions, History,
-        InMemoryDataset, LabelData, Labels, LossFunction, LrSchedule, ModelTrainer, Monitor,
-        OptimizerType, Prediction, ProblemType, ScheduleStep, TrainerConfig,
+        BatchResult, Callback, CheckpointPolicy, Dataset, Device, EarlyStopping, FitOptions, Goal,
+        History, InMemoryDataset, LabelData, Labels, LossFunction, LrSchedule, ModelCheckpoint,
+        ModelTrainer, Monitor, OptimizerType, Prediction, ProblemType, ScheduleStep, TrainerConfig,
     };
 }

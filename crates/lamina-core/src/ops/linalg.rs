@@ -1,11 +1,11 @@
-//! Linear algebra: batched MatMul and 2-D Conv. The convolution's vjp is again a convolution (of
-//! the dilated cotangent with the flipped kernel for the input, of the input with the cotangent for
-//! the kernel), so gradients of any order stay inside the primitive set.
+//! Linear algebra: batched MatMul and 2-D Conv. A Conv node computes one of the three maps of a
+//! convolution geometry (`ConvKind`): the forward map and its input and kernel gradients. Each
+//! kind's vjp is made of the other kinds, so gradients of any order stay inside the primitive.
 
 use crate::dtype::fmt_shape;
 use crate::error::{dtype_err, shape_err, Result};
 use crate::graph::TensorType;
-use crate::op::{ConvParams, Op};
+use crate::op::{ConvKind, ConvParams};
 use crate::tensor::Tensor;
 
 pub(crate) fn infer_matmul(a: &TensorType, b: &TensorType) -> Result<TensorType> {
@@ -60,131 +60,162 @@ pub fn conv_out_len(
     (padded >= eff_k && k > 0).then(|| ((padded - eff_k) / stride as i64 + 1) as usize)
 }
 
-pub(crate) fn infer_conv(p: &ConvParams, x: &TensorType, w: &TensorType) -> Result<TensorType> {
-    let bad = |why: String| {
-        shape_err(
-            "conv",
-            format!(
-                "{why} (input {}, kernel {})",
-                fmt_shape(&x.shape),
-                fmt_shape(&w.shape)
-            ),
-        )
-    };
-    if x.shape.len() != 4 || w.shape.len() != 4 {
-        return bad("input must be [N,C,H,W] and kernel [O,C/groups,KH,KW]".into());
+/// The shapes of one convolution: input `x`, kernel `w`, output `y`, whatever the kind.
+struct ConvShapes {
+    x: Vec<usize>,
+    w: Vec<usize>,
+    y: Vec<usize>,
+}
+
+/// The (input, kernel, output) shapes of a Conv node from its operand shapes, checked.
+fn conv_shapes(
+    p: &ConvParams,
+    a: &[usize],
+    b: &[usize],
+) -> std::result::Result<ConvShapes, String> {
+    if a.len() != 4 || b.len() != 4 {
+        return Err(match p.kind {
+            ConvKind::Forward => "input must be [N,C,H,W] and kernel [O,C/groups,KH,KW]",
+            ConvKind::InputGrad { .. } => {
+                "output gradient must be [N,O,HO,WO] and kernel [O,C/groups,KH,KW]"
+            }
+            ConvKind::KernelGrad { .. } => {
+                "input must be [N,C,H,W] and output gradient [N,O,HO,WO]"
+            }
+        }
+        .into());
     }
     if p.groups == 0 || p.stride.contains(&0) || p.dilation.contains(&0) {
-        return bad(format!(
+        return Err(format!(
             "groups {}, stride {:?} and dilation {:?} must be ≥ 1",
             p.groups, p.stride, p.dilation
         ));
     }
-    let (c, o) = (x.shape[1], w.shape[0]);
-    if c != w.shape[1] * p.groups || o % p.groups != 0 {
-        return bad(format!("{c} input channels and {o} output channels do not split into {} groups of kernel width {}", p.groups, w.shape[1]));
+    let (x, w) = match p.kind {
+        ConvKind::Forward => (a.to_vec(), b.to_vec()),
+        ConvKind::InputGrad { input_hw } => (
+            vec![a[0], b[1] * p.groups, input_hw[0], input_hw[1]],
+            b.to_vec(),
+        ),
+        ConvKind::KernelGrad { kernel_hw } => {
+            if !a[1].is_multiple_of(p.groups) {
+                return Err(format!(
+                    "{} input channels do not split into {} groups",
+                    a[1], p.groups
+                ));
+            }
+            (
+                a.to_vec(),
+                vec![b[1], a[1] / p.groups, kernel_hw[0], kernel_hw[1]],
+            )
+        }
+    };
+    let (c, o) = (x[1], w[0]);
+    if c != w[1] * p.groups || o % p.groups != 0 {
+        return Err(format!("{c} input channels and {o} output channels do not split into {} groups of kernel width {}", p.groups, w[1]));
     }
-    if x.dtype != w.dtype || !x.dtype.is_float() {
+    let mut y = vec![x[0], o, 0, 0];
+    for ax in 0..2 {
+        y[ax + 2] = conv_out_len(
+            x[ax + 2],
+            w[ax + 2],
+            p.stride[ax],
+            p.padding[ax],
+            p.dilation[ax],
+        )
+        .ok_or_else(|| {
+            format!(
+                "kernel {} (dilation {}) is larger than the padded input {} on spatial axis {ax}",
+                w[ax + 2],
+                p.dilation[ax],
+                x[ax + 2] as i64 + p.padding[ax].0 + p.padding[ax].1,
+            )
+        })?;
+    }
+    // the given operand that plays the output gradient must have the output's shape
+    let given = match p.kind {
+        ConvKind::Forward => None,
+        ConvKind::InputGrad { .. } => Some(a),
+        ConvKind::KernelGrad { .. } => Some(b),
+    };
+    if let Some(g) = given {
+        if g != y.as_slice() {
+            return Err(format!(
+                "output gradient {} is not the convolution's output shape {}",
+                fmt_shape(g),
+                fmt_shape(&y)
+            ));
+        }
+    }
+    Ok(ConvShapes { x, w, y })
+}
+
+pub(crate) fn infer_conv(p: &ConvParams, a: &TensorType, b: &TensorType) -> Result<TensorType> {
+    let s = conv_shapes(p, &a.shape, &b.shape).or_else(|why| {
+        let (na, nb) = match p.kind {
+            ConvKind::Forward => ("input", "kernel"),
+            ConvKind::InputGrad { .. } => ("output gradient", "kernel"),
+            ConvKind::KernelGrad { .. } => ("input", "output gradient"),
+        };
+        shape_err(
+            "conv",
+            format!(
+                "{why} ({:?}: {na} {}, {nb} {})",
+                p.kind,
+                fmt_shape(&a.shape),
+                fmt_shape(&b.shape)
+            ),
+        )
+    })?;
+    if a.dtype != b.dtype || !a.dtype.is_float() {
         return dtype_err(
             "conv",
             format!(
                 "expected equal floating-point dtypes, got {} and {}",
-                x.dtype, w.dtype
+                a.dtype, b.dtype
             ),
         );
     }
-    let mut out = vec![x.shape[0], o, 0, 0];
-    for a in 0..2 {
-        out[a + 2] = conv_out_len(x.shape[a + 2], w.shape[a + 2], p.stride[a], p.padding[a], p.dilation[a])
-            .ok_or_else(|| crate::Error::Shape {
-                op: "conv".into(),
-                msg: format!(
-                    "kernel {} (dilation {}) is larger than the padded input {} on spatial axis {a} (input {}, kernel {})",
-                    w.shape[a + 2],
-                    p.dilation[a],
-                    x.shape[a + 2] as i64 + p.padding[a].0 + p.padding[a].1,
-                    fmt_shape(&x.shape),
-                    fmt_shape(&w.shape)
-                ),
-            })?;
-    }
-    Ok(TensorType::new(&out, x.dtype))
+    let out = match p.kind {
+        ConvKind::Forward => s.y,
+        ConvKind::InputGrad { .. } => s.x,
+        ConvKind::KernelGrad { .. } => s.w,
+    };
+    Ok(TensorType::new(&out, a.dtype))
 }
 
-// y[o] = Σₖ x[o·s + k·d − lo] w[k], so
-//   dx = conv(dilate(G, s), flip(w)ᵀ, stride 1, dilation d, pad (eff_k−1−lo, …))
-//   dw = conv(xᵀ, Gᵀ, stride d, dilation s, pad (lo, …))   (batch and channel axes swapped)
-pub(crate) fn vjp_conv(p: &ConvParams, x: Tensor, w: Tensor, ct: Tensor) -> Vec<Option<Tensor>> {
-    let (xs, ws, ys) = (x.shape(), w.shape(), ct.shape());
-    let (n, c, o, g) = (xs[0], xs[1], ws[0], p.groups);
-    let (cg, og) = (c / g, o / g);
-
-    // --- input gradient ---
-    let dilated = if p.stride != [1, 1] {
-        ct.prim(Op::Pad {
-            lo: vec![0; 4],
-            hi: vec![0; 4],
-            interior: vec![0, 0, p.stride[0] - 1, p.stride[1] - 1],
-            value: 0.0,
-        })
-    } else {
-        ct
+// With T(x, w, dy) = Σ dy·conv(x, w), trilinear, every kind is a partial derivative of T:
+//   Forward = ∂T/∂dy, InputGrad = ∂T/∂x, KernelGrad = ∂T/∂w,
+// so the cotangent G of one kind's result pairs with the remaining operand slot:
+//   Forward(x, w):     dx = InputGrad(G, w),  dw = KernelGrad(x, G)
+//   InputGrad(dy, w):  ddy = Forward(G, w),   dw = KernelGrad(G, dy)
+//   KernelGrad(x, dy): dx = InputGrad(dy, G), ddy = Forward(x, G)
+pub(crate) fn vjp_conv(p: &ConvParams, a: Tensor, b: Tensor, ct: Tensor) -> Vec<Option<Tensor>> {
+    let with = |kind: ConvKind| ConvParams { kind, ..p.clone() };
+    let hw = |t: Tensor| {
+        let s = t.shape();
+        [s[2], s[3]]
     };
-    // w [O, Cg, kh, kw] → [g, Og, Cg, kh, kw] → [g, Cg, Og, kh, kw] → [C, Og, kh, kw], flipped
-    let wt = w
-        .reshape(&[g, og, cg, ws[2], ws[3]])
-        .permute(&[0, 2, 1, 3, 4])
-        .reshape(&[c, og, ws[2], ws[3]])
-        .flip(2)
-        .flip(3);
-    let mut pad_x = [(0i64, 0i64); 2];
-    for a in 0..2 {
-        let eff_k = ((ws[a + 2] - 1) * p.dilation[a]) as i64;
-        let (h, lo, s, ho) = (
-            xs[a + 2] as i64,
-            p.padding[a].0,
-            p.stride[a] as i64,
-            ys[a + 2] as i64,
-        );
-        pad_x[a] = (eff_k - lo, h + lo - (ho - 1) * s - 1);
+    let fwd = with(ConvKind::Forward);
+    match p.kind {
+        ConvKind::Forward => vec![
+            Some(ct.conv(b, &with(ConvKind::InputGrad { input_hw: hw(a) }))),
+            Some(a.conv(ct, &with(ConvKind::KernelGrad { kernel_hw: hw(b) }))),
+        ],
+        ConvKind::InputGrad { .. } => vec![
+            Some(ct.conv(b, &fwd)),
+            Some(ct.conv(a, &with(ConvKind::KernelGrad { kernel_hw: hw(b) }))),
+        ],
+        ConvKind::KernelGrad { .. } => vec![
+            Some(b.conv(ct, &with(ConvKind::InputGrad { input_hw: hw(a) }))),
+            Some(a.conv(ct, &fwd)),
+        ],
     }
-    let dx = dilated.conv(
-        wt,
-        &ConvParams {
-            stride: [1, 1],
-            padding: pad_x,
-            dilation: p.dilation,
-            groups: g,
-        },
-    );
+}
 
-    // --- kernel gradient ---
-    // x [N, C, H, W] → [N, g, Cg, H, W] → [Cg, g, N, H, W] → [Cg, g·N, H, W]
-    let xt = x
-        .reshape(&[n, g, cg, xs[2], xs[3]])
-        .permute(&[2, 1, 0, 3, 4])
-        .reshape(&[cg, g * n, xs[2], xs[3]]);
-    // G [N, O, Ho, Wo] → [N, g, Og, Ho, Wo] → [g, Og, N, Ho, Wo] → [O, N, Ho, Wo]
-    let gt = ct
-        .reshape(&[n, g, og, ys[2], ys[3]])
-        .permute(&[1, 2, 0, 3, 4])
-        .reshape(&[o, n, ys[2], ys[3]]);
-    let mut pad_w = [(0i64, 0i64); 2];
-    for a in 0..2 {
-        let (k, d, s) = (ws[a + 2] as i64, p.dilation[a] as i64, p.stride[a] as i64);
-        let (h, lo, ho) = (xs[a + 2] as i64, p.padding[a].0, ys[a + 2] as i64);
-        pad_w[a] = (lo, (k - 1) * d + (ho - 1) * s + 1 - h - lo);
-    }
-    let dw = xt
-        .conv(
-            gt,
-            &ConvParams {
-                stride: p.dilation,
-                padding: pad_w,
-                dilation: p.stride,
-                groups: g,
-            },
-        )
-        .permute(&[1, 0, 2, 3]);
-    vec![Some(dx), Some(dw)]
+/// The input, kernel and output shapes of a Conv node of parameters `p` with operand shapes `a`
+/// and `b` (for backends, which see the operands of every kind).
+pub fn conv_geometry(p: &ConvParams, a: &[usize], b: &[usize]) -> Result<[Vec<usize>; 3]> {
+    let s = conv_shapes(p, a, b).or_else(|why| shape_err("conv", why))?;
+    Ok([s.x, s.w, s.y])
 }

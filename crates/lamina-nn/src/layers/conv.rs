@@ -1,7 +1,7 @@
 use super::need_rank;
 use crate::config::{bool_or, int, uint, uint_or};
 use crate::{Init, Layer, Scope};
-use lamina_core::{ConvParams, Result, Tensor};
+use lamina_core::{ConvKind, ConvParams, Result, Tensor};
 use serde_json::{json, Value};
 
 /// 2-D convolution over NCHW input, PyTorch `nn.Conv2d` (square kernel, symmetric stride, padding
@@ -111,6 +111,7 @@ impl Layer for Conv2D {
             padding: [(self.padding, self.padding); 2],
             dilation: [self.dilation; 2],
             groups: self.groups,
+            kind: ConvKind::Forward,
         };
         let y = x.conv(w, &p).check()?;
         if !self.use_bias {

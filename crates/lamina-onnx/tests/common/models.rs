@@ -3,8 +3,10 @@
 //! embedding indices).
 
 use lamina_core::{DType, HostTensor, Result, StateMap, Tensor};
-use lamina_nn::{Init, Layer, ModelBuilder, ModelSpec, Scope};
+use lamina_nn::layers::{Conv2D, MultiHeadAttention};
+use lamina_nn::{Init, Layer, LayerRegistry, ModelBuilder, ModelSpec, Scope};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// A custom layer (not known to lamina-nn) touching many primitives: PReLU (state, max via
 /// minimum), flip (gather with constant indices), pad + slice (a shift), argmax + one-hot (iota,
@@ -89,6 +91,100 @@ pub fn models() -> Vec<(&'static str, ModelSpec)> {
     .collect()
 }
 
+/// The registry that knows [`Fancy`] (for importing the `custom` model).
+pub fn registry() -> LayerRegistry {
+    let mut r = LayerRegistry::new();
+    r.register("TestFancy", |_| Ok(Arc::new(Fancy)));
+    r
+}
+
+/// Every built-in layer alone (the rows of lamina-nn's layer table, with its configurations),
+/// named `layer_<row>`.
+pub fn layer_models() -> Vec<(String, ModelSpec)> {
+    type Build = fn(ModelBuilder) -> ModelBuilder;
+    let rows: Vec<(&str, Vec<usize>, Build)> = vec![
+        ("dense", vec![4, 5], |b| b.dense(3, true, "l")),
+        ("dense_no_bias_rank4", vec![2, 2, 3, 2], |b| {
+            b.dense(3, false, "l")
+        }),
+        ("conv2d", vec![2, 3, 6, 5], |b| {
+            b.conv2d(4, 3, 2, 1, true, "l")
+        }),
+        ("conv2d_dilated_grouped", vec![1, 4, 7, 7], |b| {
+            b.layer(Conv2D::new(6, 3, 1, 2, true).dilation(2).groups(2), "l")
+        }),
+        ("max_pool2d", vec![2, 3, 6, 5], |b| b.max_pool2d(2, 2, "l")),
+        ("avg_pool2d", vec![2, 3, 6, 6], |b| b.avg_pool2d(3, 3, "l")),
+        ("batch_norm_2d", vec![4, 3, 3, 3], |b| {
+            b.batch_norm(1e-5, 0.1, true, "l")
+        }),
+        ("batch_norm_1d", vec![6, 5], |b| {
+            b.batch_norm(1e-3, 0.1, false, "l")
+        }),
+        ("layer_norm", vec![2, 3, 4], |b| b.layer_norm(1e-5, "l")),
+        ("dropout", vec![4, 6], |b| b.dropout(0.5, "l")),
+        ("flatten", vec![2, 3, 4], |b| b.flatten("l")),
+        ("reshape", vec![2, 12], |b| b.reshape(&[3, 4], "l")),
+        ("embedding", vec![2, 3], |b| b.embedding(7, 4, "l")),
+        ("relu", vec![3, 4], |b| b.relu("l")),
+        ("leaky_relu", vec![3, 4], |b| b.leaky_relu(0.1, "l")),
+        ("elu", vec![3, 4], |b| b.elu(1.0, "l")),
+        ("sigmoid", vec![3, 4], |b| b.sigmoid("l")),
+        ("tanh", vec![3, 4], |b| b.tanh("l")),
+        ("swish", vec![3, 4], |b| b.swish("l")),
+        ("gelu", vec![3, 4], |b| b.gelu("l")),
+        ("softmax", vec![3, 4], |b| b.softmax(-1, "l")),
+        ("prelu", vec![3, 4, 2], |b| b.prelu("l")),
+        ("glu", vec![3, 5], |b| b.glu(4, "l")),
+        ("attention", vec![2, 3, 8], |b| {
+            b.multi_head_attention(2, "l")
+        }),
+        ("attention_causal", vec![2, 4, 8], |b| {
+            b.layer(
+                MultiHeadAttention {
+                    heads: 4,
+                    causal: true,
+                },
+                "l",
+            )
+        }),
+        ("residual", vec![3, 6], |b| {
+            b.residual(
+                |r| r.dense(6, true, "a").relu("act").dense(6, true, "b"),
+                "l",
+            )
+        }),
+    ];
+    rows.into_iter()
+        .map(|(n, shape, build)| {
+            let name = format!("layer_{n}");
+            let spec = build(ModelBuilder::new(&shape)).compile().expect(n);
+            (name, spec)
+        })
+        .collect()
+}
+
+/// The example models of the repository (`examples/*.json`), named `example_<file stem>`.
+pub fn example_models() -> Vec<(String, ModelSpec)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples folder")
+        .map(|e| e.expect("examples entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no examples/*.json");
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("example spec");
+            let spec = ModelSpec::from_json(&text, &LayerRegistry::new()).expect("example spec");
+            let stem = p.file_stem().unwrap().to_string_lossy();
+            (format!("example_{stem}"), spec)
+        })
+        .collect()
+}
+
 /// A small deterministic generator (xorshift), so fixtures need no RNG crate.
 pub struct Lcg(u64);
 
@@ -133,7 +229,7 @@ pub fn params(spec: &ModelSpec) -> StateMap<HostTensor> {
 pub fn input(name: &str, spec: &ModelSpec) -> HostTensor {
     let n: usize = spec.input_shape.iter().product();
     let mut rng = Lcg::new(11);
-    let v: Vec<f32> = if name == "embedding" {
+    let v: Vec<f32> = if name.ends_with("embedding") {
         (0..n)
             .map(|i| match i {
                 1 => -1.0,
