@@ -6,6 +6,11 @@
 //! a reader needs after its Assign. Each step becomes launches with their shapes, strides and
 //! constants resolved; all fused groups of a plan are generated into one NVRTC module.
 
+// The gradient kinds of Conv, in their own file (a child module, so it shares the builder's
+// internals).
+#[path = "conv_grad.rs"]
+mod conv_grad;
+
 use crate::codegen::{self, FusedText, Load};
 use crate::dev::{ctx, cuda_err, Dev, DevMem, Pinned};
 use crate::CudaBuffer;
@@ -1220,6 +1225,11 @@ impl<'p> Builder<'p> {
             }
             Op::Conv(p) => {
                 float("conv")?;
+                match p.kind {
+                    lamina_core::ConvKind::Forward => {}
+                    lamina_core::ConvKind::InputGrad { .. }
+                    | lamina_core::ConvKind::KernelGrad { .. } => return self.conv_grad(id, p),
+                }
                 let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
                 let v = [
                     xs[0],
