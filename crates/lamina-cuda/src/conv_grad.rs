@@ -13,7 +13,7 @@
 
 use super::*;
 use lamina_core::ops::linalg::conv_geometry;
-use lamina_core::{ConvKind, ConvParams};
+use lamina_core::ConvParams;
 
 /// The geometry in `struct ConvP` order: `n c h w o cg kh kw ho wo sh sw ph pw dh dw groups`.
 fn geometry(p: &ConvParams, x: &[usize], w: &[usize], y: &[usize]) -> [i64; 17] {
@@ -40,14 +40,20 @@ fn geometry(p: &ConvParams, x: &[usize], w: &[usize], y: &[usize]) -> [i64; 17] 
 }
 
 impl Builder<'_> {
-    /// The launches of a Conv node of a gradient kind (`p.kind` is not `Forward`).
-    pub(super) fn conv_grad(&mut self, id: NodeId, p: &ConvParams) -> Result<Vec<Kernel>> {
+    /// The launches of a Conv node of a gradient kind: `ConvKind::InputGrad` when `input_grad`,
+    /// else `ConvKind::KernelGrad` (the operands' order and the result follow the kind).
+    pub(super) fn conv_grad(
+        &mut self,
+        id: NodeId,
+        p: &ConvParams,
+        input_grad: bool,
+    ) -> Result<Vec<Kernel>> {
         let node = &self.plan.graph.nodes[id];
         let dt = node.ty.dtype;
         let (a, b) = (node.inputs[0], node.inputs[1]);
         let [xs, ws, ys] = conv_geometry(p, self.shape(a), self.shape(b))?;
         let v = geometry(p, &xs, &ws, &ys);
-        let [nb, c, _h, _w, o, _cg, _kh, _kw, _ho, _wo, ..] = v.map(|u| u as usize);
+        let [nb, _, _, _, o, ..] = v.map(|u| u as usize);
         let (kk, pp) = (numel(&ws[1..]), ys[2] * ys[3]);
         if [numel(&xs), numel(&ws), numel(&ys)]
             .iter()
@@ -60,21 +66,12 @@ impl Builder<'_> {
                 shape_text(&ws)
             )));
         }
-        let input_grad = match p.kind {
-            ConvKind::InputGrad { .. } => true,
-            ConvKind::KernelGrad { .. } => false,
-            ConvKind::Forward => {
-                return Err(cuda_err(format!(
-                    "%{id}: a forward convolution is not a gradient kind"
-                )))
-            }
-        };
         let (sa, sb) = (self.read(a)?, self.read(b)?);
         let out = self.write(id)?;
         let n_out = numel(&self.plan.graph.nodes[id].ty.shape);
         // an empty sum (no output channels, or no output positions): zeros
         let empty = if input_grad { o == 0 } else { nb * pp == 0 };
-        if n_out == 0 || empty || c == 0 {
+        if n_out == 0 || empty {
             return Ok(vec![elementwise(
                 format!("fill_{}", sfx(dt)),
                 n_out,

@@ -1227,8 +1227,10 @@ impl<'p> Builder<'p> {
                 float("conv")?;
                 match p.kind {
                     lamina_core::ConvKind::Forward => {}
-                    lamina_core::ConvKind::InputGrad { .. }
-                    | lamina_core::ConvKind::KernelGrad { .. } => return self.conv_grad(id, p),
+                    lamina_core::ConvKind::InputGrad { .. } => return self.conv_grad(id, p, true),
+                    lamina_core::ConvKind::KernelGrad { .. } => {
+                        return self.conv_grad(id, p, false)
+                    }
                 }
                 let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
                 let v = [
