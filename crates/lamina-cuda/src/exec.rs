@@ -6,6 +6,11 @@
 //! a reader needs after its Assign. Each step becomes launches with their shapes, strides and
 //! constants resolved; all fused groups of a plan are generated into one NVRTC module.
 
+// The gradient kinds of Conv, in their own file (a child module, so it shares the builder's
+// internals).
+#[path = "conv_grad.rs"]
+mod conv_grad;
+
 use crate::codegen::{self, FusedText, Load};
 use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
 use crate::CudaBuffer;
@@ -1234,6 +1239,13 @@ impl<'p> Builder<'p> {
             }
             Op::Conv(p) => {
                 float("conv")?;
+                match p.kind {
+                    lamina_core::ConvKind::Forward => {}
+                    lamina_core::ConvKind::InputGrad { .. } => return self.conv_grad(id, p, true),
+                    lamina_core::ConvKind::KernelGrad { .. } => {
+                        return self.conv_grad(id, p, false)
+                    }
+                }
                 let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
                 let v = [
                     xs[0],

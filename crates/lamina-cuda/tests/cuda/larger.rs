@@ -1,6 +1,7 @@
 //! Larger shapes than the op table: matmuls read through transposes (the backward pass), convs
-//! through im2col + GEMM (and grouped ones through the direct kernel), reductions of both
-//! layouts, broadcasting fused groups; two steps so the second starts from updated state.
+//! and their gradient kinds through im2col/col2im + GEMM (and grouped ones through the direct
+//! kernels), reductions of both layouts, broadcasting fused groups; two steps so the second
+//! starts from updated state.
 
 use super::common::{backend, run_cuda, serial};
 use lamina_core::*;
@@ -49,6 +50,11 @@ fn training_graph(dtype: DType) -> Graph {
     let c_pw = img2.conv2d(w_pw, 1, 0, 1, 1);
     let c_3 = img2.conv2d(w_3, 2, 1, 1, 1);
     let cg = grad(c.sum(&[], false) + cgr, &[k, kg]).unwrap();
+    // the gradient kinds through im2col/col2im + GEMM (one group, long rows) and directly (the
+    // grouped convolution's input gradient)
+    let loss2 = (c_3 * c_3).sum(&[], false) + (c_long * c_long).sum(&[], false);
+    let g2 = grad(loss2, &[img2, w_3, w_long]).unwrap();
+    let g_img = grad(cgr, &[img]).unwrap();
     b.finish(&[
         loss,
         w2,
@@ -56,6 +62,10 @@ fn training_graph(dtype: DType) -> Graph {
         c,
         cg[0],
         cg[1],
+        g2[0],
+        g2[1],
+        g2[2],
+        g_img[0],
         cpw,
         c_long,
         c_pw,
