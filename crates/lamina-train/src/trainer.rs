@@ -9,8 +9,8 @@ use crate::loss::{self, Head};
 use crate::optim::{self, Slot, HYPER_LEN};
 use crate::schedule::Scheduler;
 use lamina_core::{
-    dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostTensor, Op, Result, StateMap,
-    Tensor,
+    dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostData, HostTensor, Op, Result,
+    StateMap, Tensor,
 };
 use lamina_data::Labels;
 use lamina_nn::{Mode, ModelSpec, Scope};
@@ -83,6 +83,8 @@ pub struct ModelTrainer {
     lbfgs: Lbfgs,
     /// Training-mode forward passes (BatchNorm's `num_batches_tracked`).
     forwards: u64,
+    /// The last training batch's input tensor, refilled by the next batch of the same shape.
+    x_reuse: Option<HostTensor>,
 }
 
 /// What builds and checks the compiled graphs: the model and the configuration, apart from the
@@ -206,6 +208,19 @@ impl Steps {
         x_shape: &[usize],
         labels: Option<(Labels, &[usize])>,
     ) -> Result<(HostTensor, Option<HostTensor>)> {
+        self.check_batch_into(x, x_shape, labels, None)
+    }
+
+    /// [`Self::check_batch`] writing the input into `reuse` when it is an f32 tensor of the
+    /// batch's shape: no allocation (and no fresh pages to fault in) per step for a batch that
+    /// can be megabytes.
+    fn check_batch_into(
+        &self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: Option<(Labels, &[usize])>,
+        reuse: Option<HostTensor>,
+    ) -> Result<(HostTensor, Option<HostTensor>)> {
         let want = &self.model.input_shape;
         if x_shape.len() != want.len() || x_shape[1..] != want[1..] || x_shape[0] == 0 {
             let mut w = want.clone();
@@ -220,17 +235,21 @@ impl Steps {
                 x.len()
             )));
         }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Input(format!(
-                "input value {i} is {} (NaN and infinity are not accepted)",
-                x[i]
-            )));
-        }
         let dtype = self.config.dtype;
+        let reuse = reuse.filter(|t| t.dtype() == DType::F32 && t.shape() == x_shape);
         // f32 goes in as it is (no f64 round trip: that costs more than a step on a GPU)
-        let xt = if dtype == DType::F32 {
-            HostTensor::f32(x_shape, x.to_vec())?
+        let xt = if let (DType::F32, Some(mut t)) = (dtype, reuse) {
+            let HostData::F32(v) = t.data_mut() else {
+                unreachable!("filtered to f32 above")
+            };
+            copy_finite(x, Some(v))?;
+            t
+        } else if dtype == DType::F32 {
+            let mut v = vec![0.0f32; n];
+            copy_finite(x, Some(&mut v))?;
+            HostTensor::f32(x_shape, v)?
         } else {
+            copy_finite(x, None)?;
             HostTensor::from_f64(
                 x_shape,
                 dtype,
@@ -340,6 +359,30 @@ impl Steps {
     }
 }
 
+/// Copies `x` into `dst` (when given, of the same length) and rejects NaN and infinity, in one
+/// pass of blocks that stay in cache; the check is a branch-free maximum of the magnitude bits so
+/// that it vectorises (a value is non-finite when its exponent bits are all ones).
+fn copy_finite(x: &[f32], mut dst: Option<&mut [f32]>) -> Result<()> {
+    const BLOCK: usize = 4096;
+    for (b, chunk) in x.chunks(BLOCK).enumerate() {
+        if let Some(d) = dst.as_deref_mut() {
+            d[b * BLOCK..b * BLOCK + chunk.len()].copy_from_slice(chunk);
+        }
+        let top = chunk
+            .iter()
+            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+        if top >= 0x7f80_0000 {
+            let j = chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            let i = b * BLOCK + j;
+            return Err(Error::Input(format!(
+                "input value {i} is {} (NaN and infinity are not accepted)",
+                x[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl ModelTrainer {
     /// Validates the configuration against the model and compiles the training step for
     /// `config.batch_size`.
@@ -413,6 +456,7 @@ impl ModelTrainer {
             hyper_written: None,
             lbfgs: Lbfgs::default(),
             forwards: 0,
+            x_reuse: None,
         };
         // Compile the step once: it also tells which optimizer state buffers exist.
         let mut slots = Vec::new();
@@ -574,13 +618,18 @@ impl ModelTrainer {
         labels: impl Into<Labels<'a>>,
         label_shape: &[usize],
     ) -> Result<BatchResult> {
-        let (xt, yt) = self
-            .steps
-            .check_batch(x, x_shape, Some((labels.into(), label_shape)))?;
+        let (xt, yt) = self.steps.check_batch_into(
+            x,
+            x_shape,
+            Some((labels.into(), label_shape)),
+            self.x_reuse.take(),
+        )?;
         let yt = yt.expect("labels were given");
         let batch = x_shape[0];
         if self.steps.config.optimizer == OptimizerType::Lbfgs {
-            return self.lbfgs_step(&xt, &yt, batch);
+            let r = self.lbfgs_step(&xt, &yt, batch);
+            self.x_reuse = Some(xt);
+            return r;
         }
         let apply = self.micro + 1 == self.steps.config.accumulate_grad_batches;
         let kind = if apply {
@@ -604,7 +653,9 @@ impl ModelTrainer {
                 self.hyper_written = Some(h);
             }
         }
-        let outs = self.run_kind(kind, batch, &[&xt, &yt])?;
+        let outs = self.run_kind(kind, batch, &[&xt, &yt]);
+        self.x_reuse = Some(xt);
+        let outs = outs?;
         self.forwards += 1;
         if apply {
             self.micro = 0;

@@ -377,6 +377,12 @@ fn bad_input_table_leaves_state_unchanged() {
     nan[5] = f32::NAN;
     let x64 = [0.0f32; 64];
     let y16 = [0i32; 16];
+    // non-finite values past the first block of the vectorised check, and a fresh batch shape
+    let mut inf = vec![0.5f32; 10_000];
+    inf[9_001] = f32::NEG_INFINITY;
+    let mut late_nan = x.clone();
+    late_nan[31] = f32::NAN;
+    let y2500 = vec![0i32; 2_500];
     let cases: Vec<(&str, Result<BatchResult, lamina_core::Error>, Vec<&str>)> = vec![
         (
             "wrong input shape",
@@ -407,6 +413,16 @@ fn bad_input_table_leaves_state_unchanged() {
             "NaN input",
             t.train_batch(&nan, &[8, 4], &y, &[8]),
             vec!["input value 5 is NaN"],
+        ),
+        (
+            "NaN as the last input value",
+            t.train_batch(&late_nan, &[8, 4], &y, &[8]),
+            vec!["input value 31 is NaN"],
+        ),
+        (
+            "infinity in a later block of a large batch",
+            t.train_batch(&inf, &[2_500, 4], &y2500, &[2_500]),
+            vec!["input value 9001 is -inf"],
         ),
         (
             "float targets for sparse CE",
