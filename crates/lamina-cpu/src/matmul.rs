@@ -49,7 +49,7 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
         gemm_acc(
             mnk,
             dst,
-            dst_rs,
+            (dst_rs, 1),
             lhs,
             lhs_strides,
             rhs,
@@ -61,7 +61,7 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
 }
 
 /// `dst[m×n] = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, with element strides
-/// `(row, column)` for each operand.
+/// `(row, column)` for each operand and the destination.
 ///
 /// # Safety
 /// As [`gemm_into`].
@@ -69,7 +69,7 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
 pub(crate) unsafe fn gemm_acc<T: GemmElem>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
-    dst_rs: isize,
+    (dst_rs, dst_cs): (isize, isize),
     lhs: *const T,
     (lhs_rs, lhs_cs): (isize, isize),
     rhs: *const T,
@@ -84,7 +84,7 @@ pub(crate) unsafe fn gemm_acc<T: GemmElem>(
         for i in 0..m {
             for j in 0..n {
                 // SAFETY: (i, j) is inside the destination, guaranteed by the caller.
-                unsafe { *dst.offset(i as isize * dst_rs + j as isize) = T::ZERO };
+                unsafe { *dst.offset(i as isize * dst_rs + j as isize * dst_cs) = T::ZERO };
             }
         }
         return;
@@ -97,7 +97,7 @@ pub(crate) unsafe fn gemm_acc<T: GemmElem>(
             n,
             k,
             dst,
-            1,
+            dst_cs,
             dst_rs,
             accumulate,
             lhs,
