@@ -161,26 +161,49 @@ impl MatMul {
             slots.ptr(self.b.slot),
             slots.ptr(self.out),
         );
+        // gemm computes in the orientation where the destination is column-major, and packs (a
+        // strided, transposing copy) a left operand without unit row stride. Into a row-major
+        // result that left operand is `bᵀ`: when `b` is column-major (a transposed weight) and
+        // `a` the smaller operand, the block is computed column-major into scratch (so only `a`
+        // is packed, `b` is streamed down its columns) and transposed into place.
+        let via_scratch = self.b.rs == 1 && self.b.cs != 1 && m < n;
         // rows `r` and columns `c` of product `bi`
         let part = |bi: usize, r: Range<usize>, c: Range<usize>, par: Parallelism| {
+            let a = pa.at::<T>(
+                (self.a.batch_offsets[bi] as isize + r.start as isize * self.a.rs) as usize,
+            );
+            let b = pb.at::<T>(
+                (self.b.batch_offsets[bi] as isize + c.start as isize * self.b.cs) as usize,
+            );
+            let dst = po.at::<T>(bi * m * n + r.start * n + c.start);
+            let (a_s, b_s) = ((self.a.rs, self.a.cs), (self.b.rs, self.b.cs));
+            let (rows, cols) = (r.len(), c.len());
             // SAFETY: matrix `bi` of each operand and of the result is valid (caller's contract),
             // the block addresses rows `r` and columns `c` inside them, and each call writes only
-            // its own block of the result.
+            // its own block of the result (or its own scratch).
             unsafe {
-                gemm_into::<T>(
-                    (r.len(), c.len(), k),
-                    po.at::<T>(bi * m * n + r.start * n + c.start),
-                    n as isize,
-                    pa.at::<T>(
-                        (self.a.batch_offsets[bi] as isize + r.start as isize * self.a.rs) as usize,
-                    ),
-                    (self.a.rs, self.a.cs),
-                    pb.at::<T>(
-                        (self.b.batch_offsets[bi] as isize + c.start as isize * self.b.cs) as usize,
-                    ),
-                    (self.b.rs, self.b.cs),
-                    par,
-                )
+                if via_scratch {
+                    let mut t = vec![T::ZERO; rows * cols];
+                    gemm_acc::<T>(
+                        (rows, cols, k),
+                        t.as_mut_ptr(),
+                        (1, rows as isize),
+                        a,
+                        a_s,
+                        b,
+                        b_s,
+                        false,
+                        par,
+                    );
+                    for i in 0..rows {
+                        let d = std::slice::from_raw_parts_mut(dst.add(i * n), cols);
+                        for (j, v) in d.iter_mut().enumerate() {
+                            *v = *t.get_unchecked(j * rows + i);
+                        }
+                    }
+                } else {
+                    gemm_into::<T>((rows, cols, k), dst, n as isize, a, a_s, b, b_s, par)
+                }
             }
         };
         let one = |bi: usize, par: Parallelism| part(bi, 0..m, 0..n, par);

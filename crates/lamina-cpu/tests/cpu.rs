@@ -421,7 +421,8 @@ fn integer_index_and_random_paths() {
 }
 
 /// Big matmuls (gemm's own threads), a batched one with a transposed operand, and a batch
-/// broadcast: all read in place where it is safe.
+/// broadcast: all read in place where it is safe. A transposed right operand with fewer rows than
+/// columns in the result (`y`, `att`) takes the column-major-scratch path, split and batched.
 #[test]
 fn matmul_paths() {
     let b = GraphBuilder::new();
