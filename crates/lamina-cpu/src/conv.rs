@@ -1,12 +1,14 @@
-//! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients, each as one
-//! gemm per image and group:
-//! - forward: `y = W · im2col(x)`;
-//! - input gradient: `dx = col2im(Wᵀ · dy)` (a transposed convolution: no zero-dilated cotangent);
-//! - kernel gradient: `dW = Σₙ dyₙ · im2col(xₙ)ᵀ`, the unfolded image transposed by blocks first
-//!   (gemm reads a unit-stride right operand about twice as fast), images split between threads,
-//!   partial sums added in a fixed order (so results do not depend on scheduling).
+//! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients as gemms:
+//! - forward: `y = W · im2col(x)`, one gemm per image and group;
+//! - input gradient: `dx = col2im(Wᵀ · dy)` (a transposed convolution: no zero-dilated cotangent),
+//!   one gemm per image and group;
+//! - kernel gradient: `dWᵀ = im2col(x) · dyᵀ` over a chunk of images at once (their unfolded
+//!   patches side by side, the small cotangent transposed so that gemm reads a unit-stride right
+//!   operand, about twice as fast), images split between threads, partial sums added in a fixed
+//!   order (so results do not depend on scheduling).
 //!
-//! A 1×1 kernel with unit stride and no padding skips im2col/col2im. Padding may be negative (it
+//! A 1×1 kernel with unit stride and no padding skips im2col/col2im in the forward and input
+//! gradient. Padding may be negative (it
 //! crops); input positions outside the image read 0 (and receive no gradient).
 
 use crate::arena::{Ptr, Slots};
@@ -18,6 +20,9 @@ use std::cell::Cell;
 
 /// Convolutions with fewer multiply-adds than this run on one thread.
 const PAR_MIN: usize = 1 << 16;
+
+/// About this many output positions (columns of the unfolded matrix) per kernel-gradient gemm.
+const KG_COLS: usize = 2048;
 
 /// Geometry of one convolution node.
 #[derive(Clone, Debug)]
@@ -177,7 +182,7 @@ impl Conv {
                     mul(xg)
                 } else {
                     with_scratch::<T, _>(kk * p, |col| {
-                        self.im2col(xg, col);
+                        self.im2col(xg, col, p);
                         mul(col)
                     })
                 }
@@ -228,56 +233,68 @@ impl Conv {
         });
     }
 
-    /// `dW[g] = Σₙ dy[n, g] · im2col(x[n, g])ᵀ`; with several threads each sums a contiguous
-    /// range of images and the partial sums are added in range order.
+    /// `dW[g]ᵀ = Σ_chunks im2col(x[chunk, g]) · dy[chunk, g]ᵀ`: the images are taken a chunk at a
+    /// time (about `KG_COLS` output positions), their unfolded patches side by side in one column
+    /// matrix and their cotangents transposed (`p × og` each, a ninth or less of the column
+    /// matrix's size) into one right operand with unit column stride, so each chunk is one gemm
+    /// with a long reduction and the result is written through transposed strides. With several
+    /// threads each sums a contiguous range of images and the partial sums are added in range
+    /// order (so results do not depend on scheduling).
     unsafe fn kernel_grad<T: GemmElem>(&self, x: &[T], dy: &[T], out: Ptr, threads: usize) {
         let [n, c, h, wd] = self.input;
         let [o, cg, kh, kw] = self.kernel;
         let og = o / self.groups;
         let (kk, p) = (cg * kh * kw, self.out_hw[0] * self.out_hw[1]);
-        let pointwise = self.is_pointwise();
-        // Sums images `range` into `dw` (`o × kk`); the first image overwrites.
+        let chunk = (KG_COLS / p.max(1)).clamp(1, n.max(1));
+        // Sums images `range` into `dw` (`o × kk`).
         let sum = |range: std::ops::Range<usize>, dw: *mut T, par: Parallelism| {
-            for (i, ni) in range.enumerate() {
-                for g in 0..self.groups {
-                    let xg = &x[(ni * c + g * cg) * h * wd..(ni * c + (g + 1) * cg) * h * wd];
-                    // `rhs` is `p × kk` with strides `rs`
-                    let mul = |rhs: &[T], rs: (isize, isize)| {
-                        // SAFETY: `dw`'s block of group g is `og × kk`, owned by this range; the
-                        // cotangent block is `og × p` and `rhs` holds `p × kk` elements.
+            // gemm's microkernel wants a column-major destination and a left operand with unit
+            // row stride: the sum is kept as `og × kk` column-major (`acc[k·og + o]`), the left
+            // operand is the transposed cotangent, the right one the column matrix read down
+            // its columns; `acc` is transposed into `dw` at the end.
+            let mut acc = vec![T::ZERO; og * kk];
+            for g in 0..self.groups {
+                for c0 in range.clone().step_by(chunk) {
+                    let c1 = (c0 + chunk).min(range.end);
+                    let cols = (c1 - c0) * p;
+                    with_scratch::<T, _>((kk + og) * cols, |buf| {
+                        let (col, dyt) = buf.split_at_mut(kk * cols);
+                        for ni in c0..c1 {
+                            let j = (ni - c0) * p;
+                            let xg =
+                                &x[(ni * c + g * cg) * h * wd..(ni * c + (g + 1) * cg) * h * wd];
+                            self.im2col(xg, &mut col[j..], cols);
+                            let dyg = &dy[(ni * o + g * og) * p..(ni * o + (g + 1) * og) * p];
+                            transpose(dyg, og, p, &mut dyt[j * og..(j + p) * og]);
+                        }
+                        // SAFETY: `acc` is `og × kk` column-major, `dyt` is `og × cols` with
+                        // unit row stride and `col` is `cols × kk` with unit row stride, all
+                        // within their buffers.
                         unsafe {
                             gemm_acc::<T>(
-                                (og, kk, p),
-                                dw.add(g * og * kk),
-                                kk as isize,
-                                dy[(ni * o + g * og) * p..].as_ptr(),
-                                (p as isize, 1),
-                                rhs.as_ptr(),
-                                rs,
-                                i > 0,
+                                (og, kk, cols),
+                                acc.as_mut_ptr(),
+                                (1, og as isize),
+                                dyt.as_ptr(),
+                                (1, og as isize),
+                                col.as_ptr(),
+                                (1, cols as isize),
+                                c0 > range.start,
                                 par,
                             )
                         }
-                    };
-                    if pointwise {
-                        // the image is `cg × p`: read transposed
-                        mul(xg, (1, p as isize))
-                    } else {
-                        with_scratch::<T, _>(2 * kk * p, |buf| {
-                            let (col, row) = buf.split_at_mut(kk * p);
-                            self.im2col(xg, col);
-                            transpose(col, kk, p, row);
-                            mul(row, (kk as isize, 1))
-                        })
-                    }
+                    })
                 }
+                // SAFETY: `dw`'s block of group g is `og × kk`, owned by this range.
+                let dwg = unsafe { std::slice::from_raw_parts_mut(dw.add(g * og * kk), og * kk) };
+                transpose(&acc, kk, og, dwg);
             }
         };
         let dw = out.at::<T>(0);
         if o * kk == 0 {
             return;
         }
-        if n == 0 {
+        if n == 0 || p == 0 {
             // SAFETY: the result holds `o × kk` elements.
             unsafe { std::slice::from_raw_parts_mut(dw, o * kk) }.fill(T::ZERO);
             return;
@@ -349,14 +366,15 @@ impl Conv {
         (iy >= 0 && iy < self.input[2] as i64).then_some(iy as usize)
     }
 
-    /// Unfolds the patches of one group of one image: `col[(ci·kh + ky)·kw + kx][oy·wo + ox]` is
-    /// the input at `(oy·sh + ky·dh − ph, ox·sw + kx·dw − pw)`, or 0 outside the image.
-    fn im2col<T: GemmElem>(&self, xg: &[T], col: &mut [T]) {
+    /// Unfolds the patches of one group of one image: `col[((ci·kh + ky)·kw + kx)·ld + oy·wo + ox]`
+    /// is the input at `(oy·sh + ky·dh − ph, ox·sw + kx·dw − pw)`, or 0 outside the image (`ld`:
+    /// the row stride, at least `ho·wo`; the elements between rows are left alone).
+    fn im2col<T: GemmElem>(&self, xg: &[T], col: &mut [T], ld: usize) {
         let [_, _, h, wd] = self.input;
         let [_, cg, kh, kw] = self.kernel;
         let [ho, wo] = self.out_hw;
         let sw = self.stride[1];
-        let mut rows = col.chunks_mut(ho * wo);
+        let mut rows = col.chunks_mut(ld).map(|r| &mut r[..ho * wo]);
         for ci in 0..cg {
             let plane = &xg[ci * h * wd..(ci + 1) * h * wd];
             for ky in 0..kh {

@@ -11,6 +11,11 @@ use std::ops::Range;
 /// thread below `GEMM_SPLIT_MAX`, gemm's own threads above.
 const GEMM_PAR_MIN: usize = 1 << 21;
 const GEMM_SPLIT_MAX: usize = 1 << 27;
+/// Products with fewer multiply-adds than this are never computed through a transposed scratch
+/// (bn_mlp's 32×64×64 layers were ~15% slower with it, seed_mlp's 32×128×256 2× faster).
+const VIA_SCRATCH_MIN: usize = 1 << 19;
+/// Reductions at least this long copy a row-major left operand column-major before gemm.
+const LONG_K: usize = 2048;
 
 /// Float element types gemm multiplies.
 pub(crate) trait GemmElem:
@@ -49,7 +54,7 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
         gemm_acc(
             mnk,
             dst,
-            dst_rs,
+            (dst_rs, 1),
             lhs,
             lhs_strides,
             rhs,
@@ -61,7 +66,7 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
 }
 
 /// `dst[m×n] = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, with element strides
-/// `(row, column)` for each operand.
+/// `(row, column)` for each operand and the destination.
 ///
 /// # Safety
 /// As [`gemm_into`].
@@ -69,7 +74,7 @@ pub(crate) unsafe fn gemm_into<T: GemmElem>(
 pub(crate) unsafe fn gemm_acc<T: GemmElem>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
-    dst_rs: isize,
+    (dst_rs, dst_cs): (isize, isize),
     lhs: *const T,
     (lhs_rs, lhs_cs): (isize, isize),
     rhs: *const T,
@@ -84,7 +89,7 @@ pub(crate) unsafe fn gemm_acc<T: GemmElem>(
         for i in 0..m {
             for j in 0..n {
                 // SAFETY: (i, j) is inside the destination, guaranteed by the caller.
-                unsafe { *dst.offset(i as isize * dst_rs + j as isize) = T::ZERO };
+                unsafe { *dst.offset(i as isize * dst_rs + j as isize * dst_cs) = T::ZERO };
             }
         }
         return;
@@ -97,7 +102,7 @@ pub(crate) unsafe fn gemm_acc<T: GemmElem>(
             n,
             k,
             dst,
-            1,
+            dst_cs,
             dst_rs,
             accumulate,
             lhs,
@@ -161,26 +166,71 @@ impl MatMul {
             slots.ptr(self.b.slot),
             slots.ptr(self.out),
         );
+        // gemm computes in the orientation where the destination is column-major, and packs (a
+        // strided, transposing copy) a left operand without unit row stride. Into a row-major
+        // result that left operand is `bᵀ`: when `b` is column-major (a transposed weight) and
+        // `a` the smaller operand, the block is computed column-major into scratch (so only `a`
+        // is packed, `b` is streamed down its columns) and transposed into place.
+        // (small products skip it: the scratch and the copy cost more than gemm's packing)
+        let via_scratch = self.b.rs == 1 && self.b.cs != 1 && m < n && m * n * k >= VIA_SCRATCH_MIN;
         // rows `r` and columns `c` of product `bi`
         let part = |bi: usize, r: Range<usize>, c: Range<usize>, par: Parallelism| {
+            let a = pa.at::<T>(
+                (self.a.batch_offsets[bi] as isize + r.start as isize * self.a.rs) as usize,
+            );
+            let b = pb.at::<T>(
+                (self.b.batch_offsets[bi] as isize + c.start as isize * self.b.cs) as usize,
+            );
+            let dst = po.at::<T>(bi * m * n + r.start * n + c.start);
+            let (a_s, b_s) = ((self.a.rs, self.a.cs), (self.b.rs, self.b.cs));
+            let (rows, cols) = (r.len(), c.len());
             // SAFETY: matrix `bi` of each operand and of the result is valid (caller's contract),
             // the block addresses rows `r` and columns `c` inside them, and each call writes only
-            // its own block of the result.
+            // its own block of the result (or its own scratch).
             unsafe {
-                gemm_into::<T>(
-                    (r.len(), c.len(), k),
-                    po.at::<T>(bi * m * n + r.start * n + c.start),
-                    n as isize,
-                    pa.at::<T>(
-                        (self.a.batch_offsets[bi] as isize + r.start as isize * self.a.rs) as usize,
-                    ),
-                    (self.a.rs, self.a.cs),
-                    pb.at::<T>(
-                        (self.b.batch_offsets[bi] as isize + c.start as isize * self.b.cs) as usize,
-                    ),
-                    (self.b.rs, self.b.cs),
-                    par,
-                )
+                if via_scratch {
+                    let mut t = vec![T::ZERO; rows * cols];
+                    // gemm's own packing of a left operand read along its rows is slow for long
+                    // reductions (dense1 of readme_cnn, k = 4096: 2.3x slower; at k = 784 the
+                    // copy does not pay): copy it column-major first (blocked, both sides in cache)
+                    let mut at = Vec::new();
+                    let (a, a_s) = if a_s.0 == 1 || k < LONG_K {
+                        (a, a_s)
+                    } else {
+                        at = vec![T::ZERO; rows * k];
+                        for i0 in (0..rows).step_by(16) {
+                            for k0 in (0..k).step_by(16) {
+                                for i in i0..(i0 + 16).min(rows) {
+                                    for kk in k0..(k0 + 16).min(k) {
+                                        *at.get_unchecked_mut(kk * rows + i) =
+                                            *a.offset(i as isize * a_s.0 + kk as isize * a_s.1);
+                                    }
+                                }
+                            }
+                        }
+                        (at.as_ptr() as *mut T, (1, rows as isize))
+                    };
+                    gemm_acc::<T>(
+                        (rows, cols, k),
+                        t.as_mut_ptr(),
+                        (1, rows as isize),
+                        a,
+                        a_s,
+                        b,
+                        b_s,
+                        false,
+                        par,
+                    );
+                    drop(at);
+                    for i in 0..rows {
+                        let d = std::slice::from_raw_parts_mut(dst.add(i * n), cols);
+                        for (j, v) in d.iter_mut().enumerate() {
+                            *v = *t.get_unchecked(j * rows + i);
+                        }
+                    }
+                } else {
+                    gemm_into::<T>((rows, cols, k), dst, n as isize, a, a_s, b, b_s, par)
+                }
             }
         };
         let one = |bi: usize, par: Parallelism| part(bi, 0..m, 0..n, par);

@@ -421,7 +421,10 @@ fn integer_index_and_random_paths() {
 }
 
 /// Big matmuls (gemm's own threads), a batched one with a transposed operand, and a batch
-/// broadcast: all read in place where it is safe.
+/// broadcast: all read in place where it is safe. A transposed right operand with fewer rows than
+/// columns in the result and enough work (`y`, `z`, `qk`) takes the column-major-scratch path,
+/// split and batched, and with a long reduction (`z`) its left operand is copied column-major
+/// first; `att`'s small products skip it.
 #[test]
 fn matmul_paths() {
     let b = GraphBuilder::new();
@@ -430,10 +433,16 @@ fn matmul_paths() {
     let q = b.input("q", &[6, 33, 17], DType::F32);
     let k = b.input("k", &[6, 40, 17], DType::F32);
     let v = b.input("v", &[17, 9], DType::F32);
+    let a2 = b.input("a2", &[20, 2100], DType::F32);
+    let w2 = b.input("w2", &[30, 2100], DType::F32);
+    let z = a2.matmul(w2.transpose(0, 1));
+    let q2 = b.input("q2", &[2, 64, 100], DType::F32);
+    let k2 = b.input("k2", &[2, 96, 100], DType::F32);
+    let qk = q2.matmul(k2.transpose(-1, -2));
     let y = a.matmul(w.transpose(0, 1));
     let att = q.matmul(k.transpose(-1, -2)).softmax(-1);
     let g = b
-        .finish(&[y, att, q.matmul(v), att.transpose(-1, -2).matmul(q)])
+        .finish(&[y, att, q.matmul(v), att.transpose(-1, -2).matmul(q), z, qk])
         .unwrap();
     let mut rng = TestRng::new(5);
     let inputs = random_inputs(&g, &mut rng);
@@ -456,7 +465,8 @@ fn matmul_paths() {
             &plan,
             &inputs,
             &StateMap::new(),
-            (1e-5, 1e-5),
+            // z sums 2100 f32 products
+            (1e-4, 1e-4),
         );
     }
 }
