@@ -46,6 +46,10 @@ pub(crate) fn capturing() -> RwLockWriteGuard<'static, ()> {
 /// The source of the generic kernels (copies, reductions, RNG, gather/scatter, convolution).
 pub(crate) const GENERIC_SRC: &str = include_str!("kernels.cu");
 
+/// `kernels.cu` is compiled as this many modules in parallel, module `k` being the file with
+/// `#define LAMINA_PART k` in front (one NVRTC run of the whole file takes seconds).
+const GENERIC_PARTS: usize = 13;
+
 /// Compiled code by cache key, shared by every context of the process.
 fn code_cache() -> &'static Mutex<HashMap<u64, Vec<u8>>> {
     static CACHE: OnceLock<Mutex<HashMap<u64, Vec<u8>>>> = OnceLock::new();
@@ -270,10 +274,10 @@ impl Drop for Pinned {
     }
 }
 
-/// The generic module while it is being compiled, then once loaded.
+/// The generic modules while they are being compiled, then once loaded.
 enum Generic {
-    Compiling(JoinHandle<Result<Ptx>>),
-    Loaded(Arc<CudaModule>),
+    Compiling(Vec<JoinHandle<Result<Ptx>>>),
+    Loaded(Vec<Arc<CudaModule>>),
     Gone,
 }
 
@@ -283,8 +287,9 @@ pub(crate) struct Dev {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: blas_sys::cublasHandle_t,
     _workspace: DevMem,
-    /// The generic kernels: compiled on a thread started by `new` (overlapping context creation
-    /// and the plan's own compile), loaded by the first `function` call. Emptied when dropping.
+    /// The generic kernels: compiled in parts on threads started by `new` (overlapping context
+    /// creation and the plan's own compile), loaded by the first `function` call. Emptied when
+    /// dropping.
     generic: Mutex<Generic>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     modules: Mutex<HashMap<u64, Arc<CudaModule>>>,
@@ -304,7 +309,13 @@ impl Dev {
                 "device cuda:{ordinal} asked for, but {n} CUDA device(s) are present"
             )));
         }
-        let compiling = std::thread::spawn(|| compile(GENERIC_SRC));
+        let compiling = (0..GENERIC_PARTS)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    compile(&format!("#define LAMINA_PART {k}\n{GENERIC_SRC}"))
+                })
+            })
+            .collect();
         let t = Instant::now();
         let cx = ctx(CudaContext::new(ordinal), "creating the CUDA context")?;
         report("CUDA context", t);
@@ -363,34 +374,42 @@ impl Dev {
         if let Some(k) = f.get(name) {
             return Ok(k.clone());
         }
-        let m = self.generic_module()?;
-        let k = ctx(m.load_function(name), &format!("kernel {name}"))?;
+        let k = self
+            .generic_modules()?
+            .iter()
+            .find_map(|m| m.load_function(name).ok())
+            .ok_or_else(|| cuda_err(format!("kernel {name}: not among the generic kernels")))?;
         f.insert(name.to_string(), k.clone());
         Ok(k)
     }
 
-    /// The generic module, waiting for its compile on first use.
-    fn generic_module(&self) -> Result<Arc<CudaModule>> {
+    /// The generic modules, waiting for their compiles on first use.
+    fn generic_modules(&self) -> Result<Vec<Arc<CudaModule>>> {
         let mut g = self.generic.lock().unwrap_or_else(|e| e.into_inner());
         match std::mem::replace(&mut *g, Generic::Gone) {
             Generic::Loaded(m) => {
                 *g = Generic::Loaded(m.clone());
                 Ok(m)
             }
-            Generic::Compiling(h) => {
+            Generic::Compiling(hs) => {
                 let t = Instant::now();
-                let ptx = h
-                    .join()
-                    .map_err(|_| cuda_err("compiling the generic kernels panicked"))??;
+                let mut ptxs = Vec::with_capacity(hs.len());
+                for h in hs {
+                    ptxs.push(
+                        h.join()
+                            .map_err(|_| cuda_err("compiling the generic kernels panicked"))?,
+                    );
+                }
                 report("waiting for the generic kernels", t);
                 let t = Instant::now();
-                let m = {
+                let mut ms = Vec::with_capacity(ptxs.len());
+                for ptx in ptxs {
                     let _quiet = not_capturing();
-                    ctx(self.ctx.load_module(ptx), "loading kernels")?
-                };
+                    ms.push(ctx(self.ctx.load_module(ptx?), "loading kernels")?);
+                }
                 report("loading the generic kernels", t);
-                *g = Generic::Loaded(m.clone());
-                Ok(m)
+                *g = Generic::Loaded(ms.clone());
+                Ok(ms)
             }
             Generic::Gone => Err(cuda_err("the generic kernels are gone (device dropped)")),
         }
@@ -469,12 +488,67 @@ impl Drop for Dev {
                 &mut *self.generic.lock().unwrap_or_else(|e| e.into_inner()),
                 Generic::Gone,
             );
-            if let Generic::Compiling(h) = g {
-                // nothing may outlive the device; the compile does not touch the context
-                let _ = h.join();
+            if let Generic::Compiling(hs) = g {
+                // nothing may outlive the device; the compiles do not touch the context
+                for h in hs {
+                    let _ = h.join();
+                }
             }
         }
         // SAFETY: created in `new`, used by nobody after the backend is gone.
         let _ = unsafe { blas::destroy_handle(self.blas) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `.entry` names of the PTX of `src`.
+    fn entries(src: &str) -> Vec<String> {
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(
+            src,
+            cudarc::nvrtc::CompileOptions {
+                arch: Some("compute_90"),
+                options: vec!["--std=c++17".into()],
+                ..Default::default()
+            },
+        )
+        .expect("kernels.cu compiles to PTX")
+        .to_src();
+        ptx.lines()
+            .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
+            .map(|l| l.split('(').next().unwrap_or(l).to_string())
+            .collect()
+    }
+
+    /// Needs NVRTC only (no GPU); skipped where its library is absent.
+    #[test]
+    fn generic_parts_hold_every_kernel_once() {
+        // SAFETY: only tries to open the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("NVRTC not found: skipped");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("lamina-parts-{}", std::process::id()));
+        // SAFETY: no other test of this binary reads the environment.
+        unsafe { std::env::set_var("LAMINA_CACHE_DIR", &dir) };
+        let mut whole = entries(GENERIC_SRC);
+        whole.sort();
+        assert_eq!(whole.len(), 50, "{whole:?}");
+        let mut parts = Vec::new();
+        for k in 0..GENERIC_PARTS {
+            let src = format!("#define LAMINA_PART {k}\n{GENERIC_SRC}");
+            let got = entries(&src);
+            assert!(!got.is_empty(), "part {k} is empty");
+            parts.extend(got);
+            // the real path: CUBIN for sm_90, written to and read back from the disk cache
+            let key_count = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+            compile(&src).expect("part compiles");
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), key_count + 1);
+        }
+        parts.sort();
+        assert_eq!(parts, whole, "every generic kernel in exactly one part");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
