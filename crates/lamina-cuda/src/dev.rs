@@ -1,16 +1,20 @@
 //! The device: context, stream, cuBLAS handle, the generic kernels, device memory, NVRTC with a
-//! process-wide cache of compiled PTX keyed by source hash.
+//! process-wide and an on-disk cache of compiled code (sm_90 CUBIN).
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
     result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaStream,
 };
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 use lamina_core::{Error, Result};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::cache;
 
 pub(crate) fn cuda_err(msg: impl std::fmt::Display) -> Error {
     Error::Backend {
@@ -42,9 +46,13 @@ pub(crate) fn capturing() -> RwLockWriteGuard<'static, ()> {
 /// The source of the generic kernels (copies, reductions, RNG, gather/scatter, convolution).
 pub(crate) const GENERIC_SRC: &str = include_str!("kernels.cu");
 
-/// PTX by source hash, shared by every context of the process (PTX does not depend on one).
-fn ptx_cache() -> &'static Mutex<HashMap<u64, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<u64, String>>> = OnceLock::new();
+/// `kernels.cu` is compiled as this many modules in parallel, module `k` being the file with
+/// `#define LAMINA_PART k` in front (one NVRTC run of the whole file takes seconds).
+const GENERIC_PARTS: usize = 13;
+
+/// Compiled code by cache key, shared by every context of the process.
+fn code_cache() -> &'static Mutex<HashMap<u64, Vec<u8>>> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Vec<u8>>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -54,24 +62,120 @@ pub(crate) fn source_hash(src: &str) -> u64 {
     h.finish()
 }
 
-/// Compiles CUDA C for sm_90 (or takes it from the cache).
-pub(crate) fn compile(src: &str) -> Result<Ptx> {
-    let key = source_hash(src);
-    if let Some(p) = ptx_cache().lock().expect("ptx cache").get(&key) {
-        return Ok(Ptx::from_src(p.clone()));
+/// `LAMINA_CUDA_PROFILE` is set: report where the start-up time goes on stderr.
+pub(crate) fn profiling() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("LAMINA_CUDA_PROFILE").is_some())
+}
+
+/// Prints a start-up timing line when profiling.
+pub(crate) fn report(what: &str, since: Instant) {
+    if profiling() {
+        eprintln!(
+            "lamina-cuda start-up: {what}: {:.1} ms",
+            since.elapsed().as_secs_f64() * 1e3
+        );
     }
-    let opts = CompileOptions {
-        arch: Some("sm_90"),
-        options: vec!["--std=c++17".into()],
-        ..Default::default()
-    };
-    let ptx = compile_ptx_with_opts(src, opts)
-        .map_err(|e| cuda_err(format!("NVRTC failed: {e:?}\n--- source ---\n{src}")))?;
-    ptx_cache()
+}
+
+/// NVRTC's version, part of the disk cache key.
+fn nvrtc_version() -> (i32, i32) {
+    static V: OnceLock<(i32, i32)> = OnceLock::new();
+    *V.get_or_init(|| {
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: writes two ints; NVRTC was loaded by the caller's compile path.
+        let _ = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+        (major, minor)
+    })
+}
+
+const ARCH: &str = "sm_90";
+const NVRTC_OPTS: &[&str] = &["--gpu-architecture=sm_90", "--std=c++17"];
+
+/// Runs NVRTC and returns the CUBIN: machine code for sm_90, so loading a module does not run the
+/// driver's PTX compiler on the loading thread.
+fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
+    struct Program(rtc_sys::nvrtcProgram);
+    impl Drop for Program {
+        fn drop(&mut self) {
+            // SAFETY: created below, destroyed once.
+            let _ = unsafe { rtc::destroy_program(self.0) };
+        }
+    }
+    let c_src =
+        std::ffi::CString::new(src).map_err(|_| cuda_err("CUDA source contains a NUL byte"))?;
+    let prog = Program(ctx(
+        rtc::create_program(&c_src, None),
+        "nvrtcCreateProgram",
+    )?);
+    // SAFETY: `prog` is a live program; the options are plain strings.
+    if let Err(e) = unsafe { rtc::compile_program(prog.0, NVRTC_OPTS) } {
+        // SAFETY: the log of the program that just failed.
+        let log = unsafe { rtc::get_program_log(prog.0) }
+            .map(|l| {
+                // SAFETY: NVRTC's log is NUL-terminated.
+                unsafe { std::ffi::CStr::from_ptr(l.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        return Err(cuda_err(format!(
+            "NVRTC failed: {e:?}\n{log}\n--- source ---\n{src}"
+        )));
+    }
+    let mut n = 0usize;
+    // SAFETY: `prog` compiled for a real architecture, so it has a CUBIN of `n` bytes.
+    unsafe {
+        ctx(
+            rtc_sys::nvrtcGetCUBINSize(prog.0, &mut n).result(),
+            "nvrtcGetCUBINSize",
+        )?;
+        let mut cubin = vec![0u8; n];
+        ctx(
+            rtc_sys::nvrtcGetCUBIN(prog.0, cubin.as_mut_ptr() as *mut _).result(),
+            "nvrtcGetCUBIN",
+        )?;
+        Ok(cubin)
+    }
+}
+
+/// Compiles CUDA C for sm_90, or takes the CUBIN from the process cache or the on-disk cache
+/// (`cache.rs`). Thread-safe: independent modules are compiled on several threads.
+pub(crate) fn compile(src: &str) -> Result<Ptx> {
+    let t = Instant::now();
+    let (major, minor) = nvrtc_version();
+    let version = format!("{major}.{minor}");
+    let opts = NVRTC_OPTS.join(" ");
+    let key = cache::stable_hash(&[
+        src.as_bytes(),
+        ARCH.as_bytes(),
+        opts.as_bytes(),
+        version.as_bytes(),
+    ]);
+    if let Some(c) = code_cache().lock().expect("code cache").get(&key) {
+        return Ok(Ptx::from_binary(c.clone()));
+    }
+    let what = format!("{} kB of CUDA C ({key:016x})", src.len() / 1000);
+    if let Some(c) = cache::dir().and_then(|d| cache::read(d, key)) {
+        code_cache()
+            .lock()
+            .expect("code cache")
+            .insert(key, c.clone());
+        report(&format!("{what} from the disk cache"), t);
+        return Ok(Ptx::from_binary(c));
+    }
+    let cubin = nvrtc_cubin(src)?;
+    if let Some(d) = cache::dir() {
+        // a cache that cannot be written only costs the next process a compile
+        let _ = cache::write(d, key, &cubin);
+    }
+    code_cache()
         .lock()
-        .expect("ptx cache")
-        .insert(key, ptx.to_src());
-    Ok(ptx)
+        .expect("code cache")
+        .insert(key, cubin.clone());
+    report(&format!("{what} compiled by NVRTC"), t);
+    Ok(Ptx::from_binary(cubin))
 }
 
 /// Number of CUDA devices: 0 when the driver library does not load. Looked up once per process
@@ -170,14 +274,23 @@ impl Drop for Pinned {
     }
 }
 
+/// The generic modules while they are being compiled, then once loaded.
+enum Generic {
+    Compiling(Vec<JoinHandle<Result<Ptx>>>),
+    Loaded(Vec<Arc<CudaModule>>),
+    Gone,
+}
+
 /// Per-backend device objects.
 pub(crate) struct Dev {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: blas_sys::cublasHandle_t,
     _workspace: DevMem,
-    /// `None` only while dropping.
-    generic: Option<Arc<CudaModule>>,
+    /// The generic kernels: compiled in parts on threads started by `new` (overlapping context
+    /// creation and the plan's own compile), loaded by the first `function` call. Emptied when
+    /// dropping.
+    generic: Mutex<Generic>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     modules: Mutex<HashMap<u64, Arc<CudaModule>>>,
     /// Held by every run, upload, download and write: one user of the stream and handle at a time.
@@ -196,7 +309,17 @@ impl Dev {
                 "device cuda:{ordinal} asked for, but {n} CUDA device(s) are present"
             )));
         }
+        let compiling = (0..GENERIC_PARTS)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    compile(&format!("#define LAMINA_PART {k}\n{GENERIC_SRC}"))
+                })
+            })
+            .collect();
+        let t = Instant::now();
         let cx = ctx(CudaContext::new(ordinal), "creating the CUDA context")?;
+        report("CUDA context", t);
+        let t = Instant::now();
         // Graph capture needs allocations made without event tracking (see DESIGN §2); every run
         // synchronizes its stream by hand instead.
         // SAFETY: called before this backend allocates anything.
@@ -226,17 +349,13 @@ impl Dev {
                 "cublasSetMathMode",
             )?;
         }
-        let ptx = compile(GENERIC_SRC)?;
-        let generic = {
-            let _quiet = not_capturing();
-            ctx(cx.load_module(ptx), "loading kernels")?
-        };
+        report("stream and cuBLAS", t);
         Ok(Dev {
             ctx: cx,
             stream,
             blas,
             _workspace: workspace,
-            generic: Some(generic),
+            generic: Mutex::new(Generic::Compiling(compiling)),
             functions: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             busy: Mutex::new(()),
@@ -255,29 +374,89 @@ impl Dev {
         if let Some(k) = f.get(name) {
             return Ok(k.clone());
         }
-        let m = self
-            .generic
-            .as_ref()
-            .expect("the generic module lives as long as the device");
-        let k = ctx(m.load_function(name), &format!("kernel {name}"))?;
+        let k = self
+            .generic_modules()?
+            .iter()
+            .find_map(|m| m.load_function(name).ok())
+            .ok_or_else(|| cuda_err(format!("kernel {name}: not among the generic kernels")))?;
         f.insert(name.to_string(), k.clone());
         Ok(k)
     }
 
-    /// Loads (compiling if needed) a module of generated kernels, cached by source hash.
-    pub(crate) fn module(&self, src: &str) -> Result<Arc<CudaModule>> {
-        let key = source_hash(src);
-        if let Some(m) = self.modules.lock().expect("module table").get(&key) {
-            return Ok(m.clone());
+    /// The generic modules, waiting for their compiles on first use.
+    fn generic_modules(&self) -> Result<Vec<Arc<CudaModule>>> {
+        let mut g = self.generic.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *g, Generic::Gone) {
+            Generic::Loaded(m) => {
+                *g = Generic::Loaded(m.clone());
+                Ok(m)
+            }
+            Generic::Compiling(hs) => {
+                let t = Instant::now();
+                let mut ptxs = Vec::with_capacity(hs.len());
+                for h in hs {
+                    ptxs.push(
+                        h.join()
+                            .map_err(|_| cuda_err("compiling the generic kernels panicked"))?,
+                    );
+                }
+                report("waiting for the generic kernels", t);
+                let t = Instant::now();
+                let mut ms = Vec::with_capacity(ptxs.len());
+                for ptx in ptxs {
+                    let _quiet = not_capturing();
+                    ms.push(ctx(self.ctx.load_module(ptx?), "loading kernels")?);
+                }
+                report("loading the generic kernels", t);
+                *g = Generic::Loaded(ms.clone());
+                Ok(ms)
+            }
+            Generic::Gone => Err(cuda_err("the generic kernels are gone (device dropped)")),
         }
-        let ptx = compile(src)?;
-        let _quiet = not_capturing();
-        let m = ctx(self.ctx.load_module(ptx), "loading generated kernels")?;
-        self.modules
-            .lock()
-            .expect("module table")
-            .insert(key, m.clone());
-        Ok(m)
+    }
+
+    /// Loads (compiling if needed) modules of generated kernels, cached by source hash; the ones
+    /// not loaded yet are compiled in parallel, one thread each.
+    pub(crate) fn modules(&self, srcs: &[String]) -> Result<Vec<Arc<CudaModule>>> {
+        let missing: Vec<&String> = {
+            let table = self.modules.lock().expect("module table");
+            srcs.iter()
+                .filter(|s| !table.contains_key(&source_hash(s)))
+                .collect()
+        };
+        let t = Instant::now();
+        let ptxs: Vec<Result<Ptx>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = missing
+                .iter()
+                .map(|s| sc.spawn(move || compile(s)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(cuda_err("an NVRTC compile panicked")))
+                })
+                .collect()
+        });
+        if !missing.is_empty() {
+            report(&format!("{} generated module(s)", missing.len()), t);
+        }
+        let t = Instant::now();
+        for (s, ptx) in missing.iter().zip(ptxs) {
+            let _quiet = not_capturing();
+            let m = ctx(self.ctx.load_module(ptx?), "loading generated kernels")?;
+            self.modules
+                .lock()
+                .expect("module table")
+                .insert(source_hash(s), m);
+        }
+        if !missing.is_empty() {
+            report("loading generated modules", t);
+        }
+        let table = self.modules.lock().expect("module table");
+        Ok(srcs
+            .iter()
+            .map(|s| table[&source_hash(s)].clone())
+            .collect())
     }
 
     /// Bytes of device memory in use on this device (all processes).
@@ -305,9 +484,71 @@ impl Drop for Dev {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
-            self.generic = None;
+            let g = std::mem::replace(
+                &mut *self.generic.lock().unwrap_or_else(|e| e.into_inner()),
+                Generic::Gone,
+            );
+            if let Generic::Compiling(hs) = g {
+                // nothing may outlive the device; the compiles do not touch the context
+                for h in hs {
+                    let _ = h.join();
+                }
+            }
         }
         // SAFETY: created in `new`, used by nobody after the backend is gone.
         let _ = unsafe { blas::destroy_handle(self.blas) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `.entry` names of the PTX of `src`.
+    fn entries(src: &str) -> Vec<String> {
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(
+            src,
+            cudarc::nvrtc::CompileOptions {
+                arch: Some("compute_90"),
+                options: vec!["--std=c++17".into()],
+                ..Default::default()
+            },
+        )
+        .expect("kernels.cu compiles to PTX")
+        .to_src();
+        ptx.lines()
+            .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
+            .map(|l| l.split('(').next().unwrap_or(l).to_string())
+            .collect()
+    }
+
+    /// Needs NVRTC only (no GPU); skipped where its library is absent.
+    #[test]
+    fn generic_parts_hold_every_kernel_once() {
+        // SAFETY: only tries to open the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("NVRTC not found: skipped");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("lamina-parts-{}", std::process::id()));
+        // SAFETY: no other test of this binary reads the environment.
+        unsafe { std::env::set_var("LAMINA_CACHE_DIR", &dir) };
+        let mut whole = entries(GENERIC_SRC);
+        whole.sort();
+        assert_eq!(whole.len(), 50, "{whole:?}");
+        let mut parts = Vec::new();
+        for k in 0..GENERIC_PARTS {
+            let src = format!("#define LAMINA_PART {k}\n{GENERIC_SRC}");
+            let got = entries(&src);
+            assert!(!got.is_empty(), "part {k} is empty");
+            parts.extend(got);
+            // the real path: CUBIN for sm_90, written to and read back from the disk cache
+            let key_count = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+            compile(&src).expect("part compiles");
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), key_count + 1);
+        }
+        parts.sort();
+        assert_eq!(parts, whole, "every generic kernel in exactly one part");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

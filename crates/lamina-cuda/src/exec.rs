@@ -210,7 +210,7 @@ pub struct CudaExecutable {
     runs: usize,
     /// The captured step and the state addresses it was captured with.
     graph: Option<(CudaGraph, Vec<u64>)>,
-    _module: Option<Arc<cudarc::driver::CudaModule>>,
+    _modules: Vec<Arc<cudarc::driver::CudaModule>>,
 }
 
 // SAFETY: the executable's handles (graph, functions) are only used with its device's context
@@ -243,6 +243,7 @@ impl CudaExecutable {
     }
 
     pub(crate) fn compile(dev: &Arc<Dev>, plan: &Plan, use_graph: bool) -> Result<CudaExecutable> {
+        let t = std::time::Instant::now();
         lamina_core::passes::verify(&plan.graph)?;
         let mut b = Builder::new(dev, plan)?;
         b.find_through();
@@ -269,33 +270,46 @@ impl CudaExecutable {
             kernels.append(&mut b.pre[t]);
             kernels.extend(ks);
         }
-        // One module for every fused group of the plan.
-        let module = if b.fused.is_empty() && b.planned.is_empty() {
-            None
-        } else {
-            let mut src = String::from(codegen::PRELUDE);
-            for f in &b.fused {
-                src.push_str(&f.source());
+        // The fused groups are generated into a few modules of similar size and the planned
+        // kernels into one more, compiled in parallel (NVRTC time is most of a cold start).
+        let parts = (std::thread::available_parallelism().map_or(4, |n| n.get()) - 1).clamp(1, 8);
+        let total: usize = b.fused.iter().map(|f| f.source().len()).sum();
+        let mut srcs: Vec<String> = Vec::new();
+        let mut fused_module = Vec::with_capacity(b.fused.len());
+        for f in &b.fused {
+            let s = f.source();
+            let full = srcs
+                .last()
+                .is_none_or(|l| l.len() - codegen::PRELUDE.len() >= total.div_ceil(parts));
+            if full {
+                srcs.push(String::from(codegen::PRELUDE));
             }
-            src.push_str(&b.planned);
-            Some(dev.module(&src)?)
-        };
+            srcs.last_mut().expect("just pushed").push_str(&s);
+            fused_module.push(srcs.len() - 1);
+        }
+        let planned_module = srcs.len();
+        if !b.planned.is_empty() {
+            srcs.push(format!("{}{}", codegen::PRELUDE, b.planned));
+        }
+        crate::dev::report(&format!("building {} plan steps", plan.steps.len()), t);
+        let modules = dev.modules(&srcs)?;
         for k in &mut kernels {
             if let Kernel::Launch { func, f, .. } = k {
                 *f = Some(match func {
                     Func::Generic(name) => dev.function(name)?,
                     Func::Fused(i) => {
                         let name = &b.fused[*i].name;
-                        let m = module.as_ref().expect("fused kernels have a module");
+                        let m = &modules[fused_module[*i]];
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
                     Func::Planned(name) => {
-                        let m = module.as_ref().expect("planned kernels have a module");
+                        let m = &modules[planned_module];
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
                 });
             }
         }
+        crate::dev::report("compiling the plan (all of it)", t);
         Ok(CudaExecutable {
             dev: dev.clone(),
             plan: plan.clone(),
@@ -314,7 +328,7 @@ impl CudaExecutable {
             profile: std::env::var_os("LAMINA_CUDA_PROFILE").is_some(),
             runs: 0,
             graph: None,
-            _module: module,
+            _modules: modules,
         })
     }
 
@@ -641,6 +655,7 @@ impl CudaExecutable {
 
     /// Captures the step into a CUDA graph; `None` when the plan has no work.
     fn capture(&self) -> Result<Option<CudaGraph>> {
+        let t = std::time::Instant::now();
         let _alone = capturing();
         let stream = &self.dev.stream;
         ctx(
@@ -650,7 +665,9 @@ impl CudaExecutable {
         let enq = self.enqueue();
         let g = stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
         enq?;
-        ctx(g, "capturing the step as a CUDA graph")
+        let g = ctx(g, "capturing the step as a CUDA graph");
+        crate::dev::report("capturing the step", t);
+        g
     }
 }
 
@@ -659,7 +676,7 @@ impl Drop for CudaExecutable {
         // destroying the graph and unloading the module must not overlap another thread's capture
         let _quiet = not_capturing();
         self.graph = None;
-        self._module = None;
+        self._modules.clear();
     }
 }
 

@@ -271,33 +271,89 @@ template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* 
     extern "C" __global__ void fill_##S(T* out, i64 n, double v) { fill_t<T>(out, n, from_f64_##S(v)); } \
     extern "C" __global__ void gather_##S(T* out, const T* src, const int* idx, i64 pre, i64 dim, i64 post, i64 k) { gather_t<T>(out, src, idx, pre, dim, post, k); }
 
-#define INST_NUM(S, T) \
+#define INST_NUM_A(S, T) \
     extern "C" __global__ void iota_##S(T* out, i64 n, i64 dim, i64 inner) { iota_t<T>(out, n, dim, inner); } \
     extern "C" __global__ void reduce_sum_thread_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_sum_thread<T>(out, src, n_out, n_red, keep, red); } \
-    extern "C" __global__ void reduce_max_thread_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_thread<T>(out, src, n_out, n_red, keep, red); } \
+    extern "C" __global__ void reduce_max_thread_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_thread<T>(out, src, n_out, n_red, keep, red); }
+
+#define INST_NUM_C(S, T) \
     extern "C" __global__ void reduce_sum_block_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_sum_block<T>(out, src, n_out, n_red, keep, red); } \
-    extern "C" __global__ void reduce_max_block_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_block<T>(out, src, n_out, n_red, keep, red); } \
+    extern "C" __global__ void reduce_max_block_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_block<T>(out, src, n_out, n_red, keep, red); }
+
+#define INST_NUM_B(S, T) \
     extern "C" __global__ void reduce_sum_cols_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_sum_cols<T>(out, src, n_out, n_red, keep, red); } \
     extern "C" __global__ void reduce_max_cols_##S(T* out, const T* src, i64 n_out, i64 n_red, Walk keep, Walk red) { reduce_max_cols<T>(out, src, n_out, n_red, keep, red); } \
     extern "C" __global__ void argmax_##S(int* out, const T* src, i64 outer, i64 dim, i64 inner) { argmax_t<T>(out, src, outer, dim, inner); } \
     extern "C" __global__ void scatter_add_##S(T* out, const T* upd, const int* idx, i64 pre, i64 dim, i64 post, i64 k) { scatter_add_t<T>(out, upd, idx, pre, dim, post, k); }
 
-INST_ALL(f32, float)
-INST_ALL(f64, double)
-INST_ALL(i32, int)
-INST_ALL(u8, unsigned char)
-INST_NUM(f32, float)
-INST_NUM(f64, double)
-INST_NUM(i32, int)
+// The kernels fall into parts that are compiled in parallel, each as this file with
+// `#define LAMINA_PART k` in front (`dev.rs`, `GENERIC_PARTS`); without it every kernel is compiled.
+#ifndef LAMINA_PART
+#define LAMINA_ALL 1
+#define LAMINA_PART -1
+#else
+#define LAMINA_ALL 0
+#endif
 
+#if LAMINA_ALL || LAMINA_PART == 0
+INST_ALL(f32, float)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 1
+INST_ALL(f64, double)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 2
+INST_ALL(i32, int)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 3
+INST_ALL(u8, unsigned char)
 extern "C" __global__ void iota_u8(unsigned char* out, i64 n, i64 dim, i64 inner) { iota_t<unsigned char>(out, n, dim, inner); }
 extern "C" __global__ void argmax_u8(int* out, const unsigned char* src, i64 outer, i64 dim, i64 inner) { argmax_t<unsigned char>(out, src, outer, dim, inner); }
+#endif
 
+#if LAMINA_ALL || LAMINA_PART == 4
+INST_NUM_A(f32, float)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 5
+INST_NUM_C(f32, float)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 6
+INST_NUM_B(f32, float)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 7
+INST_NUM_A(f64, double)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 8
+INST_NUM_C(f64, double)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 9
+INST_NUM_B(f64, double)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 10
+INST_NUM_A(i32, int)
+INST_NUM_C(i32, int)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 11
+INST_NUM_B(i32, int)
+#endif
+
+#if LAMINA_ALL || LAMINA_PART == 12
 extern "C" __global__ void conv_f32(float* out, const float* x, const float* w, ConvP p) { conv_t<float>(out, x, w, p); }
 extern "C" __global__ void conv_block_f32(float* out, const float* x, const float* w, ConvP p) { conv_block_t<float>(out, x, w, p); }
-extern "C" __global__ void conv_block_f64(double* out, const double* x, const double* w, ConvP p) { conv_block_t<double>(out, x, w, p); }
 extern "C" __global__ void conv_f64(double* out, const double* x, const double* w, ConvP p) { conv_t<double>(out, x, w, p); }
+extern "C" __global__ void conv_block_f64(double* out, const double* x, const double* w, ConvP p) { conv_block_t<double>(out, x, w, p); }
+#endif
 
+#if LAMINA_ALL || LAMINA_PART == 3
 // Philox-4x32-10, key (seed, stream), counter (j, j >> 32, step, 0): element i is word i % 4 of
 // block i / 4 (lamina_core::rng).
 extern "C" __global__ void random_bits(int* out, i64 n, const int* key, unsigned stream) {
@@ -321,3 +377,4 @@ extern "C" __global__ void random_bits(int* out, i64 n, const int* key, unsigned
         }
     }
 }
+#endif

@@ -2,8 +2,10 @@
 //!
 //! [`CudaBackend`] compiles a [`Plan`] into a [`CudaExecutable`]: one device arena of
 //! `plan.arena_bytes` for every intermediate, constants uploaded once, fixed device buffers for
-//! the fed inputs, and a list of device operations — NVRTC kernels generated per fusion group (one
-//! module per plan, cached by source hash), generic kernels for movement, reductions, RNG
+//! the fed inputs, and a list of device operations — NVRTC kernels generated per fusion group (a
+//! few modules per plan compiled in parallel, their PTX cached by source hash in the process and
+//! on disk under `$LAMINA_CACHE_DIR`, else `$XDG_CACHE_HOME/lamina/cuda`, else
+//! `~/.cache/lamina/cuda`), generic kernels for movement, reductions, RNG
 //! (Philox-4x32-10, the same bits as `lamina_core::rng`), gather/scatter and convolution, cuBLAS
 //! for matmuls (TF32 for f32 unless [`CudaConfig::tf32`] is off), device copies for Assigns and
 //! state snapshots. The first run captures the whole step as a CUDA graph; later runs copy the
@@ -29,6 +31,7 @@
 //! }
 //! ```
 
+mod cache;
 mod codegen;
 mod dev;
 mod exec;
