@@ -3,9 +3,9 @@
 //! allocate beyond the input's size. A file that loads must also predict.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use lamina_nn::LayerRegistry;
 use lamina_train::{CheckpointFile, Device, Inferencer};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let registry = LayerRegistry::new();
