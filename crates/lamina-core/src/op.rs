@@ -341,6 +341,19 @@ impl OpKind {
 }
 
 impl Op {
+    /// True for a Permute that swaps the last two axes and keeps the others (a batched
+    /// transpose, which a matmul can read through a flag instead of running it).
+    pub fn swaps_last_two_axes(&self) -> bool {
+        let Op::Permute { perm } = self else {
+            return false;
+        };
+        let r = perm.len();
+        r >= 2
+            && perm[r - 2] == r - 1
+            && perm[r - 1] == r - 2
+            && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p)
+    }
+
     pub fn kind(&self) -> OpKind {
         match self {
             Op::Input { .. } => OpKind::Input,

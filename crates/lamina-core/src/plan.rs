@@ -369,6 +369,75 @@ impl Plan {
         }
     }
 
+    /// The step that computes each node (`None` for sources, views and inlined values).
+    pub fn step_of_nodes(&self) -> Vec<Option<usize>> {
+        let n = self.graph.nodes.len();
+        let mut s = vec![None; n];
+        for (t, step) in self.steps.iter().enumerate() {
+            let members: &[NodeId] = match step {
+                Step::Fused { nodes, .. } => nodes,
+                Step::Node(id) => std::slice::from_ref(id),
+            };
+            for &m in members.iter().filter(|&&m| m < n) {
+                s[m] = Some(t);
+            }
+        }
+        s
+    }
+
+    /// True when the memory holding `q`'s value is not overwritten by steps `t0+1 ..= t1`, so a
+    /// step `t1` may still read `q` there.
+    pub fn untouched(&self, q: NodeId, t0: usize, t1: usize) -> bool {
+        let q = self.root(q);
+        let writes = |t: usize| -> &[NodeId] {
+            match &self.steps[t] {
+                Step::Fused { outputs, .. } => outputs,
+                Step::Node(id) => std::slice::from_ref(id),
+            }
+        };
+        match &self.storage[q] {
+            Storage::Input(_) | Storage::Const => true,
+            Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
+                writes(t).iter().all(|&v| match self.storage.get(v) {
+                    Some(Storage::Arena {
+                        offset: o,
+                        bytes: b,
+                    }) => o + b <= *offset || offset + bytes <= *o,
+                    _ => true,
+                })
+            }),
+            Storage::State(name) => (t0 + 1..=t1).all(|t| {
+                writes(t)
+                    .iter()
+                    .all(|&v| !matches!(self.storage.get(v), Some(Storage::State(s)) if s == name))
+            }),
+            Storage::View(_) | Storage::Inline => false,
+        }
+    }
+
+    /// True when the stored single-node step `id` (a transpose or broadcast of its operand) need
+    /// not run because every user is a later MatMul that can read the operand itself, still
+    /// intact at that point, with a stride or transpose flag. `step_of` is
+    /// [`Plan::step_of_nodes`], `users` is [`Graph::users`].
+    pub fn matmuls_read_through(
+        &self,
+        id: NodeId,
+        step_of: &[Option<usize>],
+        users: &[Vec<NodeId>],
+    ) -> bool {
+        let g = &self.graph;
+        let Some(t0) = step_of[id] else { return false };
+        let stored = matches!(self.storage[id], Storage::Arena { .. })
+            && matches!(self.steps[t0], Step::Node(_));
+        if !stored || g.outputs.contains(&id) || users[id].is_empty() {
+            return false;
+        }
+        users[id].iter().all(|&u| {
+            matches!(g.nodes[u].op, Op::MatMul)
+                && matches!(step_of[u], Some(t1) if t1 > t0 && self.untouched(g.nodes[id].inputs[0], t0, t1))
+        })
+    }
+
     /// Number of kernels per run.
     pub fn kernel_count(&self) -> usize {
         self.steps.len()

@@ -392,16 +392,9 @@ impl<'p> Builder<'p> {
         numel(self.shape(id))
     }
 
-    fn root(&self, id: NodeId) -> NodeId {
-        match self.plan.storage[id] {
-            Storage::View(r) => r,
-            _ => id,
-        }
-    }
-
     /// The value of a splat constant (through views), if `id` is one.
     fn splat(&self, id: NodeId) -> Option<f64> {
-        match self.op(self.root(id)) {
+        match self.op(self.plan.root(id)) {
             Op::Const {
                 value: Literal::Splat(v),
                 ..
@@ -412,7 +405,7 @@ impl<'p> Builder<'p> {
 
     /// The slot holding `id`'s value for a reader compiled at the current step.
     fn read(&mut self, id: NodeId) -> Result<usize> {
-        let r = self.root(id);
+        let r = self.plan.root(id);
         match &self.plan.storage[r] {
             Storage::Inline | Storage::View(_) => Err(backend_err(format!(
                 "%{id} ({}) is read but the plan stores no value for it",
@@ -487,66 +480,16 @@ impl<'p> Builder<'p> {
         self.consts.push(block);
     }
 
-    /// Step index of every node computed by a step.
-    fn step_of(&self) -> Vec<Option<usize>> {
-        let n = self.plan.graph.nodes.len();
-        let mut s = vec![None; n];
-        for (t, step) in self.plan.steps.iter().enumerate() {
-            let members: &[NodeId] = match step {
-                Step::Fused { nodes, .. } => nodes,
-                Step::Node(id) => std::slice::from_ref(id),
-            };
-            for &m in members.iter().filter(|&&m| m < n) {
-                s[m] = Some(t);
-            }
-        }
-        s
-    }
-
-    /// True when the value of `q` is not overwritten by steps `t0+1 ..= t1`.
-    fn untouched(&self, q: NodeId, t0: usize, t1: usize) -> bool {
-        let q = self.root(q);
-        let writes = |t: usize| -> Vec<NodeId> {
-            match &self.plan.steps[t] {
-                Step::Fused { outputs, .. } => outputs.clone(),
-                Step::Node(id) => vec![*id],
-            }
-        };
-        match &self.plan.storage[q] {
-            Storage::Input(_) | Storage::Const => true,
-            Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
-                writes(t).iter().all(|&v| match self.plan.storage.get(v) {
-                    Some(Storage::Arena {
-                        offset: o,
-                        bytes: b,
-                    }) => o + b <= *offset || offset + bytes <= *o,
-                    _ => true,
-                })
-            }),
-            Storage::State(name) => (t0 + 1..=t1).all(|t| {
-                writes(t).iter().all(
-                    |&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name),
-                )
-            }),
-            Storage::View(_) | Storage::Inline => false,
-        }
-    }
-
     /// Permutes and expands that every user (all MatMuls) can read in place, so they need not run.
     fn read_through(&self) -> HashMap<NodeId, Through> {
         let g = &self.plan.graph;
         let users = g.users();
-        let step_of = self.step_of();
+        let step_of = self.plan.step_of_nodes();
         let mut out = HashMap::new();
         for (id, node) in g.nodes.iter().enumerate() {
             let kind = match &node.op {
-                Op::Permute { perm } => {
-                    let r = perm.len();
-                    let swap = r >= 2
-                        && perm[r - 2] == r - 1
-                        && perm[r - 1] == r - 2
-                        && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p);
-                    if !swap {
+                op @ Op::Permute { .. } => {
+                    if !op.swaps_last_two_axes() {
                         continue;
                     }
                     Through::Transposed
@@ -561,17 +504,7 @@ impl<'p> Builder<'p> {
                 }
                 _ => continue,
             };
-            let Some(t0) = step_of[id] else { continue };
-            let stored = matches!(self.plan.storage[id], Storage::Arena { .. })
-                && matches!(self.plan.steps[t0], Step::Node(_));
-            if !stored || g.outputs.contains(&id) || users[id].is_empty() {
-                continue;
-            }
-            let ok = users[id].iter().all(|&u| {
-                matches!(g.nodes[u].op, Op::MatMul)
-                    && matches!(step_of[u], Some(t1) if t1 > t0 && self.untouched(node.inputs[0], t0, t1))
-            });
-            if ok {
+            if self.plan.matmuls_read_through(id, &step_of, &users) {
                 out.insert(id, kind);
             }
         }

@@ -851,76 +851,15 @@ impl<'p> Builder<'p> {
         Ok(mems)
     }
 
-    fn step_of(&self) -> Vec<Option<usize>> {
-        let n = self.plan.graph.nodes.len();
-        let mut s = vec![None; n];
-        for (t, step) in self.plan.steps.iter().enumerate() {
-            let members: &[NodeId] = match step {
-                Step::Fused { nodes, .. } => nodes,
-                Step::Node(id) => std::slice::from_ref(id),
-            };
-            for &m in members.iter().filter(|&&m| m < n) {
-                s[m] = Some(t);
-            }
-        }
-        s
-    }
-
-    /// True when the value of `q` is not overwritten by steps `t0+1 ..= t1`.
-    fn untouched(&self, q: NodeId, t0: usize, t1: usize) -> bool {
-        let q = self.root(q);
-        let writes = |t: usize| -> Vec<NodeId> {
-            match &self.plan.steps[t] {
-                Step::Fused { outputs, .. } => outputs.clone(),
-                Step::Node(id) => vec![*id],
-            }
-        };
-        match &self.plan.storage[q] {
-            Storage::Input(_) | Storage::Const => true,
-            Storage::Arena { offset, bytes } => (t0 + 1..=t1).all(|t| {
-                writes(t).iter().all(|&v| match self.plan.storage.get(v) {
-                    Some(Storage::Arena {
-                        offset: o,
-                        bytes: b,
-                    }) => o + b <= *offset || offset + bytes <= *o,
-                    _ => true,
-                })
-            }),
-            Storage::State(name) => (t0 + 1..=t1).all(|t| {
-                writes(t).iter().all(
-                    |&v| !matches!(self.plan.storage.get(v), Some(Storage::State(s)) if s == name),
-                )
-            }),
-            Storage::View(_) | Storage::Inline => false,
-        }
-    }
-
     /// Permutes swapping the last two axes whose users are all later MatMuls that can read the
     /// permute's operand (unchanged since) with a transpose flag.
     fn find_through(&mut self) {
         let g = &self.plan.graph;
         let users = g.users();
-        let step_of = self.step_of();
+        let step_of = self.plan.step_of_nodes();
         for (id, node) in g.nodes.iter().enumerate() {
-            let Op::Permute { perm } = &node.op else {
-                continue;
-            };
-            let r = perm.len();
-            let swap = r >= 2
-                && perm[r - 2] == r - 1
-                && perm[r - 1] == r - 2
-                && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p);
-            let Some(t0) = step_of[id] else { continue };
-            let stored = matches!(self.plan.storage[id], Storage::Arena { .. })
-                && matches!(self.plan.steps[t0], Step::Node(_));
-            if !swap || !stored || g.outputs.contains(&id) || users[id].is_empty() {
-                continue;
-            }
-            let ok = users[id].iter().all(|&u| {
-                matches!(g.nodes[u].op, Op::MatMul)
-                    && matches!(step_of[u], Some(t1) if t1 > t0 && self.untouched(node.inputs[0], t0, t1))
-            });
-            if ok {
+            if node.op.swaps_last_two_axes() && self.plan.matmuls_read_through(id, &step_of, &users)
+            {
                 self.through.insert(id);
             }
         }
@@ -948,14 +887,8 @@ impl<'p> Builder<'p> {
     fn len(&self, id: NodeId) -> usize {
         numel(self.shape(id))
     }
-    fn root(&self, id: NodeId) -> NodeId {
-        match self.plan.storage[id] {
-            Storage::View(r) => r,
-            _ => id,
-        }
-    }
     fn splat(&self, id: NodeId) -> Option<f64> {
-        match self.op(self.root(id)) {
+        match self.op(self.plan.root(id)) {
             Op::Const {
                 value: Literal::Splat(v),
                 ..
@@ -971,7 +904,7 @@ impl<'p> Builder<'p> {
                 "plan refers to node %{id}, which does not exist"
             )));
         }
-        let r = self.root(id);
+        let r = self.plan.root(id);
         match &self.plan.storage[r] {
             Storage::Inline | Storage::View(_) => Err(cuda_err(format!(
                 "%{id} ({}) is read but the plan stores no value for it",
