@@ -4,7 +4,8 @@
 //! Two routes, after the same checks of the file:
 //! - a model written by lamina's [`crate::export`] carries its spec in the metadata entry
 //!   [`crate::SPEC_METADATA_KEY`]: the spec is rebuilt from it (custom layers through a
-//!   [`LayerRegistry`]) and every parameter is read from the initializer of the same path;
+//!   [`LayerRegistry`]), with the graph's batch size; every parameter is read from the
+//!   initializer of the same path, and the graph must be the one lamina exports for that spec;
 //! - any other model (a `torch.onnx.export`, say) must be a chain of layers: each node reads the
 //!   previous layer's output plus constants, and node patterns map to layers (`Gemm`, or `MatMul`
 //!   then `Add` → Dense; `Conv` → Conv2D; `MaxPool`/`AveragePool`/`GlobalAveragePool` → pools;
@@ -98,9 +99,9 @@ const EXPORT_OPS: &[&str] = &[
 /// (`conv1.weight` `[out, in, k, k]`, `fc.weight` `[out, in]`, `bn.running_mean`, as in a
 /// PyTorch `state_dict` and a lamina checkpoint).
 ///
-/// To run it: `lamina_train::Inferencer::from_weights(spec, weights, Device::Cpu)`; to train
-/// it further: `ModelTrainer::new(&spec, config)` then `set_state(path, tensor)` per weight
-/// (which is what `lamina import-onnx` does before writing a checkpoint).
+/// To run it: `lamina_train::Inferencer::from_weights(spec, weights, DType::F32, Device::Cpu)`;
+/// to train it further: `ModelTrainer::new(&spec, config)` then `set_state(path, tensor)` per
+/// weight (which is what `lamina import-onnx` does before writing a checkpoint).
 #[derive(Clone, Debug)]
 pub struct ImportedModel {
     /// The layers, with the input shape of the ONNX graph (a symbolic batch size becomes 1).

@@ -419,6 +419,40 @@ fn graph(m: &mut ModelProto) -> &mut GraphProto {
 }
 
 #[test]
+fn a_symbolic_batch_axis_imports_as_batch_1_and_runs_at_any_batch_size() {
+    let mut m = base();
+    let dim = &mut graph(&mut m).input[0]
+        .r#type
+        .as_mut()
+        .unwrap()
+        .tensor_type
+        .as_mut()
+        .unwrap()
+        .shape
+        .as_mut()
+        .unwrap()
+        .dim[0];
+    *dim = Dimension {
+        dim_param: Some("batch".into()),
+        ..Default::default()
+    };
+    let m = import(&m.encode_to_vec()).unwrap();
+    assert_eq!(m.spec.input_shape, [1, 4]);
+    // relu(x Wᵀ + b) at batch 3, by hand
+    let (w, b) = (values(12, 1), values(3, 2));
+    let x = HostTensor::f32(&[3, 4], values(12, 3)).unwrap();
+    let xv = x.as_f32().unwrap();
+    let want: Vec<f64> = (0..9)
+        .map(|k| {
+            let (r, o) = (k / 3, k % 3);
+            let s: f32 = (0..4).map(|i| xv[r * 4 + i] * w[o * 4 + i]).sum::<f32>() + b[o];
+            s.max(0.0) as f64
+        })
+        .collect();
+    assert_close(&inferencer(&m.spec, &m.weights, &x), &want, 1e-6, "batch 3");
+}
+
+#[test]
 fn hostile_files_fail_with_an_error_naming_the_problem() {
     assert!(
         import(&base().encode_to_vec()).is_ok(),
