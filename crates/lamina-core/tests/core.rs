@@ -380,6 +380,86 @@ fn optimizer_update_is_one_fusion_group_with_three_outputs() {
     assert_eq!(plan.arena_bytes, 0);
 }
 
+/// A node read by a fused group and by later kernels joins the group as an extra stored output
+/// (one kernel for bias + swish, whose pre-activation and sigmoid the backward pass reads), unless
+/// one of its other readers feeds the group (that would be a cycle between kernels). Every plan
+/// must still compute each operand before the step that reads it, and run like the reference.
+#[test]
+fn fusion_stores_values_read_later_as_extra_outputs() {
+    type Case = (&'static str, fn(&GraphBuilder) -> Vec<Tensor>, usize);
+    let rows: Vec<Case> = vec![
+        (
+            // z = x + b, s = sigmoid(z), y = z·s; s also read by a later reduction
+            "bias_swish",
+            |b| {
+                let x = b.input("x", &[4, 6], DType::F32);
+                let bias = b.input("bias", &[6], DType::F32);
+                let z = x + bias;
+                let s = z.sigmoid();
+                let y = z * s;
+                vec![y.sum(&[1], false), s.sum(&[0], false)]
+            },
+            // one kernel for z, s and y storing s and y (it was three), the two reductions
+            3,
+        ),
+        (
+            // e = exp(x) is read by the group of e / sum(e) and by sum(e), which that group
+            // reads: e cannot join it (its kernel would have to run before and after the sum)
+            "softmax",
+            |b| {
+                let x = b.input("x", &[3, 5], DType::F32);
+                let e = x.exp();
+                vec![e / e.sum(&[1], true)]
+            },
+            3,
+        ),
+    ];
+    for (name, build, kernels) in rows {
+        let b = GraphBuilder::new();
+        let outs = build(&b);
+        let graph = b.finish(&outs).unwrap();
+        let plan = Plan::compile(&graph).unwrap();
+        assert_eq!(plan.kernel_count(), kernels, "{name}:\n{}", plan.text());
+        let step_of = plan.step_of_nodes();
+        for (t, step) in plan.steps.iter().enumerate() {
+            let members: Vec<usize> = match step {
+                lamina_core::Step::Fused { nodes, .. } => nodes.clone(),
+                lamina_core::Step::Node(id) => vec![*id],
+            };
+            for &m in &members {
+                for &i in &plan.graph.nodes[m].inputs {
+                    let r = plan.root(i);
+                    if let (false, Some(ti)) = (members.contains(&i), step_of[r]) {
+                        assert!(
+                            ti < t,
+                            "{name}: step {t} reads %{r} of step {ti}:\n{}",
+                            plan.text()
+                        );
+                    }
+                }
+            }
+        }
+        let mut rng = TestRng::new(3);
+        let inputs: Vec<HostTensor> = plan
+            .inputs
+            .iter()
+            .map(|&i| {
+                let ty = &plan.graph.nodes[i].ty;
+                let n = lamina_core::numel(&ty.shape);
+                HostTensor::from_f64(&ty.shape, ty.dtype, &rng.vec(n, -2.0, 2.0)).unwrap()
+            })
+            .collect();
+        let refs: Vec<&HostTensor> = inputs.iter().collect();
+        let cpu = CpuBackend::new();
+        let mut exe = cpu.compile(&plan).unwrap();
+        let got = cpu.run(&mut exe, &mut StateMap::new(), &refs).unwrap();
+        let want = run_graph(&graph, &refs, &mut StateMap::new()).unwrap();
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_close(g, w, 1e-5, 1e-6, &format!("{name} output {k}"));
+        }
+    }
+}
+
 fn mlp_step(widths: &[usize], batch: usize, dtype: DType, lr: f64) -> Graph {
     let b = GraphBuilder::new();
     let x = b.input("x", &[batch, widths[0]], dtype);

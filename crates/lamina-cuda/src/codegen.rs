@@ -184,15 +184,32 @@ impl FusedText {
             if params.is_empty() { "" } else { ", " },
             params.join(", ")
         );
-        let _ = writeln!(
-            s,
-            "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {{"
-        );
+        s.push_str(&self.body(
+            "(long long)blockIdx.x * blockDim.x + threadIdx.x",
+            "(long long)gridDim.x * blockDim.x",
+            "n",
+            &|k| format!("p{k}"),
+        ));
+        let _ = writeln!(s, "}}");
+        s
+    }
+
+    /// The group's loop: `i` from `i0` by `step` below `n`, parameter `k` read and written as the
+    /// pointer expression `ptr(k)` (a segment or multi-tensor kernel embeds groups this way).
+    pub(crate) fn body(
+        &self,
+        i0: &str,
+        step: &str,
+        n: &str,
+        ptr: &dyn Fn(usize) -> String,
+    ) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "  for (long long i = {i0}; i < {n}; i += {step}) {{");
         for (k, (ty, load)) in self.loads.iter().enumerate() {
             let e = match load {
                 Load::Literal(l) => l.clone(),
-                Load::Dense { param } => format!("p{param}[i]"),
-                Load::Uniform { param } => format!("p{param}[0]"),
+                Load::Dense { param } => format!("{}[i]", ptr(*param)),
+                Load::Uniform { param } => format!("{}[0]", ptr(*param)),
                 Load::Broadcast { param, dims } => {
                     let _ = write!(s, "    long long t{k} = i, o{k} = 0;");
                     for &(size, stride) in dims.iter().rev() {
@@ -205,7 +222,7 @@ impl FusedText {
                         let _ = write!(s, " t{k} /= {size}ll;");
                     }
                     let _ = writeln!(s);
-                    format!("p{param}[o{k}]")
+                    format!("{}[o{k}]", ptr(*param))
                 }
             };
             let _ = writeln!(s, "    const {ty} s{k} = {e};");
@@ -214,9 +231,9 @@ impl FusedText {
             let _ = writeln!(s, "    {l}");
         }
         for (param, v) in &self.stores {
-            let _ = writeln!(s, "    p{param}[i] = {v};");
+            let _ = writeln!(s, "    {}[i] = {v};", ptr(*param));
         }
-        let _ = writeln!(s, "  }}\n}}");
+        let _ = writeln!(s, "  }}");
         s
     }
 }

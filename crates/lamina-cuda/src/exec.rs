@@ -10,6 +10,9 @@
 // internals).
 #[path = "conv_grad.rs"]
 mod conv_grad;
+// Segments and multi-tensor launches: runs of built launches merged into one kernel.
+#[path = "segment.rs"]
+mod segment;
 
 use crate::codegen::{self, FusedText, Load};
 use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
@@ -107,6 +110,8 @@ enum Func {
     Fused(usize),
     /// A kernel generated into the plan's module with its shapes as constants.
     Planned(String),
+    /// A segment or multi-tensor kernel (`segment.rs`), in a module of its own.
+    Merged(String),
 }
 
 #[derive(Clone, Debug)]
@@ -270,13 +275,32 @@ impl CudaExecutable {
             kernels.append(&mut b.pre[t]);
             kernels.extend(ks);
         }
+        let (kernels_merged, merged_src) = b.merge(kernels);
+        let mut kernels = kernels_merged;
+        // fused groups that now run inside a merged kernel are not compiled on their own
+        let mut fused_used = vec![false; b.fused.len()];
+        for k in &kernels {
+            if let Kernel::Launch {
+                func: Func::Fused(i),
+                ..
+            } = k
+            {
+                fused_used[*i] = true;
+            }
+        }
         // The fused groups are generated into a few modules of similar size and the planned
         // kernels into one more, compiled in parallel (NVRTC time is most of a cold start).
         let parts = (std::thread::available_parallelism().map_or(4, |n| n.get()) - 1).clamp(1, 8);
-        let total: usize = b.fused.iter().map(|f| f.source().len()).sum();
+        let total: usize = b
+            .fused
+            .iter()
+            .zip(&fused_used)
+            .filter(|p| *p.1)
+            .map(|(f, _)| f.source().len())
+            .sum();
         let mut srcs: Vec<String> = Vec::new();
-        let mut fused_module = Vec::with_capacity(b.fused.len());
-        for f in &b.fused {
+        let mut fused_module = vec![usize::MAX; b.fused.len()];
+        for (i, f) in b.fused.iter().enumerate().filter(|p| fused_used[p.0]) {
             let s = f.source();
             let full = srcs
                 .last()
@@ -285,11 +309,19 @@ impl CudaExecutable {
                 srcs.push(String::from(codegen::PRELUDE));
             }
             srcs.last_mut().expect("just pushed").push_str(&s);
-            fused_module.push(srcs.len() - 1);
+            fused_module[i] = srcs.len() - 1;
         }
         let planned_module = srcs.len();
         if !b.planned.is_empty() {
             srcs.push(format!("{}{}", codegen::PRELUDE, b.planned));
+        }
+        let merged_module = srcs.len();
+        if !merged_src.is_empty() {
+            srcs.push(format!(
+                "{}{}{merged_src}",
+                codegen::PRELUDE,
+                segment::templates()
+            ));
         }
         crate::dev::report(&format!("building {} plan steps", plan.steps.len()), t);
         let modules = dev.modules(&srcs)?;
@@ -304,6 +336,10 @@ impl CudaExecutable {
                     }
                     Func::Planned(name) => {
                         let m = &modules[planned_module];
+                        ctx(m.load_function(name), &format!("kernel {name}"))?
+                    }
+                    Func::Merged(name) => {
+                        let m = &modules[merged_module];
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
                 });
@@ -366,7 +402,7 @@ impl CudaExecutable {
                     ..
                 } => n.clone(),
                 Kernel::Launch {
-                    func: Func::Planned(n),
+                    func: Func::Planned(n) | Func::Merged(n),
                     ..
                 } => n.split('_').next().unwrap_or("planned").into(),
                 Kernel::Launch { .. } => "fused".into(),

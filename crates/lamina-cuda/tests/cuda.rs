@@ -5,6 +5,7 @@
 mod cuda {
     pub mod common;
     mod larger;
+    mod merged;
     mod ops;
     mod train;
 }

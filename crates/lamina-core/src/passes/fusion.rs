@@ -1,11 +1,14 @@
 //! Elementwise fusion grouping: partitions the elementwise nodes into groups that a backend runs
 //! as one kernel (one loop on the CPU, one generated kernel on CUDA).
 //!
-//! Walking backwards, an elementwise node joins the group of its users when every user is in that
-//! one group (or is an Assign, a sink). So only a group's last node (its root) can have users
-//! outside the group that are not sinks, and grouping never creates a cycle between kernels.
-//! Members whose value is needed outside the group (by an Assign or as a graph output) are extra
-//! outputs: Adam's `m'`, `v'` and `p'` come out of one kernel.
+//! Walking backwards, an elementwise node joins the group of its users that runs first (a group
+//! runs where its last node, its root, stands) when every other user (Assigns, sinks, aside) runs
+//! after that group. Its value is then an extra stored output that later kernels read: a layer's
+//! pre-activation and sigmoid, read by the forward group and by the backward pass, come out of the
+//! one kernel that computes the activation. Since every reader of a group's value runs after the
+//! group, ordering the steps by their roots stays a valid order: grouping never creates a cycle
+//! between kernels. Members needed by an Assign or as a graph output are extra outputs too: Adam's
+//! `m'`, `v'` and `p'` come out of one kernel.
 
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
@@ -27,28 +30,40 @@ impl FusionGroup {
 /// Groups every elementwise node (a node alone forms a group of one).
 pub fn fusion_groups(g: &Graph) -> Vec<FusionGroup> {
     let users = g.users();
-    let mut group_of: Vec<Option<usize>> = vec![None; g.nodes.len()];
+    let n = g.nodes.len();
+    let mut group_of: Vec<Option<usize>> = vec![None; n];
     let mut groups: Vec<Vec<NodeId>> = Vec::new();
-    for id in (0..g.nodes.len()).rev() {
+    // The root of each group: the node where its kernel is placed (`Plan` orders steps by it).
+    let mut roots: Vec<NodeId> = Vec::new();
+    // Where a node's step is placed: its group's root, or the node itself.
+    let key = |group_of: &[Option<usize>], roots: &[NodeId], u: NodeId| {
+        group_of[u].map_or(u, |gu| roots[gu])
+    };
+    for id in (0..n).rev() {
         if !g.nodes[id].op.kind().is_elementwise() {
             continue;
         }
-        let mut target: Option<usize> = None;
-        let mut joinable = true;
-        for &u in &users[id] {
-            if matches!(g.nodes[u].op, Op::Assign { .. }) {
-                continue;
+        // The candidate is the user group placed first; every other user must be placed after it.
+        let placed: Vec<NodeId> = users[id]
+            .iter()
+            .copied()
+            .filter(|&u| !matches!(g.nodes[u].op, Op::Assign { .. }))
+            .collect();
+        let target = placed
+            .iter()
+            .filter_map(|&u| group_of[u])
+            .min_by_key(|&gu| roots[gu]);
+        let gid = match target {
+            Some(t)
+                if placed
+                    .iter()
+                    .all(|&u| group_of[u] == Some(t) || key(&group_of, &roots, u) > roots[t]) =>
+            {
+                t
             }
-            match (group_of[u], target) {
-                (Some(gu), None) => target = Some(gu),
-                (Some(gu), Some(t)) if gu == t => {}
-                _ => joinable = false,
-            }
-        }
-        let gid = match (joinable, target) {
-            (true, Some(t)) => t,
             _ => {
                 groups.push(Vec::new());
+                roots.push(id);
                 groups.len() - 1
             }
         };

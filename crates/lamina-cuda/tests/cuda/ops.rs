@@ -7,8 +7,11 @@ use lamina_cuda::CudaBuffer;
 use lamina_ref::cases::op_table;
 use lamina_ref::check::assert_close;
 
+/// Each row launch by launch with nothing merged (`LAMINA_CUDA_SEGMENT=0`), and as a CUDA graph
+/// with small launches merged into segments (the default: a tiny row runs as one single-block
+/// kernel).
 fn check_table(dtype: DType, tol: (f64, f64)) {
-    for graphs in [false, true] {
+    for (graphs, merge) in [(false, "0"), (true, "16384")] {
         let test = format!("op_table_{dtype}");
         let Some(cuda) = backend_with(&test, false, graphs) else {
             return;
@@ -16,10 +19,17 @@ fn check_table(dtype: DType, tol: (f64, f64)) {
         let cases = op_table(dtype);
         assert!(!cases.is_empty());
         for case in &cases {
-            let what = format!("{} ({dtype}, graphs {graphs})", case.name);
+            let what = format!(
+                "{} ({dtype}, graphs {graphs}, segment bound {merge})",
+                case.name
+            );
             let plan = Plan::compile(&case.graph).unwrap_or_else(|e| panic!("{what}: plan: {e}"));
-            let (got, got_state) = run_cuda(&cuda, &plan, &case.inputs, &case.state)
-                .unwrap_or_else(|e| panic!("{what}: cuda failed: {e}\n{}", plan.text()));
+            // read when the plan is compiled; the tests run one at a time (`serial`)
+            std::env::set_var("LAMINA_CUDA_SEGMENT", merge);
+            let result = run_cuda(&cuda, &plan, &case.inputs, &case.state);
+            std::env::remove_var("LAMINA_CUDA_SEGMENT");
+            let (got, got_state) =
+                result.unwrap_or_else(|e| panic!("{what}: cuda failed: {e}\n{}", plan.text()));
             let mut want_state = case.state.clone();
             let feeds: Vec<&HostTensor> = case.inputs.iter().collect();
             let want = lamina_ref::run_graph(&case.graph, &feeds, &mut want_state)

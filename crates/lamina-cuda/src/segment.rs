@@ -1,0 +1,429 @@
+//! Fewer launches: the step's device operations merged after they are built.
+//!
+//! - **Segments.** Consecutive operations whose tensors are all small (at most
+//!   [`segment_limit`] elements) become ONE kernel run by a single block of 1024 threads: each
+//!   operation a block-strided loop (fused groups through `FusedText::body`, the generic kernels
+//!   of `kernels.cu` called as their device templates, which loop over the grid, here one block),
+//!   with `__syncthreads()` between them. A training step's loss section (softmax cross-entropy,
+//!   its gradient, the metric counters: some 25 launches on a few hundred elements) and the small
+//!   tails of each backward layer run as one launch each.
+//! - **Multi-tensor launches.** Consecutive fused groups and copies that touch no common memory
+//!   (the optimizer updates of every parameter) become one kernel whose block ranges select the
+//!   group; at least one of them must be larger than a segment takes.
+//!
+//! Both are built from the code the backend generates for each operation; nothing is specific to
+//! one op pattern. `LAMINA_CUDA_SEGMENT=<elements>` changes the bound (0 turns both off).
+
+use super::{Arg, Builder, Func, Kernel, Walk, BLOCK, MAX_RANK};
+use crate::codegen::c_type;
+use lamina_core::{numel, DType, Storage};
+use std::fmt::Write;
+
+/// Default largest tensor (elements) an operation of a segment may touch.
+const SEGMENT_ELEMS: usize = 16384;
+/// Threads of the one block that runs a segment.
+pub(super) const SEGMENT_THREADS: u32 = 1024;
+
+/// The bound of [`SEGMENT_ELEMS`], or `LAMINA_CUDA_SEGMENT` when set.
+pub(super) fn segment_limit() -> usize {
+    std::env::var("LAMINA_CUDA_SEGMENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEGMENT_ELEMS)
+}
+
+/// The memory behind a slot, for telling whether two operations may run side by side.
+#[derive(Clone, Debug, PartialEq)]
+enum Mem {
+    Range(usize, usize),
+    State(String),
+    /// Inputs and constants: never written by a step.
+    ReadOnly,
+    /// A buffer of its own (a state snapshot).
+    Own(usize),
+}
+
+#[derive(Clone, Debug)]
+struct SlotInfo {
+    dtype: DType,
+    elems: usize,
+    mem: Mem,
+}
+
+fn overlaps(a: &Mem, b: &Mem) -> bool {
+    match (a, b) {
+        (Mem::Range(o1, e1), Mem::Range(o2, e2)) => o1 < e2 && o2 < e1,
+        (Mem::State(x), Mem::State(y)) => x == y,
+        (Mem::Own(x), Mem::Own(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// One operation as code for a merged kernel.
+struct Part {
+    /// The code, with slots as `q<slot>` placeholders resolved when the kernel is written.
+    code: String,
+    slots: Vec<usize>,
+    reads: Vec<usize>,
+    writes: Vec<usize>,
+    /// Largest tensor touched, in elements.
+    elems: usize,
+    /// Blocks of `BLOCK` threads this part takes in a multi-tensor launch (0: it cannot be one).
+    grid: u32,
+}
+
+impl Builder<'_> {
+    fn slot_info(&self, slot: usize) -> Option<SlotInfo> {
+        let g = &self.plan.graph;
+        if slot < g.nodes.len() {
+            let ty = &g.nodes[slot].ty;
+            let mem = match &self.plan.storage[slot] {
+                Storage::Arena { offset, bytes } => Mem::Range(*offset, offset + bytes),
+                Storage::State(name) => Mem::State(name.clone()),
+                Storage::Input(_) | Storage::Const => Mem::ReadOnly,
+                Storage::View(_) | Storage::Inline => return None,
+            };
+            return Some(SlotInfo {
+                dtype: ty.dtype,
+                elems: numel(&ty.shape),
+                mem,
+            });
+        }
+        // a state snapshot (scratch buffers are not merged)
+        let name = self.snap_of.iter().find(|(_, &s)| s == slot)?.0;
+        let ty = &self.plan.states.iter().find(|(n, _)| n == name)?.1;
+        Some(SlotInfo {
+            dtype: ty.dtype,
+            elems: numel(&ty.shape),
+            mem: Mem::Own(slot),
+        })
+    }
+
+    /// `k` as code for a merged kernel, the loop running over `i0`, `step` (`None`: it cannot be
+    /// merged). `single_block` selects the reduction variants that suit one block.
+    fn part(&self, k: &Kernel, i0: &str, step: &str, single_block: bool) -> Option<Part> {
+        let q = |s: usize| format!("q{s}");
+        match k {
+            Kernel::Copy { src, dst, bytes } => {
+                let (si, di) = (self.slot_info(*src)?, self.slot_info(*dst)?);
+                let (word, ty) = if bytes % 4 == 0 {
+                    (4, "unsigned")
+                } else {
+                    (1, "unsigned char")
+                };
+                let n = bytes / word;
+                let code = format!(
+                    "  for (long long i = {i0}; i < {n}ll; i += {step}) (({ty}*){})[i] = ((const {ty}*){})[i];\n",
+                    q(*dst),
+                    q(*src)
+                );
+                Some(Part {
+                    code,
+                    slots: vec![*src, *dst],
+                    reads: vec![*src],
+                    writes: vec![*dst],
+                    elems: si.elems.max(di.elems),
+                    grid: n.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
+                })
+            }
+            Kernel::Launch {
+                func: Func::Fused(idx),
+                args,
+                ..
+            } => {
+                let f = &self.fused[*idx];
+                let Some(Arg::I64(n)) = args.first() else {
+                    return None;
+                };
+                let slots: Vec<usize> = args[1..]
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Slot(s) => Some(*s),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?;
+                let mut elems = *n as usize;
+                for &s in &slots {
+                    elems = elems.max(self.slot_info(s)?.elems);
+                }
+                let (mut reads, mut writes) = (Vec::new(), Vec::new());
+                for (s, (_, w)) in slots.iter().zip(&f.params) {
+                    if *w {
+                        writes.push(*s)
+                    } else {
+                        reads.push(*s)
+                    }
+                }
+                let code = f.body(i0, step, &format!("{n}ll"), &|k| q(slots[k]));
+                Some(Part {
+                    code,
+                    slots,
+                    reads,
+                    writes,
+                    elems,
+                    grid: (*n as usize).div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
+                })
+            }
+            Kernel::Launch {
+                func: Func::Generic(name),
+                args,
+                ..
+            } => {
+                // only as a segment: the templates loop over the whole grid
+                if !single_block {
+                    return None;
+                }
+                let (base, sfx) = name.rsplit_once('_')?;
+                let ty = match sfx {
+                    "f32" => "float",
+                    "f64" => "double",
+                    "i32" => "int",
+                    "u8" => "unsigned char",
+                    _ => return None,
+                };
+                let call = match base {
+                    "copy" | "scatter" | "fill" | "gather" | "iota" | "argmax" | "scatter_add" => {
+                        format!("{base}_t<{ty}>")
+                    }
+                    "reduce_sum_thread" | "reduce_sum_block" | "reduce_sum_cols"
+                    | "reduce_max_thread" | "reduce_max_block" | "reduce_max_cols" => {
+                        // (out, src, n_out, n_red, keep, red): one block walks every output
+                        let (Some(Arg::I64(n_out)), Some(Arg::I64(n_red))) =
+                            (args.get(2), args.get(3))
+                        else {
+                            return None;
+                        };
+                        let variant = if *n_red <= 64 || *n_out >= 128 {
+                            "thread"
+                        } else {
+                            "block"
+                        };
+                        format!("{}_{variant}<{ty}>", &base[..10])
+                    }
+                    _ => return None,
+                };
+                let mut code = String::from("  {\n");
+                let mut vals = Vec::new();
+                let (mut slots, mut elems) = (Vec::new(), 0);
+                for (j, a) in args.iter().enumerate() {
+                    vals.push(match a {
+                        Arg::Slot(s) => {
+                            elems = elems.max(self.slot_info(*s)?.elems);
+                            slots.push(*s);
+                            q(*s)
+                        }
+                        Arg::I64(v) => format!("{v}ll"),
+                        Arg::U32(v) => format!("{v}u"),
+                        Arg::F64(v) => format!(
+                            "from_f64_{sfx}(__longlong_as_double(0x{:016x}ll))",
+                            v.to_bits()
+                        ),
+                        Arg::Walk(w) => {
+                            let _ = writeln!(code, "    const Walk w{j} = {};", walk_text(w));
+                            format!("w{j}")
+                        }
+                        Arg::Conv(_) => return None,
+                    });
+                }
+                let _ = writeln!(code, "    {call}({});\n  }}", vals.join(", "));
+                // the first argument is the output of every kernel listed above
+                let writes = slots.first().copied().into_iter().collect();
+                Some(Part {
+                    code,
+                    reads: slots.iter().skip(1).copied().collect(),
+                    writes,
+                    slots,
+                    elems,
+                    grid: 0,
+                })
+            }
+            Kernel::Launch { .. } | Kernel::Gemm(_) => None,
+        }
+    }
+
+    /// Merges runs of `kernels` into segments and multi-tensor launches; returns the new list and
+    /// the CUDA C of the merged kernels (empty when none).
+    pub(super) fn merge(&self, kernels: Vec<Kernel>) -> (Vec<Kernel>, String) {
+        let limit = segment_limit();
+        let mut src = String::new();
+        if limit == 0 {
+            return (kernels, src);
+        }
+        let kernels = self.merge_multi(kernels, limit, &mut src);
+        let kernels = self.merge_segments(kernels, limit, &mut src);
+        (kernels, src)
+    }
+
+    /// The kernel text of merged parts: parameters are the slots, each a typed pointer.
+    fn kernel_text(
+        &self,
+        name: &str,
+        bounds: &str,
+        parts: &[(Part, String)],
+    ) -> (String, Vec<Arg>) {
+        let mut slots: Vec<usize> = Vec::new();
+        for (p, _) in parts {
+            for &s in &p.slots {
+                if !slots.contains(&s) {
+                    slots.push(s);
+                }
+            }
+        }
+        let params: Vec<String> = slots
+            .iter()
+            .map(|&s| {
+                let dt = self.slot_info(s).map_or(DType::F32, |i| i.dtype);
+                format!("{}* q{s}", c_type(dt))
+            })
+            .collect();
+        let mut s = format!(
+            "extern \"C\" __global__ void {bounds} {name}({}) {{\n",
+            params.join(", ")
+        );
+        for (p, sep) in parts {
+            s.push_str(&p.code);
+            s.push_str(sep);
+        }
+        s.push_str("}\n");
+        (s, slots.into_iter().map(Arg::Slot).collect())
+    }
+
+    fn merge_segments(&self, kernels: Vec<Kernel>, limit: usize, src: &mut String) -> Vec<Kernel> {
+        let mut out = Vec::with_capacity(kernels.len());
+        let mut run: Vec<(Kernel, Part)> = Vec::new();
+        let flush = |run: &mut Vec<(Kernel, Part)>, out: &mut Vec<Kernel>, src: &mut String| {
+            if run.len() < 2 {
+                out.extend(run.drain(..).map(|(k, _)| k));
+                return;
+            }
+            let name = format!("segment_{}", src.matches("__global__").count());
+            let n = run.len();
+            let parts: Vec<(Part, String)> = run
+                .drain(..)
+                .enumerate()
+                .map(|(j, (_, p))| {
+                    let sep = if j + 1 < n {
+                        "  __syncthreads();\n"
+                    } else {
+                        ""
+                    };
+                    (p, sep.to_string())
+                })
+                .collect();
+            let (text, args) = self.kernel_text(
+                &name,
+                &format!("__launch_bounds__({SEGMENT_THREADS})"),
+                &parts,
+            );
+            src.push_str(&text);
+            out.push(Kernel::Launch {
+                func: Func::Merged(name),
+                f: None,
+                grid: 1,
+                block: SEGMENT_THREADS,
+                args,
+            });
+        };
+        for k in kernels {
+            match self.part(&k, "threadIdx.x", "blockDim.x", true) {
+                Some(p) if p.elems <= limit => run.push((k, p)),
+                _ => {
+                    flush(&mut run, &mut out, src);
+                    out.push(k);
+                }
+            }
+        }
+        flush(&mut run, &mut out, src);
+        out
+    }
+
+    fn merge_multi(&self, kernels: Vec<Kernel>, limit: usize, src: &mut String) -> Vec<Kernel> {
+        let mut out = Vec::with_capacity(kernels.len());
+        let mut run: Vec<(Kernel, Part)> = Vec::new();
+        let flush = |run: &mut Vec<(Kernel, Part)>, out: &mut Vec<Kernel>, src: &mut String| {
+            if run.len() < 2 || run.iter().all(|(_, p)| p.elems <= limit) {
+                out.extend(run.drain(..).map(|(k, _)| k));
+                return;
+            }
+            let name = format!("multi_{}", src.matches("__global__").count());
+            let mut first = 0u32;
+            let parts: Vec<(Part, String)> = run
+                .drain(..)
+                .map(|(_, p)| {
+                    let (b0, g) = (first, p.grid);
+                    first += g;
+                    let mut p = p;
+                    p.code = format!(
+                        "  if (blockIdx.x - {b0}u < {}u) {{\n  const unsigned b = blockIdx.x - {b0}u;\n  const long long gs = (long long){g} * {BLOCK};\n{}  }}\n",
+                        g,
+                        p.code
+                    );
+                    (p, String::new())
+                })
+                .collect();
+            let (text, args) = self.kernel_text(&name, "", &parts);
+            src.push_str(&text);
+            out.push(Kernel::Launch {
+                func: Func::Merged(name),
+                f: None,
+                grid: first,
+                block: BLOCK,
+                args,
+            });
+        };
+        let mems = |b: &Self, s: &[usize]| -> Vec<Mem> {
+            s.iter()
+                .map(|&x| b.slot_info(x).map_or(Mem::Own(x), |i| i.mem))
+                .collect()
+        };
+        for k in kernels {
+            // the part's loop runs over its own block range (`b` and `gs`, set around it)
+            let i0 = format!("(long long)b * {BLOCK} + threadIdx.x");
+            let part = self.part(&k, &i0, "gs", false);
+            let Some(p) = part.filter(|p| p.grid > 0) else {
+                flush(&mut run, &mut out, src);
+                out.push(k);
+                continue;
+            };
+            let (pr, pw) = (mems(self, &p.reads), mems(self, &p.writes));
+            let conflict = run.iter().any(|(_, q)| {
+                let (qr, qw) = (mems(self, &q.reads), mems(self, &q.writes));
+                pw.iter()
+                    .any(|a| qr.iter().chain(&qw).any(|b| overlaps(a, b)))
+                    || pr.iter().any(|a| qw.iter().any(|b| overlaps(a, b)))
+            });
+            let total: u64 = run.iter().map(|(_, q)| q.grid as u64).sum::<u64>() + p.grid as u64;
+            if conflict || total >= 1 << 30 {
+                flush(&mut run, &mut out, src);
+            }
+            run.push((k, p));
+        }
+        flush(&mut run, &mut out, src);
+        out
+    }
+}
+
+/// A `Walk` as a C aggregate.
+fn walk_text(w: &Walk) -> String {
+    let list = |v: &[i64; MAX_RANK]| {
+        v.iter()
+            .map(|x| format!("{x}ll"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{{{}ll, {{{}}}, {{{}}}, {}ll}}",
+        w.rank,
+        list(&w.shape),
+        list(&w.stride),
+        w.offset
+    )
+}
+
+/// The part of `kernels.cu` a merged module needs: the walk, the accumulator rules and the
+/// device templates of the generic kernels (not their instantiations).
+pub(super) fn templates() -> &'static str {
+    let src = crate::dev::GENERIC_SRC;
+    let end = src.find("#define INST_ALL").unwrap_or(src.len());
+    &src[..end]
+}
