@@ -265,6 +265,30 @@ template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* 
     }
 }
 
+// Philox-4x32-10, key (seed, stream), counter (j, j >> 32, step, 0): element i is word i % 4 of
+// block i / 4 (lamina_core::rng).
+__device__ void random_bits_t(int* out, i64 n, const int* key, unsigned stream) {
+    GRID_LOOP(j, (n + 3) / 4) {
+        unsigned c0 = (unsigned)j, c1 = (unsigned)((u64)j >> 32), c2 = (unsigned)key[1], c3 = 0;
+        unsigned k0 = (unsigned)key[0], k1 = stream;
+        for (int r = 0; r < 10; ++r) {
+            if (r > 0) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
+            u64 p0 = (u64)0xD2511F53u * c0;
+            u64 p1 = (u64)0xCD9E8D57u * c2;
+            unsigned n0 = (unsigned)(p1 >> 32) ^ c1 ^ k0;
+            unsigned n1 = (unsigned)p1;
+            unsigned n2 = (unsigned)(p0 >> 32) ^ c3 ^ k1;
+            unsigned n3 = (unsigned)p0;
+            c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+        }
+        unsigned words[4] = {c0, c1, c2, c3};
+        for (int w = 0; w < 4; ++w) {
+            i64 i = j * 4 + w;
+            if (i < n) out[i] = (int)words[w];
+        }
+    }
+}
+
 #define INST_ALL(S, T) \
     extern "C" __global__ void copy_##S(T* out, const T* src, i64 n, Walk w) { copy_t<T>(out, src, n, w); } \
     extern "C" __global__ void scatter_##S(T* out, const T* src, i64 n, Walk w) { scatter_t<T>(out, src, n, w); } \
@@ -354,27 +378,7 @@ extern "C" __global__ void conv_block_f64(double* out, const double* x, const do
 #endif
 
 #if LAMINA_ALL || LAMINA_PART == 3
-// Philox-4x32-10, key (seed, stream), counter (j, j >> 32, step, 0): element i is word i % 4 of
-// block i / 4 (lamina_core::rng).
 extern "C" __global__ void random_bits(int* out, i64 n, const int* key, unsigned stream) {
-    GRID_LOOP(j, (n + 3) / 4) {
-        unsigned c0 = (unsigned)j, c1 = (unsigned)((u64)j >> 32), c2 = (unsigned)key[1], c3 = 0;
-        unsigned k0 = (unsigned)key[0], k1 = stream;
-        for (int r = 0; r < 10; ++r) {
-            if (r > 0) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
-            u64 p0 = (u64)0xD2511F53u * c0;
-            u64 p1 = (u64)0xCD9E8D57u * c2;
-            unsigned n0 = (unsigned)(p1 >> 32) ^ c1 ^ k0;
-            unsigned n1 = (unsigned)p1;
-            unsigned n2 = (unsigned)(p0 >> 32) ^ c3 ^ k1;
-            unsigned n3 = (unsigned)p0;
-            c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        }
-        unsigned words[4] = {c0, c1, c2, c3};
-        for (int w = 0; w < 4; ++w) {
-            i64 i = j * 4 + w;
-            if (i < n) out[i] = (int)words[w];
-        }
-    }
+    random_bits_t(out, n, key, stream);
 }
 #endif

@@ -1,15 +1,17 @@
 //! Fewer launches: the step's device operations merged after they are built.
 //!
+//! - **Multi-tensor launches** (first). Fused groups and copies in a row that touch no common
+//!   memory (the optimizer updates of every parameter, even with each one's small step-size group
+//!   between them: the row is scheduled in waves of independent parts) become one kernel whose
+//!   block ranges select the group, when together they are larger than a segment takes.
 //! - **Segments.** Consecutive operations whose tensors are all small (at most
-//!   [`segment_limit`] elements) become ONE kernel run by a single block of 1024 threads: each
+//!   [`segment_limit`] elements) become ONE kernel run by a single block of 1024 threads (`LAMINA_CUDA_SEGMENT_THREADS`): each
 //!   operation a block-strided loop (fused groups through `FusedText::body`, the generic kernels
-//!   of `kernels.cu` called as their device templates, which loop over the grid, here one block),
-//!   with `__syncthreads()` between them. A training step's loss section (softmax cross-entropy,
-//!   its gradient, the metric counters: some 25 launches on a few hundred elements) and the small
-//!   tails of each backward layer run as one launch each.
-//! - **Multi-tensor launches.** Consecutive fused groups and copies that touch no common memory
-//!   (the optimizer updates of every parameter) become one kernel whose block ranges select the
-//!   group; at least one of them must be larger than a segment takes.
+//!   of `kernels.cu` called as their device templates, which loop over the grid, here one
+//!   block), with a `__syncthreads()` before an operation that depends on one since the last
+//!   barrier. A training step's loss section (softmax cross-entropy, its gradient, the metric
+//!   counters: some 25 launches on a few hundred elements) and the small tails of each backward
+//!   layer run as one launch each.
 //!
 //! Both are built from the code the backend generates for each operation; nothing is specific to
 //! one op pattern. `LAMINA_CUDA_SEGMENT=<elements>` changes the bound (0 turns both off).
@@ -22,7 +24,17 @@ use std::fmt::Write;
 /// Default largest tensor (elements) an operation of a segment may touch.
 const SEGMENT_ELEMS: usize = 16384;
 /// Threads of the one block that runs a segment.
-pub(super) const SEGMENT_THREADS: u32 = 1024;
+const SEGMENT_THREADS: u32 = 1024;
+
+/// [`SEGMENT_THREADS`], or `LAMINA_CUDA_SEGMENT_THREADS` when it is 128, 256, 512 or 1024 (the
+/// block reductions need a power of two).
+fn segment_threads() -> u32 {
+    std::env::var("LAMINA_CUDA_SEGMENT_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|t| [128, 256, 512, 1024].contains(t))
+        .unwrap_or(SEGMENT_THREADS)
+}
 
 /// The bound of [`SEGMENT_ELEMS`], or `LAMINA_CUDA_SEGMENT` when set.
 pub(super) fn segment_limit() -> usize {
@@ -169,11 +181,16 @@ impl Builder<'_> {
                 args,
                 ..
             } => {
-                // only as a segment: the templates loop over the whole grid
+                // the templates loop over the whole grid: a segment's one block; in a
+                // multi-tensor launch only copies and fills (an expand stored for several
+                // readers, a slice), written out with the part's loop
                 if !single_block {
-                    return None;
+                    return self.multi_generic(name, args, i0, step);
                 }
-                let (base, sfx) = name.rsplit_once('_')?;
+                let (base, sfx) = match name.as_str() {
+                    "random_bits" => ("random_bits", "i32"),
+                    _ => name.rsplit_once('_')?,
+                };
                 let ty = match sfx {
                     "f32" => "float",
                     "f64" => "double",
@@ -185,6 +202,7 @@ impl Builder<'_> {
                     "copy" | "scatter" | "fill" | "gather" | "iota" | "argmax" | "scatter_add" => {
                         format!("{base}_t<{ty}>")
                     }
+                    "random_bits" => "random_bits_t".to_string(),
                     "reduce_sum_thread" | "reduce_sum_block" | "reduce_sum_cols"
                     | "reduce_max_thread" | "reduce_max_block" | "reduce_max_cols" => {
                         // (out, src, n_out, n_red, keep, red): one block walks every output
@@ -241,6 +259,58 @@ impl Builder<'_> {
         }
     }
 
+    /// A small strided copy or fill (an expand stored for several readers, a slice of the
+    /// optimizer's step scalars) as a multi-tensor part.
+    fn multi_generic(&self, name: &str, args: &[Arg], i0: &str, step: &str) -> Option<Part> {
+        let (base, sfx) = name.rsplit_once('_')?;
+        let slot = |a: Option<&Arg>| match a {
+            Some(Arg::Slot(s)) => Some(*s),
+            _ => None,
+        };
+        let out = slot(args.first())?;
+        let (n, reads, value, walk) = match (base, args) {
+            ("copy", [_, Arg::Slot(src), Arg::I64(n), Arg::Walk(w)]) => (
+                *n,
+                vec![*src],
+                format!("q{src}[walk_at(w, i)]"),
+                format!("  const Walk w = {};\n", walk_text(w)),
+            ),
+            ("fill", [_, Arg::I64(n), Arg::F64(v)]) => (
+                *n,
+                vec![],
+                format!(
+                    "from_f64_{sfx}(__longlong_as_double(0x{:016x}ll))",
+                    v.to_bits()
+                ),
+                String::new(),
+            ),
+            _ => return None,
+        };
+        let mut elems = n as usize;
+        for &s in reads.iter().chain([&out]) {
+            elems = elems.max(self.slot_info(s)?.elems);
+        }
+        // Large ones (a transpose before a GEMM) stay kernels of their own: inside a multi-tensor
+        // kernel the walk is a local array, and two 4096×4096 transposes of wide_mlp took 537 µs
+        // there against 2 × 72 µs alone (H200).
+        if elems > segment_limit() {
+            return None;
+        }
+        let code = format!(
+            "  {{\n{walk}  for (long long i = {i0}; i < {n}ll; i += {step}) q{out}[i] = {value};\n  }}\n"
+        );
+        let mut slots = reads.clone();
+        slots.push(out);
+        Some(Part {
+            code,
+            slots,
+            reads,
+            writes: vec![out],
+            elems,
+            grid: (n as usize).div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
+        })
+    }
+
     /// Merges runs of `kernels` into segments and multi-tensor launches; returns the new list and
     /// the CUDA C of the merged kernels (empty when none).
     pub(super) fn merge(&self, kernels: Vec<Kernel>) -> (Vec<Kernel>, String) {
@@ -289,6 +359,7 @@ impl Builder<'_> {
     }
 
     fn merge_segments(&self, kernels: Vec<Kernel>, limit: usize, src: &mut String) -> Vec<Kernel> {
+        let threads = segment_threads();
         let mut out = Vec::with_capacity(kernels.len());
         let mut run: Vec<(Kernel, Part)> = Vec::new();
         let flush = |run: &mut Vec<(Kernel, Part)>, out: &mut Vec<Kernel>, src: &mut String| {
@@ -297,12 +368,34 @@ impl Builder<'_> {
                 return;
             }
             let name = format!("segment_{}", src.matches("__global__").count());
-            let n = run.len();
+            // a barrier before an operation that reads what an operation since the last barrier
+            // wrote, or writes what one read or wrote; independent neighbours share a phase
+            let mems = |s: &[usize]| -> Vec<Mem> {
+                s.iter()
+                    .map(|&x| self.slot_info(x).map_or(Mem::Own(x), |i| i.mem))
+                    .collect()
+            };
+            let (mut read, mut written): (Vec<Mem>, Vec<Mem>) = (Vec::new(), Vec::new());
+            let mut barrier = vec![false; run.len()];
+            for (j, (_, p)) in run.iter().enumerate() {
+                let (pr, pw) = (mems(&p.reads), mems(&p.writes));
+                let dep = pr.iter().any(|a| written.iter().any(|b| overlaps(a, b)))
+                    || pw
+                        .iter()
+                        .any(|a| read.iter().chain(&written).any(|b| overlaps(a, b)));
+                if dep {
+                    barrier[j] = true;
+                    read.clear();
+                    written.clear();
+                }
+                read.extend(pr);
+                written.extend(pw);
+            }
             let parts: Vec<(Part, String)> = run
                 .drain(..)
                 .enumerate()
                 .map(|(j, (_, p))| {
-                    let sep = if j + 1 < n {
+                    let sep = if barrier.get(j + 1) == Some(&true) {
                         "  __syncthreads();\n"
                     } else {
                         ""
@@ -310,17 +403,14 @@ impl Builder<'_> {
                     (p, sep.to_string())
                 })
                 .collect();
-            let (text, args) = self.kernel_text(
-                &name,
-                &format!("__launch_bounds__({SEGMENT_THREADS})"),
-                &parts,
-            );
+            let (text, args) =
+                self.kernel_text(&name, &format!("__launch_bounds__({threads})"), &parts);
             src.push_str(&text);
             out.push(Kernel::Launch {
                 func: Func::Merged(name),
                 f: None,
                 grid: 1,
-                block: SEGMENT_THREADS,
+                block: threads,
                 args,
             });
         };
@@ -337,25 +427,83 @@ impl Builder<'_> {
         out
     }
 
+    /// Multi-tensor launches. A window of consecutive fused groups and copies is scheduled in
+    /// waves: a part goes one wave after the last earlier part it depends on (one writes memory
+    /// the other reads or writes), so parts that touch no common memory share a wave even when a
+    /// dependent part stood between them (each optimizer update after the small group computing
+    /// its step size). A wave of two or more parts, larger together than a segment takes, is one
+    /// launch; the other parts stay as they were, in wave order, for the segments.
     fn merge_multi(&self, kernels: Vec<Kernel>, limit: usize, src: &mut String) -> Vec<Kernel> {
         let mut out = Vec::with_capacity(kernels.len());
-        let mut run: Vec<(Kernel, Part)> = Vec::new();
-        let flush = |run: &mut Vec<(Kernel, Part)>, out: &mut Vec<Kernel>, src: &mut String| {
-            if run.len() < 2 || run.iter().all(|(_, p)| p.elems <= limit) {
-                out.extend(run.drain(..).map(|(k, _)| k));
-                return;
+        let mut window: Vec<(Kernel, Part)> = Vec::new();
+        for k in kernels {
+            // the part's loop runs over its own block range (`b` and `gs`, set around it)
+            let i0 = format!("(long long)b * {BLOCK} + threadIdx.x");
+            match self.part(&k, &i0, "gs", false).filter(|p| p.grid > 0) {
+                Some(p) => window.push((k, p)),
+                None => {
+                    self.schedule_waves(std::mem::take(&mut window), limit, &mut out, src);
+                    out.push(k);
+                }
+            }
+        }
+        self.schedule_waves(window, limit, &mut out, src);
+        out
+    }
+
+    fn schedule_waves(
+        &self,
+        window: Vec<(Kernel, Part)>,
+        limit: usize,
+        out: &mut Vec<Kernel>,
+        src: &mut String,
+    ) {
+        let mems = |s: &[usize]| -> Vec<Mem> {
+            s.iter()
+                .map(|&x| self.slot_info(x).map_or(Mem::Own(x), |i| i.mem))
+                .collect()
+        };
+        let rw: Vec<(Vec<Mem>, Vec<Mem>)> = window
+            .iter()
+            .map(|(_, p)| (mems(&p.reads), mems(&p.writes)))
+            .collect();
+        let mut wave = vec![0usize; window.len()];
+        for j in 0..window.len() {
+            let (pr, pw) = &rw[j];
+            for i in 0..j {
+                let (qr, qw) = &rw[i];
+                let dep = pw
+                    .iter()
+                    .any(|a| qr.iter().chain(qw).any(|b| overlaps(a, b)))
+                    || pr.iter().any(|a| qw.iter().any(|b| overlaps(a, b)));
+                if dep {
+                    wave[j] = wave[j].max(wave[i] + 1);
+                }
+            }
+        }
+        let waves = wave.iter().max().map_or(0, |w| w + 1);
+        let mut slots: Vec<Option<(Kernel, Part)>> = window.into_iter().map(Some).collect();
+        for w in 0..waves {
+            let mut run: Vec<(Kernel, Part)> = (0..slots.len())
+                .filter(|&j| wave[j] == w)
+                .filter_map(|j| slots[j].take())
+                .collect();
+            let blocks: u64 = run.iter().map(|(_, p)| p.grid as u64).sum();
+            let elems: usize = run.iter().map(|(_, p)| p.elems).sum();
+            // small waves are left to segments (a dependent neighbour may follow)
+            if run.len() < 2 || elems <= limit || blocks >= 1 << 30 {
+                out.extend(run.into_iter().map(|(k, _)| k));
+                continue;
             }
             let name = format!("multi_{}", src.matches("__global__").count());
             let mut first = 0u32;
             let parts: Vec<(Part, String)> = run
                 .drain(..)
-                .map(|(_, p)| {
+                .map(|(_, mut p)| {
                     let (b0, g) = (first, p.grid);
                     first += g;
-                    let mut p = p;
                     p.code = format!(
-                        "  if (blockIdx.x - {b0}u < {}u) {{\n  const unsigned b = blockIdx.x - {b0}u;\n  const long long gs = (long long){g} * {BLOCK};\n{}  }}\n",
-                        g,
+                        "  if (blockIdx.x - {b0}u < {g}u) {{\n  const unsigned b = blockIdx.x - {b0}u;\n  const long long gs = (long long){g} * {BLOCK};\n{}  }}\n",
                         p.code
                     );
                     (p, String::new())
@@ -370,36 +518,7 @@ impl Builder<'_> {
                 block: BLOCK,
                 args,
             });
-        };
-        let mems = |b: &Self, s: &[usize]| -> Vec<Mem> {
-            s.iter()
-                .map(|&x| b.slot_info(x).map_or(Mem::Own(x), |i| i.mem))
-                .collect()
-        };
-        for k in kernels {
-            // the part's loop runs over its own block range (`b` and `gs`, set around it)
-            let i0 = format!("(long long)b * {BLOCK} + threadIdx.x");
-            let part = self.part(&k, &i0, "gs", false);
-            let Some(p) = part.filter(|p| p.grid > 0) else {
-                flush(&mut run, &mut out, src);
-                out.push(k);
-                continue;
-            };
-            let (pr, pw) = (mems(self, &p.reads), mems(self, &p.writes));
-            let conflict = run.iter().any(|(_, q)| {
-                let (qr, qw) = (mems(self, &q.reads), mems(self, &q.writes));
-                pw.iter()
-                    .any(|a| qr.iter().chain(&qw).any(|b| overlaps(a, b)))
-                    || pr.iter().any(|a| qw.iter().any(|b| overlaps(a, b)))
-            });
-            let total: u64 = run.iter().map(|(_, q)| q.grid as u64).sum::<u64>() + p.grid as u64;
-            if conflict || total >= 1 << 30 {
-                flush(&mut run, &mut out, src);
-            }
-            run.push((k, p));
         }
-        flush(&mut run, &mut out, src);
-        out
     }
 }
 

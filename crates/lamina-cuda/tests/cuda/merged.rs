@@ -43,12 +43,17 @@ fn step_graph(dtype: DType) -> Graph {
     let params = [("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)];
     let grads = grad(loss, &params.map(|p| p.1)).unwrap();
     let mut outs = vec![loss, correct, moved, gathered];
-    for ((name, p), g) in params.iter().zip(grads) {
+    // step sizes from a state vector, one small group per parameter right before its update
+    // (like the trainer's bias corrections): the updates still share one launch
+    let hyper = b.state("hyper", &[2], dtype);
+    for (k, ((name, p), g)) in params.iter().zip(grads).enumerate() {
         let m = b.state(&format!("m.{name}"), &p.shape(), dtype);
         let v = b.state(&format!("v.{name}"), &p.shape(), dtype);
         let m2 = m * 0.9 + g * 0.1;
         let v2 = v * 0.999 + g * g * 0.001;
-        outs.push(assign(name, *p - m2 * 0.01 / (v2.sqrt() + 1e-8)));
+        let step = (hyper.slice(0, 0, 1, 1) * (k + 1) as f64 + hyper.slice(0, 1, 2, 1))
+            .reshape(&vec![1; p.shape().len()]);
+        outs.push(assign(name, *p - m2 * step / (v2.sqrt() + 1e-8)));
         outs.push(assign(&format!("m.{name}"), m2));
         outs.push(assign(&format!("v.{name}"), v2));
     }
