@@ -315,13 +315,18 @@ impl CudaExecutable {
         if !b.planned.is_empty() {
             srcs.push(format!("{}{}", codegen::PRELUDE, b.planned));
         }
-        let merged_module = srcs.len();
-        if !merged_src.is_empty() {
-            srcs.push(format!(
-                "{}{}{merged_src}",
-                codegen::PRELUDE,
-                segment::templates()
-            ));
+        // merged kernels spread over up to `parts` modules: NVRTC takes ~0.3 s per template
+        // instantiation they inline (the reductions), so one module would be a long cold start
+        let mut merged_module: HashMap<String, usize> = HashMap::new();
+        let n_merged = merged_src.len().min(parts);
+        let first_merged = srcs.len();
+        for _ in 0..n_merged {
+            srcs.push(format!("{}{}", codegen::PRELUDE, segment::templates()));
+        }
+        for (i, (name, text)) in merged_src.iter().enumerate() {
+            let m = first_merged + i % n_merged;
+            srcs[m].push_str(text);
+            merged_module.insert(name.clone(), m);
         }
         crate::dev::report(&format!("building {} plan steps", plan.steps.len()), t);
         let modules = dev.modules(&srcs)?;
@@ -339,7 +344,12 @@ impl CudaExecutable {
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
                     Func::Merged(name) => {
-                        let m = &modules[merged_module];
+                        let m = merged_module
+                            .get(name)
+                            .map(|&i| &modules[i])
+                            .ok_or_else(|| {
+                                cuda_err(format!("merged kernel {name} has no module"))
+                            })?;
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
                 });

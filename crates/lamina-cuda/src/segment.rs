@@ -312,10 +312,10 @@ impl Builder<'_> {
     }
 
     /// Merges runs of `kernels` into segments and multi-tensor launches; returns the new list and
-    /// the CUDA C of the merged kernels (empty when none).
-    pub(super) fn merge(&self, kernels: Vec<Kernel>) -> (Vec<Kernel>, String) {
+    /// the name and CUDA C of each merged kernel.
+    pub(super) fn merge(&self, kernels: Vec<Kernel>) -> (Vec<Kernel>, Vec<(String, String)>) {
         let limit = segment_limit();
-        let mut src = String::new();
+        let mut src = Vec::new();
         if limit == 0 {
             return (kernels, src);
         }
@@ -358,16 +358,23 @@ impl Builder<'_> {
         (s, slots.into_iter().map(Arg::Slot).collect())
     }
 
-    fn merge_segments(&self, kernels: Vec<Kernel>, limit: usize, src: &mut String) -> Vec<Kernel> {
+    fn merge_segments(
+        &self,
+        kernels: Vec<Kernel>,
+        limit: usize,
+        src: &mut Vec<(String, String)>,
+    ) -> Vec<Kernel> {
         let threads = segment_threads();
         let mut out = Vec::with_capacity(kernels.len());
         let mut run: Vec<(Kernel, Part)> = Vec::new();
-        let flush = |run: &mut Vec<(Kernel, Part)>, out: &mut Vec<Kernel>, src: &mut String| {
+        let flush = |run: &mut Vec<(Kernel, Part)>,
+                     out: &mut Vec<Kernel>,
+                     src: &mut Vec<(String, String)>| {
             if run.len() < 2 {
                 out.extend(run.drain(..).map(|(k, _)| k));
                 return;
             }
-            let name = format!("segment_{}", src.matches("__global__").count());
+            let name = format!("segment_{}", src.len());
             // a barrier before an operation that reads what an operation since the last barrier
             // wrote, or writes what one read or wrote; independent neighbours share a phase
             let mems = |s: &[usize]| -> Vec<Mem> {
@@ -405,7 +412,7 @@ impl Builder<'_> {
                 .collect();
             let (text, args) =
                 self.kernel_text(&name, &format!("__launch_bounds__({threads})"), &parts);
-            src.push_str(&text);
+            src.push((name.clone(), text));
             out.push(Kernel::Launch {
                 func: Func::Merged(name),
                 f: None,
@@ -433,7 +440,12 @@ impl Builder<'_> {
     /// dependent part stood between them (each optimizer update after the small group computing
     /// its step size). A wave of two or more parts, larger together than a segment takes, is one
     /// launch; the other parts stay as they were, in wave order, for the segments.
-    fn merge_multi(&self, kernels: Vec<Kernel>, limit: usize, src: &mut String) -> Vec<Kernel> {
+    fn merge_multi(
+        &self,
+        kernels: Vec<Kernel>,
+        limit: usize,
+        src: &mut Vec<(String, String)>,
+    ) -> Vec<Kernel> {
         let mut out = Vec::with_capacity(kernels.len());
         let mut window: Vec<(Kernel, Part)> = Vec::new();
         for k in kernels {
@@ -456,7 +468,7 @@ impl Builder<'_> {
         window: Vec<(Kernel, Part)>,
         limit: usize,
         out: &mut Vec<Kernel>,
-        src: &mut String,
+        src: &mut Vec<(String, String)>,
     ) {
         let mems = |s: &[usize]| -> Vec<Mem> {
             s.iter()
@@ -495,7 +507,7 @@ impl Builder<'_> {
                 out.extend(run.into_iter().map(|(k, _)| k));
                 continue;
             }
-            let name = format!("multi_{}", src.matches("__global__").count());
+            let name = format!("multi_{}", src.len());
             let mut first = 0u32;
             let parts: Vec<(Part, String)> = run
                 .drain(..)
@@ -510,7 +522,7 @@ impl Builder<'_> {
                 })
                 .collect();
             let (text, args) = self.kernel_text(&name, "", &parts);
-            src.push_str(&text);
+            src.push((name.clone(), text));
             out.push(Kernel::Launch {
                 func: Func::Merged(name),
                 f: None,

@@ -1,5 +1,6 @@
-//! Every row of the shared op table in strict f32 and f64, eager and replayed as a CUDA graph;
-//! the RNG bit for bit; bad input.
+//! Every row of the shared op table in strict f32 and f64, eager with every launch on its own and
+//! replayed as a CUDA graph with small launches merged into segments; the RNG bit for bit; bad
+//! input.
 
 use super::common::{backend, backend_with, download, run_cuda, serial, upload};
 use lamina_core::*;
