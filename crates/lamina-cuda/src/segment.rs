@@ -375,29 +375,16 @@ impl Builder<'_> {
                 return;
             }
             let name = format!("segment_{}", src.len());
-            // a barrier before an operation that reads what an operation since the last barrier
-            // wrote, or writes what one read or wrote; independent neighbours share a phase
             let mems = |s: &[usize]| -> Vec<Mem> {
                 s.iter()
                     .map(|&x| self.slot_info(x).map_or(Mem::Own(x), |i| i.mem))
                     .collect()
             };
-            let (mut read, mut written): (Vec<Mem>, Vec<Mem>) = (Vec::new(), Vec::new());
-            let mut barrier = vec![false; run.len()];
-            for (j, (_, p)) in run.iter().enumerate() {
-                let (pr, pw) = (mems(&p.reads), mems(&p.writes));
-                let dep = pr.iter().any(|a| written.iter().any(|b| overlaps(a, b)))
-                    || pw
-                        .iter()
-                        .any(|a| read.iter().chain(&written).any(|b| overlaps(a, b)));
-                if dep {
-                    barrier[j] = true;
-                    read.clear();
-                    written.clear();
-                }
-                read.extend(pr);
-                written.extend(pw);
-            }
+            let rw: Vec<(Vec<Mem>, Vec<Mem>)> = run
+                .iter()
+                .map(|(_, p)| (mems(&p.reads), mems(&p.writes)))
+                .collect();
+            let barrier = barriers_of(&rw);
             let parts: Vec<(Part, String)> = run
                 .drain(..)
                 .enumerate()
@@ -479,20 +466,7 @@ impl Builder<'_> {
             .iter()
             .map(|(_, p)| (mems(&p.reads), mems(&p.writes)))
             .collect();
-        let mut wave = vec![0usize; window.len()];
-        for j in 0..window.len() {
-            let (pr, pw) = &rw[j];
-            for i in 0..j {
-                let (qr, qw) = &rw[i];
-                let dep = pw
-                    .iter()
-                    .any(|a| qr.iter().chain(qw).any(|b| overlaps(a, b)))
-                    || pr.iter().any(|a| qw.iter().any(|b| overlaps(a, b)));
-                if dep {
-                    wave[j] = wave[j].max(wave[i] + 1);
-                }
-            }
-        }
+        let wave = waves_of(&rw);
         let waves = wave.iter().max().map_or(0, |w| w + 1);
         let mut slots: Vec<Option<(Kernel, Part)>> = window.into_iter().map(Some).collect();
         for w in 0..waves {
@@ -534,6 +508,46 @@ impl Builder<'_> {
     }
 }
 
+/// True when an operation reading `pr` and writing `pw` must run after one reading `qr` and
+/// writing `qw` that comes before it (read after write, write after read or write).
+fn depends(pr: &[Mem], pw: &[Mem], qr: &[Mem], qw: &[Mem]) -> bool {
+    pw.iter()
+        .any(|a| qr.iter().chain(qw).any(|b| overlaps(a, b)))
+        || pr.iter().any(|a| qw.iter().any(|b| overlaps(a, b)))
+}
+
+/// The wave of each operation (reads, writes) of a row: one after the last earlier operation it
+/// depends on, so operations of one wave may run side by side and waves in order keep every
+/// dependence.
+fn waves_of(rw: &[(Vec<Mem>, Vec<Mem>)]) -> Vec<usize> {
+    let mut wave = vec![0usize; rw.len()];
+    for j in 0..rw.len() {
+        for i in 0..j {
+            if depends(&rw[j].0, &rw[j].1, &rw[i].0, &rw[i].1) {
+                wave[j] = wave[j].max(wave[i] + 1);
+            }
+        }
+    }
+    wave
+}
+
+/// Where a segment needs a barrier: before an operation that depends on one since the last
+/// barrier; independent neighbours share a phase.
+fn barriers_of(rw: &[(Vec<Mem>, Vec<Mem>)]) -> Vec<bool> {
+    let (mut read, mut written): (Vec<Mem>, Vec<Mem>) = (Vec::new(), Vec::new());
+    let mut barrier = vec![false; rw.len()];
+    for (j, (pr, pw)) in rw.iter().enumerate() {
+        if depends(pr, pw, &read, &written) {
+            barrier[j] = true;
+            read.clear();
+            written.clear();
+        }
+        read.extend(pr.iter().cloned());
+        written.extend(pw.iter().cloned());
+    }
+    barrier
+}
+
 /// A `Walk` as a C aggregate.
 fn walk_text(w: &Walk) -> String {
     let list = |v: &[i64; MAX_RANK]| {
@@ -557,4 +571,61 @@ pub(super) fn templates() -> &'static str {
     let src = crate::dev::GENERIC_SRC;
     let end = src.find("#define INST_ALL").unwrap_or(src.len());
     &src[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(o: usize, e: usize) -> Mem {
+        Mem::Range(o, e)
+    }
+    fn st(n: &str) -> Mem {
+        Mem::State(n.into())
+    }
+
+    /// Adam-like row: each update reads its step size, computed by a small group right before
+    /// it into reused arena bytes; the updates share a wave after the step sizes, and an arena
+    /// range reused by a later step size puts that one after the update that read it.
+    #[test]
+    fn waves_keep_every_dependence() {
+        let rw = vec![
+            (vec![st("hyper")], vec![r(0, 64)]), // step size 1
+            (vec![r(0, 64), st("p1"), r(128, 512)], vec![st("p1")]), // update 1
+            (vec![st("hyper")], vec![r(64, 128)]), // step size 2
+            (vec![r(64, 128), st("p2")], vec![st("p2")]), // update 2
+            (vec![st("hyper")], vec![r(0, 64)]), // step size 3 reuses 0..64
+            (vec![r(0, 64), st("p3")], vec![st("p3")]), // update 3
+            (vec![st("p1")], vec![r(1024, 1088)]), // reads p1 after its update
+            (vec![st("p9")], vec![st("p9")]),    // independent of all
+        ];
+        assert_eq!(waves_of(&rw), vec![0, 1, 0, 1, 2, 3, 2, 0]);
+    }
+
+    #[test]
+    fn barriers_only_before_dependent_operations() {
+        let rw = vec![
+            (vec![Mem::ReadOnly], vec![r(0, 64)]),    // a
+            (vec![Mem::ReadOnly], vec![r(64, 128)]),  // b: independent of a
+            (vec![r(0, 128)], vec![r(128, 192)]),     // reads a and b: barrier
+            (vec![Mem::ReadOnly], vec![r(0, 32)]),    // overwrites what c read: barrier
+            (vec![Mem::Own(3)], vec![st("s")]),       // independent
+            (vec![st("s")], vec![Mem::Own(4)]),       // reads s: barrier
+            (vec![Mem::ReadOnly], vec![Mem::Own(4)]), // writes what the last wrote: barrier
+        ];
+        assert_eq!(
+            barriers_of(&rw),
+            vec![false, false, true, true, false, true, true]
+        );
+    }
+
+    #[test]
+    fn memory_overlap() {
+        assert!(overlaps(&r(0, 64), &r(32, 96)));
+        assert!(!overlaps(&r(0, 64), &r(64, 128)));
+        assert!(overlaps(&st("a"), &st("a")));
+        assert!(!overlaps(&st("a"), &st("b")));
+        assert!(!overlaps(&Mem::ReadOnly, &Mem::ReadOnly));
+        assert!(!overlaps(&Mem::Own(1), &r(0, 64)));
+    }
 }
