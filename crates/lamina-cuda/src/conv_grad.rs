@@ -1,9 +1,13 @@
 //! The two gradient kinds of `Op::Conv` (`ConvKind::InputGrad`, `ConvKind::KernelGrad`), as
 //! kernels generated into the plan's module with the geometry as constants:
-//! - with one group and long enough rows (the forward's condition), through cuBLAS: the kernel
-//!   gradient is `dW [O, K] = dyᵀ [O, N·P] · im2col(x)ᵀ`, the input gradient
-//!   `dx = col2im(Wᵀ [K, O] · dyᵀ [O, N·P])` with col2im a gather (each `dx` element sums the
-//!   columns that read it, so no atomics);
+//! - the kernel gradient with one group, when the forward convolution of the same input kept its
+//!   per-image columns or `K = C·KH·KW ≤ P = HO·WO`: those columns (else im2col here), one
+//!   strided-batched GEMM of per-image partials `dy_n [O, P] · col_n [K, P]ᵀ`, and their sum
+//!   over the images in order; otherwise with `K > 64`, `dW [O, K] = dyᵀ [O, N·P] · im2col(x)ᵀ`
+//!   with dy transposed (one GEMM over all images);
+//! - the input gradient with one group and `K > 64`: `dx = col2im(Wᵀ [K, O] · dy_n [O, P])`, one
+//!   strided-batched GEMM over the images into per-image columns (dy read as it is), col2im a
+//!   gather (each `dx` element sums the columns that read it, so no atomics);
 //! - otherwise directly: the input gradient one thread per `dx` element gathering over the
 //!   `(o, kh, kw)` whose window reads it, the kernel gradient one block per `dW` element with a
 //!   fixed tree reduction over `(n, ho, wo)`.
@@ -11,33 +15,10 @@
 //! Every path is deterministic. Padding may be negative (it crops); positions outside the image
 //! read 0 and receive no gradient.
 
+use super::conv::geometry;
 use super::*;
 use lamina_core::ops::linalg::conv_geometry;
 use lamina_core::ConvParams;
-
-/// The geometry in `struct ConvP` order: `n c h w o cg kh kw ho wo sh sw ph pw dh dw groups`.
-fn geometry(p: &ConvParams, x: &[usize], w: &[usize], y: &[usize]) -> [i64; 17] {
-    let u = |v: usize| v as i64;
-    [
-        u(x[0]),
-        u(x[1]),
-        u(x[2]),
-        u(x[3]),
-        u(w[0]),
-        u(w[1]),
-        u(w[2]),
-        u(w[3]),
-        u(y[2]),
-        u(y[3]),
-        u(p.stride[0]),
-        u(p.stride[1]),
-        p.padding[0].0,
-        p.padding[1].0,
-        u(p.dilation[0]),
-        u(p.dilation[1]),
-        u(p.groups),
-    ]
-}
 
 impl Builder<'_> {
     /// The launches of a Conv node of a gradient kind: `ConvKind::InputGrad` when `input_grad`,
@@ -78,8 +59,16 @@ impl Builder<'_> {
                 vec![Arg::Slot(out), Arg::I64(n_out as i64), Arg::F64(0.0)],
             )]);
         }
-        let col_bytes = nb * kk * pp * dt.size_bytes();
-        if p.groups == 1 && kk > 64 && col_bytes <= MAX_COLUMNS && nb * kk * pp < 1 << 31 {
+        let es = dt.size_bytes();
+        let cols_fit = p.groups == 1 && nb * kk * pp * es <= MAX_COLUMNS && nb * kk * pp < 1 << 31;
+        let parts_fit = nb * o * kk * es <= MAX_COLUMNS;
+        // per-image partials cost N·O·K of traffic, a transposed dy N·O·P; columns that the
+        // forward kept cost nothing
+        let kept = self.conv_cols.contains_key(&(a, v));
+        if cols_fit && !input_grad && parts_fit && (kept || kk <= pp) {
+            return self.kernel_grad_per_image(dt, &v, a, [sa, sb, out]);
+        }
+        if cols_fit && kk > 64 {
             return self.conv_grad_gemm(dt, input_grad, &v, [sa, sb, out]);
         }
         Ok(vec![if input_grad {
@@ -101,8 +90,9 @@ impl Builder<'_> {
         }])
     }
 
-    /// One group: dy transposed to `[O, N·P]`, one GEMM, and im2col before (kernel gradient) or
-    /// col2im after it (input gradient). `slots` are the two operands and the result.
+    /// One group, through cuBLAS. Input gradient: per-image columns `col_n [K, P] = Wᵀ · dy_n`
+    /// (one strided-batched GEMM over the images, reading dy as it is), then col2im. Kernel
+    /// gradient: dy transposed to `[O, N·P]`, im2col rows `[K, N·P]`, one GEMM. `slots` are the two operands and the result.
     fn conv_grad_gemm(
         &mut self,
         dt: DType,
@@ -114,9 +104,63 @@ impl Builder<'_> {
         let (kk, pp, es) = (cg * kh * kw, ho * wo, dt.size_bytes());
         let f64 = dt == DType::F64;
         let cols = self.scratch(0, nb * kk * pp * es)?;
-        let dyt = self.scratch(1, nb * o * pp * es)?;
         let dy = if input_grad { sa } else { sb };
-        let transpose = elementwise(
+        if input_grad {
+            let name = self.col2im_kernel(dt, v);
+            return Ok(vec![
+                Kernel::Gemm(Gemm {
+                    f64,
+                    a: sb,
+                    b: sa,
+                    out: cols,
+                    m: kk,
+                    n: pp,
+                    k: o,
+                    batch: nb,
+                    ta: true,
+                    tb: false,
+                    stride_a: 0,
+                    stride_b: o * pp,
+                }),
+                Kernel::Launch {
+                    func: Func::Planned(name),
+                    f: None,
+                    grid: grid_for(nb * c * h * w),
+                    block: BLOCK,
+                    args: vec![Arg::Slot(out), Arg::Slot(cols)],
+                },
+            ]);
+        }
+        let (dyt, copy) = self.transpose_dy(dt, dy, [nb, o, pp])?;
+        Ok(vec![
+            self.im2col_launch(dt, v, false, [cols, sa]),
+            copy,
+            Kernel::Gemm(Gemm {
+                f64,
+                a: dyt,
+                b: cols,
+                out,
+                m: o,
+                n: kk,
+                k: nb * pp,
+                batch: 1,
+                ta: false,
+                tb: true,
+                stride_a: 0,
+                stride_b: 0,
+            }),
+        ])
+    }
+
+    /// `dy [N, O, P]` transposed to `[O, N·P]` in scratch buffer 1: the buffer and the copy.
+    fn transpose_dy(
+        &mut self,
+        dt: DType,
+        dy: usize,
+        [nb, o, pp]: [usize; 3],
+    ) -> Result<(usize, Kernel)> {
+        let dyt = self.scratch(1, nb * o * pp * dt.size_bytes())?;
+        let copy = elementwise(
             format!("copy_{}", sfx(dt)),
             nb * o * pp,
             vec![
@@ -126,94 +170,66 @@ impl Builder<'_> {
                 Arg::Walk(Walk::new(&[o, nb, pp], &[pp, o * pp, 1], 0)?),
             ],
         );
-        Ok(if input_grad {
-            let name = self.col2im_kernel(dt, v);
-            vec![
-                transpose,
-                Kernel::Gemm(Gemm {
-                    f64,
-                    a: sb,
-                    b: dyt,
-                    out: cols,
-                    m: kk,
-                    n: nb * pp,
-                    k: o,
-                    batch: 1,
-                    ta: true,
-                    tb: false,
-                    stride_a: 0,
-                    stride_b: 0,
-                }),
-                Kernel::Launch {
-                    func: Func::Planned(name),
-                    f: None,
-                    grid: grid_for(nb * c * h * w),
-                    block: BLOCK,
-                    args: vec![Arg::Slot(out), Arg::Slot(cols)],
-                },
-            ]
-        } else {
-            let name = self.im2col_kernel(dt, v);
-            vec![
-                Kernel::Launch {
-                    func: Func::Planned(name),
-                    f: None,
-                    grid: grid_for(nb * kk * pp),
-                    block: BLOCK,
-                    args: vec![Arg::Slot(cols), Arg::Slot(sa)],
-                },
-                transpose,
-                Kernel::Gemm(Gemm {
-                    f64,
-                    a: dyt,
-                    b: cols,
-                    out,
-                    m: o,
-                    n: kk,
-                    k: nb * pp,
-                    batch: 1,
-                    ta: false,
-                    tb: true,
-                    stride_a: 0,
-                    stride_b: 0,
-                }),
-            ]
-        })
+        Ok((dyt, copy))
     }
 
-    /// A fresh name for a kernel appended to the plan's module.
-    fn planned_name(&self, what: &str) -> String {
-        format!("{what}_{}", self.planned.matches("__global__").count())
+    /// Kernel gradient of one group through per-image columns of input node `x` (the forward's,
+    /// if it kept them, else im2col here), one strided-batched GEMM of the per-image partials
+    /// `dW_n [O, K] = dy_n [O, P] · col_n [K, P]ᵀ`, and their sum over the images in order
+    /// (deterministic). Neither dy nor the columns are transposed.
+    fn kernel_grad_per_image(
+        &mut self,
+        dt: DType,
+        v: &[i64; 17],
+        x: NodeId,
+        [sx, sdy, out]: [usize; 3],
+    ) -> Result<Vec<Kernel>> {
+        let [nb, _, _, _, o, cg, kh, kw, ho, wo, ..] = v.map(|u| u as usize);
+        let (kk, pp, es) = (cg * kh * kw, ho * wo, dt.size_bytes());
+        let part = self.scratch(1, nb * o * kk * es)?;
+        let mut ks = Vec::new();
+        // the forward convolution of x already wrote these columns earlier in the step
+        let cols = match self.conv_cols.get(&(x, *v)) {
+            Some(&slot) => slot,
+            None => {
+                let cols = self.scratch(0, nb * kk * pp * es)?;
+                ks.push(self.im2col_launch(dt, v, true, [cols, sx]));
+                cols
+            }
+        };
+        let sum = self.planned_name("wsum");
+        let ok = o * kk;
+        self.planned.push_str(&wsum_src(&sum, dt, nb, ok));
+        ks.extend([
+            Kernel::Gemm(Gemm {
+                f64: dt == DType::F64,
+                a: sdy,
+                b: cols,
+                out: part,
+                m: o,
+                n: kk,
+                k: pp,
+                batch: nb,
+                ta: false,
+                tb: true,
+                stride_a: o * pp,
+                stride_b: kk * pp,
+            }),
+            Kernel::Launch {
+                func: Func::Planned(sum),
+                f: None,
+                grid: grid_for(ok),
+                block: BLOCK,
+                args: vec![Arg::Slot(out), Arg::Slot(part)],
+            },
+        ]);
+        Ok(ks)
     }
 
-    /// `dx[b, ci, iy, ix] = Σ cols[(ci, ky, kx), b, oy, ox]` over the taps whose window position
-    /// `(oy, ox)` reads `(iy, ix)`; `cols` is `[C·KH·KW, N·P]` (one group).
+    /// col2im into a new planned kernel (see `col2im_src`); its name.
     fn col2im_kernel(&mut self, dt: DType, v: &[i64; 17]) -> String {
-        let [n, c, h, w, _o, _cg, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, _g] = *v;
         let name = self.planned_name("col2im");
-        let ty = codegen::c_type(dt);
-        let (total, np) = (n * c * h * w, n * ho * wo);
-        self.planned.push_str(&format!(
-            r#"extern "C" __global__ void {name}({ty}* dx, const {ty}* col) {{
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < {total}u; i += gridDim.x * blockDim.x) {{
-    unsigned ix = i % {w}u, t = i / {w}u;
-    unsigned iy = t % {h}u; t /= {h}u;
-    unsigned ci = t % {c}u, b = t / {c}u;
-    {ty} acc = 0;
-    for (int ky = 0; ky < {kh}; ++ky) {{
-      int yy = (int)iy + ({ph}) - ky * {dh};
-      if (yy < 0 || yy % {sh} != 0 || yy / {sh} >= {ho}) continue;
-      for (int kx = 0; kx < {kw}; ++kx) {{
-        int xx = (int)ix + ({pw}) - kx * {dw};
-        if (xx < 0 || xx % {sw} != 0 || xx / {sw} >= {wo}) continue;
-        acc += col[(((int)ci * {kh} + ky) * {kw} + kx) * {np} + ((int)b * {ho} + yy / {sh}) * {wo} + xx / {sw}];
-      }}
-    }}
-    dx[i] = acc;
-  }}
-}}
-"#
-        ));
+        self.planned.push_str(&col2im_src(&name, dt, v));
         name
     }
 
@@ -289,4 +305,50 @@ impl Builder<'_> {
         ));
         name
     }
+}
+
+/// `dx[b, ci, iy, ix] = Σ cols[b, (ci, ky, kx), oy, ox]` over the taps whose window position
+/// `(oy, ox)` reads `(iy, ix)`; `cols` is `[N, C·KH·KW, P]` (one group).
+pub(super) fn col2im_src(name: &str, dt: DType, v: &[i64; 17]) -> String {
+    let [n, c, h, w, _o, _cg, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, _g] = *v;
+    let ty = codegen::c_type(dt);
+    let total = n * c * h * w;
+    // image stride and tap stride of the columns
+    let (bs, ks) = (c * kh * kw * ho * wo, ho * wo);
+    format!(
+        r#"extern "C" __global__ void {name}({ty}* dx, const {ty}* col) {{
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < {total}u; i += gridDim.x * blockDim.x) {{
+    unsigned ix = i % {w}u, t = i / {w}u;
+    unsigned iy = t % {h}u; t /= {h}u;
+    unsigned ci = t % {c}u, b = t / {c}u;
+    {ty} acc = 0;
+    for (int ky = 0; ky < {kh}; ++ky) {{
+      int yy = (int)iy + ({ph}) - ky * {dh};
+      if (yy < 0 || yy % {sh} != 0 || yy / {sh} >= {ho}) continue;
+      for (int kx = 0; kx < {kw}; ++kx) {{
+        int xx = (int)ix + ({pw}) - kx * {dw};
+        if (xx < 0 || xx % {sw} != 0 || xx / {sw} >= {wo}) continue;
+        acc += col[(int)b * {bs} + (((int)ci * {kh} + ky) * {kw} + kx) * {ks} + (yy / {sh}) * {wo} + xx / {sw}];
+      }}
+    }}
+    dx[i] = acc;
+  }}
+}}
+"#
+    )
+}
+
+/// The sum over images of per-image kernel-gradient partials `[N, O·K]`, in order.
+pub(super) fn wsum_src(name: &str, dt: DType, nb: usize, ok: usize) -> String {
+    let ty = codegen::c_type(dt);
+    format!(
+        r#"extern "C" __global__ void {name}({ty}* __restrict__ dw, const {ty}* __restrict__ part) {{
+  for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < {ok}u; e += gridDim.x * blockDim.x) {{
+    {ty} a = 0;
+    for (unsigned b = 0; b < {nb}u; ++b) a += part[b * {ok}u + e];
+    dw[e] = a;
+  }}
+}}
+"#
+    )
 }

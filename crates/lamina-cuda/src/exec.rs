@@ -13,6 +13,9 @@ mod conv_grad;
 // Segments and multi-tensor launches: runs of built launches merged into one kernel.
 #[path = "segment.rs"]
 mod segment;
+// The forward kind of Conv, the shared column buffers and the split sums of bias gradients.
+#[path = "conv.rs"]
+mod conv;
 
 use crate::codegen::{self, FusedText, Load};
 use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
@@ -749,6 +752,9 @@ struct Builder<'p> {
     planned: String,
     /// Slots of the shared scratch buffers (im2col columns, GEMM results) and their sizes so far.
     scratch: Vec<(usize, usize)>,
+    /// Forward convolutions' per-image im2col columns (slots of their own buffers) by input node
+    /// and geometry: a kernel gradient of the same input and geometry reads them (`conv.rs`).
+    conv_cols: HashMap<(NodeId, [i64; 17]), usize>,
 }
 
 impl<'p> Builder<'p> {
@@ -846,32 +852,8 @@ impl<'p> Builder<'p> {
             through: Default::default(),
             planned: String::new(),
             scratch: Vec::new(),
+            conv_cols: HashMap::new(),
         })
-    }
-
-    /// An im2col kernel (layout `col[(ci·kh + ky)·kw + kx][b][oy·wo + ox]`) with the convolution's sizes
-    /// as constants, so its index arithmetic compiles to multiplications; returns its name.
-    fn im2col_kernel(&mut self, dt: DType, v: &[i64; 17]) -> String {
-        let [n, c, h, w, _o, cg, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, _g] = *v;
-        let name = format!("im2col_{}", self.planned.matches("__global__").count());
-        let ty = codegen::c_type(dt);
-        let total = n * cg * kh * kw * ho * wo;
-        let p = ho * wo;
-        self.planned.push_str(&format!(
-            r#"extern "C" __global__ void {name}({ty}* col, const {ty}* x) {{
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < {total}u; i += gridDim.x * blockDim.x) {{
-    unsigned q = i % {p}u, r = i / {p}u;
-    unsigned b = r % {n}u, kk = r / {n}u;
-    unsigned kx = kk % {kw}u, t = kk / {kw}u;
-    unsigned ky = t % {kh}u, ci = t / {kh}u;
-    int oy = (int)(q / {wo}u), ox = (int)(q % {wo}u);
-    int iy = oy * {sh} - ({ph}) + (int)ky * {dh}, ix = ox * {sw} - ({pw}) + (int)kx * {dw};
-    col[i] = (iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? x[(((int)b * {c} + (int)ci) * {h} + iy) * {w} + ix] : ({ty})0;
-  }}
-}}
-"#
-        ));
-        name
     }
 
     /// Scratch buffer `which` of at least `bytes` for one step (steps run one after another, so
@@ -1134,6 +1116,13 @@ impl<'p> Builder<'p> {
                 // Neighbouring outputs that are neighbours in memory: 32 outputs per block, reads
                 // coalesced. Else short reductions a thread per output, long ones a block each.
                 let adjacent = keep.rank > 0 && keep.stride[keep.rank as usize - 1] == 1;
+                if kind == "sum" && !adjacent && n_red > 64 {
+                    // few outputs with long sums (conv bias gradients): two passes (`conv.rs`)
+                    let red = Walk::new(&rs, &rt, 0)?;
+                    if let Some(ks) = self.split_sum(dt, (n, n_red), &keep, &red, [src, out])? {
+                        return Ok(ks);
+                    }
+                }
                 let (variant, grid, block) = if adjacent && n_red > 8 {
                     // 32 outputs per block and up to 32 lanes over the reduced elements
                     let lanes = n_red.div_ceil(8).clamp(1, 32) as u32;
@@ -1286,115 +1275,12 @@ impl<'p> Builder<'p> {
             Op::Conv(p) => {
                 float("conv")?;
                 match p.kind {
-                    lamina_core::ConvKind::Forward => {}
+                    lamina_core::ConvKind::Forward => return self.conv_forward(id, p),
                     lamina_core::ConvKind::InputGrad { .. } => return self.conv_grad(id, p, true),
                     lamina_core::ConvKind::KernelGrad { .. } => {
                         return self.conv_grad(id, p, false)
                     }
                 }
-                let (xs, ws) = (self.shape(node.inputs[0]), self.shape(node.inputs[1]));
-                let v = [
-                    xs[0],
-                    xs[1],
-                    xs[2],
-                    xs[3],
-                    ws[0],
-                    ws[1],
-                    ws[2],
-                    ws[3],
-                    shape[2],
-                    shape[3],
-                    p.stride[0],
-                    p.stride[1],
-                ]
-                .map(|u| u as i64);
-                let mut cp = ConvP { v: [0; 17] };
-                cp.v[..12].copy_from_slice(&v);
-                cp.v[12] = p.padding[0].0;
-                cp.v[13] = p.padding[1].0;
-                cp.v[14] = p.dilation[0] as i64;
-                cp.v[15] = p.dilation[1] as i64;
-                cp.v[16] = p.groups as i64;
-                let xsl = self.read(node.inputs[0])?;
-                let wsl = self.read(node.inputs[1])?;
-                let out = self.write(id)?;
-                let (kk, pp) = (ws[1] * ws[2] * ws[3], shape[2] * shape[3]);
-                let col_bytes = xs[0] * kk * pp * dt.size_bytes();
-                let fits_32 = numel(xs) / xs[0].max(1) < 1 << 31 && kk < 1 << 31;
-                if kk >= 2048 && n <= 4096 && fits_32 {
-                    // few outputs, long sums (a weight gradient): a block per output
-                    return Ok(vec![Kernel::Launch {
-                        func: Func::Generic(format!("conv_block_{}", sfx(dt))),
-                        f: None,
-                        grid: n.min(65535) as u32,
-                        block: BLOCK,
-                        args: vec![
-                            Arg::Slot(out),
-                            Arg::Slot(xsl),
-                            Arg::Slot(wsl),
-                            Arg::Conv(cp),
-                        ],
-                    }]);
-                }
-                let cols_32 = xs[0] * kk * pp < 1 << 31 && numel(xs) < 1 << 31;
-                if p.groups == 1 && n > 0 && kk > 64 && col_bytes <= MAX_COLUMNS && cols_32 {
-                    // im2col for every image, one GEMM W [O, K] · col [K, N·P] = [O, N, P], and a
-                    // transposing copy to [N, O, P]
-                    let (nb, o) = (xs[0], ws[0]);
-                    let cols = self.scratch(0, col_bytes)?;
-                    let tmp = self.scratch(1, n * dt.size_bytes())?;
-                    let name = self.im2col_kernel(dt, &cp.v);
-                    return Ok(vec![
-                        Kernel::Launch {
-                            func: Func::Planned(name),
-                            f: None,
-                            grid: grid_for(nb * kk * pp),
-                            block: BLOCK,
-                            args: vec![Arg::Slot(cols), Arg::Slot(xsl)],
-                        },
-                        Kernel::Gemm(Gemm {
-                            f64: dt == DType::F64,
-                            a: wsl,
-                            b: cols,
-                            out: tmp,
-                            m: o,
-                            n: nb * pp,
-                            k: kk,
-                            batch: 1,
-                            ta: false,
-                            tb: false,
-                            stride_a: 0,
-                            stride_b: 0,
-                        }),
-                        elementwise(
-                            format!("copy_{}", sfx(dt)),
-                            n,
-                            vec![
-                                Arg::Slot(out),
-                                Arg::Slot(tmp),
-                                Arg::I64(n as i64),
-                                Arg::Walk(Walk::new(&[nb, o, pp], &[pp, nb * pp, 1], 0)?),
-                            ],
-                        ),
-                    ]);
-                }
-                if numel(xs) >= 1 << 31 || n >= 1 << 31 || numel(ws) >= 1 << 31 {
-                    return Err(cuda_err(format!(
-                        "%{id}: convolution of {} by {} is too large for the direct kernel",
-                        crate::exec::shape_text(xs),
-                        crate::exec::shape_text(ws)
-                    )));
-                }
-                vec![elementwise(
-                    format!("conv_{}", sfx(dt)),
-                    n,
-                    vec![
-                        Arg::Slot(out),
-                        Arg::Slot(xsl),
-                        Arg::Slot(wsl),
-                        Arg::Conv(cp),
-                    ],
-                )]
             }
             Op::Gather { axis } => {
                 let (pre, dim, post) = split(xshape(self), *axis);

@@ -199,36 +199,6 @@ template <typename T> __device__ void scatter_add_t(T* out, const T* upd, const 
     }
 }
 
-// Direct convolution (cross-correlation), NCHW x OIHW, one thread per output element; 32-bit
-// index arithmetic (the caller checks that the tensors fit).
-template <typename T> __device__ void conv_t(T* out, const T* x, const T* wt, ConvP p) {
-    const unsigned og = (unsigned)(p.o / p.groups), O = (unsigned)p.o, ho = (unsigned)p.ho, wo = (unsigned)p.wo;
-    const int cg = (int)p.cg, kh = (int)p.kh, kw = (int)p.kw, h = (int)p.h, w = (int)p.w, c = (int)p.c;
-    const int sh = (int)p.sh, sw = (int)p.sw, ph = (int)p.ph, pw = (int)p.pw, dh = (int)p.dh, dw = (int)p.dw;
-    const unsigned total = (unsigned)(p.n * p.o * p.ho * p.wo);
-    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-        unsigned xo = i % wo, t = i / wo;
-        unsigned yo = t % ho; t /= ho;
-        unsigned oc = t % O, n = t / O;
-        unsigned g = oc / og;
-        T acc = 0;
-        for (int ci = 0; ci < cg; ++ci) {
-            const T* xp = x + (((int)n * c + (int)g * cg + ci) * h) * w;
-            const T* wp = wt + (((int)oc * cg + ci) * kh) * kw;
-            for (int ky = 0; ky < kh; ++ky) {
-                int iy = (int)yo * sh - ph + ky * dh;
-                if (iy < 0 || iy >= h) continue;
-                for (int kx = 0; kx < kw; ++kx) {
-                    int ix = (int)xo * sw - pw + kx * dw;
-                    if (ix < 0 || ix >= w) continue;
-                    acc += xp[iy * w + ix] * wp[ky * kw + kx];
-                }
-            }
-        }
-        out[i] = acc;
-    }
-}
-
 // Direct convolution with a block (256 threads) per output element, for few outputs with long
 // sums (a weight gradient written as a convolution: the batch and image are the sum).
 template <typename T> __device__ void conv_block_t(T* out, const T* x, const T* wt, ConvP p) {
@@ -371,9 +341,7 @@ INST_NUM_B(i32, int)
 #endif
 
 #if LAMINA_ALL || LAMINA_PART == 12
-extern "C" __global__ void conv_f32(float* out, const float* x, const float* w, ConvP p) { conv_t<float>(out, x, w, p); }
 extern "C" __global__ void conv_block_f32(float* out, const float* x, const float* w, ConvP p) { conv_block_t<float>(out, x, w, p); }
-extern "C" __global__ void conv_f64(double* out, const double* x, const double* w, ConvP p) { conv_t<double>(out, x, w, p); }
 extern "C" __global__ void conv_block_f64(double* out, const double* x, const double* w, ConvP p) { conv_block_t<double>(out, x, w, p); }
 #endif
 
