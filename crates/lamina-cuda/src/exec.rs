@@ -12,15 +12,16 @@
 mod conv_grad;
 
 use crate::codegen::{self, FusedText, Load};
-use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
+use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem};
+use crate::feed::Feeder;
 use crate::CudaBuffer;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
     result as drv, sys as drv_sys, CudaFunction, CudaGraph, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use lamina_core::{
-    check_state, numel, strides, DType, HostTensor, Literal, NodeId, Op, Plan, Result, StateMap,
-    Step, Storage,
+    check_state, numel, strides, DType, Error, Feed, HostTensor, Literal, NodeId, Op,
+    PendingOutputs, Plan, Result, StateMap, Step, Storage,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -182,12 +183,6 @@ fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-struct OutputRead {
-    slot: usize,
-    dtype: DType,
-    shape: Vec<usize>,
-}
-
 /// A plan compiled for one CUDA device.
 pub struct CudaExecutable {
     dev: Arc<Dev>,
@@ -197,13 +192,13 @@ pub struct CudaExecutable {
     _snapshots: Vec<DevMem>,
     _scratch: Vec<DevMem>,
     _inputs: Vec<DevMem>,
-    /// Page-locked staging memory per fed input.
-    staging: Vec<Pinned>,
+    /// Inputs in through page-locked staging, outputs out (`feed.rs`).
+    feed: Feeder,
     slots: Vec<u64>,
-    bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
     kernels: Vec<Kernel>,
-    outputs: Vec<OutputRead>,
+    /// Slot of each graph output.
+    outputs: Vec<usize>,
     use_graph: bool,
     /// `LAMINA_CUDA_PROFILE` was set when compiling.
     profile: bool,
@@ -256,13 +251,11 @@ impl CudaExecutable {
             per_step.push(ks);
         }
         let mut outputs = Vec::with_capacity(plan.graph.outputs.len());
+        let mut out_types = Vec::with_capacity(plan.graph.outputs.len());
         for &o in &plan.graph.outputs {
             let ty = &plan.graph.nodes[o].ty;
-            outputs.push(OutputRead {
-                slot: b.read(o)?,
-                dtype: ty.dtype,
-                shape: ty.shape.clone(),
-            });
+            outputs.push(b.read(o)?);
+            out_types.push((ty.dtype, ty.shape.clone()));
         }
         let scratch = b.finish_scratch()?;
         let mut kernels = Vec::new();
@@ -310,6 +303,12 @@ impl CudaExecutable {
             }
         }
         crate::dev::report("compiling the plan (all of it)", t);
+        let feed = Feeder::new(
+            dev,
+            b.inputs.iter().map(|m| m.bytes).collect(),
+            b.inputs.iter().map(|m| m.ptr).collect(),
+            out_types,
+        )?;
         Ok(CudaExecutable {
             dev: dev.clone(),
             plan: plan.clone(),
@@ -318,9 +317,8 @@ impl CudaExecutable {
             _snapshots: b.snapshots,
             _scratch: scratch,
             _inputs: b.inputs,
-            staging: b.staging,
+            feed,
             slots: b.slots,
-            bind_inputs: b.bind_inputs,
             bind_states: b.bind_states,
             kernels,
             outputs,
@@ -546,14 +544,74 @@ impl CudaExecutable {
         }
     }
 
-    /// Runs the plan once (see `Backend::run`).
+    /// Device bytes this executable holds: arena, constants, state snapshots, scratch, input
+    /// buffers and the landing buffers of large inputs.
+    pub fn device_bytes(&self) -> usize {
+        let sum = |v: &[DevMem]| v.iter().map(|m| m.bytes).sum::<usize>();
+        self._arena.bytes
+            + sum(&self._consts)
+            + sum(&self._snapshots)
+            + sum(&self._scratch)
+            + sum(&self._inputs)
+            + self.feed.device_bytes()
+    }
+
+    /// The staging memory of fed input `k` for the next submit (see `Backend::staging`).
+    pub(crate) fn staging(&mut self, k: usize) -> Result<&mut [u8]> {
+        let _busy = self.dev.lock();
+        ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
+        self.feed.staging(k)
+    }
+
+    /// Runs the plan once and waits for it (see `Backend::run`).
     pub(crate) fn execute(
         &mut self,
         state: &mut StateMap<CudaBuffer>,
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
-        let started = std::time::Instant::now();
         self.plan.check_inputs(inputs)?;
+        let feeds: Vec<Feed> = inputs.iter().map(|t| Feed::Host(t)).collect();
+        self.submit(state, &feeds)?.wait()
+    }
+
+    /// Enqueues the inputs' copies, the step and the outputs' copies (see `Backend::submit`).
+    pub(crate) fn submit(
+        &mut self,
+        state: &mut StateMap<CudaBuffer>,
+        inputs: &[Feed<'_>],
+    ) -> Result<PendingOutputs> {
+        let started = std::time::Instant::now();
+        if inputs.len() != self.plan.inputs.len() {
+            return Err(Error::Input(format!(
+                "expected {} inputs, got {}",
+                self.plan.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let hosts: Vec<&HostTensor> = inputs
+            .iter()
+            .filter_map(|f| match f {
+                Feed::Host(t) => Some(*t),
+                Feed::Staged => None,
+            })
+            .collect();
+        if hosts.len() == inputs.len() {
+            self.plan.check_inputs(&hosts)?;
+        } else {
+            for (k, f) in inputs.iter().enumerate() {
+                let ty = &self.plan.graph.nodes[self.plan.inputs[k]].ty;
+                if let Feed::Host(t) = f {
+                    if t.shape() != ty.shape.as_slice() || t.dtype() != ty.dtype {
+                        return Err(Error::Input(format!(
+                            "input {k}: expected {}, got {}{}",
+                            ty.describe(),
+                            t.dtype(),
+                            shape_text(t.shape())
+                        )));
+                    }
+                }
+            }
+        }
         // `check_state` without its per-buffer clone of the type: this runs every step
         for (name, ty) in &self.plan.states {
             match state.get(name) {
@@ -568,18 +626,7 @@ impl CudaExecutable {
         let dev = self.dev.clone();
         let _busy = dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
-        let stream = self.dev.stream.cu_stream();
-        for &(slot, k) in &self.bind_inputs {
-            let bytes = crate::host_bytes(inputs[k]);
-            let pinned = self.staging[k].as_mut_slice();
-            pinned[..bytes.len()].copy_from_slice(bytes);
-            // SAFETY: the input buffer and its staging memory were sized for this input's type,
-            // checked above; the staging memory is not written again before the run synchronizes.
-            ctx(
-                unsafe { drv::memcpy_htod_async(self.slots[slot], &pinned[..bytes.len()], stream) },
-                "copying an input to the device",
-            )?;
-        }
+        self.feed.send(inputs)?;
         // the graph is stale when a state buffer moved since the capture
         let mut stale = self.graph.is_none();
         for (k, (slot, name)) in self.bind_states.iter().enumerate() {
@@ -626,31 +673,16 @@ impl CudaExecutable {
         } else {
             self.enqueue()?;
         }
-        let mut raw = Vec::with_capacity(self.outputs.len());
-        for o in &self.outputs {
-            let mut bytes = vec![0u8; numel(&o.shape) * o.dtype.size_bytes()];
-            if !bytes.is_empty() {
-                // SAFETY: the slot holds the output's bytes after the step.
-                ctx(
-                    unsafe { drv::memcpy_dtoh_async(&mut bytes, self.slots[o.slot], stream) },
-                    "copying an output to the host",
-                )?;
-            }
-            raw.push(bytes);
-        }
-        self.dev.sync()?;
+        let srcs: Vec<u64> = self.outputs.iter().map(|&s| self.slots[s]).collect();
+        let pending = self.feed.receive(&srcs)?;
         if let Some((e0, e1)) = timed {
             let graph_us = ctx(e0.elapsed_ms(&e1), "event time")? as f64 * 1e3;
             eprintln!(
-                "lamina-cuda step: {:.1} us in run (inputs in, graph, outputs out, sync), graph {graph_us:.1} us on the device",
+                "lamina-cuda step: {:.1} us in submit and until the graph ended (inputs in, graph), graph {graph_us:.1} us on the device",
                 started.elapsed().as_secs_f64() * 1e6
             );
         }
-        self.outputs
-            .iter()
-            .zip(raw)
-            .map(|(o, b)| HostTensor::from_le_bytes(&o.shape, o.dtype, &b))
-            .collect()
+        Ok(pending)
     }
 
     /// Captures the step into a CUDA graph; `None` when the plan has no work.
@@ -693,8 +725,6 @@ struct Builder<'p> {
     assigned: HashMap<String, usize>,
     pre: Vec<Vec<Kernel>>,
     inputs: Vec<DevMem>,
-    staging: Vec<Pinned>,
-    bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
@@ -727,14 +757,12 @@ impl<'p> Builder<'p> {
         let arena = DevMem::new(&dev.ctx, plan.arena_bytes)?;
         let mut slots = vec![0u64; n];
         let mut inputs = Vec::with_capacity(plan.inputs.len());
-        let mut staging = Vec::with_capacity(plan.inputs.len());
         for &i in &plan.inputs {
             let ty = &g.nodes[i].ty;
             let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
             inputs.push(DevMem::new(&dev.ctx, bytes)?);
-            staging.push(Pinned::new(&dev.ctx, bytes)?);
         }
-        let (mut bind_inputs, mut bind_states) = (Vec::new(), Vec::new());
+        let mut bind_states = Vec::new();
         for (id, s) in plan.storage.iter().enumerate() {
             let ty = &g.nodes[id].ty;
             let need = numel(&ty.shape) * ty.dtype.size_bytes();
@@ -756,7 +784,6 @@ impl<'p> Builder<'p> {
                         )));
                     }
                     slots[id] = inputs[*k].ptr;
-                    bind_inputs.push((id, *k));
                 }
                 Storage::State(name) => {
                     if !plan.states.iter().any(|(s, t)| s == name && t == ty) {
@@ -793,8 +820,6 @@ impl<'p> Builder<'p> {
             assigned: HashMap::new(),
             pre: vec![Vec::new(); plan.steps.len()],
             inputs,
-            staging,
-            bind_inputs,
             bind_states,
             fused: Vec::new(),
             through: Default::default(),
