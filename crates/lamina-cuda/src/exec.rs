@@ -1623,7 +1623,8 @@ impl<'p> Builder<'p> {
         Ok(vec![Kernel::Launch {
             func: Func::Fused(idx),
             f: None,
-            grid: grid_for(len),
+            // a 4-wide kernel needs a thread per 4 elements
+            grid: grid_for(len.div_ceil(self.fused[idx].vector_width())),
             block: BLOCK,
             args,
         }])
