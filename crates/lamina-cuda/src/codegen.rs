@@ -158,6 +158,35 @@ pub(crate) enum Load {
     },
 }
 
+/// How the 4 lanes of a group of 4 elements (starting at a multiple of 4) read a broadcast
+/// operand: `Some(1)` four consecutive, 16-byte aligned values; `Some(0)` one value for all; `None`
+/// neither (the innermost axis is not a multiple of 4 long, or a stride breaks the alignment).
+fn broadcast_lanes(dims: &[(usize, usize)]) -> Option<usize> {
+    let live: Vec<(usize, usize)> = dims.iter().copied().filter(|d| d.0 != 1).collect();
+    let (&(size, stride), outer) = live.split_last()?;
+    let aligned = outer.iter().all(|&(_, st)| st % 4 == 0);
+    match stride {
+        1 if size % 4 == 0 && aligned => Some(1),
+        0 if size % 4 == 0 => Some(0),
+        _ => None,
+    }
+}
+
+/// The walk to a broadcast operand's offset `o{k}` for element `idx`.
+fn broadcast_offset(s: &mut String, k: usize, idx: &str, dims: &[(usize, usize)]) {
+    let _ = write!(s, "    long long t{k} = {idx}, o{k} = 0;");
+    for &(size, stride) in dims.iter().rev() {
+        if size == 1 {
+            continue;
+        }
+        if stride != 0 {
+            let _ = write!(s, " o{k} += (t{k} % {size}ll) * {stride}ll;");
+        }
+        let _ = write!(s, " t{k} /= {size}ll;");
+    }
+    let _ = writeln!(s);
+}
+
 /// One fused kernel's text. `params` are the C types of the pointer parameters in order (loads
 /// first, then stores), `lines` the member computations.
 pub(crate) struct FusedText {
@@ -174,10 +203,10 @@ impl FusedText {
     pub(crate) fn vector_width(&self) -> usize {
         let four = |ty: &str| matches!(ty, "float" | "int");
         let ok = self.params.iter().all(|(ty, _)| four(ty))
-            && self
-                .loads
-                .iter()
-                .all(|(_, l)| !matches!(l, Load::Broadcast { .. }));
+            && self.loads.iter().all(|(_, l)| match l {
+                Load::Broadcast { dims, .. } => broadcast_lanes(dims).is_some(),
+                _ => true,
+            });
         if ok && !self.params.is_empty() {
             4
         } else {
@@ -193,17 +222,7 @@ impl FusedText {
                 Load::Dense { param } => format!("p{param}[i]"),
                 Load::Uniform { param } => format!("p{param}[0]"),
                 Load::Broadcast { param, dims } => {
-                    let _ = write!(s, "    long long t{k} = i, o{k} = 0;");
-                    for &(size, stride) in dims.iter().rev() {
-                        if size == 1 {
-                            continue;
-                        }
-                        if stride != 0 {
-                            let _ = write!(s, " o{k} += (t{k} % {size}ll) * {stride}ll;");
-                        }
-                        let _ = write!(s, " t{k} /= {size}ll;");
-                    }
-                    let _ = writeln!(s);
+                    broadcast_offset(s, k, "i", dims);
                     format!("p{param}[o{k}]")
                 }
             };
@@ -249,6 +268,20 @@ impl FusedText {
                 "    const {ty} a{p} = reinterpret_cast<const {ty}*>(p{p})[q];"
             );
         }
+        for (k, (ty, l)) in self.loads.iter().enumerate() {
+            if let Load::Broadcast { param, dims } = l {
+                broadcast_offset(s, k, "q * 4", dims);
+                if broadcast_lanes(dims) == Some(1) {
+                    let v = vec(ty);
+                    let _ = writeln!(
+                        s,
+                        "    const {v} b{k} = *reinterpret_cast<const {v}*>(p{param} + o{k});"
+                    );
+                } else {
+                    let _ = writeln!(s, "    const {ty} b{k} = p{param}[o{k}];");
+                }
+            }
+        }
         for (p, _) in &self.stores {
             let _ = writeln!(s, "    {} r{p};", vec(&self.params[*p].0));
         }
@@ -259,7 +292,10 @@ impl FusedText {
                     Load::Literal(l) => l.clone(),
                     Load::Dense { param } => format!("a{param}.{lane}"),
                     Load::Uniform { param } => format!("p{param}[0]"),
-                    Load::Broadcast { .. } => unreachable!("vector_width excludes broadcasts"),
+                    Load::Broadcast { dims, .. } if broadcast_lanes(dims) == Some(1) => {
+                        format!("b{k}.{lane}")
+                    }
+                    Load::Broadcast { .. } => format!("b{k}"),
                 };
                 let _ = writeln!(s, "      const {ty} s{k} = {e};");
             }
@@ -360,7 +396,26 @@ mod tests {
             ("float".into(), Load::Dense { param: 1 }),
             ("float".into(), Load::Literal("1.0f".into())),
         ];
-        assert_eq!(text(bcast, "float").vector_width(), 1);
+        let t = text(bcast, "float");
+        assert_eq!(t.vector_width(), 4);
+        let src = t.source();
+        for want in [
+            "long long t0 = q * 4, o0 = 0; o0 += (t0 % 4ll) * 1ll; t0 /= 4ll; t0 /= 2ll;",
+            "const float4 b0 = *reinterpret_cast<const float4*>(p0 + o0);",
+            "const float s0 = b0.y;",
+        ] {
+            assert!(src.contains(want), "missing {want:?} in\n{src}");
+        }
+        // one value per 4 lanes (a broadcast along the last axis), and an odd inner length
+        let lanes = |dims: Vec<(usize, usize)>| broadcast_lanes(&dims);
+        assert_eq!(lanes(vec![(3, 1), (8, 0)]), Some(0));
+        assert_eq!(lanes(vec![(3, 6), (6, 1)]), None);
+        assert_eq!(
+            lanes(vec![(3, 2), (4, 1)]),
+            None,
+            "rows of 2 break the alignment"
+        );
+        assert_eq!(lanes(vec![(3, 8), (4, 1), (1, 0)]), Some(1));
         let wide = vec![
             ("double".into(), Load::Dense { param: 0 }),
             ("double".into(), Load::Dense { param: 1 }),

@@ -288,6 +288,8 @@ pub(crate) struct Dev {
     /// Second stream for input copies that overlap the previous step (`feed.rs`).
     pub(crate) copy_stream: Arc<CudaStream>,
     pub(crate) blas: blas_sys::cublasHandle_t,
+    /// f32 GEMMs run on the tensor cores in TF32.
+    pub(crate) tf32: bool,
     workspace: DevMem,
     /// The generic kernels: compiled in parts on threads started by `new` (overlapping context
     /// creation and the plan's own compile), loaded by the first `function` call. Emptied when
@@ -358,6 +360,7 @@ impl Dev {
             stream,
             copy_stream,
             blas,
+            tf32,
             workspace,
             generic: Mutex::new(Generic::Compiling(compiling)),
             functions: Mutex::new(HashMap::new()),

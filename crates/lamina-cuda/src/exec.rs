@@ -853,6 +853,92 @@ impl<'p> Builder<'p> {
         name
     }
 
+    /// A tiled transpose of the last two axes (`[batch, rows, cols]` → `[batch, cols, rows]`)
+    /// through shared memory, so both its reads and its writes coalesce (a strided copy writes
+    /// at a quarter of the bandwidth); one 32×32 tile per block of 256 threads. Returns the name
+    /// and the grid.
+    fn transpose_kernel(
+        &mut self,
+        dt: DType,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+    ) -> (String, u32) {
+        let name = format!("transpose_{}", self.planned.matches("__global__").count());
+        let ty = codegen::c_type(dt);
+        let (tr, tc) = (rows.div_ceil(32), cols.div_ceil(32));
+        self.planned.push_str(&format!(
+            r#"extern "C" __global__ void {name}({ty}* out, const {ty}* in) {{
+  __shared__ {ty} tile[32][33];
+  unsigned t = blockIdx.x, tx = threadIdx.x & 31u, ty = threadIdx.x >> 5;
+  unsigned tc = t % {tc}u; t /= {tc}u;
+  unsigned tr = t % {tr}u, b = t / {tr}u;
+  const {ty}* src = in + (unsigned long long)b * {rows}ull * {cols}ull;
+  {ty}* dst = out + (unsigned long long)b * {rows}ull * {cols}ull;
+  unsigned x = tc * 32u + tx;
+  for (unsigned j = ty; j < 32u; j += 8u) {{
+    unsigned y = tr * 32u + j;
+    if (x < {cols}u && y < {rows}u) tile[j][tx] = src[(unsigned long long)y * {cols}ull + x];
+  }}
+  __syncthreads();
+  x = tr * 32u + tx;
+  for (unsigned j = ty; j < 32u; j += 8u) {{
+    unsigned y = tc * 32u + j;
+    if (x < {rows}u && y < {cols}u) dst[(unsigned long long)y * {rows}ull + x] = tile[tx][j];
+  }}
+}}
+"#
+        ));
+        (name, (batch * tr * tc) as u32)
+    }
+
+    /// Sums over the rows of a `[rows, cols]` walk (`out[j] = Σ_r src[r·stride + j]`, `cols`
+    /// outputs): a block holds 32 neighbouring columns × `lanes` lanes over the rows, each lane
+    /// with four loads in flight (a load per iteration left the kernel waiting on memory), the
+    /// partial sums (in double) combined in a fixed order. Returns the name.
+    fn colsum_kernel(
+        &mut self,
+        dt: DType,
+        cols: usize,
+        rows: usize,
+        stride: usize,
+        lanes: usize,
+    ) -> String {
+        let name = format!("colsum_{}", self.planned.matches("__global__").count());
+        let ty = codegen::c_type(dt);
+        self.planned.push_str(&format!(
+            r#"extern "C" __global__ void {name}({ty}* out, const {ty}* src) {{
+  __shared__ double sh[32][33];
+  unsigned tx = threadIdx.x & 31u, ty = threadIdx.x >> 5;
+  unsigned long long j = (unsigned long long)blockIdx.x * 32ull + tx;
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  if (j < {cols}ull) {{
+    const {ty}* p = src + j;
+    unsigned long long r = ty;
+    for (; r + {l3}ull < {rows}ull; r += {l4}ull) {{
+      a0 += p[r * {stride}ull];
+      a1 += p[(r + {lanes}ull) * {stride}ull];
+      a2 += p[(r + {l2}ull) * {stride}ull];
+      a3 += p[(r + {l3}ull) * {stride}ull];
+    }}
+    for (; r < {rows}ull; r += {lanes}ull) a0 += p[r * {stride}ull];
+  }}
+  sh[ty][tx] = (a0 + a1) + (a2 + a3);
+  __syncthreads();
+  if (ty == 0 && j < {cols}ull) {{
+    double t = 0;
+    for (unsigned y = 0; y < {lanes}u; ++y) t += sh[y][tx];
+    out[j] = ({ty})t;
+  }}
+}}
+"#,
+            l2 = 2 * lanes,
+            l3 = 3 * lanes,
+            l4 = 4 * lanes,
+        ));
+        name
+    }
+
     /// Scratch buffer `which` of at least `bytes` for one step (steps run one after another, so
     /// they share it).
     fn scratch(&mut self, which: usize, bytes: usize) -> Result<usize> {
@@ -886,6 +972,22 @@ impl<'p> Builder<'p> {
             if node.op.swaps_last_two_axes() && self.plan.matmuls_read_through(id, &step_of, &users)
             {
                 self.through.insert(id);
+            }
+        }
+        // An f32 GEMM on the tensor cores wants its operands K-major (TF32 MMA reads K-major
+        // tiles): a left operand read through a transpose is M-major, and so is a right operand
+        // stored as it is. When neither operand would be K-major, materialise the left one (a
+        // tiled transpose costs far less than the slow GEMM: H200, dW = dyᵀ·h of 4096×4096×2048
+        // took 278 µs read through against 196 µs + the transpose).
+        if self.dev.tf32 {
+            for node in &g.nodes {
+                if !matches!(node.op, Op::MatMul) || node.ty.dtype != DType::F32 {
+                    continue;
+                }
+                let (a, b) = (node.inputs[0], node.inputs[1]);
+                if self.through.contains(&a) && !self.through.contains(&b) {
+                    self.through.remove(&a);
+                }
             }
         }
     }
@@ -1132,6 +1234,30 @@ impl<'p> Builder<'p> {
                     };
                     ("block", n.min(65535) as u32, threads)
                 };
+                let red = Walk::new(&rs, &rt, 0)?;
+                let plain = keep.rank == 1 && keep.stride[0] == 1 && red.rank == 1;
+                if variant == "cols"
+                    && kind == "sum"
+                    && plain
+                    && matches!(dt, DType::F32 | DType::F64)
+                {
+                    // the common bias gradient: column sums of a row-major matrix, with its
+                    // sizes as constants and four loads in flight per thread
+                    let name = self.colsum_kernel(
+                        dt,
+                        n,
+                        n_red,
+                        red.stride[0] as usize,
+                        block as usize / 32,
+                    );
+                    return Ok(vec![Kernel::Launch {
+                        func: Func::Planned(name),
+                        f: None,
+                        grid,
+                        block,
+                        args: vec![Arg::Slot(out), Arg::Slot(src)],
+                    }]);
+                }
                 vec![Kernel::Launch {
                     func: Func::Generic(format!("reduce_{kind}_{variant}_{}", sfx(dt))),
                     f: None,
@@ -1170,6 +1296,28 @@ impl<'p> Builder<'p> {
                 }
             },
             Op::Permute { .. } if self.through.contains(&id) => vec![],
+            Op::Permute { .. }
+                if node.op.swaps_last_two_axes()
+                    && matches!(dt, DType::F32 | DType::F64)
+                    && xshape(self).len() >= 2
+                    && n < 1 << 32
+                    && n.div_ceil(1024) < 1 << 31 =>
+            {
+                let xs = xshape(self);
+                let r = xs.len();
+                let (rows, cols) = (xs[r - 2], xs[r - 1]);
+                let batch = numel(&xs[..r - 2]);
+                let src = self.read(node.inputs[0])?;
+                let out = self.write(id)?;
+                let (name, grid) = self.transpose_kernel(dt, batch, rows, cols);
+                vec![Kernel::Launch {
+                    func: Func::Planned(name),
+                    f: None,
+                    grid,
+                    block: BLOCK,
+                    args: vec![Arg::Slot(out), Arg::Slot(src)],
+                }]
+            }
             Op::Permute { perm } => {
                 let st = strides(xshape(self));
                 let walk = Walk::new(shape, &perm.iter().map(|&p| st[p]).collect::<Vec<_>>(), 0)?;

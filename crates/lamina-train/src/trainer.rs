@@ -401,7 +401,34 @@ impl Steps {
 /// Copies `x` into `dst` (when given, of the same length) and rejects NaN and infinity, in one
 /// pass of blocks that stay in cache; the check is a branch-free maximum of the magnitude bits so
 /// that it vectorises (a value is non-finite when its exponent bits are all ones).
-fn copy_finite(x: &[f32], mut dst: Option<&mut [f32]>) -> Result<()> {
+fn copy_finite(x: &[f32], dst: Option<&mut [f32]>) -> Result<()> {
+    // Batches of megabytes are split over a few threads: a GPU step waits for this copy at the
+    // start of every block of submitted steps. The first bad value in the whole batch is the one
+    // reported, as with one thread.
+    const PAR_MIN: usize = 1 << 20;
+    const PARTS: usize = 4;
+    let d = match dst {
+        Some(d) if x.len() >= PAR_MIN => d,
+        dst => return copy_finite_part(x, dst, 0),
+    };
+    let part = x.len().div_ceil(PARTS).next_multiple_of(4096);
+    let errors: Vec<Result<()>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = x
+            .chunks(part)
+            .zip(d.chunks_mut(part))
+            .enumerate()
+            .map(|(k, (xs, ds))| sc.spawn(move || copy_finite_part(xs, Some(ds), k * part)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // the first error in batch order
+    errors.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+}
+
+/// `copy_finite` of the part of a batch starting at value `first`.
+fn copy_finite_part(x: &[f32], mut dst: Option<&mut [f32]>, first: usize) -> Result<()> {
     const BLOCK: usize = 4096;
     for (b, chunk) in x.chunks(BLOCK).enumerate() {
         if let Some(d) = dst.as_deref_mut() {
@@ -414,7 +441,8 @@ fn copy_finite(x: &[f32], mut dst: Option<&mut [f32]>) -> Result<()> {
             let j = chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
             let i = b * BLOCK + j;
             return Err(Error::Input(format!(
-                "input value {i} is {} (NaN and infinity are not accepted)",
+                "input value {} is {} (NaN and infinity are not accepted)",
+                first + i,
                 x[i]
             )));
         }

@@ -383,6 +383,11 @@ fn bad_input_table_leaves_state_unchanged() {
     let mut late_nan = x.clone();
     late_nan[31] = f32::NAN;
     let y2500 = vec![0i32; 2_500];
+    // a batch large enough to be checked on several threads, bad values in two of its parts
+    let mut big = vec![0.25f32; 1 << 20];
+    big[700_001] = f32::NAN;
+    big[900_000] = f32::INFINITY;
+    let y_big = vec![0i32; 1 << 18];
     let cases: Vec<(&str, Result<BatchResult, lamina_core::Error>, Vec<&str>)> = vec![
         (
             "wrong input shape",
@@ -423,6 +428,11 @@ fn bad_input_table_leaves_state_unchanged() {
             "infinity in a later block of a large batch",
             t.train_batch(&inf, &[2_500, 4], &y2500, &[2_500]),
             vec!["input value 9001 is -inf"],
+        ),
+        (
+            "the first bad value of a batch checked in parts",
+            t.train_batch(&big, &[1 << 18, 4], &y_big, &[1 << 18]),
+            vec!["input value 700001 is NaN"],
         ),
         (
             "float targets for sparse CE",
