@@ -201,7 +201,10 @@ fn bad_input_is_an_error_and_leaves_state_unchanged() {
         .submit(&mut exe, &mut bufs, &[Feed::Staged])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("input 0 is marked staged") && e.contains("cpu"), "{e}");
+    assert!(
+        e.contains("input 0 is marked staged") && e.contains("cpu"),
+        "{e}"
+    );
     assert_eq!(bufs, before);
     let mut copy = bufs.clone();
     let submitted = cpu
