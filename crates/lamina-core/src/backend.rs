@@ -97,7 +97,8 @@ pub trait Backend {
     /// when the backend stages inputs (page-locked memory for asynchronous copies): a caller that
     /// writes the input's bytes there (little-endian, exactly the slice's length) and then passes
     /// [`Feed::Staged`] makes the only host copy of the batch. Waits until the device has read the
-    /// previous contents. `None` (the default): pass [`Feed::Host`].
+    /// previous contents. The memory belongs to the very next `submit` or `run` of `exe` (a `run`
+    /// in between uses it for its own inputs). `None` (the default): pass [`Feed::Host`].
     fn staging<'e>(
         &self,
         _exe: &'e mut Self::Executable,
