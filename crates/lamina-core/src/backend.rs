@@ -13,6 +13,54 @@ use std::collections::BTreeMap;
 /// Persistent buffers by name.
 pub type StateMap<B> = BTreeMap<String, B>;
 
+/// A fed input of [`Backend::submit`].
+#[derive(Clone, Copy, Debug)]
+pub enum Feed<'a> {
+    /// A host tensor, copied in by the run.
+    Host(&'a HostTensor),
+    /// Already written into the executable's staging memory through [`Backend::staging`] (its
+    /// type is the plan's, by construction).
+    Staged,
+}
+
+/// The outputs of a run that [`Backend::submit`] may have left running on a device.
+pub struct PendingOutputs(Pending);
+
+enum Pending {
+    Ready(Vec<HostTensor>),
+    Later(Box<dyn FnOnce() -> Result<Vec<HostTensor>> + Send>),
+}
+
+impl PendingOutputs {
+    /// Outputs that are already on the host.
+    pub fn ready(outputs: Vec<HostTensor>) -> PendingOutputs {
+        PendingOutputs(Pending::Ready(outputs))
+    }
+    /// Outputs that `wait` reads when they are asked for (after the device has produced them).
+    pub fn later(
+        wait: impl FnOnce() -> Result<Vec<HostTensor>> + Send + 'static,
+    ) -> PendingOutputs {
+        PendingOutputs(Pending::Later(Box::new(wait)))
+    }
+    /// Waits for the run and returns its outputs; an error of the device during the run (not of
+    /// its inputs, which `submit` checked) is reported here.
+    pub fn wait(self) -> Result<Vec<HostTensor>> {
+        match self.0 {
+            Pending::Ready(v) => Ok(v),
+            Pending::Later(f) => f(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingOutputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Pending::Ready(_) => "PendingOutputs(ready)",
+            Pending::Later(_) => "PendingOutputs(in flight)",
+        })
+    }
+}
+
 /// An execution engine for plans.
 pub trait Backend {
     /// Memory owned by the backend (a device allocation).
@@ -44,6 +92,58 @@ pub trait Backend {
         state: &mut StateMap<Self::Buffer>,
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>>;
+
+    /// Host memory that fed input `k` of `exe`'s next [`submit`](Backend::submit) is copied from,
+    /// when the backend stages inputs (page-locked memory for asynchronous copies): a caller that
+    /// writes the input's bytes there (little-endian, exactly the slice's length) and then passes
+    /// [`Feed::Staged`] makes the only host copy of the batch. Waits until the device has read the
+    /// previous contents. The memory belongs to the very next `submit` or `run` of `exe` (a `run`
+    /// in between uses it for its own inputs). `None` (the default): pass [`Feed::Host`].
+    fn staging<'e>(
+        &self,
+        _exe: &'e mut Self::Executable,
+        _k: usize,
+    ) -> Result<Option<&'e mut [u8]>> {
+        Ok(None)
+    }
+
+    /// Like [`run`](Backend::run), but may return before the device has finished: the outputs
+    /// come from [`PendingOutputs::wait`]. Later runs, writes and downloads are ordered after it.
+    /// Input errors are reported here, before anything runs (and `state` is unchanged). The
+    /// default runs synchronously.
+    fn submit(
+        &self,
+        exe: &mut Self::Executable,
+        state: &mut StateMap<Self::Buffer>,
+        inputs: &[Feed<'_>],
+    ) -> Result<PendingOutputs> {
+        let hs = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, f)| match f {
+                Feed::Host(t) => Ok(*t),
+                Feed::Staged => Err(Error::Input(format!(
+                    "input {k} is marked staged, but the {} backend has no staging memory",
+                    self.name()
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run(exe, state, &hs).map(PendingOutputs::ready)
+    }
+
+    /// Bytes of device memory `exe` holds (arena, constants, scratch, input buffers); 0 for a
+    /// backend that computes in host memory.
+    fn executable_bytes(&self, _exe: &Self::Executable) -> usize {
+        0
+    }
+    /// Bytes of device memory `b` holds (0 for host memory).
+    fn buffer_bytes(&self, _b: &Self::Buffer) -> usize {
+        0
+    }
+    /// Bytes of device memory the backend holds itself (library workspaces).
+    fn backend_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Checks that `state` holds every buffer the plan uses, with the right type.

@@ -34,7 +34,7 @@ pub mod rng;
 pub mod tensor;
 
 pub use autodiff::{grad, vjp};
-pub use backend::{check_state, Backend, StateMap};
+pub use backend::{check_state, Backend, Feed, PendingOutputs, StateMap};
 pub use dtype::{numel, strides, DType, HostData, HostTensor};
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, TensorType};

@@ -196,15 +196,17 @@ impl Plan {
                 group_of[m] = gi;
             }
         }
-        // Expands read by a single group are absorbed into it as broadcast loads.
+        // Expands read only by fused groups are absorbed into each of them as broadcast loads
+        // (CSE merges the expands of a shared scalar, such as an optimizer's bias correction,
+        // into one that several updates read: materialising it would cost a full-size write and
+        // a read per update).
         let mut absorbed = vec![false; n];
         for (id, node) in graph.nodes.iter().enumerate() {
             if matches!(node.op, Op::Expand { .. })
                 && !users[id].is_empty()
                 && !graph.outputs.contains(&id)
             {
-                let g0 = group_of[users[id][0]];
-                absorbed[id] = g0 != usize::MAX && users[id].iter().all(|&u| group_of[u] == g0);
+                absorbed[id] = users[id].iter().all(|&u| group_of[u] != usize::MAX);
             }
         }
         let mut storage = vec![Storage::Inline; n];
@@ -249,7 +251,7 @@ impl Plan {
             let mut nodes = Vec::new();
             for &m in &grp.nodes {
                 for &i in &graph.nodes[m].inputs {
-                    if absorbed[i] && group_of[users[i][0]] == gi && !nodes.contains(&i) {
+                    if absorbed[i] && group_of[m] == gi && !nodes.contains(&i) {
                         nodes.push(i);
                     }
                 }
@@ -315,6 +317,26 @@ impl Plan {
         }
         for &o in &graph.outputs {
             last[root(&storage, o)] = steps.len();
+        }
+        // A stored transpose read only by MatMuls is read through a GEMM flag by the backends
+        // when its operand is still intact at those MatMuls (`matmuls_read_through`): keep the
+        // operand alive until then, so that a MatMul's output is not placed over it.
+        for (id, node) in graph.nodes.iter().enumerate() {
+            if node.op.swaps_last_two_axes()
+                && matches!(storage[id], Storage::Arena { .. })
+                && !graph.outputs.contains(&id)
+                && !users[id].is_empty()
+                && users[id]
+                    .iter()
+                    .all(|&u| matches!(graph.nodes[u].op, Op::MatMul))
+            {
+                let src = root(&storage, node.inputs[0]);
+                for &u in &users[id] {
+                    if def[u] != usize::MAX {
+                        last[src] = last[src].max(def[u]);
+                    }
+                }
+            }
         }
         let mut values: Vec<NodeId> = (0..n)
             .filter(|&i| matches!(storage[i], Storage::Arena { .. }))

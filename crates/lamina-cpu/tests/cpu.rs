@@ -194,9 +194,30 @@ fn bad_input_is_an_error_and_leaves_state_unchanged() {
     assert!(e.contains("f32[2,3]") && e.contains("f32[3,2]"), "{e}");
     assert_eq!(wrong, snapshot);
 
+    // the default `submit`: no staging memory, so a staged input is an error; with tensors it
+    // is `run`
+    assert!(cpu.staging(&mut exe, 0).unwrap().is_none());
+    let e = cpu
+        .submit(&mut exe, &mut bufs, &[Feed::Staged])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("input 0 is marked staged") && e.contains("cpu"),
+        "{e}"
+    );
+    assert_eq!(bufs, before);
+    let mut copy = bufs.clone();
+    let submitted = cpu
+        .submit(&mut exe, &mut copy, &[Feed::Host(x)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(cpu.executable_bytes(&exe), 0);
+
     // and a good run still works afterwards
-    cpu.run(&mut exe, &mut bufs, &[x]).unwrap();
+    let ran = cpu.run(&mut exe, &mut bufs, &[x]).unwrap();
     assert_ne!(bufs, before);
+    assert_eq!((ran, &bufs), (submitted, &copy), "submit + wait is run");
 }
 
 #[test]

@@ -158,6 +158,35 @@ pub(crate) enum Load {
     },
 }
 
+/// How the 4 lanes of a group of 4 elements (starting at a multiple of 4) read a broadcast
+/// operand: `Some(1)` four consecutive, 16-byte aligned values; `Some(0)` one value for all; `None`
+/// neither (the innermost axis is not a multiple of 4 long, or a stride breaks the alignment).
+fn broadcast_lanes(dims: &[(usize, usize)]) -> Option<usize> {
+    let live: Vec<(usize, usize)> = dims.iter().copied().filter(|d| d.0 != 1).collect();
+    let (&(size, stride), outer) = live.split_last()?;
+    let aligned = outer.iter().all(|&(_, st)| st % 4 == 0);
+    match stride {
+        1 if size % 4 == 0 && aligned => Some(1),
+        0 if size % 4 == 0 => Some(0),
+        _ => None,
+    }
+}
+
+/// The walk to a broadcast operand's offset `o{k}` for element `idx`.
+fn broadcast_offset(s: &mut String, k: usize, idx: &str, dims: &[(usize, usize)]) {
+    let _ = write!(s, "    long long t{k} = {idx}, o{k} = 0;");
+    for &(size, stride) in dims.iter().rev() {
+        if size == 1 {
+            continue;
+        }
+        if stride != 0 {
+            let _ = write!(s, " o{k} += (t{k} % {size}ll) * {stride}ll;");
+        }
+        let _ = write!(s, " t{k} /= {size}ll;");
+    }
+    let _ = writeln!(s);
+}
+
 /// One fused kernel's text. `params` are the C types of the pointer parameters in order (loads
 /// first, then stores), `lines` the member computations.
 pub(crate) struct FusedText {
@@ -169,6 +198,123 @@ pub(crate) struct FusedText {
 }
 
 impl FusedText {
+    /// Elements per thread per iteration: 4 (one 16-byte load or store per operand) when every
+    /// operand the kernel touches in memory is a dense array of 4-byte elements, else 1.
+    pub(crate) fn vector_width(&self) -> usize {
+        let four = |ty: &str| matches!(ty, "float" | "int");
+        let ok = self.params.iter().all(|(ty, _)| four(ty))
+            && self.loads.iter().all(|(_, l)| match l {
+                Load::Broadcast { dims, .. } => broadcast_lanes(dims).is_some(),
+                _ => true,
+            });
+        if ok && !self.params.is_empty() {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// The loads, member lines and stores for element `i` (the scalar loop's body), parameter `k`
+    /// addressed as `ptr(k)`.
+    fn scalar_body(&self, s: &mut String, ptr: &dyn Fn(usize) -> String) {
+        for (k, (ty, load)) in self.loads.iter().enumerate() {
+            let e = match load {
+                Load::Literal(l) => l.clone(),
+                Load::Dense { param } => format!("{}[i]", ptr(*param)),
+                Load::Uniform { param } => format!("{}[0]", ptr(*param)),
+                Load::Broadcast { param, dims } => {
+                    broadcast_offset(s, k, "i", dims);
+                    format!("{}[o{k}]", ptr(*param))
+                }
+            };
+            let _ = writeln!(s, "    const {ty} s{k} = {e};");
+        }
+        for l in &self.lines {
+            let _ = writeln!(s, "    {l}");
+        }
+        for (param, v) in &self.stores {
+            let _ = writeln!(s, "    {}[i] = {v};", ptr(*param));
+        }
+    }
+
+    /// The 4-wide loop over `n / 4` groups of elements (when every pointer is 16-byte aligned;
+    /// the scalar loop does the rest): each operand is read and each result written as one
+    /// float4/int4, the member lines run once per lane.
+    fn vector_loop(&self, s: &mut String) {
+        let ptrs: Vec<String> = (0..self.params.len())
+            .map(|k| format!("(unsigned long long)p{k}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  const long long n4 = (({}) & 15ull) == 0 ? n / 4 : 0;",
+            ptrs.join(" | ")
+        );
+        let _ = writeln!(
+            s,
+            "  for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < n4; q += (long long)gridDim.x * blockDim.x) {{"
+        );
+        let vec = |ty: &str| if ty == "float" { "float4" } else { "int4" };
+        let mut dense: Vec<usize> = Vec::new();
+        for (_, l) in &self.loads {
+            if let Load::Dense { param } = l {
+                if !dense.contains(param) {
+                    dense.push(*param);
+                }
+            }
+        }
+        for &p in &dense {
+            let ty = vec(&self.params[p].0);
+            let _ = writeln!(
+                s,
+                "    const {ty} a{p} = reinterpret_cast<const {ty}*>(p{p})[q];"
+            );
+        }
+        for (k, (ty, l)) in self.loads.iter().enumerate() {
+            if let Load::Broadcast { param, dims } = l {
+                broadcast_offset(s, k, "q * 4", dims);
+                if broadcast_lanes(dims) == Some(1) {
+                    let v = vec(ty);
+                    let _ = writeln!(
+                        s,
+                        "    const {v} b{k} = *reinterpret_cast<const {v}*>(p{param} + o{k});"
+                    );
+                } else {
+                    let _ = writeln!(s, "    const {ty} b{k} = p{param}[o{k}];");
+                }
+            }
+        }
+        for (p, _) in &self.stores {
+            let _ = writeln!(s, "    {} r{p};", vec(&self.params[*p].0));
+        }
+        for lane in ["x", "y", "z", "w"] {
+            let _ = writeln!(s, "    {{");
+            for (k, (ty, load)) in self.loads.iter().enumerate() {
+                let e = match load {
+                    Load::Literal(l) => l.clone(),
+                    Load::Dense { param } => format!("a{param}.{lane}"),
+                    Load::Uniform { param } => format!("p{param}[0]"),
+                    Load::Broadcast { dims, .. } if broadcast_lanes(dims) == Some(1) => {
+                        format!("b{k}.{lane}")
+                    }
+                    Load::Broadcast { .. } => format!("b{k}"),
+                };
+                let _ = writeln!(s, "      const {ty} s{k} = {e};");
+            }
+            for l in &self.lines {
+                let _ = writeln!(s, "      {l}");
+            }
+            for (p, v) in &self.stores {
+                let _ = writeln!(s, "      r{p}.{lane} = {v};");
+            }
+            let _ = writeln!(s, "    }}");
+        }
+        for (p, _) in &self.stores {
+            let ty = vec(&self.params[*p].0);
+            let _ = writeln!(s, "    reinterpret_cast<{ty}*>(p{p})[q] = r{p};");
+        }
+        let _ = writeln!(s, "  }}");
+    }
+
     pub(crate) fn source(&self) -> String {
         let mut s = String::new();
         let params: Vec<String> = self
@@ -184,8 +330,14 @@ impl FusedText {
             if params.is_empty() { "" } else { ", " },
             params.join(", ")
         );
+        let start = if self.vector_width() == 4 {
+            self.vector_loop(&mut s);
+            "n4 * 4 + "
+        } else {
+            ""
+        };
         s.push_str(&self.body(
-            "(long long)blockIdx.x * blockDim.x + threadIdx.x",
+            &format!("{start}(long long)blockIdx.x * blockDim.x + threadIdx.x"),
             "(long long)gridDim.x * blockDim.x",
             "n",
             &|k| format!("p{k}"),
@@ -194,8 +346,8 @@ impl FusedText {
         s
     }
 
-    /// The group's loop: `i` from `i0` by `step` below `n`, parameter `k` read and written as the
-    /// pointer expression `ptr(k)` (a segment or multi-tensor kernel embeds groups this way).
+    /// The group's scalar loop: `i` from `i0` by `step` below `n`, parameter `k` read and written
+    /// as the pointer expression `ptr(k)` (a segment or multi-tensor kernel embeds groups this way).
     pub(crate) fn body(
         &self,
         i0: &str,
@@ -205,35 +357,90 @@ impl FusedText {
     ) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "  for (long long i = {i0}; i < {n}; i += {step}) {{");
-        for (k, (ty, load)) in self.loads.iter().enumerate() {
-            let e = match load {
-                Load::Literal(l) => l.clone(),
-                Load::Dense { param } => format!("{}[i]", ptr(*param)),
-                Load::Uniform { param } => format!("{}[0]", ptr(*param)),
-                Load::Broadcast { param, dims } => {
-                    let _ = write!(s, "    long long t{k} = i, o{k} = 0;");
-                    for &(size, stride) in dims.iter().rev() {
-                        if size == 1 {
-                            continue;
-                        }
-                        if stride != 0 {
-                            let _ = write!(s, " o{k} += (t{k} % {size}ll) * {stride}ll;");
-                        }
-                        let _ = write!(s, " t{k} /= {size}ll;");
-                    }
-                    let _ = writeln!(s);
-                    format!("{}[o{k}]", ptr(*param))
-                }
-            };
-            let _ = writeln!(s, "    const {ty} s{k} = {e};");
-        }
-        for l in &self.lines {
-            let _ = writeln!(s, "    {l}");
-        }
-        for (param, v) in &self.stores {
-            let _ = writeln!(s, "    {}[i] = {v};", ptr(*param));
-        }
+        self.scalar_body(&mut s, ptr);
         let _ = writeln!(s, "  }}");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(loads: Vec<(String, Load)>, ty: &str) -> FusedText {
+        FusedText {
+            name: "fused_0".into(),
+            params: vec![(ty.into(), false), (ty.into(), false), (ty.into(), true)],
+            loads,
+            lines: vec![format!("const {ty} v5 = (s0 * s1) + s2;")],
+            stores: vec![(2, "v5".into())],
+        }
+    }
+
+    /// Dense 4-byte operands get the float4 loop (one vector load per pointer, the lines once per
+    /// lane) in front of the scalar loop, which starts where it ends; a broadcast or an 8-byte
+    /// operand keeps the scalar loop alone. (The values are checked on the GPU by the op table.)
+    #[test]
+    fn dense_four_byte_groups_are_vectorised() {
+        let dense = vec![
+            ("float".into(), Load::Dense { param: 0 }),
+            ("float".into(), Load::Uniform { param: 1 }),
+            ("float".into(), Load::Literal("1.0f".into())),
+        ];
+        let t = text(dense, "float");
+        assert_eq!(t.vector_width(), 4);
+        let src = t.source();
+        for want in [
+            "const long long n4 = (((unsigned long long)p0 | (unsigned long long)p1 | (unsigned long long)p2) & 15ull) == 0 ? n / 4 : 0;",
+            "const float4 a0 = reinterpret_cast<const float4*>(p0)[q];",
+            "const float s0 = a0.w;",
+            "const float s1 = p1[0];",
+            "r2.z = v5;",
+            "reinterpret_cast<float4*>(p2)[q] = r2;",
+            "for (long long i = n4 * 4 + (long long)blockIdx.x",
+            "p2[i] = v5;",
+        ] {
+            assert!(src.contains(want), "missing {want:?} in\n{src}");
+        }
+        assert_eq!(src.matches("const float v5").count(), 5, "{src}");
+        let bcast = vec![
+            (
+                "float".into(),
+                Load::Broadcast {
+                    param: 0,
+                    dims: vec![(2, 0), (4, 1)],
+                },
+            ),
+            ("float".into(), Load::Dense { param: 1 }),
+            ("float".into(), Load::Literal("1.0f".into())),
+        ];
+        let t = text(bcast, "float");
+        assert_eq!(t.vector_width(), 4);
+        let src = t.source();
+        for want in [
+            "long long t0 = q * 4, o0 = 0; o0 += (t0 % 4ll) * 1ll; t0 /= 4ll; t0 /= 2ll;",
+            "const float4 b0 = *reinterpret_cast<const float4*>(p0 + o0);",
+            "const float s0 = b0.y;",
+        ] {
+            assert!(src.contains(want), "missing {want:?} in\n{src}");
+        }
+        // one value per 4 lanes (a broadcast along the last axis), and an odd inner length
+        let lanes = |dims: Vec<(usize, usize)>| broadcast_lanes(&dims);
+        assert_eq!(lanes(vec![(3, 1), (8, 0)]), Some(0));
+        assert_eq!(lanes(vec![(3, 6), (6, 1)]), None);
+        assert_eq!(
+            lanes(vec![(3, 2), (4, 1)]),
+            None,
+            "rows of 2 break the alignment"
+        );
+        assert_eq!(lanes(vec![(3, 8), (4, 1), (1, 0)]), Some(1));
+        let wide = vec![
+            ("double".into(), Load::Dense { param: 0 }),
+            ("double".into(), Load::Dense { param: 1 }),
+            ("double".into(), Load::Literal("1.0".into())),
+        ];
+        let t = text(wide, "double");
+        assert_eq!(t.vector_width(), 1);
+        assert!(!t.source().contains("n4"));
     }
 }

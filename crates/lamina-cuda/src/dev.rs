@@ -285,8 +285,12 @@ enum Generic {
 pub(crate) struct Dev {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
+    /// Second stream for input copies that overlap the previous step (`feed.rs`).
+    pub(crate) copy_stream: Arc<CudaStream>,
     pub(crate) blas: blas_sys::cublasHandle_t,
-    _workspace: DevMem,
+    /// f32 GEMMs run on the tensor cores in TF32.
+    pub(crate) tf32: bool,
+    workspace: DevMem,
     /// The generic kernels: compiled in parts on threads started by `new` (overlapping context
     /// creation and the plan's own compile), loaded by the first `function` call. Emptied when
     /// dropping.
@@ -325,6 +329,7 @@ impl Dev {
         // SAFETY: called before this backend allocates anything.
         unsafe { cx.disable_event_tracking() };
         let stream = ctx(cx.new_stream(), "creating a stream")?;
+        let copy_stream = ctx(cx.new_stream(), "creating a stream")?;
         let blas = ctx(blas::create_handle(), "creating the cuBLAS handle")?;
         // A fixed workspace, so cuBLAS never allocates during graph capture.
         let workspace = DevMem::new(&cx, 32 << 20)?;
@@ -353,8 +358,10 @@ impl Dev {
         Ok(Dev {
             ctx: cx,
             stream,
+            copy_stream,
             blas,
-            _workspace: workspace,
+            tf32,
+            workspace,
             generic: Mutex::new(Generic::Compiling(compiling)),
             functions: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
@@ -459,6 +466,11 @@ impl Dev {
             .collect())
     }
 
+    /// Device bytes this object holds itself (the cuBLAS workspace).
+    pub(crate) fn device_bytes(&self) -> usize {
+        self.workspace.bytes
+    }
+
     /// Bytes of device memory in use on this device (all processes).
     pub(crate) fn memory_used(&self) -> Result<usize> {
         let (free, total) = ctx(self.ctx.mem_get_info(), "cuMemGetInfo")?;
@@ -473,6 +485,7 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.stream.synchronize();
+        let _ = self.copy_stream.synchronize();
         {
             // unloading modules must not overlap another thread's capture
             let _quiet = not_capturing();

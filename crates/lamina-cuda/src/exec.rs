@@ -18,15 +18,16 @@ mod segment;
 mod conv;
 
 use crate::codegen::{self, FusedText, Load};
-use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem, Pinned};
+use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem};
+use crate::feed::Feeder;
 use crate::CudaBuffer;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
     result as drv, sys as drv_sys, CudaFunction, CudaGraph, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use lamina_core::{
-    check_state, numel, strides, DType, HostTensor, Literal, NodeId, Op, Plan, Result, StateMap,
-    Step, Storage,
+    check_state, numel, strides, DType, Error, Feed, HostTensor, Literal, NodeId, Op,
+    PendingOutputs, Plan, Result, StateMap, Step, Storage,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,12 +191,6 @@ fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-struct OutputRead {
-    slot: usize,
-    dtype: DType,
-    shape: Vec<usize>,
-}
-
 /// A plan compiled for one CUDA device.
 pub struct CudaExecutable {
     dev: Arc<Dev>,
@@ -205,13 +200,13 @@ pub struct CudaExecutable {
     _snapshots: Vec<DevMem>,
     _scratch: Vec<DevMem>,
     _inputs: Vec<DevMem>,
-    /// Page-locked staging memory per fed input.
-    staging: Vec<Pinned>,
+    /// Inputs in through page-locked staging, outputs out (`feed.rs`).
+    feed: Feeder,
     slots: Vec<u64>,
-    bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
     kernels: Vec<Kernel>,
-    outputs: Vec<OutputRead>,
+    /// Slot of each graph output.
+    outputs: Vec<usize>,
     use_graph: bool,
     /// `LAMINA_CUDA_PROFILE` was set when compiling.
     profile: bool,
@@ -264,13 +259,11 @@ impl CudaExecutable {
             per_step.push(ks);
         }
         let mut outputs = Vec::with_capacity(plan.graph.outputs.len());
+        let mut out_types = Vec::with_capacity(plan.graph.outputs.len());
         for &o in &plan.graph.outputs {
             let ty = &plan.graph.nodes[o].ty;
-            outputs.push(OutputRead {
-                slot: b.read(o)?,
-                dtype: ty.dtype,
-                shape: ty.shape.clone(),
-            });
+            outputs.push(b.read(o)?);
+            out_types.push((ty.dtype, ty.shape.clone()));
         }
         let scratch = b.finish_scratch()?;
         let mut kernels = Vec::new();
@@ -359,6 +352,12 @@ impl CudaExecutable {
             }
         }
         crate::dev::report("compiling the plan (all of it)", t);
+        let feed = Feeder::new(
+            dev,
+            b.inputs.iter().map(|m| m.bytes).collect(),
+            b.inputs.iter().map(|m| m.ptr).collect(),
+            out_types,
+        )?;
         Ok(CudaExecutable {
             dev: dev.clone(),
             plan: plan.clone(),
@@ -367,9 +366,8 @@ impl CudaExecutable {
             _snapshots: b.snapshots,
             _scratch: scratch,
             _inputs: b.inputs,
-            staging: b.staging,
+            feed,
             slots: b.slots,
-            bind_inputs: b.bind_inputs,
             bind_states: b.bind_states,
             kernels,
             outputs,
@@ -595,14 +593,74 @@ impl CudaExecutable {
         }
     }
 
-    /// Runs the plan once (see `Backend::run`).
+    /// Device bytes this executable holds: arena, constants, state snapshots, scratch, input
+    /// buffers and the landing buffers of large inputs.
+    pub fn device_bytes(&self) -> usize {
+        let sum = |v: &[DevMem]| v.iter().map(|m| m.bytes).sum::<usize>();
+        self._arena.bytes
+            + sum(&self._consts)
+            + sum(&self._snapshots)
+            + sum(&self._scratch)
+            + sum(&self._inputs)
+            + self.feed.device_bytes()
+    }
+
+    /// The staging memory of fed input `k` for the next submit (see `Backend::staging`).
+    pub(crate) fn staging(&mut self, k: usize) -> Result<&mut [u8]> {
+        let _busy = self.dev.lock();
+        ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
+        self.feed.staging(k)
+    }
+
+    /// Runs the plan once and waits for it (see `Backend::run`).
     pub(crate) fn execute(
         &mut self,
         state: &mut StateMap<CudaBuffer>,
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
-        let started = std::time::Instant::now();
         self.plan.check_inputs(inputs)?;
+        let feeds: Vec<Feed> = inputs.iter().map(|t| Feed::Host(t)).collect();
+        self.submit(state, &feeds)?.wait()
+    }
+
+    /// Enqueues the inputs' copies, the step and the outputs' copies (see `Backend::submit`).
+    pub(crate) fn submit(
+        &mut self,
+        state: &mut StateMap<CudaBuffer>,
+        inputs: &[Feed<'_>],
+    ) -> Result<PendingOutputs> {
+        let started = std::time::Instant::now();
+        if inputs.len() != self.plan.inputs.len() {
+            return Err(Error::Input(format!(
+                "expected {} inputs, got {}",
+                self.plan.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let hosts: Vec<&HostTensor> = inputs
+            .iter()
+            .filter_map(|f| match f {
+                Feed::Host(t) => Some(*t),
+                Feed::Staged => None,
+            })
+            .collect();
+        if hosts.len() == inputs.len() {
+            self.plan.check_inputs(&hosts)?;
+        } else {
+            for (k, f) in inputs.iter().enumerate() {
+                let ty = &self.plan.graph.nodes[self.plan.inputs[k]].ty;
+                if let Feed::Host(t) = f {
+                    if t.shape() != ty.shape.as_slice() || t.dtype() != ty.dtype {
+                        return Err(Error::Input(format!(
+                            "input {k}: expected {}, got {}{}",
+                            ty.describe(),
+                            t.dtype(),
+                            shape_text(t.shape())
+                        )));
+                    }
+                }
+            }
+        }
         // `check_state` without its per-buffer clone of the type: this runs every step
         for (name, ty) in &self.plan.states {
             match state.get(name) {
@@ -617,18 +675,7 @@ impl CudaExecutable {
         let dev = self.dev.clone();
         let _busy = dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
-        let stream = self.dev.stream.cu_stream();
-        for &(slot, k) in &self.bind_inputs {
-            let bytes = crate::host_bytes(inputs[k]);
-            let pinned = self.staging[k].as_mut_slice();
-            pinned[..bytes.len()].copy_from_slice(bytes);
-            // SAFETY: the input buffer and its staging memory were sized for this input's type,
-            // checked above; the staging memory is not written again before the run synchronizes.
-            ctx(
-                unsafe { drv::memcpy_htod_async(self.slots[slot], &pinned[..bytes.len()], stream) },
-                "copying an input to the device",
-            )?;
-        }
+        self.feed.send(inputs)?;
         // the graph is stale when a state buffer moved since the capture
         let mut stale = self.graph.is_none();
         for (k, (slot, name)) in self.bind_states.iter().enumerate() {
@@ -675,31 +722,16 @@ impl CudaExecutable {
         } else {
             self.enqueue()?;
         }
-        let mut raw = Vec::with_capacity(self.outputs.len());
-        for o in &self.outputs {
-            let mut bytes = vec![0u8; numel(&o.shape) * o.dtype.size_bytes()];
-            if !bytes.is_empty() {
-                // SAFETY: the slot holds the output's bytes after the step.
-                ctx(
-                    unsafe { drv::memcpy_dtoh_async(&mut bytes, self.slots[o.slot], stream) },
-                    "copying an output to the host",
-                )?;
-            }
-            raw.push(bytes);
-        }
-        self.dev.sync()?;
+        let srcs: Vec<u64> = self.outputs.iter().map(|&s| self.slots[s]).collect();
+        let pending = self.feed.receive(&srcs)?;
         if let Some((e0, e1)) = timed {
             let graph_us = ctx(e0.elapsed_ms(&e1), "event time")? as f64 * 1e3;
             eprintln!(
-                "lamina-cuda step: {:.1} us in run (inputs in, graph, outputs out, sync), graph {graph_us:.1} us on the device",
+                "lamina-cuda step: {:.1} us in submit and until the graph ended (inputs in, graph), graph {graph_us:.1} us on the device",
                 started.elapsed().as_secs_f64() * 1e6
             );
         }
-        self.outputs
-            .iter()
-            .zip(raw)
-            .map(|(o, b)| HostTensor::from_le_bytes(&o.shape, o.dtype, &b))
-            .collect()
+        Ok(pending)
     }
 
     /// Captures the step into a CUDA graph; `None` when the plan has no work.
@@ -742,8 +774,6 @@ struct Builder<'p> {
     assigned: HashMap<String, usize>,
     pre: Vec<Vec<Kernel>>,
     inputs: Vec<DevMem>,
-    staging: Vec<Pinned>,
-    bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
@@ -779,14 +809,12 @@ impl<'p> Builder<'p> {
         let arena = DevMem::new(&dev.ctx, plan.arena_bytes)?;
         let mut slots = vec![0u64; n];
         let mut inputs = Vec::with_capacity(plan.inputs.len());
-        let mut staging = Vec::with_capacity(plan.inputs.len());
         for &i in &plan.inputs {
             let ty = &g.nodes[i].ty;
             let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
             inputs.push(DevMem::new(&dev.ctx, bytes)?);
-            staging.push(Pinned::new(&dev.ctx, bytes)?);
         }
-        let (mut bind_inputs, mut bind_states) = (Vec::new(), Vec::new());
+        let mut bind_states = Vec::new();
         for (id, s) in plan.storage.iter().enumerate() {
             let ty = &g.nodes[id].ty;
             let need = numel(&ty.shape) * ty.dtype.size_bytes();
@@ -808,7 +836,6 @@ impl<'p> Builder<'p> {
                         )));
                     }
                     slots[id] = inputs[*k].ptr;
-                    bind_inputs.push((id, *k));
                 }
                 Storage::State(name) => {
                     if !plan.states.iter().any(|(s, t)| s == name && t == ty) {
@@ -845,8 +872,6 @@ impl<'p> Builder<'p> {
             assigned: HashMap::new(),
             pre: vec![Vec::new(); plan.steps.len()],
             inputs,
-            staging,
-            bind_inputs,
             bind_states,
             fused: Vec::new(),
             through: Default::default(),
@@ -854,6 +879,92 @@ impl<'p> Builder<'p> {
             scratch: Vec::new(),
             conv_cols: HashMap::new(),
         })
+    }
+
+    /// A tiled transpose of the last two axes (`[batch, rows, cols]` → `[batch, cols, rows]`)
+    /// through shared memory, so both its reads and its writes coalesce (a strided copy writes
+    /// at a quarter of the bandwidth); one 32×32 tile per block of 256 threads. Returns the name
+    /// and the grid.
+    fn transpose_kernel(
+        &mut self,
+        dt: DType,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+    ) -> (String, u32) {
+        let name = format!("transpose_{}", self.planned.matches("__global__").count());
+        let ty = codegen::c_type(dt);
+        let (tr, tc) = (rows.div_ceil(32), cols.div_ceil(32));
+        self.planned.push_str(&format!(
+            r#"extern "C" __global__ void {name}({ty}* out, const {ty}* in) {{
+  __shared__ {ty} tile[32][33];
+  unsigned t = blockIdx.x, tx = threadIdx.x & 31u, ty = threadIdx.x >> 5;
+  unsigned tc = t % {tc}u; t /= {tc}u;
+  unsigned tr = t % {tr}u, b = t / {tr}u;
+  const {ty}* src = in + (unsigned long long)b * {rows}ull * {cols}ull;
+  {ty}* dst = out + (unsigned long long)b * {rows}ull * {cols}ull;
+  unsigned x = tc * 32u + tx;
+  for (unsigned j = ty; j < 32u; j += 8u) {{
+    unsigned y = tr * 32u + j;
+    if (x < {cols}u && y < {rows}u) tile[j][tx] = src[(unsigned long long)y * {cols}ull + x];
+  }}
+  __syncthreads();
+  x = tr * 32u + tx;
+  for (unsigned j = ty; j < 32u; j += 8u) {{
+    unsigned y = tc * 32u + j;
+    if (x < {rows}u && y < {cols}u) dst[(unsigned long long)y * {rows}ull + x] = tile[tx][j];
+  }}
+}}
+"#
+        ));
+        (name, (batch * tr * tc) as u32)
+    }
+
+    /// Sums over the rows of a `[rows, cols]` walk (`out[j] = Σ_r src[r·stride + j]`, `cols`
+    /// outputs): a block holds 32 neighbouring columns × `lanes` lanes over the rows, each lane
+    /// with four loads in flight (a load per iteration left the kernel waiting on memory), the
+    /// partial sums (in double) combined in a fixed order. Returns the name.
+    fn colsum_kernel(
+        &mut self,
+        dt: DType,
+        cols: usize,
+        rows: usize,
+        stride: usize,
+        lanes: usize,
+    ) -> String {
+        let name = format!("colsum_{}", self.planned.matches("__global__").count());
+        let ty = codegen::c_type(dt);
+        self.planned.push_str(&format!(
+            r#"extern "C" __global__ void {name}({ty}* out, const {ty}* src) {{
+  __shared__ double sh[32][33];
+  unsigned tx = threadIdx.x & 31u, ty = threadIdx.x >> 5;
+  unsigned long long j = (unsigned long long)blockIdx.x * 32ull + tx;
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  if (j < {cols}ull) {{
+    const {ty}* p = src + j;
+    unsigned long long r = ty;
+    for (; r + {l3}ull < {rows}ull; r += {l4}ull) {{
+      a0 += p[r * {stride}ull];
+      a1 += p[(r + {lanes}ull) * {stride}ull];
+      a2 += p[(r + {l2}ull) * {stride}ull];
+      a3 += p[(r + {l3}ull) * {stride}ull];
+    }}
+    for (; r < {rows}ull; r += {lanes}ull) a0 += p[r * {stride}ull];
+  }}
+  sh[ty][tx] = (a0 + a1) + (a2 + a3);
+  __syncthreads();
+  if (ty == 0 && j < {cols}ull) {{
+    double t = 0;
+    for (unsigned y = 0; y < {lanes}u; ++y) t += sh[y][tx];
+    out[j] = ({ty})t;
+  }}
+}}
+"#,
+            l2 = 2 * lanes,
+            l3 = 3 * lanes,
+            l4 = 4 * lanes,
+        ));
+        name
     }
 
     /// Scratch buffer `which` of at least `bytes` for one step (steps run one after another, so
@@ -889,6 +1000,22 @@ impl<'p> Builder<'p> {
             if node.op.swaps_last_two_axes() && self.plan.matmuls_read_through(id, &step_of, &users)
             {
                 self.through.insert(id);
+            }
+        }
+        // An f32 GEMM on the tensor cores wants its operands K-major (TF32 MMA reads K-major
+        // tiles): a left operand read through a transpose is M-major, and so is a right operand
+        // stored as it is. When neither operand would be K-major, materialise the left one (a
+        // tiled transpose costs far less than the slow GEMM: H200, dW = dyᵀ·h of 4096×4096×2048
+        // took 278 µs read through against 196 µs + the transpose).
+        if self.dev.tf32 {
+            for node in &g.nodes {
+                if !matches!(node.op, Op::MatMul) || node.ty.dtype != DType::F32 {
+                    continue;
+                }
+                let (a, b) = (node.inputs[0], node.inputs[1]);
+                if self.through.contains(&a) && !self.through.contains(&b) {
+                    self.through.remove(&a);
+                }
             }
         }
     }
@@ -1142,6 +1269,30 @@ impl<'p> Builder<'p> {
                     };
                     ("block", n.min(65535) as u32, threads)
                 };
+                let red = Walk::new(&rs, &rt, 0)?;
+                let plain = keep.rank == 1 && keep.stride[0] == 1 && red.rank == 1;
+                if variant == "cols"
+                    && kind == "sum"
+                    && plain
+                    && matches!(dt, DType::F32 | DType::F64)
+                {
+                    // the common bias gradient: column sums of a row-major matrix, with its
+                    // sizes as constants and four loads in flight per thread
+                    let name = self.colsum_kernel(
+                        dt,
+                        n,
+                        n_red,
+                        red.stride[0] as usize,
+                        block as usize / 32,
+                    );
+                    return Ok(vec![Kernel::Launch {
+                        func: Func::Planned(name),
+                        f: None,
+                        grid,
+                        block,
+                        args: vec![Arg::Slot(out), Arg::Slot(src)],
+                    }]);
+                }
                 vec![Kernel::Launch {
                     func: Func::Generic(format!("reduce_{kind}_{variant}_{}", sfx(dt))),
                     f: None,
@@ -1180,6 +1331,28 @@ impl<'p> Builder<'p> {
                 }
             },
             Op::Permute { .. } if self.through.contains(&id) => vec![],
+            Op::Permute { .. }
+                if node.op.swaps_last_two_axes()
+                    && matches!(dt, DType::F32 | DType::F64)
+                    && xshape(self).len() >= 2
+                    && n < 1 << 32
+                    && n.div_ceil(1024) < 1 << 31 =>
+            {
+                let xs = xshape(self);
+                let r = xs.len();
+                let (rows, cols) = (xs[r - 2], xs[r - 1]);
+                let batch = numel(&xs[..r - 2]);
+                let src = self.read(node.inputs[0])?;
+                let out = self.write(id)?;
+                let (name, grid) = self.transpose_kernel(dt, batch, rows, cols);
+                vec![Kernel::Launch {
+                    func: Func::Planned(name),
+                    f: None,
+                    grid,
+                    block: BLOCK,
+                    args: vec![Arg::Slot(out), Arg::Slot(src)],
+                }]
+            }
             Op::Permute { perm } => {
                 let st = strides(xshape(self));
                 let walk = Walk::new(shape, &perm.iter().map(|&p| st[p]).collect::<Vec<_>>(), 0)?;
@@ -1530,7 +1703,8 @@ impl<'p> Builder<'p> {
         Ok(vec![Kernel::Launch {
             func: Func::Fused(idx),
             f: None,
-            grid: grid_for(len),
+            // a 4-wide kernel needs a thread per 4 elements
+            grid: grid_for(len.div_ceil(self.fused[idx].vector_width())),
             block: BLOCK,
             args,
         }])

@@ -35,11 +35,14 @@ mod cache;
 mod codegen;
 mod dev;
 mod exec;
+mod feed;
 
 pub use exec::CudaExecutable;
 
 use dev::{ctx, Dev, DevMem};
-use lamina_core::{Backend, HostData, HostTensor, Plan, Result, TensorType};
+use lamina_core::{
+    Backend, Feed, HostData, HostTensor, PendingOutputs, Plan, Result, StateMap, TensorType,
+};
 use std::sync::Arc;
 
 /// How a [`CudaBackend`] runs.
@@ -78,6 +81,10 @@ impl CudaBuffer {
     /// Shape and dtype.
     pub fn ty(&self) -> TensorType {
         self.ty.clone()
+    }
+    /// Bytes of device memory it holds.
+    pub fn device_bytes(&self) -> usize {
+        self.mem.bytes
     }
 }
 
@@ -131,6 +138,12 @@ impl CudaBackend {
     /// The configuration this backend runs with.
     pub fn config(&self) -> &CudaConfig {
         &self.config
+    }
+
+    /// Bytes of device memory this backend holds itself (the cuBLAS workspace); executables and
+    /// buffers report theirs ([`CudaExecutable::device_bytes`], [`CudaBuffer::device_bytes`]).
+    pub fn device_bytes(&self) -> usize {
+        self.dev.device_bytes()
     }
 
     /// Bytes of device memory in use on the device (by every process), for leak checks.
@@ -214,9 +227,34 @@ impl Backend for CudaBackend {
     fn run(
         &self,
         exe: &mut CudaExecutable,
-        state: &mut lamina_core::StateMap<CudaBuffer>,
+        state: &mut StateMap<CudaBuffer>,
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
         exe.execute(state, inputs)
+    }
+
+    fn staging<'e>(&self, exe: &'e mut CudaExecutable, k: usize) -> Result<Option<&'e mut [u8]>> {
+        exe.staging(k).map(Some)
+    }
+
+    fn submit(
+        &self,
+        exe: &mut CudaExecutable,
+        state: &mut StateMap<CudaBuffer>,
+        inputs: &[Feed<'_>],
+    ) -> Result<PendingOutputs> {
+        exe.submit(state, inputs)
+    }
+
+    fn executable_bytes(&self, exe: &CudaExecutable) -> usize {
+        exe.device_bytes()
+    }
+
+    fn buffer_bytes(&self, b: &CudaBuffer) -> usize {
+        b.device_bytes()
+    }
+
+    fn backend_bytes(&self) -> usize {
+        self.dev.device_bytes()
     }
 }

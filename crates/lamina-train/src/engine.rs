@@ -2,7 +2,9 @@
 //! persistent buffers, behind one object-safe trait so `ModelTrainer` is not generic.
 
 use crate::Device;
-use lamina_core::{Backend, Error, Graph, HostTensor, Plan, Result, StateMap};
+use lamina_core::{
+    Backend, Error, Feed, Graph, HostTensor, PendingOutputs, Plan, Result, StateMap,
+};
 use std::collections::HashMap;
 
 /// Which compiled graph.
@@ -29,6 +31,27 @@ pub(crate) trait Engine {
         build: &mut dyn FnMut() -> Result<Graph>,
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>>;
+    /// Writes fed input `k` of the next run of `(kind, batch)` through `fill`, straight into the
+    /// backend's staging memory (compiling first if needed); `false` when the backend has none
+    /// (then the caller feeds a tensor).
+    fn stage(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+        k: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<bool>;
+    /// Like `run`, but the outputs may still be in flight (see `Backend::submit`).
+    fn submit(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+        inputs: &[Feed<'_>],
+    ) -> Result<PendingOutputs>;
+    /// Device bytes held: persistent buffers, every compiled executable, the backend's own.
+    fn device_bytes(&self) -> usize;
     fn read(&self, name: &str) -> Result<HostTensor>;
     fn write(&mut self, name: &str, value: &HostTensor) -> Result<()>;
     fn names(&self) -> Vec<String>;
@@ -56,6 +79,23 @@ impl<B: Backend> BackendEngine<B> {
     }
 }
 
+impl<B: Backend> BackendEngine<B> {
+    /// Compiles the executable of `(kind, batch)` from `build()` unless it exists.
+    fn exe(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+    ) -> Result<()> {
+        if !self.exes.contains_key(&(kind, batch)) {
+            let plan = Plan::compile(&build()?)?;
+            let exe = self.backend.compile(&plan)?;
+            self.exes.insert((kind, batch), (exe, plan.kernel_count()));
+        }
+        Ok(())
+    }
+}
+
 impl<B: Backend> Engine for BackendEngine<B> {
     fn run(
         &mut self,
@@ -64,13 +104,47 @@ impl<B: Backend> Engine for BackendEngine<B> {
         build: &mut dyn FnMut() -> Result<Graph>,
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
-        if !self.exes.contains_key(&(kind, batch)) {
-            let plan = Plan::compile(&build()?)?;
-            let exe = self.backend.compile(&plan)?;
-            self.exes.insert((kind, batch), (exe, plan.kernel_count()));
-        }
-        let (exe, _) = self.exes.get_mut(&(kind, batch)).expect("inserted above");
+        self.exe(kind, batch, build)?;
+        let (exe, _) = self.exes.get_mut(&(kind, batch)).expect("compiled above");
         self.backend.run(exe, &mut self.state, inputs)
+    }
+    fn stage(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+        k: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<bool> {
+        self.exe(kind, batch, build)?;
+        let (exe, _) = self.exes.get_mut(&(kind, batch)).expect("compiled above");
+        match self.backend.staging(exe, k)? {
+            Some(mem) => fill(mem).map(|()| true),
+            None => Ok(false),
+        }
+    }
+    fn submit(
+        &mut self,
+        kind: StepKind,
+        batch: usize,
+        build: &mut dyn FnMut() -> Result<Graph>,
+        inputs: &[Feed<'_>],
+    ) -> Result<PendingOutputs> {
+        self.exe(kind, batch, build)?;
+        let (exe, _) = self.exes.get_mut(&(kind, batch)).expect("compiled above");
+        self.backend.submit(exe, &mut self.state, inputs)
+    }
+    fn device_bytes(&self) -> usize {
+        self.state
+            .values()
+            .map(|b| self.backend.buffer_bytes(b))
+            .chain(
+                self.exes
+                    .values()
+                    .map(|e| self.backend.executable_bytes(&e.0)),
+            )
+            .sum::<usize>()
+            + self.backend.backend_bytes()
     }
     fn read(&self, name: &str) -> Result<HostTensor> {
         let b = self

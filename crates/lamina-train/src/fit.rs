@@ -241,21 +241,41 @@ impl ModelTrainer {
         loader.with_order(order, epoch, |batches| {
             let mut t = Totals::new();
             let n = batches.len();
-            for (i, b) in batches.enumerate() {
-                let r = if train {
-                    self.train_batch(&b.x, &b.x_shape, b.labels(), &b.label_shape)?
-                } else {
-                    self.evaluate(&b.x, &b.x_shape, b.labels(), &b.label_shape)?
-                };
-                t.add(&r);
-                if train {
+            if !train {
+                for b in batches {
+                    t.add(&self.evaluate(&b.x, &b.x_shape, b.labels(), &b.label_shape)?);
+                }
+                return Ok(t);
+            }
+            // Training steps are submitted without waiting: the result of batch i is read (and
+            // given to the callbacks) after batch i + 1 is on its way, so the host gathers and
+            // copies the next batch while the device runs. A stop request therefore lands one
+            // batch later than with synchronous steps.
+            let mut done = 0;
+            for b in batches {
+                self.submit_batch(&b.x, &b.x_shape, b.labels(), &b.label_shape)?;
+                while self.pending_results() > 1 {
+                    let r = self.next_result().expect("pending")?;
+                    t.add(&r);
                     for cb in callbacks.iter_mut() {
-                        cb.on_batch_end(epoch, i, n, &r);
+                        cb.on_batch_end(epoch, done, n, &r);
                     }
-                    if callbacks.iter_mut().any(|cb| cb.stop_requested()) {
-                        t.interrupted = true;
-                        break;
-                    }
+                    done += 1;
+                    t.interrupted |= callbacks.iter_mut().any(|cb| cb.stop_requested());
+                }
+                if t.interrupted {
+                    break;
+                }
+            }
+            while let Some(r) = self.next_result() {
+                let r = r?;
+                t.add(&r);
+                for cb in callbacks.iter_mut() {
+                    cb.on_batch_end(epoch, done, n, &r);
+                }
+                done += 1;
+                if !t.interrupted && callbacks.iter_mut().any(|cb| cb.stop_requested()) {
+                    t.interrupted = true;
                 }
             }
             Ok(t)
@@ -263,7 +283,9 @@ impl ModelTrainer {
     }
 
     /// Trains for `opts.epochs` epochs over `train` in shuffled batches of `batch_size` (the last
-    /// batch may be smaller), evaluating on `val` after each epoch.
+    /// batch may be smaller), evaluating on `val` after each epoch. Steps run through
+    /// [`submit_batch`](ModelTrainer::submit_batch), one in flight while the next batch is
+    /// prepared; steps submitted before `fit` are waited for first and their results dropped.
     pub fn fit(
         &mut self,
         train: &dyn Dataset,
@@ -277,6 +299,9 @@ impl ModelTrainer {
         for cb in opts.callbacks.iter_mut() {
             cb.before_fit(self, val.is_some())?;
         }
+        // steps submitted before fit finish first (their results are the caller's to read
+        // beforehand; fit reads only its own)
+        self.wait_results()?;
         let mut history = History::default();
         for epoch in 1..=opts.epochs {
             let start = Instant::now();

@@ -9,11 +9,12 @@ use crate::loss::{self, Head};
 use crate::optim::{self, Slot, HYPER_LEN};
 use crate::schedule::Scheduler;
 use lamina_core::{
-    dtype::fmt_shape, grad, DType, Error, Graph, GraphBuilder, HostData, HostTensor, Op, Result,
-    StateMap, Tensor,
+    dtype::fmt_shape, grad, DType, Error, Feed, Graph, GraphBuilder, HostData, HostTensor, Op,
+    PendingOutputs, Result, StateMap, Tensor,
 };
 use lamina_data::Labels;
 use lamina_nn::{Mode, ModelSpec, Scope};
+use std::collections::VecDeque;
 
 /// Loss and metric of one batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +86,15 @@ pub struct ModelTrainer {
     forwards: u64,
     /// The last training batch's input tensor, refilled by the next batch of the same shape.
     x_reuse: Option<HostTensor>,
+    /// Submitted steps whose results are not read yet, oldest first.
+    pending: VecDeque<Submitted>,
+}
+
+/// A step of `submit_batch`: its outputs and batch size while they may be in flight, or its
+/// result (an L-BFGS step runs synchronously).
+enum Submitted {
+    Running(PendingOutputs, usize),
+    Done(BatchResult),
 }
 
 /// What builds and checks the compiled graphs: the model and the configuration, apart from the
@@ -221,6 +231,16 @@ impl Steps {
         labels: Option<(Labels, &[usize])>,
         reuse: Option<HostTensor>,
     ) -> Result<(HostTensor, Option<HostTensor>)> {
+        self.check_x_shape(x, x_shape)?;
+        let xt = self.x_tensor(x, x_shape, reuse)?;
+        let Some((labels, label_shape)) = labels else {
+            return Ok((xt, None));
+        };
+        Ok((xt, Some(self.label_tensor(x_shape, labels, label_shape)?)))
+    }
+
+    /// The input's shape against the model's, and its number of values.
+    fn check_x_shape(&self, x: &[f32], x_shape: &[usize]) -> Result<()> {
         let want = &self.model.input_shape;
         if x_shape.len() != want.len() || x_shape[1..] != want[1..] || x_shape[0] == 0 {
             let mut w = want.clone();
@@ -235,6 +255,18 @@ impl Steps {
                 x.len()
             )));
         }
+        Ok(())
+    }
+
+    /// The input as a tensor of the configured dtype (checked finite), refilling `reuse` when it
+    /// fits.
+    fn x_tensor(
+        &self,
+        x: &[f32],
+        x_shape: &[usize],
+        reuse: Option<HostTensor>,
+    ) -> Result<HostTensor> {
+        let n: usize = x_shape.iter().product();
         let dtype = self.config.dtype;
         let reuse = reuse.filter(|t| t.dtype() == DType::F32 && t.shape() == x_shape);
         // f32 goes in as it is (no f64 round trip: that costs more than a step on a GPU)
@@ -256,9 +288,16 @@ impl Steps {
                 &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
             )?
         };
-        let Some((labels, label_shape)) = labels else {
-            return Ok((xt, None));
-        };
+        Ok(xt)
+    }
+
+    /// The labels of a batch of `x_shape` as the tensor the step takes, checked.
+    fn label_tensor(
+        &self,
+        x_shape: &[usize],
+        labels: Labels,
+        label_shape: &[usize],
+    ) -> Result<HostTensor> {
         let batch = x_shape[0];
         let classes = *self.model.output_shape.last().unwrap_or(&1);
         let yt = match (self.label_kind, labels) {
@@ -325,10 +364,10 @@ impl Steps {
                         )));
                     }
                 }
-                HostTensor::from_f64(&ts, dtype, &values)?
+                HostTensor::from_f64(&ts, self.config.dtype, &values)?
             }
         };
-        Ok((xt, Some(yt)))
+        Ok(yt)
     }
 
     fn batch_result(&self, outs: &[HostTensor], batch: usize) -> BatchResult {
@@ -362,7 +401,34 @@ impl Steps {
 /// Copies `x` into `dst` (when given, of the same length) and rejects NaN and infinity, in one
 /// pass of blocks that stay in cache; the check is a branch-free maximum of the magnitude bits so
 /// that it vectorises (a value is non-finite when its exponent bits are all ones).
-fn copy_finite(x: &[f32], mut dst: Option<&mut [f32]>) -> Result<()> {
+fn copy_finite(x: &[f32], dst: Option<&mut [f32]>) -> Result<()> {
+    // Batches of megabytes are split over a few threads: a GPU step waits for this copy at the
+    // start of every block of submitted steps. The first bad value in the whole batch is the one
+    // reported, as with one thread.
+    const PAR_MIN: usize = 1 << 20;
+    const PARTS: usize = 4;
+    let d = match dst {
+        Some(d) if x.len() >= PAR_MIN => d,
+        dst => return copy_finite_part(x, dst, 0),
+    };
+    let part = x.len().div_ceil(PARTS).next_multiple_of(4096);
+    let errors: Vec<Result<()>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = x
+            .chunks(part)
+            .zip(d.chunks_mut(part))
+            .enumerate()
+            .map(|(k, (xs, ds))| sc.spawn(move || copy_finite_part(xs, Some(ds), k * part)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // the first error in batch order
+    errors.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+}
+
+/// `copy_finite` of the part of a batch starting at value `first`.
+fn copy_finite_part(x: &[f32], mut dst: Option<&mut [f32]>, first: usize) -> Result<()> {
     const BLOCK: usize = 4096;
     for (b, chunk) in x.chunks(BLOCK).enumerate() {
         if let Some(d) = dst.as_deref_mut() {
@@ -375,7 +441,8 @@ fn copy_finite(x: &[f32], mut dst: Option<&mut [f32]>) -> Result<()> {
             let j = chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
             let i = b * BLOCK + j;
             return Err(Error::Input(format!(
-                "input value {i} is {} (NaN and infinity are not accepted)",
+                "input value {} is {} (NaN and infinity are not accepted)",
+                first + i,
                 x[i]
             )));
         }
@@ -457,6 +524,7 @@ impl ModelTrainer {
             lbfgs: Lbfgs::default(),
             forwards: 0,
             x_reuse: None,
+            pending: VecDeque::new(),
         };
         // Compile the step once: it also tells which optimizer state buffers exist.
         let mut slots = Vec::new();
@@ -618,24 +686,129 @@ impl ModelTrainer {
         labels: impl Into<Labels<'a>>,
         label_shape: &[usize],
     ) -> Result<BatchResult> {
+        let labels = labels.into();
+        if self.steps.config.optimizer == OptimizerType::Lbfgs {
+            return self.lbfgs_batch(x, x_shape, labels, label_shape);
+        }
+        let (pending, batch) = self.enqueue_train(x, x_shape, labels, label_shape)?;
+        Ok(self.steps.batch_result(&pending.wait()?, batch))
+    }
+
+    /// A training step like [`train_batch`](Self::train_batch) that does not wait for the
+    /// device: the batch is checked and copied (into the backend's page-locked staging memory
+    /// when it has some), the step is enqueued, and its result is read later by
+    /// [`next_result`](Self::next_result) or [`wait_results`](Self::wait_results), so the host
+    /// prepares the next batch while this one runs. The same steps in the same order give the same
+    /// numbers as `train_batch`. Nothing changes when the batch is rejected; an error of the
+    /// device while running comes from the result. L-BFGS runs synchronously.
+    pub fn submit_batch<'a>(
+        &mut self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: impl Into<Labels<'a>>,
+        label_shape: &[usize],
+    ) -> Result<()> {
+        let labels = labels.into();
+        let entry = if self.steps.config.optimizer == OptimizerType::Lbfgs {
+            Submitted::Done(self.lbfgs_batch(x, x_shape, labels, label_shape)?)
+        } else {
+            let (p, batch) = self.enqueue_train(x, x_shape, labels, label_shape)?;
+            Submitted::Running(p, batch)
+        };
+        self.pending.push_back(entry);
+        Ok(())
+    }
+
+    /// Steps submitted by [`submit_batch`](Self::submit_batch) whose results are not read yet.
+    pub fn pending_results(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Waits for the oldest submitted step and returns its result (`None` when none is pending).
+    pub fn next_result(&mut self) -> Option<Result<BatchResult>> {
+        Some(match self.pending.pop_front()? {
+            Submitted::Running(p, batch) => p.wait().map(|o| self.steps.batch_result(&o, batch)),
+            Submitted::Done(r) => Ok(r),
+        })
+    }
+
+    /// Waits for every submitted step and returns their results in submission order.
+    pub fn wait_results(&mut self) -> Result<Vec<BatchResult>> {
+        let mut v = Vec::with_capacity(self.pending.len());
+        while let Some(r) = self.next_result() {
+            v.push(r?);
+        }
+        Ok(v)
+    }
+
+    /// Device memory this trainer's backend holds for it, in bytes: persistent buffers
+    /// (parameters, optimizer state), every compiled step (arena, constants, scratch, input
+    /// buffers) and the backend's own workspace. 0 on the CPU.
+    pub fn device_bytes(&self) -> usize {
+        self.engine.device_bytes()
+    }
+
+    fn lbfgs_batch(
+        &mut self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: Labels,
+        label_shape: &[usize],
+    ) -> Result<BatchResult> {
         let (xt, yt) = self.steps.check_batch_into(
             x,
             x_shape,
-            Some((labels.into(), label_shape)),
+            Some((labels, label_shape)),
             self.x_reuse.take(),
         )?;
-        let yt = yt.expect("labels were given");
+        let r = self.lbfgs_step(&xt, &yt.expect("labels were given"), x_shape[0]);
+        self.x_reuse = Some(xt);
+        r
+    }
+
+    /// Checks a batch, feeds it and enqueues a Train (or Accumulate) step; the step's outputs and
+    /// batch size.
+    fn enqueue_train(
+        &mut self,
+        x: &[f32],
+        x_shape: &[usize],
+        labels: Labels,
+        label_shape: &[usize],
+    ) -> Result<(PendingOutputs, usize)> {
+        self.steps.check_x_shape(x, x_shape)?;
+        let yt = self.steps.label_tensor(x_shape, labels, label_shape)?;
         let batch = x_shape[0];
-        if self.steps.config.optimizer == OptimizerType::Lbfgs {
-            let r = self.lbfgs_step(&xt, &yt, batch);
-            self.x_reuse = Some(xt);
-            return r;
-        }
         let apply = self.micro + 1 == self.steps.config.accumulate_grad_batches;
         let kind = if apply {
             StepKind::Train
         } else {
             StepKind::Accumulate
+        };
+        // f32 batches go straight into the backend's staging memory, checked on the way: the
+        // only host copy
+        let steps = &self.steps;
+        let mut slots = Vec::new();
+        let mut build = || steps.graph(kind, batch, &mut slots);
+        let staged = steps.config.dtype == DType::F32
+            && self.engine.stage(kind, batch, &mut build, 0, &mut |mem| {
+                // SAFETY: any bit pattern is an f32; the split checks the alignment.
+                let (pre, v, post) = unsafe { mem.align_to_mut::<f32>() };
+                if !pre.is_empty() || !post.is_empty() || v.len() != x.len() {
+                    return Err(Error::Backend {
+                        backend: "staging".into(),
+                        msg: format!(
+                            "staging memory of {} bytes does not hold {} f32 values",
+                            pre.len() + 4 * v.len() + post.len(),
+                            x.len()
+                        ),
+                    });
+                }
+                copy_finite(x, Some(v))
+            })?;
+        let xt = if staged {
+            None
+        } else {
+            Some(self.steps.x_tensor(x, x_shape, self.x_reuse.take())?)
         };
         let mut mu = self.mu_product;
         if apply {
@@ -653,9 +826,19 @@ impl ModelTrainer {
                 self.hyper_written = Some(h);
             }
         }
-        let outs = self.run_kind(kind, batch, &[&xt, &yt]);
-        self.x_reuse = Some(xt);
-        let outs = outs?;
+        let feed_x = match &xt {
+            Some(t) => Feed::Host(t),
+            None => Feed::Staged,
+        };
+        let steps = &self.steps;
+        let mut build = || steps.graph(kind, batch, &mut slots);
+        let pending = self
+            .engine
+            .submit(kind, batch, &mut build, &[feed_x, Feed::Host(&yt)]);
+        if xt.is_some() {
+            self.x_reuse = xt;
+        }
+        let pending = pending?;
         self.forwards += 1;
         if apply {
             self.micro = 0;
@@ -667,7 +850,7 @@ impl ModelTrainer {
         } else {
             self.micro += 1;
         }
-        Ok(self.steps.batch_result(&outs, batch))
+        Ok((pending, batch))
     }
 
     fn lbfgs_step(

@@ -383,6 +383,11 @@ fn bad_input_table_leaves_state_unchanged() {
     let mut late_nan = x.clone();
     late_nan[31] = f32::NAN;
     let y2500 = vec![0i32; 2_500];
+    // a batch large enough to be checked on several threads, bad values in two of its parts
+    let mut big = vec![0.25f32; 1 << 20];
+    big[700_001] = f32::NAN;
+    big[900_000] = f32::INFINITY;
+    let y_big = vec![0i32; 1 << 18];
     let cases: Vec<(&str, Result<BatchResult, lamina_core::Error>, Vec<&str>)> = vec![
         (
             "wrong input shape",
@@ -423,6 +428,11 @@ fn bad_input_table_leaves_state_unchanged() {
             "infinity in a later block of a large batch",
             t.train_batch(&inf, &[2_500, 4], &y2500, &[2_500]),
             vec!["input value 9001 is -inf"],
+        ),
+        (
+            "the first bad value of a batch checked in parts",
+            t.train_batch(&big, &[1 << 18, 4], &y_big, &[1 << 18]),
+            vec!["input value 700001 is NaN"],
         ),
         (
             "float targets for sparse CE",
@@ -1247,5 +1257,88 @@ fn save_loop_child() {
     loop {
         run_steps(&mut t, 1);
         t.save_checkpoint(&path).unwrap();
+    }
+}
+
+/// `submit_batch` (results read later, in blocks) gives `train_batch`'s results and state exactly,
+/// for every way a step can run: Adam in f32, f64, gradient accumulation, L-BFGS (synchronous);
+/// a rejected batch on that path changes nothing and says what was wrong.
+#[test]
+fn submitted_steps_equal_synchronous_steps() {
+    let (model, x, y) = small_problem();
+    let base = TrainerConfig {
+        batch_size: 8,
+        device: Device::Cpu,
+        ..Default::default()
+    };
+    let cases = [
+        ("adam f32", base.clone()),
+        (
+            "adam f64",
+            TrainerConfig {
+                dtype: DType::F64,
+                ..base.clone()
+            },
+        ),
+        (
+            "accumulate 2",
+            TrainerConfig {
+                accumulate_grad_batches: 2,
+                ..base.clone()
+            },
+        ),
+        (
+            "lbfgs",
+            TrainerConfig {
+                optimizer: OptimizerType::Lbfgs,
+                learning_rate: 0.5,
+                ..base.clone()
+            },
+        ),
+    ];
+    // batch k: the fixed batch with its values shifted by k
+    let batch = |k: usize| -> Vec<f32> { x.iter().map(|v| v + k as f32 * 0.125).collect() };
+    for (name, config) in cases {
+        let mut sync = ModelTrainer::new(&model, config.clone()).unwrap();
+        let want: Vec<BatchResult> = (0..7)
+            .map(|k| sync.train_batch(&batch(k), &[8, 4], &y, &[8]).unwrap())
+            .collect();
+        let mut sub = ModelTrainer::new(&model, config).unwrap();
+        let mut got = Vec::new();
+        for k in 0..7 {
+            sub.submit_batch(&batch(k), &[8, 4], &y, &[8]).unwrap();
+            if k == 2 {
+                got.push(sub.next_result().unwrap().unwrap());
+            }
+            if k == 4 {
+                got.extend(sub.wait_results().unwrap());
+            }
+        }
+        assert_eq!(sub.pending_results(), 2, "{name}");
+        // a bad batch between submitted steps: rejected, nothing changes
+        let before = snapshot(&sub);
+        let mut nan = batch(7);
+        nan[17] = f32::NAN;
+        let e = sub.submit_batch(&nan, &[8, 4], &y, &[8]).unwrap_err();
+        assert!(
+            e.to_string().contains("input value 17 is NaN"),
+            "{name}: {e}"
+        );
+        let e = sub
+            .submit_batch(&batch(7), &[8, 4], &[0, 1, 2, 5, 0, 1, 2, 0], &[8])
+            .unwrap_err();
+        assert!(e.to_string().contains("label 3 is 5"), "{name}: {e}");
+        assert_eq!(snapshot(&sub), before, "{name}: state changed");
+        assert_eq!(sub.pending_results(), 2, "{name}");
+        got.extend(sub.wait_results().unwrap());
+        assert!(sub.next_result().is_none());
+        assert_eq!(got, want, "{name}: results");
+        assert_eq!(snapshot(&sub), snapshot(&sync), "{name}: state");
+        assert_eq!(sub.steps(), sync.steps(), "{name}");
+        assert_eq!(
+            sub.device_bytes(),
+            0,
+            "{name}: the CPU holds no device memory"
+        );
     }
 }

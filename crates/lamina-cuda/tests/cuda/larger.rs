@@ -3,7 +3,7 @@
 //! kernels), reductions of both layouts, broadcasting fused groups; two steps so the second
 //! starts from updated state.
 
-use super::common::{backend, run_cuda, serial};
+use super::common::{backend, backend_with, run_cuda, serial};
 use lamina_core::*;
 use lamina_ref::check::{assert_close, TestRng};
 
@@ -261,6 +261,115 @@ fn conv_paths_match_reference() {
             let want = lamina_ref::run_graph(&graph, &feeds, &mut state.clone()).unwrap();
             for (i, part) in ["y", "dx", "dw", "dbias"].iter().enumerate() {
                 assert_close(&got[i], &want[i], tol.0, tol.1, &format!("{what}: {part}"));
+            }
+        }
+    }
+}
+
+/// One graph per row: transposes (the tiled transpose kernel, sizes off the 32×32 tiles, a batch
+/// axis), GEMMs whose operands are transposes (read through a flag, or materialised first when
+/// TF32 would otherwise get no K-major operand), and fused groups with broadcast operands (the
+/// 4-wide loop: consecutive values, one value per 4 lanes, and an inner length that is not a
+/// multiple of 4), column sums, in f32 (strict and TF32) and f64, against the reference
+/// interpreter.
+#[test]
+fn transposes_gemm_layouts_and_broadcasts_table() {
+    let _serial = serial();
+    type Row = (&'static str, fn(&GraphBuilder, DType) -> Vec<Tensor>, bool);
+    let rows: [Row; 7] = [
+        (
+            "transpose of a batch",
+            |b, dt| vec![b.input("x", &[3, 37, 45], dt).permute(&[0, 2, 1]) * 2.0],
+            false,
+        ),
+        (
+            "transposed left operand (dW = dyᵀ·h)",
+            |b, dt| {
+                let dy = b.input("dy", &[70, 33], dt).tanh();
+                let h = b.input("h", &[70, 41], dt);
+                vec![dy.permute(&[1, 0]).matmul(h)]
+            },
+            true,
+        ),
+        (
+            "transposed right operand (x·Wᵀ)",
+            |b, dt| {
+                let x = b.input("x", &[50, 36], dt);
+                let w = b.state("w", &[44, 36], dt);
+                vec![x.matmul(w.permute(&[1, 0]))]
+            },
+            true,
+        ),
+        (
+            "both operands transposed, batched",
+            |b, dt| {
+                let a = b.input("a", &[2, 40, 24], dt).exp();
+                let c = b.input("c", &[2, 36, 40], dt);
+                vec![a.permute(&[0, 2, 1]).matmul(c.permute(&[0, 2, 1]))]
+            },
+            true,
+        ),
+        (
+            "broadcasts in 4-wide groups",
+            |b, dt| {
+                let x = b.input("x", &[6, 8], dt);
+                let row = b.input("row", &[8], dt);
+                let col = b.input("col", &[6, 1], dt);
+                let odd = b.input("odd", &[7, 6], dt);
+                let odd_row = b.input("odd_row", &[6], dt);
+                vec![
+                    (x + row) * col,
+                    (odd * odd_row).relu(),
+                    x.sum(&[0], false) + row,
+                ]
+            },
+            false,
+        ),
+        (
+            "column sums (unrolled loads and their remainder)",
+            |b, dt| {
+                let x = b.input("x", &[203, 70], dt);
+                let y = b.input("y", &[37, 41, 12], dt);
+                vec![x.sum(&[0], false), y.sum(&[0], false)]
+            },
+            false,
+        ),
+        (
+            "elementwise over 4n + 3 values",
+            |b, dt| vec![(b.input("x", &[5, 11, 7], dt) * 3.0 + 1.0).relu()],
+            false,
+        ),
+    ];
+    for (tf32, dtype) in [(false, DType::F32), (true, DType::F32), (false, DType::F64)] {
+        let Some(cuda) = backend_with("transposes_gemm_layouts_and_broadcasts_table", tf32, true)
+        else {
+            return;
+        };
+        for (name, build, gemm) in rows {
+            let what = format!("{name} ({dtype}, tf32 {tf32})");
+            let b = GraphBuilder::new();
+            let outs = build(&b, dtype);
+            let g = b.finish(&outs).unwrap();
+            let mut rng = TestRng::new(11);
+            let inputs = random_inputs(&g, &mut rng);
+            let mut state = StateMap::new();
+            for (n, ty) in g.states() {
+                let v = rng.vec(numel(&ty.shape), -1.0, 1.0);
+                state.insert(n, HostTensor::from_f64(&ty.shape, ty.dtype, &v).unwrap());
+            }
+            let plan = Plan::compile(&g).unwrap();
+            let (got, _) = run_cuda(&cuda, &plan, &inputs, &state)
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{}", plan.text()));
+            let feeds: Vec<&HostTensor> = inputs.iter().collect();
+            let want = lamina_ref::run_graph(&g, &feeds, &mut state.clone()).unwrap();
+            // TF32 keeps 10 mantissa bits of each product's operands
+            let tol = match (dtype, tf32 && gemm) {
+                (DType::F64, _) => 1e-12,
+                (_, true) => 1e-2,
+                _ => 2e-5,
+            };
+            for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+                assert_close(a, w, tol, tol, &format!("{what}: output {i}"));
             }
         }
     }

@@ -212,3 +212,163 @@ fn trainers_on_several_threads() {
         }
     });
 }
+
+/// Steps submitted without waiting (`submit_batch`, results read in blocks) give exactly the
+/// losses and state of synchronous steps: seed_mlp (inputs copied straight on the main stream)
+/// and a model with a 2 MB batch (copied on the copy stream through landing buffers, double
+/// buffered). A rejected batch in between, whose NaN sits past the first check block (so part of
+/// it was already written into the staging memory), changes nothing.
+#[test]
+fn submitted_steps_give_the_synchronous_losses() {
+    let _serial = serial();
+    if backend("submitted_steps_give_the_synchronous_losses").is_none() {
+        return;
+    }
+    let wide_input = lamina_nn::ModelBuilder::new(&[512, 1024])
+        .dense(64, true, "h")
+        .relu("r")
+        .dropout(0.25, "d")
+        .dense(10, true, "out")
+        .compile()
+        .unwrap();
+    let models = [
+        ("seed_mlp", lamina_nn::zoo::model("seed_mlp", true).unwrap()),
+        ("512x1024 input", wide_input),
+    ];
+    for (name, spec) in models {
+        let batch = spec.input_shape[0];
+        let shape = spec.input_shape.clone();
+        let data = batches(&spec, 12);
+        let config = TrainerConfig {
+            batch_size: batch,
+            device: Device::Cuda(0),
+            seed: 5,
+            ..Default::default()
+        };
+        let mut sync = ModelTrainer::new(&spec, config.clone()).unwrap();
+        let want: Vec<f64> = data
+            .iter()
+            .map(|(x, y)| sync.train_batch(x, &shape, y, &[batch]).unwrap().loss)
+            .collect();
+        let mut sub = ModelTrainer::new(&spec, config).unwrap();
+        let mut got = Vec::new();
+        for (k, (x, y)) in data.iter().enumerate() {
+            if k == 6 {
+                let before: Vec<_> = sub
+                    .state_names()
+                    .iter()
+                    .map(|n| sub.state(n).unwrap())
+                    .collect();
+                let mut bad = x.clone();
+                let at = bad.len() - 3;
+                bad[at] = f32::NAN;
+                let e = sub.submit_batch(&bad, &shape, y, &[batch]).unwrap_err();
+                assert!(
+                    e.to_string().contains(&format!("input value {at} is NaN")),
+                    "{name}: {e}"
+                );
+                let after: Vec<_> = sub
+                    .state_names()
+                    .iter()
+                    .map(|n| sub.state(n).unwrap())
+                    .collect();
+                assert_eq!(before, after, "{name}: a rejected batch changed the state");
+            }
+            sub.submit_batch(x, &shape, y, &[batch]).unwrap();
+            if k % 5 == 4 {
+                got.extend(sub.wait_results().unwrap().iter().map(|r| r.loss));
+            }
+        }
+        got.extend(sub.wait_results().unwrap().iter().map(|r| r.loss));
+        assert_eq!(got, want, "{name}: submitted against synchronous losses");
+        for n in sync.state_names() {
+            assert_eq!(
+                sub.state(&n).unwrap(),
+                sync.state(&n).unwrap(),
+                "{name}: {n}"
+            );
+        }
+    }
+}
+
+/// `device_bytes` is the exact sum of what an executable allocates (arena, input buffers, the two
+/// landing buffers of an input of 1 MiB or more), and a trainer's count covers its state and the
+/// cuBLAS workspace without exceeding what the device saw allocated.
+#[test]
+fn device_bytes_count_the_allocations() {
+    use lamina_core::*;
+    let _serial = serial();
+    let Some(b) = backend("device_bytes_count_the_allocations") else {
+        return;
+    };
+    for (rows, landing) in [(4usize, false), (512, true)] {
+        let g = GraphBuilder::new();
+        let x = g.input("x", &[rows, 1024], DType::F32);
+        let y = (x * 2.0).relu().sum(&[1], false);
+        let plan = Plan::compile(&g.finish(&[y]).unwrap()).unwrap();
+        let mut exe = b.compile(&plan).unwrap();
+        let input = rows * 1024 * 4;
+        let want = plan.arena_bytes + input * if landing { 3 } else { 1 };
+        assert_eq!(exe.device_bytes(), want, "{rows} rows");
+        assert_eq!(b.executable_bytes(&exe), want);
+        // and the executable works through its staging
+        let xv: Vec<f32> = (0..rows * 1024).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mem = b.staging(&mut exe, 0).unwrap().expect("CUDA stages inputs");
+        for (d, v) in mem.chunks_exact_mut(4).zip(&xv) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+        let out = b
+            .submit(&mut exe, &mut StateMap::new(), &[Feed::Staged])
+            .unwrap()
+            .wait()
+            .unwrap();
+        let row0: f64 = xv[..1024].iter().map(|&v| (2.0 * v as f64).max(0.0)).sum();
+        assert_eq!(out[0].to_f64()[0], row0);
+        // bad feeds are input errors
+        let wrong = HostTensor::f32(&[rows, 1023], vec![0.0; rows * 1023]).unwrap();
+        for (feeds, msg) in [
+            (vec![], "expected 1 inputs, got 0"),
+            (vec![Feed::Host(&wrong)], "expected f32["),
+        ] {
+            let e = b
+                .submit(&mut exe, &mut StateMap::new(), &feeds)
+                .unwrap_err();
+            assert!(e.to_string().contains(msg), "{e}");
+        }
+    }
+    let spec = lamina_nn::zoo::model("bn_mlp", true).unwrap();
+    let data = batches(&spec, 1);
+    let base = b.memory_used().unwrap();
+    let mut t = ModelTrainer::new(
+        &spec,
+        TrainerConfig {
+            batch_size: spec.input_shape[0],
+            device: Device::Cuda(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    t.train_batch(
+        &data[0].0,
+        &spec.input_shape,
+        &data[0].1,
+        &[spec.input_shape[0]],
+    )
+    .unwrap();
+    let grown = b.memory_used().unwrap() - base;
+    let state: usize = t
+        .state_names()
+        .iter()
+        .map(|n| {
+            let s = t.state(n).unwrap();
+            s.numel() * s.dtype().size_bytes()
+        })
+        .sum();
+    let counted = t.device_bytes();
+    println!("bn_mlp: device_bytes {counted}, state {state}, device memory grew by {grown}");
+    assert!(
+        counted >= state + (32 << 20),
+        "{counted} < state {state} + workspace"
+    );
+    assert!(counted <= grown, "{counted} counted, {grown} allocated");
+}
