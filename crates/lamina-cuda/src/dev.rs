@@ -11,7 +11,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::cache;
@@ -274,11 +273,56 @@ impl Drop for Pinned {
     }
 }
 
-/// The generic modules while they are being compiled, then once loaded.
-enum Generic {
-    Compiling(Vec<JoinHandle<Result<Ptx>>>),
-    Loaded(Vec<Arc<CudaModule>>),
-    Gone,
+/// The part of `kernels.cu` that defines kernel `name`, read from the source: the kernels of a
+/// `#if LAMINA_ALL || LAMINA_PART == k` block, written out or instantiated by an `INST_*` macro.
+pub(crate) fn generic_part(name: &str) -> Option<usize> {
+    static TABLE: OnceLock<HashMap<String, usize>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| part_table(GENERIC_SRC))
+        .get(name)
+        .copied()
+}
+
+fn part_table(src: &str) -> HashMap<String, usize> {
+    // `name` of `… __global__ void name(…`
+    let kernel = |line: &str| -> Option<String> {
+        let rest = line.split("__global__ void ").nth(1)?;
+        Some(rest.split('(').next()?.trim().to_string())
+    };
+    let mut macros: HashMap<String, Vec<String>> = HashMap::new();
+    let mut in_macro: Option<String> = None;
+    let mut part: Option<usize> = None;
+    let mut table = HashMap::new();
+    for line in src.lines() {
+        let t = line.trim();
+        if let Some(m) = in_macro.clone() {
+            // a kernel of the macro is `stem##S`, S its first argument
+            if let Some(stem) = kernel(t).and_then(|k| k.strip_suffix("##S").map(String::from)) {
+                macros.entry(m).or_default().push(stem);
+            }
+            if !t.ends_with('\\') {
+                in_macro = None;
+            }
+        } else if let Some(rest) = t.strip_prefix("#define ") {
+            if t.ends_with('\\') {
+                in_macro = Some(rest.split('(').next().unwrap_or(rest).to_string());
+            }
+        } else if let Some(k) = t.strip_prefix("#if LAMINA_ALL || LAMINA_PART == ") {
+            part = k.trim().parse().ok();
+        } else if t.starts_with("#endif") {
+            part = None;
+        } else if let Some(p) = part {
+            if let Some(k) = kernel(t) {
+                table.insert(k, p);
+            } else if let Some((m, args)) = t.split_once('(') {
+                let suffix = args.split(',').next().unwrap_or("").trim();
+                for stem in macros.get(m.trim()).into_iter().flatten() {
+                    table.insert(format!("{stem}{suffix}"), p);
+                }
+            }
+        }
+    }
+    table
 }
 
 /// Per-backend device objects.
@@ -291,10 +335,10 @@ pub(crate) struct Dev {
     /// f32 GEMMs run on the tensor cores in TF32.
     pub(crate) tf32: bool,
     workspace: DevMem,
-    /// The generic kernels: compiled in parts on threads started by `new` (overlapping context
-    /// creation and the plan's own compile), loaded by the first `function` call. Emptied when
-    /// dropping.
-    generic: Mutex<Generic>,
+    /// The generic kernels, one module per part of `kernels.cu`, compiled when a plan first needs
+    /// one of the part's kernels (all 13 parts at start-up were seconds of NVRTC competing for the
+    /// cores with the plan's own modules, most of them for kernels no launch used).
+    generic: Mutex<Vec<Option<Arc<CudaModule>>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     modules: Mutex<HashMap<u64, Arc<CudaModule>>>,
     /// Held by every run, upload, download and write: one user of the stream and handle at a time.
@@ -313,13 +357,6 @@ impl Dev {
                 "device cuda:{ordinal} asked for, but {n} CUDA device(s) are present"
             )));
         }
-        let compiling = (0..GENERIC_PARTS)
-            .map(|k| {
-                std::thread::spawn(move || {
-                    compile(&format!("#define LAMINA_PART {k}\n{GENERIC_SRC}"))
-                })
-            })
-            .collect();
         let t = Instant::now();
         let cx = ctx(CudaContext::new(ordinal), "creating the CUDA context")?;
         report("CUDA context", t);
@@ -362,7 +399,7 @@ impl Dev {
             blas,
             tf32,
             workspace,
-            generic: Mutex::new(Generic::Compiling(compiling)),
+            generic: Mutex::new(vec![None; GENERIC_PARTS]),
             functions: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             busy: Mutex::new(()),
@@ -375,51 +412,73 @@ impl Dev {
         self.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A generic kernel by name.
+    /// A generic kernel by name (compiling its part of `kernels.cu` if needed).
     pub(crate) fn function(&self, name: &str) -> Result<CudaFunction> {
-        let mut f = self.functions.lock().expect("function table");
-        if let Some(k) = f.get(name) {
+        if let Some(k) = self.functions.lock().expect("function table").get(name) {
             return Ok(k.clone());
         }
-        let k = self
-            .generic_modules()?
-            .iter()
-            .find_map(|m| m.load_function(name).ok())
-            .ok_or_else(|| cuda_err(format!("kernel {name}: not among the generic kernels")))?;
-        f.insert(name.to_string(), k.clone());
+        self.load_generic(&[name])?;
+        let part = generic_part(name).expect("checked by load_generic");
+        let m = self.generic.lock().unwrap_or_else(|e| e.into_inner())[part]
+            .clone()
+            .expect("loaded by load_generic");
+        let k = ctx(m.load_function(name), &format!("kernel {name}"))?;
+        self.functions
+            .lock()
+            .expect("function table")
+            .insert(name.to_string(), k.clone());
         Ok(k)
     }
 
-    /// The generic modules, waiting for their compiles on first use.
-    fn generic_modules(&self) -> Result<Vec<Arc<CudaModule>>> {
-        let mut g = self.generic.lock().unwrap_or_else(|e| e.into_inner());
-        match std::mem::replace(&mut *g, Generic::Gone) {
-            Generic::Loaded(m) => {
-                *g = Generic::Loaded(m.clone());
-                Ok(m)
+    /// Compiles (in parallel) and loads the parts of `kernels.cu` that define `names` and are
+    /// not loaded yet.
+    pub(crate) fn load_generic(&self, names: &[&str]) -> Result<()> {
+        let mut parts: Vec<usize> = Vec::new();
+        for name in names {
+            let p = generic_part(name)
+                .ok_or_else(|| cuda_err(format!("kernel {name}: not among the generic kernels")))?;
+            if !parts.contains(&p) {
+                parts.push(p);
             }
-            Generic::Compiling(hs) => {
-                let t = Instant::now();
-                let mut ptxs = Vec::with_capacity(hs.len());
-                for h in hs {
-                    ptxs.push(
-                        h.join()
-                            .map_err(|_| cuda_err("compiling the generic kernels panicked"))?,
-                    );
-                }
-                report("waiting for the generic kernels", t);
-                let t = Instant::now();
-                let mut ms = Vec::with_capacity(ptxs.len());
-                for ptx in ptxs {
-                    let _quiet = not_capturing();
-                    ms.push(ctx(self.ctx.load_module(ptx?), "loading kernels")?);
-                }
-                report("loading the generic kernels", t);
-                *g = Generic::Loaded(ms.clone());
-                Ok(ms)
-            }
-            Generic::Gone => Err(cuda_err("the generic kernels are gone (device dropped)")),
         }
+        let missing: Vec<usize> = {
+            let g = self.generic.lock().unwrap_or_else(|e| e.into_inner());
+            parts.into_iter().filter(|&p| g[p].is_none()).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let ptxs: Vec<Result<Ptx>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = missing
+                .iter()
+                .map(|&k| {
+                    sc.spawn(move || compile(&format!("#define LAMINA_PART {k}\n{GENERIC_SRC}")))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(cuda_err("compiling the generic kernels panicked")))
+                })
+                .collect()
+        });
+        report(
+            &format!(
+                "{} of {GENERIC_PARTS} parts of the generic kernels",
+                missing.len()
+            ),
+            t,
+        );
+        let mut g = self.generic.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, ptx) in missing.into_iter().zip(ptxs) {
+            let ptx = ptx?;
+            if g[k].is_none() {
+                let _quiet = not_capturing();
+                g[k] = Some(ctx(self.ctx.load_module(ptx), "loading kernels")?);
+            }
+        }
+        Ok(())
     }
 
     /// Loads (compiling if needed) modules of generated kernels, cached by source hash; the ones
@@ -497,16 +556,10 @@ impl Drop for Dev {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
-            let g = std::mem::replace(
-                &mut *self.generic.lock().unwrap_or_else(|e| e.into_inner()),
-                Generic::Gone,
-            );
-            if let Generic::Compiling(hs) = g {
-                // nothing may outlive the device; the compiles do not touch the context
-                for h in hs {
-                    let _ = h.join();
-                }
-            }
+            self.generic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
         }
         // SAFETY: created in `new`, used by nobody after the backend is gone.
         let _ = unsafe { blas::destroy_handle(self.blas) };
@@ -535,6 +588,33 @@ mod tests {
             .collect()
     }
 
+    /// The part table read from `kernels.cu` (what a plan compiles on demand) without NVRTC; the
+    /// test below checks it against what NVRTC compiles per part.
+    #[test]
+    fn part_table_names_each_kernel_with_its_part() {
+        let table = part_table(GENERIC_SRC);
+        assert_eq!(table.len(), 48, "{table:?}");
+        for (name, part) in [
+            ("copy_f32", 0),
+            ("gather_f64", 1),
+            ("fill_i32", 2),
+            ("copy_u8", 3),
+            ("iota_u8", 3),
+            ("random_bits", 3),
+            ("reduce_sum_thread_f32", 4),
+            ("reduce_max_block_f32", 5),
+            ("argmax_f32", 6),
+            ("reduce_sum_cols_f64", 9),
+            ("reduce_sum_block_i32", 10),
+            ("scatter_add_i32", 11),
+            ("conv_block_f64", 12),
+        ] {
+            assert_eq!(generic_part(name), Some(part), "{name}");
+        }
+        assert!(table.values().all(|&p| p < GENERIC_PARTS));
+        assert_eq!(generic_part("no_such_kernel"), None);
+    }
+
     /// Needs NVRTC only (no GPU); skipped where its library is absent.
     #[test]
     fn generic_parts_hold_every_kernel_once() {
@@ -554,6 +634,13 @@ mod tests {
             let src = format!("#define LAMINA_PART {k}\n{GENERIC_SRC}");
             let got = entries(&src);
             assert!(!got.is_empty(), "part {k} is empty");
+            for name in &got {
+                assert_eq!(
+                    generic_part(name),
+                    Some(k),
+                    "{name}: the part table disagrees"
+                );
+            }
             parts.extend(got);
             // the real path: CUBIN for sm_90, written to and read back from the disk cache
             let key_count = std::fs::read_dir(&dir).map_or(0, |d| d.count());

@@ -325,7 +325,30 @@ impl CudaExecutable {
             merged_module.insert(name.clone(), m);
         }
         crate::dev::report(&format!("building {} plan steps", plan.steps.len()), t);
-        let modules = dev.modules(&srcs)?;
+        // the parts of `kernels.cu` the launches name compile beside the plan's own modules
+        let generic: Vec<String> = kernels
+            .iter()
+            .filter_map(|k| match k {
+                Kernel::Launch {
+                    func: Func::Generic(name),
+                    ..
+                } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        let (modules, generic_loaded) = std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                let names: Vec<&str> = generic.iter().map(String::as_str).collect();
+                dev.load_generic(&names)
+            });
+            let modules = dev.modules(&srcs);
+            let loaded = h
+                .join()
+                .unwrap_or_else(|_| Err(cuda_err("compiling the generic kernels panicked")));
+            (modules, loaded)
+        });
+        let modules = modules?;
+        generic_loaded?;
         for k in &mut kernels {
             if let Kernel::Launch { func, f, .. } = k {
                 *f = Some(match func {
