@@ -472,8 +472,9 @@ fn matmul_paths() {
 }
 
 /// Convolutions large enough for every threading path (images in parallel, gemm's own threads for
-/// a single image, kernel-gradient partial sums over image ranges), strided, grouped and 1×1,
-/// with their input and kernel gradients.
+/// a single image, kernel-gradient partial sums over image ranges, Winograd on one chunk of images
+/// with gemm's threads and on several chunks in parallel), strided, grouped and 1×1, with their
+/// input and kernel gradients.
 #[test]
 fn conv_paths() {
     let b = GraphBuilder::new();
@@ -481,12 +482,21 @@ fn conv_paths() {
     let w = b.input("w", &[16, 8, 3, 3], DType::F32);
     let x1 = b.input("x1", &[1, 8, 24, 20], DType::F32);
     let w2 = b.input("w2", &[12, 4, 1, 1], DType::F32);
+    let x3 = b.input("x3", &[9, 8, 14, 11], DType::F32);
+    let w3 = b.input("w3", &[16, 8, 5, 3], DType::F32);
     let y = x.conv2d(w, 2, 1, 1, 1);
     let y1 = x1.conv2d(w, 1, 1, 1, 1);
     let y2 = x.conv2d(w2, 1, 0, 1, 2);
-    let loss = (y * y).sum(&[], false) + (y1 * y1).sum(&[], false) + (y2 * y2).sum(&[], false);
-    let gs = grad(loss, &[x, w, x1, w2]).unwrap();
-    let mut outs = vec![y, y1, y2];
+    let y3 = x3.conv2d(w, 1, 1, 1, 1);
+    // a single image through im2col and gemm's own threads (a 5×3 kernel is not Winograd's)
+    let y4 = x1.conv2d(w3, 1, 1, 1, 1);
+    let loss = (y * y).sum(&[], false)
+        + (y1 * y1).sum(&[], false)
+        + (y2 * y2).sum(&[], false)
+        + (y3 * y3).sum(&[], false)
+        + (y4 * y4).sum(&[], false);
+    let gs = grad(loss, &[x, w, x1, w2, x3, w3]).unwrap();
+    let mut outs = vec![y, y1, y2, y3, y4];
     outs.extend(gs);
     let g = b.finish(&outs).unwrap();
     let kinds: Vec<_> = g
