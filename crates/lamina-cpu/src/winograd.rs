@@ -9,7 +9,7 @@
 //! cotangent with the flipped, transposed kernel).
 
 use crate::arena::Ptr;
-use crate::conv::with_scratch;
+use crate::conv::{wide, with_scratch};
 use crate::matmul::{gemm_into, GemmElem};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -86,12 +86,14 @@ impl Winograd {
                 let (v, rest) = buf.split_at_mut(vl);
                 let (m, rows) = rest.split_at_mut(ml);
                 let plane = self.h * self.w;
-                for i in i0..i1 {
-                    for c in 0..self.cin {
-                        let x = &src[(i * self.cin + c) * plane..][..plane];
-                        self.input_transform(x, v, c, t, (i - i0) * per_image, rows);
+                wide(|| {
+                    for i in i0..i1 {
+                        for c in 0..self.cin {
+                            let x = &src[(i * self.cin + c) * plane..][..plane];
+                            self.input_transform(x, v, c, t, (i - i0) * per_image, rows);
+                        }
                     }
-                }
+                });
                 for xi in 0..16 {
                     // SAFETY: `m[ξ]` is `cout × t`, `u[ξ]` `cout × cin` and `v[ξ]` `cin × t`,
                     // all row-major inside their buffers.
@@ -109,19 +111,21 @@ impl Winograd {
                     }
                 }
                 let out_plane = self.ho * self.wo;
-                for i in i0..i1 {
-                    for o in 0..self.cout {
-                        // SAFETY: plane (i, o) of the result lies inside `dst` (caller's
-                        // contract) and belongs to this chunk's images only.
-                        let y = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.at::<T>((i * self.cout + o) * out_plane),
-                                out_plane,
-                            )
-                        };
-                        self.output_transform(m, o, t, (i - i0) * per_image, y, rows);
+                wide(|| {
+                    for i in i0..i1 {
+                        for o in 0..self.cout {
+                            // SAFETY: plane (i, o) of the result lies inside `dst` (caller's
+                            // contract) and belongs to this chunk's images only.
+                            let y = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    dst.at::<T>((i * self.cout + o) * out_plane),
+                                    out_plane,
+                                )
+                            };
+                            self.output_transform(m, o, t, (i - i0) * per_image, y, rows);
+                        }
                     }
-                }
+                });
             })
         };
         if threads > 1 && chunks > 1 {
@@ -133,6 +137,7 @@ impl Winograd {
 
     /// `V[ξ][c][base + tile] = (Bᵀ d B)[ξ]` for every tile of plane `x` (channel `c` of one image);
     /// `rows` is scratch of `18·(tw + 1)` elements.
+    #[inline(always)]
     fn input_transform<T: GemmElem>(
         &self,
         x: &[T],
@@ -206,6 +211,7 @@ impl Winograd {
 
     /// Plane `y` (`ho × wo`) of output channel `o` from `M[ξ][o][base + tile]`: `Aᵀ M A` per tile,
     /// dropping the row and column past the edge of an odd-sized plane; `rows` is scratch.
+    #[inline(always)]
     fn output_transform<T: GemmElem>(
         &self,
         m: &[T],
