@@ -19,6 +19,7 @@ use gemm::Parallelism;
 use lamina_core::ConvKind;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 /// Convolutions with fewer multiply-adds than this run on one thread.
 const PAR_MIN: usize = 1 << 16;
@@ -40,6 +41,11 @@ pub(crate) struct Conv {
     pub(crate) a: usize,
     pub(crate) b: usize,
     pub(crate) out: usize,
+    /// Slot of a per-channel bias (`o` elements) the forward kind adds to its result.
+    pub(crate) bias: Option<usize>,
+    /// With a bias: also write `max(0, y)` (or `max(y, 0)` when the flag is false) of the biased
+    /// result into this slot (the ReLU that follows).
+    pub(crate) relu: Option<(usize, bool)>,
     /// Input `[n, c, h, w]`.
     pub(crate) input: [usize; 4],
     /// Kernel `[o, c/groups, kh, kw]`.
@@ -136,6 +142,11 @@ impl Conv {
         let kk = cg * kh * kw;
         let (x_len, w_len, y_len) = (n * c * h * wd, o * kk, n * o * p);
         let out = slots.ptr(self.out);
+        // SAFETY: a bias slot holds `o` elements and a ReLU slot one result (compiled so).
+        let bias = self.bias.map(|b| Epilogue {
+            bias: unsafe { slots.get::<T>(b, o) },
+            relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
+        });
         if let Some(wg) = self.winograd() {
             let (src, w) = match self.kind {
                 ConvKind::InputGrad { .. } => (y_len, w_len),
@@ -155,7 +166,7 @@ impl Conv {
                     wg.transform_kernel(|oi, ci, ky, kx| w[(oi * cg + ci) * kk + ky * kw + kx], u);
                 }
                 // SAFETY: `out` holds the result (the caller's contract).
-                unsafe { wg.run(src, u, out, threads) }
+                unsafe { wg.run(src, u, bias, out, threads) }
             });
             return;
         }
@@ -166,6 +177,7 @@ impl Conv {
                 ConvKind::Forward => self.forward::<T>(
                     slots.get::<T>(self.a, x_len),
                     slots.get::<T>(self.b, w_len),
+                    bias,
                     out,
                     threads,
                 ),
@@ -254,8 +266,15 @@ impl Conv {
         }
     }
 
-    /// `y[n, g] = W[g] · im2col(x[n, g])`.
-    unsafe fn forward<T: GemmElem>(&self, x: &[T], w: &[T], out: Ptr, threads: usize) {
+    /// `y[n, g] = W[g] · im2col(x[n, g])` (plus `bias`, per output channel, if given).
+    unsafe fn forward<T: GemmElem>(
+        &self,
+        x: &[T],
+        w: &[T],
+        bias: Option<Epilogue<'_, T>>,
+        out: Ptr,
+        threads: usize,
+    ) {
         let [_, c, h, wd] = self.input;
         let [o, cg, kh, kw] = self.kernel;
         let og = o / self.groups;
@@ -289,6 +308,11 @@ impl Conv {
                         wide(|| self.im2col(xg, col, p, split));
                         mul(col)
                     })
+                }
+                if let Some(e) = &bias {
+                    // SAFETY: the result block of image ni, group g, just written by this task
+                    // (and the same block of the ReLU's result, written by this task only).
+                    unsafe { e.apply(out, (ni * o + g * og) * p, g * og..(g + 1) * og, p) };
                 }
             }
         });
@@ -638,6 +662,54 @@ impl Conv {
         }
         if sw != 1 {
             self.merge_phases(split, dxg);
+        }
+    }
+}
+
+/// What a forward convolution does to each block of its result while it is in cache: add the
+/// per-channel bias, then maybe write the ReLU of the sum to a second result.
+pub(crate) struct Epilogue<'a, T> {
+    pub(crate) bias: &'a [T],
+    /// The ReLU's result and whether it is `max(0, y)` (else `max(y, 0)`).
+    pub(crate) relu: Option<(Ptr, bool)>,
+}
+
+impl<T: GemmElem> Epilogue<'_, T> {
+    /// Applies the epilogue to output channels `channels`, `p` elements each, starting at
+    /// element `at` of the result `out` (and of the ReLU's result).
+    ///
+    /// # Safety
+    /// Those elements of `out` (and of the ReLU's result) must be valid and accessed by this
+    /// call only.
+    pub(crate) unsafe fn apply(&self, out: Ptr, at: usize, channels: Range<usize>, p: usize) {
+        let len = channels.len() * p;
+        // SAFETY: guaranteed by the caller.
+        let y = unsafe { std::slice::from_raw_parts_mut(out.at::<T>(at), len) };
+        let bias = &self.bias[channels];
+        wide(|| {
+            for (row, &b) in y.chunks_exact_mut(p.max(1)).zip(bias) {
+                for v in row {
+                    *v += b;
+                }
+            }
+        });
+        if let Some((r, zero_first)) = self.relu {
+            // SAFETY: guaranteed by the caller.
+            let r = unsafe { std::slice::from_raw_parts_mut(r.at::<T>(at), len) };
+            // `eval_scalar`'s maximum: NaN wins, ties keep the first operand
+            #[allow(clippy::eq_op)]
+            let max = |a: T, b: T| if a < b || b != b { b } else { a };
+            wide(|| {
+                if zero_first {
+                    for (d, &v) in r.iter_mut().zip(y.iter()) {
+                        *d = max(T::ZERO, v);
+                    }
+                } else {
+                    for (d, &v) in r.iter_mut().zip(y.iter()) {
+                        *d = max(v, T::ZERO);
+                    }
+                }
+            });
         }
     }
 }

@@ -26,6 +26,7 @@ pub(crate) trait GemmElem:
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
+    + PartialOrd
     + std::fmt::Debug
     + 'static
 {

@@ -9,7 +9,7 @@
 //! cotangent with the flipped, transposed kernel).
 
 use crate::arena::Ptr;
-use crate::conv::{wide, with_scratch};
+use crate::conv::{wide, with_scratch, Epilogue};
 use crate::matmul::{gemm_into, GemmElem};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -63,12 +63,20 @@ impl Winograd {
     }
 
     /// Writes the correlation of `src` (`n × cin × h × w`) with the transformed kernel `u` into
-    /// `dst` (`n × cout × ho × wo`). Chunks of images run on separate threads; every output is
-    /// computed the same way whatever the thread count.
+    /// `dst` (`n × cout × ho × wo`), then applies the epilogue to each plane if given. Chunks of
+    /// images run on separate threads; every output is computed the same way whatever the thread
+    /// count.
     ///
     /// # Safety
     /// `dst` must be valid for `n·cout·ho·wo` elements, written by this call only.
-    pub(crate) unsafe fn run<T: GemmElem>(&self, src: &[T], u: &[T], dst: Ptr, threads: usize) {
+    pub(crate) unsafe fn run<T: GemmElem>(
+        &self,
+        src: &[T],
+        u: &[T],
+        bias: Option<Epilogue<'_, T>>,
+        dst: Ptr,
+        threads: usize,
+    ) {
         let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
         let per_image = th * tw;
         let ipc = (TILES / per_image.max(1)).clamp(1, self.n.max(1));
@@ -123,6 +131,12 @@ impl Winograd {
                                 )
                             };
                             self.output_transform(m, o, t, (i - i0) * per_image, y, rows);
+                            if let Some(e) = &bias {
+                                let at = (i * self.cout + o) * out_plane;
+                                // SAFETY: plane (i, o) of the result and of the ReLU's result
+                                // belong to this chunk only.
+                                unsafe { e.apply(dst, at, o..o + 1, out_plane) };
+                            }
                         }
                     }
                 });
