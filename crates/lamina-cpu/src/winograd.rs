@@ -9,7 +9,7 @@
 //! cotangent with the flipped, transposed kernel).
 
 use crate::arena::Ptr;
-use crate::conv::{wide, with_scratch, Epilogue};
+use crate::conv::{copy_short, wide, with_scratch, Epilogue};
 use crate::matmul::{gemm_into, GemmElem};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -183,7 +183,7 @@ impl Winograd {
                     o.fill(T::ZERO);
                     continue;
                 }
-                line[lo..lo + n].copy_from_slice(&x[iy as usize * self.w..][..n]);
+                copy_short(&mut line[lo..lo + n], &x[iy as usize * self.w..][..n]);
                 for ((e, o), p) in e.iter_mut().zip(o.iter_mut()).zip(line.chunks_exact(2)) {
                     *e = p[0];
                     *o = p[1];
