@@ -8,13 +8,15 @@
 //!   order (so results do not depend on scheduling).
 //!
 //! A 1×1 kernel with unit stride and no padding skips im2col/col2im in the forward and input
-//! gradient; a stride-1 3×3 forward or input gradient over 8 or more channels goes through
-//! Winograd F(2×2, 3×3) instead (`winograd.rs`). Padding may be negative (it crops); input
-//! positions outside the image read 0 (and receive no gradient).
+//! gradient. Padding may be negative (it crops); input positions outside the image read 0 (and
+//! receive no gradient).
+//!
+//! (Winograd F(2×2, 3×3) for the stride-1 3×3 forward and input gradient was tried: on the
+//! benchmark Xeon it made readme_cnn's step ~2 ms slower, its 16 gemms reducing over only the
+//! 32–64 channels; it left with the commit after 69db3e7.)
 
 use crate::arena::{Ptr, Slots};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
-use crate::winograd::Winograd;
 use gemm::Parallelism;
 use lamina_core::ConvKind;
 use rayon::prelude::*;
@@ -23,11 +25,6 @@ use std::ops::Range;
 
 /// Convolutions with fewer multiply-adds than this run on one thread.
 const PAR_MIN: usize = 1 << 16;
-
-/// Stride-1 3×3 convolutions reducing over fewer channels than this (the input's, or for the
-/// input gradient the output's) use im2col, not Winograd (readme_cnn's first layer, 3 channels,
-/// took 3× longer by Winograd).
-const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// About this many output positions (columns of the unfolded matrix) per kernel-gradient gemm.
 const KG_COLS: usize = 2048;
@@ -62,21 +59,11 @@ pub(crate) struct Conv {
 thread_local! {
     /// Per-thread im2col/col2im buffer, kept between runs so that a step allocates nothing.
     static SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
-    /// Per-thread buffer for a transformed kernel (held while `SCRATCH` is in use).
-    static KERNEL_SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with a scratch slice of `len` elements (contents unspecified).
-pub(crate) fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
-    scratch_in(&SCRATCH, len, f)
-}
-
-fn scratch_in<T: GemmElem, R>(
-    key: &'static std::thread::LocalKey<Cell<Vec<f64>>>,
-    len: usize,
-    f: impl FnOnce(&mut [T]) -> R,
-) -> R {
-    key.with(|s| {
+fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    SCRATCH.with(|s| {
         // `take` leaves an empty vector behind, so a nested call (rayon work stealing inside
         // gemm) gets its own buffer instead of aliasing this one.
         let mut v = s.take();
@@ -92,11 +79,11 @@ fn scratch_in<T: GemmElem, R>(
     })
 }
 
-/// Runs `f` compiled for AVX2 where the CPU has it: the unfolding and transform loops, inlined
-/// into `f`, then vectorise 8 lanes wide instead of SSE2's 4 (only adds, subtracts, copies and
-/// multiplies by ½: no instruction changes a result).
+/// Runs `f` compiled for AVX2 where the CPU has it: the unfolding loops and epilogues, inlined
+/// into `f`, then vectorise 8 lanes wide instead of SSE2's 4 (copies, adds and comparisons: no
+/// instruction changes a result).
 #[inline(always)]
-pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         /// # Safety
@@ -147,29 +134,6 @@ impl Conv {
             bias: unsafe { slots.get::<T>(b, o) },
             relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
         });
-        if let Some(wg) = self.winograd() {
-            let (src, w) = match self.kind {
-                ConvKind::InputGrad { .. } => (y_len, w_len),
-                _ => (x_len, w_len),
-            };
-            // SAFETY: as below; the forward and input-gradient kinds read (x or dy, W).
-            let (src, w) = unsafe { (slots.get::<T>(self.a, src), slots.get::<T>(self.b, w)) };
-            let kk = kh * kw;
-            scratch_in(&KERNEL_SCRATCH, wg.kernel_len(), |u: &mut [T]| {
-                if let ConvKind::InputGrad { .. } = self.kind {
-                    // dx correlates dy with the kernel flipped in space, its channel axes swapped
-                    wg.transform_kernel(
-                        |ci, oi, ky, kx| w[(oi * cg + ci) * kk + (2 - ky) * kw + 2 - kx],
-                        u,
-                    );
-                } else {
-                    wg.transform_kernel(|oi, ci, ky, kx| w[(oi * cg + ci) * kk + ky * kw + kx], u);
-                }
-                // SAFETY: `out` holds the result (the caller's contract).
-                unsafe { wg.run(src, u, bias, out, threads) }
-            });
-            return;
-        }
         // SAFETY (all three arms): the operand slots hold the operands of this kind with the
         // lengths computed from the checked geometry (the caller's contract).
         unsafe {
@@ -195,50 +159,6 @@ impl Conv {
                 ),
             }
         };
-    }
-
-    /// The Winograd form of a stride-1 3×3 forward or input-gradient convolution (one group, no
-    /// dilation, low padding 0 to 2 so that the correlation's own padding is too), if it applies.
-    fn winograd(&self) -> Option<Winograd> {
-        let [n, c, h, w] = self.input;
-        let [o, _, kh, kw] = self.kernel;
-        let [ho, wo] = self.out_hw;
-        let pad_ok = self.pad_lo.iter().all(|p| (0..=2).contains(p));
-        if self.groups != 1
-            || [kh, kw] != [3, 3]
-            || self.stride != [1, 1]
-            || self.dilation != [1, 1]
-            || !pad_ok
-            || [n, c, h, w, o, ho, wo].contains(&0)
-        {
-            return None;
-        }
-        let pad = self.pad_lo.map(|p| p as usize);
-        let wg = match self.kind {
-            ConvKind::Forward => Some(Winograd {
-                n,
-                cin: c,
-                cout: o,
-                h,
-                w,
-                ho,
-                wo,
-                pad,
-            }),
-            ConvKind::InputGrad { .. } => Some(Winograd {
-                n,
-                cin: o,
-                cout: c,
-                h: ho,
-                w: wo,
-                ho: h,
-                wo: w,
-                pad: pad.map(|p| 2 - p),
-            }),
-            ConvKind::KernelGrad { .. } => None,
-        }?;
-        // a short reduction leaves the 16 gemms too little work for the transforms' cost
-        (wg.cin >= WINOGRAD_MIN_CHANNELS).then_some(wg)
     }
 
     /// Multiply-adds of the convolution (the same for all three kinds).
@@ -668,10 +588,10 @@ impl Conv {
 
 /// What a forward convolution does to each block of its result while it is in cache: add the
 /// per-channel bias, then maybe write the ReLU of the sum to a second result.
-pub(crate) struct Epilogue<'a, T> {
-    pub(crate) bias: &'a [T],
+struct Epilogue<'a, T> {
+    bias: &'a [T],
     /// The ReLU's result and whether it is `max(0, y)` (else `max(y, 0)`).
-    pub(crate) relu: Option<(Ptr, bool)>,
+    relu: Option<(Ptr, bool)>,
 }
 
 impl<T: GemmElem> Epilogue<'_, T> {
@@ -681,7 +601,7 @@ impl<T: GemmElem> Epilogue<'_, T> {
     /// # Safety
     /// Those elements of `out` (and of the ReLU's result) must be valid and accessed by this
     /// call only.
-    pub(crate) unsafe fn apply(&self, out: Ptr, at: usize, channels: Range<usize>, p: usize) {
+    unsafe fn apply(&self, out: Ptr, at: usize, channels: Range<usize>, p: usize) {
         let len = channels.len() * p;
         // SAFETY: guaranteed by the caller.
         let y = unsafe { std::slice::from_raw_parts_mut(out.at::<T>(at), len) };
@@ -720,7 +640,7 @@ impl<T: GemmElem> Epilogue<'_, T> {
 /// ~8% of readme_cnn's step). No loop here copies element by element, which the compiler would
 /// turn back into a `memcpy` call.
 #[inline(always)]
-pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     const B: usize = 8;
     let n = dst.len();
     assert_eq!(n, src.len());
@@ -750,7 +670,7 @@ pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
 /// `dst.fill(0)` for the short pieces of rows that read padding, in the manner of
 /// [`copy_short`].
 #[inline(always)]
-pub(crate) fn zero_short<T: GemmElem>(dst: &mut [T]) {
+fn zero_short<T: GemmElem>(dst: &mut [T]) {
     let zeros = [T::ZERO; 8];
     let n = dst.len();
     if n >= 8 {

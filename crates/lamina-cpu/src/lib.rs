@@ -37,7 +37,6 @@ mod math;
 mod matmul;
 #[cfg(feature = "profile")]
 mod profile;
-mod winograd;
 
 pub use buffer::CpuBuffer;
 pub use exec::CpuExecutable;

@@ -19,30 +19,18 @@ const LONG_K: usize = 2048;
 
 /// Float element types gemm multiplies.
 pub(crate) trait GemmElem:
-    Copy
-    + Send
-    + Sync
-    + std::ops::AddAssign
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + PartialOrd
-    + std::fmt::Debug
-    + 'static
+    Copy + Send + Sync + std::ops::AddAssign + PartialOrd + std::fmt::Debug + 'static
 {
     const ZERO: Self;
     const ONE: Self;
-    const HALF: Self;
 }
 impl GemmElem for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
 }
 impl GemmElem for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
 }
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]` with element strides `(row, column)` for each matrix.

@@ -472,9 +472,8 @@ fn matmul_paths() {
 }
 
 /// Convolutions large enough for every threading path (images in parallel, gemm's own threads for
-/// a single image, kernel-gradient partial sums over image ranges, Winograd on one chunk of images
-/// with gemm's threads and on several chunks in parallel), strided, grouped and 1×1, with their
-/// input and kernel gradients.
+/// a single image, kernel-gradient partial sums over image ranges), strided, grouped, 1×1 and
+/// 5×3, with their input and kernel gradients.
 #[test]
 fn conv_paths() {
     let b = GraphBuilder::new();
@@ -488,7 +487,7 @@ fn conv_paths() {
     let y1 = x1.conv2d(w, 1, 1, 1, 1);
     let y2 = x.conv2d(w2, 1, 0, 1, 2);
     let y3 = x3.conv2d(w, 1, 1, 1, 1);
-    // a single image through im2col and gemm's own threads (a 5×3 kernel is not Winograd's)
+    // a single image with gemm's own threads, a 5×3 kernel
     let y4 = x1.conv2d(w3, 1, 1, 1, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
@@ -531,9 +530,8 @@ fn conv_paths() {
 }
 
 /// A per-channel bias added to a forward convolution's result (a training step: the sum is kept
-/// for the ReLU's gradient) and the ReLU of the sum are computed by the convolution itself, im2col
-/// and Winograd alike, and their steps disappear; not when the convolution's own value is read
-/// elsewhere.
+/// for the ReLU's gradient) and the ReLU of the sum are computed by the convolution itself (stride
+/// 1 and 2), and their steps disappear; not when the convolution's own value is read elsewhere.
 #[test]
 fn conv_bias_epilogue() {
     for dtype in [DType::F32, DType::F64] {
@@ -545,7 +543,7 @@ fn conv_bias_epilogue() {
         let w2 = b.input("w2", &[6, 16, 3, 3], dtype);
         let bias2 = b.input("bias2", &[1, 6, 1, 1], dtype);
         let bias3 = b.input("bias3", &[1, 6, 1, 1], dtype);
-        // Winograd (stride 1) and im2col (stride 2), each feeding a ReLU (`max(0, y)`, `max(y, 0)`)
+        // stride 1 and stride 2, each feeding a ReLU (`max(0, y)`, `max(y, 0)`)
         let h = (x.conv2d(w, 1, 1, 1, 1) + bias).relu();
         let h2 = (h.conv2d(w2, 2, 1, 1, 1) + bias2).maximum(0.0);
         // a convolution whose value is also an output keeps its own add

@@ -535,9 +535,9 @@ fn rows() -> Vec<Row> {
                 ConvKind::KernelGrad { kernel_hw: [3, 3] },
             )]
         }),
-        // Stride-1 3×3 convolutions with 8 or more input channels (lamina-cpu computes the forward
-        // and input-gradient kinds by Winograd F(2×2, 3×3)): odd and even output sizes, low
-        // padding 0, 1 and 2, 1, 3 and odd output channels, all three kinds.
+        // Stride-1 3×3 convolutions with 8 or more input channels (the shapes a Winograd
+        // F(2×2, 3×3) path must get right): odd and even output sizes, low padding 0, 1 and 2,
+        // 1, 3 and odd output channels, all three kinds.
         ("conv_3x3_odd_size_pad1", K::Conv, true, true, |c| {
             vec![conv(
                 c.x(&[2, 9, 7, 5], -1.0, 1.0),
@@ -590,17 +590,23 @@ fn rows() -> Vec<Row> {
                 ConvKind::KernelGrad { kernel_hw: [3, 3] },
             )]
         }),
-        ("conv_kernel_grad_3x3_asymmetric_pad2", K::Conv, true, true, |c| {
-            vec![conv_kind(
-                c.x(&[1, 8, 5, 6], -1.0, 1.0),
-                c.x(&[1, 11, 5, 7], -1.0, 1.0),
-                [1, 1],
-                [(2, 0), (1, 2)],
-                [1, 1],
-                1,
-                ConvKind::KernelGrad { kernel_hw: [3, 3] },
-            )]
-        }),
+        (
+            "conv_kernel_grad_3x3_asymmetric_pad2",
+            K::Conv,
+            true,
+            true,
+            |c| {
+                vec![conv_kind(
+                    c.x(&[1, 8, 5, 6], -1.0, 1.0),
+                    c.x(&[1, 11, 5, 7], -1.0, 1.0),
+                    [1, 1],
+                    [(2, 0), (1, 2)],
+                    [1, 1],
+                    1,
+                    ConvKind::KernelGrad { kernel_hw: [3, 3] },
+                )]
+            },
+        ),
         ("conv_input_grad_3x3_pad1", K::Conv, true, true, |c| {
             vec![conv_kind(
                 c.x(&[2, 9, 7, 6], -1.0, 1.0),
