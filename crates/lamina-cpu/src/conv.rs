@@ -8,8 +8,12 @@
 //!   order (so results do not depend on scheduling).
 //!
 //! A 1×1 kernel with unit stride and no padding skips im2col/col2im in the forward and input
-//! gradient. Padding may be negative (it
-//! crops); input positions outside the image read 0 (and receive no gradient).
+//! gradient. Padding may be negative (it crops); input positions outside the image read 0 (and
+//! receive no gradient).
+//!
+//! (Winograd F(2×2, 3×3) for the stride-1 3×3 forward and input gradient was tried: on the
+//! benchmark Xeon it made readme_cnn's step ~2 ms slower, its 16 gemms reducing over only the
+//! 32–64 channels; it left with the commit after 69db3e7.)
 
 use crate::arena::{Ptr, Slots};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
@@ -17,6 +21,7 @@ use gemm::Parallelism;
 use lamina_core::ConvKind;
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 /// Convolutions with fewer multiply-adds than this run on one thread.
 const PAR_MIN: usize = 1 << 16;
@@ -33,6 +38,11 @@ pub(crate) struct Conv {
     pub(crate) a: usize,
     pub(crate) b: usize,
     pub(crate) out: usize,
+    /// Slot of a per-channel bias (`o` elements) the forward kind adds to its result.
+    pub(crate) bias: Option<usize>,
+    /// With a bias: also write `max(0, y)` (or `max(y, 0)` when the flag is false) of the biased
+    /// result into this slot (the ReLU that follows).
+    pub(crate) relu: Option<(usize, bool)>,
     /// Input `[n, c, h, w]`.
     pub(crate) input: [usize; 4],
     /// Kernel `[o, c/groups, kh, kw]`.
@@ -69,6 +79,25 @@ fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R 
     })
 }
 
+/// Runs `f` compiled for AVX2 where the CPU has it: the unfolding loops and epilogues, inlined
+/// into `f`, then vectorise 8 lanes wide instead of SSE2's 4 (copies, adds and comparisons: no
+/// instruction changes a result).
+#[inline(always)]
+fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        /// # Safety
+        /// The CPU must have AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
 impl Conv {
     /// # Safety
     /// The operand slots must hold the operands of the node's kind and `out` be writable for the
@@ -100,6 +129,11 @@ impl Conv {
         let kk = cg * kh * kw;
         let (x_len, w_len, y_len) = (n * c * h * wd, o * kk, n * o * p);
         let out = slots.ptr(self.out);
+        // SAFETY: a bias slot holds `o` elements and a ReLU slot one result (compiled so).
+        let bias = self.bias.map(|b| Epilogue {
+            bias: unsafe { slots.get::<T>(b, o) },
+            relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
+        });
         // SAFETY (all three arms): the operand slots hold the operands of this kind with the
         // lengths computed from the checked geometry (the caller's contract).
         unsafe {
@@ -107,6 +141,7 @@ impl Conv {
                 ConvKind::Forward => self.forward::<T>(
                     slots.get::<T>(self.a, x_len),
                     slots.get::<T>(self.b, w_len),
+                    bias,
                     out,
                     threads,
                 ),
@@ -151,8 +186,15 @@ impl Conv {
         }
     }
 
-    /// `y[n, g] = W[g] · im2col(x[n, g])`.
-    unsafe fn forward<T: GemmElem>(&self, x: &[T], w: &[T], out: Ptr, threads: usize) {
+    /// `y[n, g] = W[g] · im2col(x[n, g])` (plus `bias`, per output channel, if given).
+    unsafe fn forward<T: GemmElem>(
+        &self,
+        x: &[T],
+        w: &[T],
+        bias: Option<Epilogue<'_, T>>,
+        out: Ptr,
+        threads: usize,
+    ) {
         let [_, c, h, wd] = self.input;
         let [o, cg, kh, kw] = self.kernel;
         let og = o / self.groups;
@@ -181,10 +223,16 @@ impl Conv {
                 if pointwise {
                     mul(xg)
                 } else {
-                    with_scratch::<T, _>(kk * p, |col| {
-                        self.im2col(xg, col, p);
+                    with_scratch::<T, _>(kk * p + self.split_len(), |buf| {
+                        let (col, split) = buf.split_at_mut(kk * p);
+                        wide(|| self.im2col(xg, col, p, split));
                         mul(col)
                     })
+                }
+                if let Some(e) = &bias {
+                    // SAFETY: the result block of image ni, group g, just written by this task
+                    // (and the same block of the ReLU's result, written by this task only).
+                    unsafe { e.apply(out, (ni * o + g * og) * p, g * og..(g + 1) * og, p) };
                 }
             }
         });
@@ -221,12 +269,13 @@ impl Conv {
                 if pointwise {
                     mul(dx)
                 } else {
-                    with_scratch::<T, _>(kk * p, |col| {
+                    with_scratch::<T, _>(kk * p + self.split_len(), |buf| {
+                        let (col, split) = buf.split_at_mut(kk * p);
                         mul(col.as_mut_ptr());
                         // SAFETY: the gradient of image ni, group g (`cg × h × w` elements) is
                         // written by this image's task only.
                         let dxg = unsafe { std::slice::from_raw_parts_mut(dx, cg * h * wd) };
-                        self.col2im(col, dxg);
+                        wide(|| self.col2im(col, dxg, split));
                     })
                 }
             }
@@ -257,13 +306,14 @@ impl Conv {
                 for c0 in range.clone().step_by(chunk) {
                     let c1 = (c0 + chunk).min(range.end);
                     let cols = (c1 - c0) * p;
-                    with_scratch::<T, _>((kk + og) * cols, |buf| {
-                        let (col, dyt) = buf.split_at_mut(kk * cols);
+                    with_scratch::<T, _>((kk + og) * cols + self.split_len(), |buf| {
+                        let (col, rest) = buf.split_at_mut(kk * cols);
+                        let (dyt, split) = rest.split_at_mut(og * cols);
                         for ni in c0..c1 {
                             let j = (ni - c0) * p;
                             let xg =
                                 &x[(ni * c + g * cg) * h * wd..(ni * c + (g + 1) * cg) * h * wd];
-                            self.im2col(xg, &mut col[j..], cols);
+                            wide(|| self.im2col(xg, &mut col[j..], cols, split));
                             let dyg = &dy[(ni * o + g * og) * p..(ni * o + (g + 1) * og) * p];
                             transpose(dyg, og, p, &mut dyt[j * og..(j + p) * og]);
                         }
@@ -339,6 +389,7 @@ impl Conv {
 
     /// For column-matrix rows of kernel column `kx`: output columns `lo..hi` read input columns
     /// `first, first + sw, …`; the others read padding. `None` when every column reads padding.
+    #[inline(always)]
     fn col_span(&self, kx: usize) -> Option<(usize, usize, usize)> {
         let wd = self.input[3];
         let wo = self.out_hw[1];
@@ -361,42 +412,127 @@ impl Conv {
     }
 
     /// The input row read by output row `oy` at kernel row `ky`, if inside the image.
+    #[inline(always)]
     fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
         let iy = (oy * self.stride[0] + ky * self.dilation[0]) as i64 - self.pad_lo[0];
         (iy >= 0 && iy < self.input[2] as i64).then_some(iy as usize)
     }
 
+    /// Columns per phase of a row split by the column stride (see [`Conv::split_phases`]).
+    fn phase_width(&self) -> usize {
+        self.input[3].div_ceil(self.stride[1])
+    }
+
+    /// Scratch elements for one group of one image split into column phases (0 at unit stride).
+    fn split_len(&self) -> usize {
+        if self.stride[1] == 1 {
+            return 0;
+        }
+        let [_, _, h, _] = self.input;
+        self.kernel[1] * h * self.stride[1] * self.phase_width()
+    }
+
+    /// Copies one group of one image with every row split into its column phases (`sw` the column
+    /// stride, `pw` the phase width): `split[(ci·h + iy)·sw·pw + r·pw + j] = x[ci, iy, j·sw + r]`,
+    /// so a strided unfolding row is a contiguous run of one phase.
+    #[inline(always)]
+    fn split_phases<T: GemmElem>(&self, xg: &[T], split: &mut [T]) {
+        let [_, _, h, wd] = self.input;
+        let (sw, pw) = (self.stride[1], self.phase_width());
+        for (row, dst) in xg[..self.kernel[1] * h * wd]
+            .chunks_exact(wd)
+            .zip(split.chunks_exact_mut(sw * pw))
+        {
+            if sw == 2 {
+                let (e, o) = dst.split_at_mut(pw);
+                let mut pairs = row.chunks_exact(2);
+                for ((e, o), q) in e.iter_mut().zip(o.iter_mut()).zip(&mut pairs) {
+                    *e = q[0];
+                    *o = q[1];
+                }
+                if let [last] = pairs.remainder() {
+                    e[pw - 1] = *last;
+                }
+            } else {
+                for r in 0..sw.min(wd) {
+                    let n = (wd - r).div_ceil(sw);
+                    strided_copy(&row[r..], sw, &mut dst[r * pw..], 1, n);
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Conv::split_phases`]: writes the phases back into rows of `dxg`.
+    #[inline(always)]
+    fn merge_phases<T: GemmElem>(&self, split: &[T], dxg: &mut [T]) {
+        let [_, _, h, wd] = self.input;
+        let (sw, pw) = (self.stride[1], self.phase_width());
+        for (row, src) in dxg[..self.kernel[1] * h * wd]
+            .chunks_exact_mut(wd)
+            .zip(split.chunks_exact(sw * pw))
+        {
+            if sw == 2 {
+                let (e, o) = src.split_at(pw);
+                let mut pairs = row.chunks_exact_mut(2);
+                for ((e, o), q) in e.iter().zip(o).zip(&mut pairs) {
+                    q[0] = *e;
+                    q[1] = *o;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = e[pw - 1];
+                }
+            } else {
+                for r in 0..sw.min(wd) {
+                    let n = (wd - r).div_ceil(sw);
+                    strided_copy(&src[r * pw..], 1, &mut row[r..], sw, n);
+                }
+            }
+        }
+    }
+
     /// Unfolds the patches of one group of one image: `col[((ci·kh + ky)·kw + kx)·ld + oy·wo + ox]`
     /// is the input at `(oy·sh + ky·dh − ph, ox·sw + kx·dw − pw)`, or 0 outside the image (`ld`:
-    /// the row stride, at least `ho·wo`; the elements between rows are left alone).
-    fn im2col<T: GemmElem>(&self, xg: &[T], col: &mut [T], ld: usize) {
+    /// the row stride, at least `ho·wo`; the elements between rows are left alone). `split` is
+    /// scratch of [`Conv::split_len`] elements: with a column stride the image is first split
+    /// into column phases, so every copy is contiguous.
+    #[inline(always)]
+    fn im2col<T: GemmElem>(&self, xg: &[T], col: &mut [T], ld: usize, split: &mut [T]) {
         let [_, _, h, wd] = self.input;
         let [_, cg, kh, kw] = self.kernel;
         let [ho, wo] = self.out_hw;
         let sw = self.stride[1];
+        // (rows, row length): the image as read, or split into phases
+        let (src, rl) = if sw == 1 {
+            (xg, wd)
+        } else {
+            self.split_phases(xg, split);
+            (&*split, sw * self.phase_width())
+        };
+        let pw = self.phase_width();
         let mut rows = col.chunks_mut(ld).map(|r| &mut r[..ho * wo]);
         for ci in 0..cg {
-            let plane = &xg[ci * h * wd..(ci + 1) * h * wd];
+            let plane = &src[ci * h * rl..(ci + 1) * h * rl];
             for ky in 0..kh {
                 for kx in 0..kw {
                     let Some(row) = rows.next() else { return };
                     let Some((lo, hi, first)) = self.col_span(kx) else {
-                        row.fill(T::ZERO);
+                        zero_short(row);
                         continue;
+                    };
+                    // where output column lo's input sits in a (split) row
+                    let start = if sw == 1 {
+                        first
+                    } else {
+                        (first % sw) * pw + first / sw
                     };
                     for (oy, r) in row.chunks_mut(wo).enumerate() {
                         let Some(iy) = self.in_row(oy, ky) else {
-                            r.fill(T::ZERO);
+                            zero_short(r);
                             continue;
                         };
-                        r[..lo].fill(T::ZERO);
-                        r[hi..].fill(T::ZERO);
-                        let src = &plane[iy * wd + first..];
-                        if sw == 1 {
-                            r[lo..hi].copy_from_slice(&src[..hi - lo]);
-                        } else {
-                            strided_copy(src, sw, &mut r[lo..hi], 1, hi - lo);
-                        }
+                        zero_short(&mut r[..lo]);
+                        zero_short(&mut r[hi..]);
+                        copy_short(&mut r[lo..hi], &plane[iy * rl + start..][..hi - lo]);
                     }
                 }
             }
@@ -404,43 +540,149 @@ impl Conv {
     }
 
     /// The adjoint of `im2col`: `dxg` (one group of one image) becomes the sum of every column
-    /// entry at the input position it was read from.
-    fn col2im<T: GemmElem>(&self, col: &[T], dxg: &mut [T]) {
+    /// entry at the input position it was read from (`split`: scratch as for `im2col`, the sums
+    /// kept in column phases until the end).
+    #[inline(always)]
+    fn col2im<T: GemmElem>(&self, col: &[T], dxg: &mut [T], split: &mut [T]) {
         let [_, _, h, wd] = self.input;
         let [_, cg, kh, kw] = self.kernel;
         let [ho, wo] = self.out_hw;
         let sw = self.stride[1];
-        dxg.fill(T::ZERO);
+        let pw = self.phase_width();
+        let rl = if sw == 1 { wd } else { sw * pw };
+        let acc: &mut [T] = if sw == 1 { dxg } else { &mut split[..] };
+        acc[..cg * h * rl].fill(T::ZERO);
         let mut rows = col.chunks(ho * wo);
-        for ci in 0..cg {
-            let plane = &mut dxg[ci * h * wd..(ci + 1) * h * wd];
+        'unfold: for ci in 0..cg {
+            let plane = &mut acc[ci * h * rl..(ci + 1) * h * rl];
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let Some(row) = rows.next() else { return };
+                    let Some(row) = rows.next() else {
+                        break 'unfold;
+                    };
                     let Some((lo, hi, first)) = self.col_span(kx) else {
                         continue;
+                    };
+                    let start = if sw == 1 {
+                        first
+                    } else {
+                        (first % sw) * pw + first / sw
                     };
                     for (oy, r) in row.chunks(wo).enumerate() {
                         let Some(iy) = self.in_row(oy, ky) else {
                             continue;
                         };
-                        let (r, dst) = (&r[lo..hi], &mut plane[iy * wd + first..]);
-                        if sw == 1 {
-                            for (d, v) in dst.iter_mut().zip(r) {
-                                *d += *v;
-                            }
-                        } else {
-                            assert!((r.len() - 1) * sw < dst.len());
-                            for (j, v) in r.iter().enumerate() {
-                                // SAFETY: j·sw < dst.len() (asserted for the last j above)
-                                unsafe { *dst.get_unchecked_mut(j * sw) += *v };
-                            }
+                        let dst = &mut plane[iy * rl + start..][..hi - lo];
+                        for (d, v) in dst.iter_mut().zip(&r[lo..hi]) {
+                            *d += *v;
                         }
                     }
                 }
             }
         }
+        if sw != 1 {
+            self.merge_phases(split, dxg);
+        }
     }
+}
+
+/// What a forward convolution does to each block of its result while it is in cache: add the
+/// per-channel bias, then maybe write the ReLU of the sum to a second result.
+struct Epilogue<'a, T> {
+    bias: &'a [T],
+    /// The ReLU's result and whether it is `max(0, y)` (else `max(y, 0)`).
+    relu: Option<(Ptr, bool)>,
+}
+
+impl<T: GemmElem> Epilogue<'_, T> {
+    /// Applies the epilogue to output channels `channels`, `p` elements each, starting at
+    /// element `at` of the result `out` (and of the ReLU's result).
+    ///
+    /// # Safety
+    /// Those elements of `out` (and of the ReLU's result) must be valid and accessed by this
+    /// call only.
+    unsafe fn apply(&self, out: Ptr, at: usize, channels: Range<usize>, p: usize) {
+        let len = channels.len() * p;
+        // SAFETY: guaranteed by the caller.
+        let y = unsafe { std::slice::from_raw_parts_mut(out.at::<T>(at), len) };
+        let bias = &self.bias[channels];
+        wide(|| {
+            for (row, &b) in y.chunks_exact_mut(p.max(1)).zip(bias) {
+                for v in row {
+                    *v += b;
+                }
+            }
+        });
+        if let Some((r, zero_first)) = self.relu {
+            // SAFETY: guaranteed by the caller.
+            let r = unsafe { std::slice::from_raw_parts_mut(r.at::<T>(at), len) };
+            // `eval_scalar`'s maximum: NaN wins, ties keep the first operand
+            #[allow(clippy::eq_op)]
+            let max = |a: T, b: T| if a < b || b != b { b } else { a };
+            wide(|| {
+                if zero_first {
+                    for (d, &v) in r.iter_mut().zip(y.iter()) {
+                        *d = max(T::ZERO, v);
+                    }
+                } else {
+                    for (d, &v) in r.iter_mut().zip(y.iter()) {
+                        *d = max(v, T::ZERO);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of the unfolding loops (an image row, often 8
+/// to 32 elements): 8-element blocks moved inline, the last block overlapping the previous one,
+/// and 4-, 2- and 1-element pieces below 8, instead of a `memcpy` call per row (those calls took
+/// ~8% of readme_cnn's step). No loop here copies element by element, which the compiler would
+/// turn back into a `memcpy` call.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    const B: usize = 8;
+    let n = dst.len();
+    assert_eq!(n, src.len());
+    if n >= B {
+        let mut i = 0;
+        while i + B < n {
+            dst[i..i + B].copy_from_slice(&src[i..i + B]);
+            i += B;
+        }
+        dst[n - B..].copy_from_slice(&src[n - B..]);
+        return;
+    }
+    let mut i = 0;
+    if n & 4 != 0 {
+        dst[..4].copy_from_slice(&src[..4]);
+        i = 4;
+    }
+    if n & 2 != 0 {
+        dst[i..i + 2].copy_from_slice(&src[i..i + 2]);
+        i += 2;
+    }
+    if n & 1 != 0 {
+        dst[i] = src[i];
+    }
+}
+
+/// `dst.fill(0)` for the short pieces of rows that read padding, in the manner of
+/// [`copy_short`].
+#[inline(always)]
+fn zero_short<T: GemmElem>(dst: &mut [T]) {
+    let zeros = [T::ZERO; 8];
+    let n = dst.len();
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            dst[i..i + 8].copy_from_slice(&zeros);
+            i += 8;
+        }
+        dst[n - 8..].copy_from_slice(&zeros);
+        return;
+    }
+    copy_short(dst, &zeros[..n]);
 }
 
 /// `dst[j·ds] = src[j·ss]` for `j < n`: the strided copies of the unfolding loops, without
@@ -470,6 +712,40 @@ fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
                     unsafe {
                         *dst.get_unchecked_mut(c * rows + r) = *src.get_unchecked(r * cols + c)
                     };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every length from empty to several blocks, at every offset within a block.
+    #[test]
+    fn short_copies_and_fills() {
+        let src: Vec<f32> = (0..64).map(|i| i as f32 + 1.0).collect();
+        for n in 0..40 {
+            for off in 0..9 {
+                let mut dst = vec![-1.0f32; 64];
+                copy_short(&mut dst[off..off + n], &src[off..off + n]);
+                for (i, &v) in dst.iter().enumerate() {
+                    let want = if (off..off + n).contains(&i) {
+                        src[i]
+                    } else {
+                        -1.0
+                    };
+                    assert_eq!(v, want, "copy of {n} at {off}: element {i}");
+                }
+                zero_short(&mut dst[off..off + n]);
+                for (i, &v) in dst.iter().enumerate() {
+                    let want = if (off..off + n).contains(&i) {
+                        0.0
+                    } else {
+                        -1.0
+                    };
+                    assert_eq!(v, want, "fill of {n} at {off}: element {i}");
                 }
             }
         }

@@ -146,10 +146,30 @@ impl CpuExecutable {
         let mut b = Builder::new(plan)?;
         let through = b.read_through();
         let mut steps = Vec::with_capacity(plan.steps.len());
+        // a step whose work an earlier kernel took over (a bias add done by its convolution)
+        let mut absorbed = vec![false; plan.steps.len()];
         for (t, step) in plan.steps.iter().enumerate() {
+            if absorbed[t] {
+                steps.push(Kernel::Nop);
+                continue;
+            }
             let k = match step {
                 Step::Fused { nodes, outputs } => b.fused(nodes, outputs)?,
-                Step::Node(id) => b.node(*id, t, &through)?,
+                Step::Node(id) => match b.node(*id, t, &through)? {
+                    Kernel::Conv(mut conv) => {
+                        if let Some((bias, add)) = b.bias_epilogue(*id, plan.steps.get(t + 1))? {
+                            conv.bias = Some(bias);
+                            conv.out = add;
+                            absorbed[t + 1] = true;
+                            conv.relu = b.relu_epilogue(*id, add, plan.steps.get(t + 2))?;
+                            if conv.relu.is_some() {
+                                absorbed[t + 2] = true;
+                            }
+                        }
+                        Kernel::Conv(conv)
+                    }
+                    k => k,
+                },
             };
             steps.push(k);
         }
@@ -743,6 +763,8 @@ impl<'p> Builder<'p> {
                     a: self.read(node.inputs[0])?,
                     b: self.read(node.inputs[1])?,
                     out: self.write(id)?,
+                    bias: None,
+                    relu: None,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
                     out_hw: [ys[2], ys[3]],
@@ -813,6 +835,123 @@ impl<'p> Builder<'p> {
                 }
             }
         })
+    }
+
+    /// When `next` only adds a per-channel bias to forward convolution `conv`'s result (a fused
+    /// `conv + expand(bias)` with bias `[1, o, 1, 1]`, read by nothing else), the convolution can
+    /// add the bias to each image's block while it is still in cache and write the sum straight
+    /// into the add's memory, saving a pass over the whole result: returns the slots of the bias
+    /// and of the sum. Not when the sum's memory overlaps an operand of the convolution (the
+    /// planner may reuse it once the convolution is done, not while it runs).
+    fn bias_epilogue(
+        &mut self,
+        conv: NodeId,
+        next: Option<&Step>,
+    ) -> Result<Option<(usize, usize)>> {
+        let Some(Step::Fused { nodes, outputs }) = next else {
+            return Ok(None);
+        };
+        let g = &self.plan.graph;
+        let (Op::Conv(p), [add]) = (self.op(conv), outputs.as_slice()) else {
+            return Ok(None);
+        };
+        if p.kind != lamina_core::ConvKind::Forward || nodes.len() != 2 || !nodes.contains(add) {
+            return Ok(None);
+        }
+        let add = *add;
+        let e = nodes[0] + nodes[1] - add;
+        let add_node = &g.nodes[add];
+        let is_bias = matches!(self.op(e), Op::Expand { .. })
+            && self.plan.storage[e] == Storage::Inline
+            && matches!(add_node.op, Op::Add)
+            && (add_node.inputs == [conv, e] || add_node.inputs == [e, conv]);
+        if !is_bias {
+            return Ok(None);
+        }
+        let q = g.nodes[e].inputs[0];
+        let o = self.shape(conv)[1];
+        // the convolution's value must have no reader but the add (directly or through a view)
+        let readers = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(id, n)| *id != add && n.inputs.iter().any(|&i| self.plan.root(i) == conv))
+            .count();
+        let is_output = g.outputs.iter().any(|&i| self.plan.root(i) == conv);
+        if self.shape(q) != [1, o, 1, 1]
+            || readers > 0
+            || is_output
+            || self.shape(add) != self.shape(conv)
+        {
+            return Ok(None);
+        }
+        if !self.writable_during(add, conv) {
+            return Ok(None);
+        }
+        Ok(Some((self.read(q)?, self.write(add)?)))
+    }
+
+    /// Whether node `id` is stored in the arena where convolution `conv` may write it while it
+    /// runs: not over any of the convolution's operands.
+    fn writable_during(&self, id: NodeId, conv: NodeId) -> bool {
+        let Storage::Arena { offset, bytes } = self.plan.storage[id] else {
+            return false;
+        };
+        !self.plan.graph.nodes[conv].inputs.iter().any(|&i| {
+            match self.plan.storage[self.plan.root(i)] {
+                Storage::Arena {
+                    offset: o2,
+                    bytes: b2,
+                } => offset < o2 + b2 && o2 < offset + bytes,
+                _ => false,
+            }
+        })
+    }
+
+    /// When `next` is only the ReLU of bias add `add` (whose sum convolution `conv` now writes),
+    /// `max(0, add)` or `max(add, 0)`, the convolution can write it too, from the same block in
+    /// cache: returns its slot and whether the zero is the first operand.
+    fn relu_epilogue(
+        &mut self,
+        conv: NodeId,
+        add: NodeId,
+        next: Option<&Step>,
+    ) -> Result<Option<(usize, bool)>> {
+        let Some(Step::Fused { nodes, outputs }) = next else {
+            return Ok(None);
+        };
+        let &[m] = outputs.as_slice() else {
+            return Ok(None);
+        };
+        let node = &self.plan.graph.nodes[m];
+        let absorbed = |b: &Self, i: NodeId| {
+            nodes.contains(&i)
+                && matches!(b.op(i), Op::Expand { .. })
+                && b.plan.storage[i] == Storage::Inline
+        };
+        // a positive zero, as a constant or an absorbed expand of one
+        let is_zero = |b: &Self, i: NodeId| {
+            let src = if absorbed(b, i) {
+                b.plan.graph.nodes[i].inputs[0]
+            } else if nodes.contains(&i) {
+                return false;
+            } else {
+                i
+            };
+            matches!(b.splat(src), Some(v) if v == 0.0 && v.is_sign_positive())
+        };
+        if !matches!(node.op, Op::Max)
+            || nodes.iter().any(|&i| i != m && !absorbed(self, i))
+            || !self.writable_during(m, conv)
+        {
+            return Ok(None);
+        }
+        let zero_first = match node.inputs[..] {
+            [a, z] if a == add && is_zero(self, z) => false,
+            [z, a] if a == add && is_zero(self, z) => true,
+            _ => return Ok(None),
+        };
+        Ok(Some((self.write(m)?, zero_first)))
     }
 
     /// A strided copy of node `id`'s operand into its result.

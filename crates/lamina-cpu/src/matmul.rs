@@ -19,7 +19,7 @@ const LONG_K: usize = 2048;
 
 /// Float element types gemm multiplies.
 pub(crate) trait GemmElem:
-    Copy + Send + Sync + std::ops::AddAssign + std::fmt::Debug + 'static
+    Copy + Send + Sync + std::ops::AddAssign + PartialOrd + std::fmt::Debug + 'static
 {
     const ZERO: Self;
     const ONE: Self;

@@ -493,8 +493,8 @@ fn matmul_paths() {
 }
 
 /// Convolutions large enough for every threading path (images in parallel, gemm's own threads for
-/// a single image, kernel-gradient partial sums over image ranges), strided, grouped and 1×1,
-/// with their input and kernel gradients.
+/// a single image, kernel-gradient partial sums over image ranges), strided, grouped, 1×1 and
+/// 5×3, with their input and kernel gradients.
 #[test]
 fn conv_paths() {
     let b = GraphBuilder::new();
@@ -502,12 +502,21 @@ fn conv_paths() {
     let w = b.input("w", &[16, 8, 3, 3], DType::F32);
     let x1 = b.input("x1", &[1, 8, 24, 20], DType::F32);
     let w2 = b.input("w2", &[12, 4, 1, 1], DType::F32);
+    let x3 = b.input("x3", &[9, 8, 14, 11], DType::F32);
+    let w3 = b.input("w3", &[16, 8, 5, 3], DType::F32);
     let y = x.conv2d(w, 2, 1, 1, 1);
     let y1 = x1.conv2d(w, 1, 1, 1, 1);
     let y2 = x.conv2d(w2, 1, 0, 1, 2);
-    let loss = (y * y).sum(&[], false) + (y1 * y1).sum(&[], false) + (y2 * y2).sum(&[], false);
-    let gs = grad(loss, &[x, w, x1, w2]).unwrap();
-    let mut outs = vec![y, y1, y2];
+    let y3 = x3.conv2d(w, 1, 1, 1, 1);
+    // a single image with gemm's own threads, a 5×3 kernel
+    let y4 = x1.conv2d(w3, 1, 1, 1, 1);
+    let loss = (y * y).sum(&[], false)
+        + (y1 * y1).sum(&[], false)
+        + (y2 * y2).sum(&[], false)
+        + (y3 * y3).sum(&[], false)
+        + (y4 * y4).sum(&[], false);
+    let gs = grad(loss, &[x, w, x1, w2, x3, w3]).unwrap();
+    let mut outs = vec![y, y1, y2, y3, y4];
     outs.extend(gs);
     let g = b.finish(&outs).unwrap();
     let kinds: Vec<_> = g
@@ -538,6 +547,60 @@ fn conv_paths() {
             &StateMap::new(),
             (1e-4, 1e-4),
         );
+    }
+}
+
+/// A per-channel bias added to a forward convolution's result (a training step: the sum is kept
+/// for the ReLU's gradient) and the ReLU of the sum are computed by the convolution itself (stride
+/// 1 and 2), and their steps disappear; not when the convolution's own value is read elsewhere.
+#[test]
+fn conv_bias_epilogue() {
+    for dtype in [DType::F32, DType::F64] {
+        let b = GraphBuilder::new();
+        let x = b.input("x", &[3, 8, 10, 9], dtype);
+        let w = b.input("w", &[16, 8, 3, 3], dtype);
+        let bias = b.input("bias", &[1, 16, 1, 1], dtype);
+        let x2 = b.input("x2", &[2, 16, 9, 7], dtype);
+        let w2 = b.input("w2", &[6, 16, 3, 3], dtype);
+        let bias2 = b.input("bias2", &[1, 6, 1, 1], dtype);
+        let bias3 = b.input("bias3", &[1, 6, 1, 1], dtype);
+        // stride 1 and stride 2, each feeding a ReLU (`max(0, y)`, `max(y, 0)`)
+        let h = (x.conv2d(w, 1, 1, 1, 1) + bias).relu();
+        let h2 = (h.conv2d(w2, 2, 1, 1, 1) + bias2).maximum(0.0);
+        // a convolution whose value is also an output keeps its own add
+        let c3 = x2.conv2d(w2, 1, 0, 1, 1);
+        let h3 = (c3 + bias3).relu();
+        let loss = (h2 * h2).sum(&[], false) + (h3 * h3).sum(&[], false);
+        let gs = grad(loss, &[x, w, bias, w2, bias2, bias3]).unwrap();
+        let mut outs = vec![loss, h2, c3];
+        outs.extend(gs);
+        let g = b.finish(&outs).unwrap();
+        let plan = Plan::compile(&optimize(&g, true).unwrap()).unwrap();
+        let exe = CpuBackend::new().compile(&plan).unwrap();
+        assert_eq!(
+            exe.kernel_count(),
+            plan.kernel_count() - 4,
+            "two bias adds and their ReLUs are done by their convolutions:\n{}",
+            plan.text()
+        );
+        let mut rng = TestRng::new(13);
+        let inputs = random_inputs(&g, &mut rng);
+        let tol = if dtype == DType::F32 {
+            (1e-4, 1e-4)
+        } else {
+            (1e-10, 1e-10)
+        };
+        for threads in [1, 2] {
+            check_against_ref(
+                &CpuBackend::with_threads(threads),
+                &format!("conv + bias ({dtype}, {threads} threads)"),
+                &g,
+                &plan,
+                &inputs,
+                &StateMap::new(),
+                tol,
+            );
+        }
     }
 }
 

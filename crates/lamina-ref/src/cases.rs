@@ -502,6 +502,144 @@ fn rows() -> Vec<Row> {
                 ConvKind::KernelGrad { kernel_hw: [1, 1] },
             )]
         }),
+        // A column stride of 3 (lamina-cpu splits rows into column phases for any stride).
+        ("conv_stride_2x3", K::Conv, true, true, |c| {
+            vec![conv(
+                c.x(&[2, 3, 8, 10], -1.0, 1.0),
+                c.x(&[4, 3, 3, 3], -1.0, 1.0),
+                [2, 3],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+            )]
+        }),
+        ("conv_input_grad_stride_2x3", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 4, 4, 4], -1.0, 1.0),
+                c.x(&[4, 3, 3, 3], -1.0, 1.0),
+                [2, 3],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+                ConvKind::InputGrad { input_hw: [8, 10] },
+            )]
+        }),
+        ("conv_kernel_grad_stride_2x3", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 3, 8, 10], -1.0, 1.0),
+                c.x(&[2, 4, 4, 4], -1.0, 1.0),
+                [2, 3],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+                ConvKind::KernelGrad { kernel_hw: [3, 3] },
+            )]
+        }),
+        // Stride-1 3×3 convolutions with 8 or more input channels (the shapes a Winograd
+        // F(2×2, 3×3) path must get right): odd and even output sizes, low padding 0, 1 and 2,
+        // 1, 3 and odd output channels, all three kinds.
+        ("conv_3x3_odd_size_pad1", K::Conv, true, true, |c| {
+            vec![conv(
+                c.x(&[2, 9, 7, 5], -1.0, 1.0),
+                c.x(&[3, 9, 3, 3], -1.0, 1.0),
+                [1, 1],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+            )]
+        }),
+        ("conv_3x3_even_size_pad0", K::Conv, true, true, |c| {
+            vec![conv(
+                c.x(&[3, 8, 6, 8], -1.0, 1.0),
+                c.x(&[1, 8, 3, 3], -1.0, 1.0),
+                [1, 1],
+                [(0, 0), (0, 0)],
+                [1, 1],
+                1,
+            )]
+        }),
+        ("conv_3x3_asymmetric_pad2", K::Conv, true, true, |c| {
+            vec![conv(
+                c.x(&[1, 10, 5, 6], -1.0, 1.0),
+                c.x(&[5, 10, 3, 3], -1.0, 1.0),
+                [1, 1],
+                [(2, 0), (1, 2)],
+                [1, 1],
+                1,
+            )]
+        }),
+        ("conv_kernel_grad_3x3_pad1", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 9, 7, 5], -1.0, 1.0),
+                c.x(&[2, 8, 7, 5], -1.0, 1.0),
+                [1, 1],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+                ConvKind::KernelGrad { kernel_hw: [3, 3] },
+            )]
+        }),
+        ("conv_kernel_grad_3x3_pad0", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[3, 8, 6, 8], -1.0, 1.0),
+                c.x(&[3, 9, 4, 6], -1.0, 1.0),
+                [1, 1],
+                [(0, 0), (0, 0)],
+                [1, 1],
+                1,
+                ConvKind::KernelGrad { kernel_hw: [3, 3] },
+            )]
+        }),
+        (
+            "conv_kernel_grad_3x3_asymmetric_pad2",
+            K::Conv,
+            true,
+            true,
+            |c| {
+                vec![conv_kind(
+                    c.x(&[1, 8, 5, 6], -1.0, 1.0),
+                    c.x(&[1, 11, 5, 7], -1.0, 1.0),
+                    [1, 1],
+                    [(2, 0), (1, 2)],
+                    [1, 1],
+                    1,
+                    ConvKind::KernelGrad { kernel_hw: [3, 3] },
+                )]
+            },
+        ),
+        ("conv_input_grad_3x3_pad1", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 9, 7, 6], -1.0, 1.0),
+                c.x(&[9, 3, 3, 3], -1.0, 1.0),
+                [1, 1],
+                [(1, 1), (1, 1)],
+                [1, 1],
+                1,
+                ConvKind::InputGrad { input_hw: [7, 6] },
+            )]
+        }),
+        ("conv_input_grad_3x3_pad0", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[2, 8, 3, 4], -1.0, 1.0),
+                c.x(&[8, 1, 3, 3], -1.0, 1.0),
+                [1, 1],
+                [(0, 0), (0, 0)],
+                [1, 1],
+                1,
+                ConvKind::InputGrad { input_hw: [5, 6] },
+            )]
+        }),
+        ("conv_input_grad_3x3_pad2", K::Conv, true, true, |c| {
+            vec![conv_kind(
+                c.x(&[1, 11, 6, 5], -1.0, 1.0),
+                c.x(&[11, 5, 3, 3], -1.0, 1.0),
+                [1, 1],
+                [(2, 2), (2, 2)],
+                [1, 1],
+                1,
+                ConvKind::InputGrad { input_hw: [4, 3] },
+            )]
+        }),
         ("gather_rows", K::Gather, true, true, |c| {
             let idx = c.values(&[2, 3], vec![4.0, 0.0, 2.0, 2.0, 1.0, 3.0], DType::I32);
             vec![c.x(&[5, 4], -1.0, 1.0).gather(idx, 0)]
