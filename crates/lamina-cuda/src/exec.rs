@@ -1298,9 +1298,11 @@ impl<'p> Builder<'p> {
                     && kind == "sum"
                     && plain
                     && matches!(dt, DType::F32 | DType::F64)
+                    && n * n_red > segment::segment_limit()
                 {
                     // the common bias gradient: column sums of a row-major matrix, with its
-                    // sizes as constants and four loads in flight per thread
+                    // sizes as constants and four loads in flight per thread (small ones stay
+                    // generic, so that a segment takes them in)
                     let name = self.colsum_kernel(
                         dt,
                         n,
@@ -1358,6 +1360,7 @@ impl<'p> Builder<'p> {
                 if node.op.swaps_last_two_axes()
                     && matches!(dt, DType::F32 | DType::F64)
                     && xshape(self).len() >= 2
+                    && n > segment::segment_limit()
                     && n < 1 << 32
                     && n.div_ceil(1024) < 1 << 31 =>
             {
@@ -1367,6 +1370,7 @@ impl<'p> Builder<'p> {
                 let batch = numel(&xs[..r - 2]);
                 let src = self.read(node.inputs[0])?;
                 let out = self.write(id)?;
+                // (a small transpose stays a generic copy, so that a segment takes it in)
                 let (name, grid) = self.transpose_kernel(dt, batch, rows, cols);
                 vec![Kernel::Launch {
                     func: Func::Planned(name),

@@ -22,7 +22,7 @@ use lamina_core::{numel, DType, Storage};
 use std::fmt::Write;
 
 /// Default largest tensor (elements) an operation of a segment may touch.
-const SEGMENT_ELEMS: usize = 16384;
+const SEGMENT_ELEMS: usize = 32768;
 /// Threads of the one block that runs a segment.
 const SEGMENT_THREADS: u32 = 1024;
 

@@ -50,7 +50,15 @@ pub fn fans(shape: &[usize]) -> (f64, f64) {
     }
 }
 
+/// SplitMix64's increment: draw `k` of a stream depends only on the start and `k`, so a large
+/// parameter is drawn in chunks on several threads with the same values.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Values from this many on are drawn on several threads.
+const PAR_VALUES: usize = 1 << 18;
+
 /// SplitMix64 keyed by (seed, path): the stream each parameter's values come from.
+#[derive(Clone)]
 struct Stream(u64);
 
 impl Stream {
@@ -60,10 +68,14 @@ impl Stream {
         for b in path.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
         }
-        Stream(h ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        Stream(h ^ seed.wrapping_mul(GAMMA))
+    }
+    /// The stream after `k` more draws.
+    fn skip(&self, k: u64) -> Stream {
+        Stream(self.0.wrapping_add(k.wrapping_mul(GAMMA)))
     }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0 = self.0.wrapping_add(GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -81,37 +93,73 @@ impl Stream {
     }
 }
 
+/// `n` values, value `i` made by `f` from the stream after `i · draws` draws of `s` (each value
+/// takes `draws` draws), in chunks on several threads when there are many.
+fn draw(
+    n: usize,
+    s: &Stream,
+    draws: u64,
+    threads: usize,
+    f: impl Fn(&mut Stream) -> f64 + Sync,
+) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    let fill = |c: usize, part: &mut [f64]| {
+        let mut st = s.skip((c * chunk) as u64 * draws);
+        for v in part {
+            *v = f(&mut st);
+        }
+    };
+    if chunk >= n {
+        fill(0, &mut out);
+    } else {
+        std::thread::scope(|sc| {
+            for (c, part) in out.chunks_mut(chunk).enumerate() {
+                let fill = &fill;
+                sc.spawn(move || fill(c, part));
+            }
+        });
+    }
+    out
+}
+
 impl Init {
     /// The values of a parameter of `shape` at `path` for model seed `seed`.
     pub fn values(&self, shape: &[usize], seed: u64, path: &str) -> Vec<f64> {
         let n = numel(shape);
-        let mut s = Stream::new(seed, path);
-        let (fan_in, fan_out) = fans(shape);
-        let uniform = |s: &mut Stream, b: f64| {
-            (0..n)
-                .map(|_| (2.0 * s.unit() - 1.0) * b)
-                .collect::<Vec<_>>()
+        let threads = if n >= PAR_VALUES {
+            std::thread::available_parallelism().map_or(1, |t| t.get().min(16))
+        } else {
+            1
         };
+        self.values_on(shape, seed, path, threads)
+    }
+
+    fn values_on(&self, shape: &[usize], seed: u64, path: &str, threads: usize) -> Vec<f64> {
+        let n = numel(shape);
+        let s = Stream::new(seed, path);
+        let (fan_in, fan_out) = fans(shape);
+        let uniform = |b: f64| draw(n, &s, 1, threads, |s| (2.0 * s.unit() - 1.0) * b);
+        // Box–Muller takes two draws per value
+        let normal = |mean: f64, std: f64| draw(n, &s, 2, threads, |s| mean + std * s.normal());
         match *self {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
             Init::Constant(c) => vec![c; n],
-            Init::Uniform { lo, hi } => (0..n).map(|_| lo + (hi - lo) * s.unit()).collect(),
-            Init::Normal { mean, std } => (0..n).map(|_| mean + std * s.normal()).collect(),
+            Init::Uniform { lo, hi } => draw(n, &s, 1, threads, |s| lo + (hi - lo) * s.unit()),
+            Init::Normal { mean, std } => normal(mean, std),
             Init::KaimingUniform { a } => {
                 let gain = (2.0 / (1.0 + a * a)).sqrt();
-                uniform(&mut s, gain * (3.0 / fan_in).sqrt())
+                uniform(gain * (3.0 / fan_in).sqrt())
             }
             Init::KaimingNormal { a } => {
                 let std = (2.0 / (1.0 + a * a)).sqrt() / fan_in.sqrt();
-                (0..n).map(|_| std * s.normal()).collect()
+                draw(n, &s, 2, threads, |s| std * s.normal())
             }
-            Init::XavierUniform { gain } => {
-                uniform(&mut s, gain * (6.0 / (fan_in + fan_out)).sqrt())
-            }
+            Init::XavierUniform { gain } => uniform(gain * (6.0 / (fan_in + fan_out)).sqrt()),
             Init::XavierNormal { gain } => {
                 let std = gain * (2.0 / (fan_in + fan_out)).sqrt();
-                (0..n).map(|_| std * s.normal()).collect()
+                draw(n, &s, 2, threads, |s| std * s.normal())
             }
         }
     }
@@ -125,5 +173,44 @@ impl Init {
         path: &str,
     ) -> Result<HostTensor> {
         HostTensor::from_f64(shape, dtype, &self.values(shape, seed, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drawing in chunks on several threads gives bit for bit the values of one sequential
+    /// stream, for every initialiser (uniform ones take one draw per value, normal ones two).
+    #[test]
+    fn chunked_draws_equal_the_sequential_stream() {
+        let inits = [
+            Init::Uniform { lo: -2.0, hi: 3.0 },
+            Init::Normal {
+                mean: 1.0,
+                std: 0.5,
+            },
+            Init::KaimingUniform { a: 5f64.sqrt() },
+            Init::KaimingNormal { a: 0.0 },
+            Init::XavierUniform { gain: 1.0 },
+            Init::XavierNormal { gain: 2.0 },
+        ];
+        for init in &inits {
+            let shape = [37, 29];
+            let one = init.values_on(&shape, 7, "layers.0.weight", 1);
+            // the first value of a sequential stream, written out: SplitMix64 after one draw
+            if let Init::Uniform { lo, hi } = init {
+                let mut s = Stream::new(7, "layers.0.weight");
+                assert_eq!(one[0], lo + (hi - lo) * s.unit());
+            }
+            for threads in [2, 3, 7, 64] {
+                let many = init.values_on(&shape, 7, "layers.0.weight", threads);
+                let same = one
+                    .iter()
+                    .zip(&many)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{init:?} on {threads} threads differs");
+            }
+        }
     }
 }

@@ -267,7 +267,7 @@ fn conv_paths_match_reference() {
 }
 
 /// One graph per row: transposes (the tiled transpose kernel, sizes off the 32×32 tiles, a batch
-/// axis), GEMMs whose operands are transposes (read through a flag, or materialised first when
+/// axis; more elements than a segment takes, so they are not merged), GEMMs whose operands are transposes (read through a flag, or materialised first when
 /// TF32 would otherwise get no K-major operand), and fused groups with broadcast operands (the
 /// 4-wide loop: consecutive values, one value per 4 lanes, and an inner length that is not a
 /// multiple of 4), column sums, in f32 (strict and TF32) and f64, against the reference
@@ -279,14 +279,14 @@ fn transposes_gemm_layouts_and_broadcasts_table() {
     let rows: [Row; 7] = [
         (
             "transpose of a batch",
-            |b, dt| vec![b.input("x", &[3, 37, 45], dt).permute(&[0, 2, 1]) * 2.0],
+            |b, dt| vec![b.input("x", &[3, 77, 95], dt).permute(&[0, 2, 1]) * 2.0],
             false,
         ),
         (
             "transposed left operand (dW = dyᵀ·h)",
             |b, dt| {
-                let dy = b.input("dy", &[70, 33], dt).tanh();
-                let h = b.input("h", &[70, 41], dt);
+                let dy = b.input("dy", &[170, 133], dt).tanh();
+                let h = b.input("h", &[170, 41], dt);
                 vec![dy.permute(&[1, 0]).matmul(h)]
             },
             true,
@@ -328,8 +328,8 @@ fn transposes_gemm_layouts_and_broadcasts_table() {
         (
             "column sums (unrolled loads and their remainder)",
             |b, dt| {
-                let x = b.input("x", &[203, 70], dt);
-                let y = b.input("y", &[37, 41, 12], dt);
+                let x = b.input("x", &[403, 70], dt);
+                let y = b.input("y", &[77, 41, 12], dt);
                 vec![x.sum(&[0], false), y.sum(&[0], false)]
             },
             false,
