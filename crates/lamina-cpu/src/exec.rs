@@ -157,14 +157,23 @@ impl CpuExecutable {
                 Step::Fused { nodes, outputs } => b.fused(nodes, outputs)?,
                 Step::Node(id) => match b.node(*id, t, &through)? {
                     Kernel::Conv(mut conv) => {
-                        if let Some((bias, add)) = b.bias_epilogue(*id, plan.steps.get(t + 1))? {
+                        if let Some((bias, add, relu)) =
+                            b.bias_epilogue(*id, plan.steps.get(t + 1))?
+                        {
                             conv.bias = Some(bias);
                             conv.out = add;
                             absorbed[t + 1] = true;
-                            conv.relu = b.relu_epilogue(*id, add, plan.steps.get(t + 2))?;
-                            if conv.relu.is_some() {
-                                absorbed[t + 2] = true;
-                            }
+                            conv.relu = match relu {
+                                // the ReLU was in the bias add's group
+                                Some(r) => Some(r),
+                                None => {
+                                    let r = b.relu_epilogue(*id, add, plan.steps.get(t + 2))?;
+                                    if r.is_some() {
+                                        absorbed[t + 2] = true;
+                                    }
+                                    r
+                                }
+                            };
                         }
                         Kernel::Conv(conv)
                     }
@@ -837,37 +846,53 @@ impl<'p> Builder<'p> {
         })
     }
 
-    /// When `next` only adds a per-channel bias to forward convolution `conv`'s result (a fused
+    /// When `next` adds a per-channel bias to forward convolution `conv`'s result (a fused
     /// `conv + expand(bias)` with bias `[1, o, 1, 1]`, read by nothing else), the convolution can
     /// add the bias to each image's block while it is still in cache and write the sum straight
     /// into the add's memory, saving a pass over the whole result: returns the slots of the bias
-    /// and of the sum. Not when the sum's memory overlaps an operand of the convolution (the
-    /// planner may reuse it once the convolution is done, not while it runs).
+    /// and of the sum, and of the ReLU of the sum when the same group computes only that too
+    /// (fusion stores the sum for the ReLU's gradient and the ReLU in one group). Not when the
+    /// sum's memory overlaps an operand of the convolution (the planner may reuse it once the
+    /// convolution is done, not while it runs).
+    #[allow(clippy::type_complexity)]
     fn bias_epilogue(
         &mut self,
         conv: NodeId,
         next: Option<&Step>,
-    ) -> Result<Option<(usize, usize)>> {
+    ) -> Result<Option<(usize, usize, Option<(usize, bool)>)>> {
         let Some(Step::Fused { nodes, outputs }) = next else {
             return Ok(None);
         };
         let g = &self.plan.graph;
-        let (Op::Conv(p), [add]) = (self.op(conv), outputs.as_slice()) else {
+        let (Op::Conv(p), Some(&add)) = (self.op(conv), outputs.first()) else {
             return Ok(None);
         };
-        if p.kind != lamina_core::ConvKind::Forward || nodes.len() != 2 || !nodes.contains(add) {
+        if p.kind != lamina_core::ConvKind::Forward || !nodes.contains(&add) {
             return Ok(None);
         }
-        let add = *add;
-        let e = nodes[0] + nodes[1] - add;
         let add_node = &g.nodes[add];
-        let is_bias = matches!(self.op(e), Op::Expand { .. })
-            && self.plan.storage[e] == Storage::Inline
-            && matches!(add_node.op, Op::Add)
-            && (add_node.inputs == [conv, e] || add_node.inputs == [e, conv]);
+        let e = match add_node.inputs[..] {
+            [a, e] if a == conv && matches!(add_node.op, Op::Add) => e,
+            [e, a] if a == conv && matches!(add_node.op, Op::Add) => e,
+            _ => return Ok(None),
+        };
+        let is_bias = nodes.contains(&e)
+            && matches!(self.op(e), Op::Expand { .. })
+            && self.plan.storage[e] == Storage::Inline;
         if !is_bias {
             return Ok(None);
         }
+        // the rest of the group: nothing, or the ReLU of the sum (stored beside the sum)
+        let rest: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|&i| i != e && i != add)
+            .collect();
+        let relu_of_sum = match outputs[..] {
+            [_] if rest.is_empty() => None,
+            [_, m] => Some(m),
+            _ => return Ok(None),
+        };
         let q = g.nodes[e].inputs[0];
         let o = self.shape(conv)[1];
         // the convolution's value must have no reader but the add (directly or through a view)
@@ -888,7 +913,14 @@ impl<'p> Builder<'p> {
         if !self.writable_during(add, conv) {
             return Ok(None);
         }
-        Ok(Some((self.read(q)?, self.write(add)?)))
+        let relu = match relu_of_sum {
+            None => None,
+            Some(m) => match self.relu_of(conv, add, &rest, m)? {
+                Some(r) => Some(r),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((self.read(q)?, self.write(add)?, relu)))
     }
 
     /// Whether node `id` is stored in the arena where convolution `conv` may write it while it
@@ -923,6 +955,18 @@ impl<'p> Builder<'p> {
         let &[m] = outputs.as_slice() else {
             return Ok(None);
         };
+        self.relu_of(conv, add, nodes, m)
+    }
+
+    /// Whether `nodes` are only `m = max(0, add)` or `max(add, 0)` (with absorbed expands of the
+    /// zero) that convolution `conv` may write: its slot and whether the zero is first.
+    fn relu_of(
+        &mut self,
+        conv: NodeId,
+        add: NodeId,
+        nodes: &[NodeId],
+        m: NodeId,
+    ) -> Result<Option<(usize, bool)>> {
         let node = &self.plan.graph.nodes[m];
         let absorbed = |b: &Self, i: NodeId| {
             nodes.contains(&i)

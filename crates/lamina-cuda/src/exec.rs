@@ -211,6 +211,8 @@ pub struct CudaExecutable {
     /// `LAMINA_CUDA_PROFILE` was set when compiling.
     profile: bool,
     runs: usize,
+    /// Host time of runs 20-119 of a profiled executable, per phase of `submit` (µs, summed).
+    host_phases: [f64; 5],
     /// The captured step and the state addresses it was captured with.
     graph: Option<(CudaGraph, Vec<u64>)>,
     _modules: Vec<Arc<cudarc::driver::CudaModule>>,
@@ -397,6 +399,7 @@ impl CudaExecutable {
             use_graph,
             profile: std::env::var_os("LAMINA_CUDA_PROFILE").is_some(),
             runs: 0,
+            host_phases: [0.0; 5],
             graph: None,
             _modules: modules,
         })
@@ -695,10 +698,13 @@ impl CudaExecutable {
                 }
             }
         }
+        let t_checked = std::time::Instant::now();
         let dev = self.dev.clone();
         let _busy = dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
+        let t_bound = std::time::Instant::now();
         self.feed.send(inputs)?;
+        let t_sent = std::time::Instant::now();
         // the graph is stale when a state buffer moved since the capture
         let mut stale = self.graph.is_none();
         for (k, (slot, name)) in self.bind_states.iter().enumerate() {
@@ -745,8 +751,28 @@ impl CudaExecutable {
         } else {
             self.enqueue()?;
         }
+        let t_launched = std::time::Instant::now();
         let srcs: Vec<u64> = self.outputs.iter().map(|&s| self.slots[s]).collect();
         let pending = self.feed.receive(&srcs)?;
+        if self.profile && (20..120).contains(&self.runs) {
+            let marks = [
+                started,
+                t_checked,
+                t_bound,
+                t_sent,
+                t_launched,
+                std::time::Instant::now(),
+            ];
+            for (k, w) in marks.windows(2).enumerate() {
+                self.host_phases[k] += (w[1] - w[0]).as_secs_f64() * 1e6;
+            }
+            if self.runs == 119 {
+                let [c, b, i, l, o] = self.host_phases.map(|t| t / 100.0);
+                eprintln!(
+                    "lamina-cuda host per step (runs 20-119): checks {c:.1} us, lock {b:.1}, inputs in {i:.1}, launch {l:.1}, outputs out {o:.1}"
+                );
+            }
+        }
         if let Some((e0, e1)) = timed {
             let graph_us = ctx(e0.elapsed_ms(&e1), "event time")? as f64 * 1e3;
             eprintln!(
