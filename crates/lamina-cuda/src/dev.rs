@@ -525,6 +525,11 @@ impl Dev {
             .collect())
     }
 
+    /// The cuBLAS workspace (address, bytes), also cuBLASLt's: both run on the one stream.
+    pub(crate) fn workspace(&self) -> (u64, usize) {
+        (self.workspace.ptr, self.workspace.bytes)
+    }
+
     /// Device bytes this object holds itself (the cuBLAS workspace).
     pub(crate) fn device_bytes(&self) -> usize {
         self.workspace.bytes

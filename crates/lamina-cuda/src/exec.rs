@@ -16,6 +16,9 @@ mod segment;
 // The forward kind of Conv, the shared column buffers and the split sums of bias gradients.
 #[path = "conv.rs"]
 mod conv;
+// Dense layers as one cuBLASLt GEMM with a bias (+ ReLU) epilogue.
+#[path = "lt.rs"]
+mod lt;
 
 use crate::codegen::{self, FusedText, Load};
 use crate::dev::{capturing, ctx, cuda_err, not_capturing, Dev, DevMem};
@@ -130,6 +133,8 @@ enum Kernel {
     /// Row-major batched `out[i] = a[i] · b[i]`, `[m,k] x [k,n]`; an operand flagged transposed
     /// is stored as its transpose (`[k,m]`, `[n,k]`), batch strides are in elements.
     Gemm(Gemm),
+    /// A cuBLASLt GEMM with a bias (+ ReLU) epilogue (`lt.rs`).
+    Lt(Arc<lt::LtGemm>),
     /// Device-to-device copy (Assign, snapshot, a reshape that copies).
     Copy {
         src: usize,
@@ -252,8 +257,13 @@ impl CudaExecutable {
         lamina_core::passes::verify(&plan.graph)?;
         let mut b = Builder::new(dev, plan)?;
         b.find_through();
+        b.plan_epilogues()?;
         let mut per_step: Vec<Vec<Kernel>> = Vec::with_capacity(plan.steps.len());
         for (t, step) in plan.steps.iter().enumerate() {
+            if let Some(ks) = b.epilogue_step(t)? {
+                per_step.push(ks);
+                continue;
+            }
             let ks = match step {
                 Step::Fused { nodes, outputs } => b.fused(nodes, outputs)?,
                 Step::Node(id) => b.node(*id, t)?,
@@ -453,12 +463,13 @@ impl CudaExecutable {
                     g.batch
                 ),
                 Kernel::Copy { .. } => "copy".into(),
+                Kernel::Lt(g) => g.name(),
             };
             if each {
                 let what = match k {
                     Kernel::Copy { bytes, .. } => format!("{bytes} bytes"),
                     Kernel::Launch { grid, block, .. } => format!("{grid}x{block}"),
-                    Kernel::Gemm(_) => String::new(),
+                    Kernel::Gemm(_) | Kernel::Lt(_) => String::new(),
                 };
                 eprintln!("  #{i:3} {us:8.1} us  {name} {what}");
             }
@@ -522,6 +533,7 @@ impl CudaExecutable {
                     ctx(unsafe { lb.launch(cfg) }, "kernel launch")?;
                 }
                 Kernel::Gemm(g) => self.gemm(g)?,
+                Kernel::Lt(g) => g.run(&self.dev, &self.slots)?,
                 Kernel::Copy { src, dst, bytes } => {
                     if *bytes == 0 || self.slots[*src] == self.slots[*dst] {
                         return Ok(());
@@ -834,6 +846,14 @@ struct Builder<'p> {
     /// Forward convolutions' per-image im2col columns (slots of their own buffers) by input node
     /// and geometry: a kernel gradient of the same input and geometry reads them (`conv.rs`).
     conv_cols: HashMap<(NodeId, [i64; 17]), usize>,
+    /// The cuBLASLt handle, once a step needs one (`lt.rs`).
+    lt: Option<Arc<lt::LtHandle>>,
+    /// Epilogue GEMMs by the step of the group they replace, and the MatMul steps they absorb.
+    epilogues: HashMap<usize, lt::Epilogue>,
+    skip_steps: std::collections::HashSet<usize>,
+    /// Values never written whose readers read another node's slot instead (a pre-activation
+    /// read only as `0 < z`, read from the ReLU's output).
+    alias: HashMap<NodeId, NodeId>,
 }
 
 impl<'p> Builder<'p> {
@@ -927,6 +947,10 @@ impl<'p> Builder<'p> {
             planned: String::new(),
             scratch: Vec::new(),
             conv_cols: HashMap::new(),
+            lt: None,
+            epilogues: HashMap::new(),
+            skip_steps: Default::default(),
+            alias: HashMap::new(),
         })
     }
 
@@ -1103,6 +1127,7 @@ impl<'p> Builder<'p> {
 
     /// The slot holding `id`'s value for a reader compiled at the current step.
     fn read(&mut self, id: NodeId) -> Result<usize> {
+        let id = self.alias.get(&id).copied().unwrap_or(id);
         if id >= self.plan.graph.nodes.len() {
             return Err(cuda_err(format!(
                 "plan refers to node %{id}, which does not exist"

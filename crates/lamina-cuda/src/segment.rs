@@ -255,7 +255,7 @@ impl Builder<'_> {
                     grid: 0,
                 })
             }
-            Kernel::Launch { .. } | Kernel::Gemm(_) => None,
+            Kernel::Launch { .. } | Kernel::Gemm(_) | Kernel::Lt(_) => None,
         }
     }
 

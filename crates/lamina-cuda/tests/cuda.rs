@@ -4,6 +4,7 @@
 
 mod cuda {
     pub mod common;
+    mod dense;
     mod larger;
     mod merged;
     mod ops;
