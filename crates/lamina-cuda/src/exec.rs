@@ -247,6 +247,14 @@ impl CudaExecutable {
         self.kernels.len()
     }
 
+    /// Dense layers that run as one cuBLASLt GEMM with a bias (+ ReLU) epilogue (`lt.rs`).
+    pub fn epilogue_gemms(&self) -> usize {
+        self.kernels
+            .iter()
+            .filter(|k| matches!(k, Kernel::Lt(_)))
+            .count()
+    }
+
     /// True once the step has been captured as a CUDA graph that later runs replay.
     pub fn is_captured(&self) -> bool {
         self.graph.is_some()
