@@ -118,8 +118,11 @@ fn dense_layers_with_epilogues_match_reference_table() {
     let _serial = serial();
     for (mode, dtype, tf32, tol) in [
         ("f32 strict", DType::F32, false, (1e-4, 1e-4)),
-        // TF32 rounds the operands to 10 mantissa bits (tolerance: relative norm)
-        ("f32 tf32", DType::F32, true, (1e-2, 0.0)),
+        // TF32 rounds the operands to 10 mantissa bits, and a ReLU mask flips where |z| is
+        // within that rounding: a flipped element is off by a whole term, so the relative norm of
+        // the difference grows like √(fraction flipped) — 1.2e-2 for mlp_large's input gradient
+        // on an H200 (a wrong layout or epilogue is off by O(1))
+        ("f32 tf32", DType::F32, true, (5e-2, 0.0)),
         ("f64", DType::F64, false, (1e-10, 1e-10)),
     ] {
         let Some(cuda) = backend_with(
