@@ -379,9 +379,10 @@ impl CudaExecutable {
         crate::dev::report("compiling the plan (all of it)", t);
         let feed = Feeder::new(
             dev,
-            b.inputs.iter().map(|m| m.bytes).collect(),
-            b.inputs.iter().map(|m| m.ptr).collect(),
+            b.input_at.iter().map(|a| a.1).collect(),
+            b.input_at.iter().map(|a| a.0).collect(),
             out_types,
+            (b.arena.ptr, b.arena.bytes),
         )?;
         Ok(CudaExecutable {
             dev: dev.clone(),
@@ -822,7 +823,10 @@ struct Builder<'p> {
     snap_of: HashMap<String, usize>,
     assigned: HashMap<String, usize>,
     pre: Vec<Vec<Kernel>>,
+    /// Device memory of the fed inputs (the shared block of the small ones first).
     inputs: Vec<DevMem>,
+    /// Device address and bytes of each fed input.
+    input_at: Vec<(u64, usize)>,
     bind_states: Vec<(usize, String)>,
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
@@ -857,11 +861,35 @@ impl<'p> Builder<'p> {
         }
         let arena = DevMem::new(&dev.ctx, plan.arena_bytes)?;
         let mut slots = vec![0u64; n];
-        let mut inputs = Vec::with_capacity(plan.inputs.len());
-        for &i in &plan.inputs {
-            let ty = &g.nodes[i].ty;
-            let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
-            inputs.push(DevMem::new(&dev.ctx, bytes)?);
+        // Inputs that go straight from staging to their buffer share one block, laid out like
+        // their staging block (`feed.rs`), so one copy fills them all.
+        let sizes: Vec<usize> = plan
+            .inputs
+            .iter()
+            .map(|&i| numel(&g.nodes[i].ty.shape) * g.nodes[i].ty.dtype.size_bytes())
+            .collect();
+        let (offsets, block_bytes) = crate::feed::small_layout(&sizes);
+        let mut inputs = Vec::with_capacity(plan.inputs.len() + 1);
+        let base = if block_bytes > 0 {
+            let m = DevMem::new(&dev.ctx, block_bytes)?;
+            let p = m.ptr;
+            inputs.push(m);
+            p
+        } else {
+            0
+        };
+        let mut input_at = Vec::with_capacity(sizes.len());
+        for (&bytes, off) in sizes.iter().zip(&offsets) {
+            let ptr = match off {
+                Some(o) => base + *o as u64,
+                None => {
+                    let m = DevMem::new(&dev.ctx, bytes)?;
+                    let p = m.ptr;
+                    inputs.push(m);
+                    p
+                }
+            };
+            input_at.push((ptr, bytes));
         }
         let mut bind_states = Vec::new();
         for (id, s) in plan.storage.iter().enumerate() {
@@ -884,7 +912,7 @@ impl<'p> Builder<'p> {
                             "%{id} is stored as input {k}, which the plan feeds elsewhere"
                         )));
                     }
-                    slots[id] = inputs[*k].ptr;
+                    slots[id] = input_at[*k].0;
                 }
                 Storage::State(name) => {
                     if !plan.states.iter().any(|(s, t)| s == name && t == ty) {
@@ -921,6 +949,7 @@ impl<'p> Builder<'p> {
             assigned: HashMap::new(),
             pre: vec![Vec::new(); plan.steps.len()],
             inputs,
+            input_at,
             bind_states,
             fused: Vec::new(),
             through: Default::default(),

@@ -188,11 +188,14 @@ impl Backend for CudaBackend {
         }
         let _busy = self.dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
-        // SAFETY: the buffer holds `bytes.len()` bytes; the copy is ordered on the backend's
-        // stream after any run that reads the buffer and before the next one. The source is
-        // pageable memory, which the driver has staged by the time the call returns, so no
-        // synchronization is needed (that saves a round trip per step for the trainer's
-        // hyper-parameter writes); downloads and runs synchronize the stream.
+        // Ordered on the backend's stream after any run that reads the buffer and before the next
+        // one. Small writes (the trainer's hyper-parameters, every step) are staged in
+        // page-locked memory so the host does not wait for the stream.
+        if bytes.len() <= dev::WRITE_SLOT {
+            return self.dev.write_small(buf.mem.ptr, bytes);
+        }
+        // SAFETY: the buffer holds `bytes.len()` bytes. The source is pageable memory, which the
+        // driver has staged by the time the call returns (it may wait for the stream first).
         ctx(
             unsafe {
                 cudarc::driver::result::memcpy_htod_async(
