@@ -1,20 +1,20 @@
-//! Host ↔ device traffic of an executable. Fed inputs go through two sets of page-locked staging
-//! memory used in turns, so the host fills one while the device still copies from the other.
-//! Inputs below `LANDING_MIN` share one staging block per turn laid out like their shared device
-//! block (`small_layout`), so one copy on the main stream fills them all. Large inputs are copied
-//! on the device's copy stream into a landing buffer (one per turn), so that copy overlaps the
-//! previous step's kernels; the step itself then starts with a device-to-device copy into the
-//! input buffer its graph was captured with. Outputs are copied into small page-locked buffers
-//! (pooled) that the caller reads when it waits for them: in one copy when they lie close together
-//! in the arena (`OUT_SPAN`), else one copy each.
+//! Host ↔ device traffic of an executable. Fed inputs have two sets of device buffers used in
+//! turns, each with its own capture of the step (the graph of turn `j` reads turn `j`'s buffers),
+//! and two sets of page-locked staging memory. The copies of a step's inputs run on the device's
+//! copy stream while the previous step's kernels still run; the step waits for them with an
+//! event, and the copies of turn `j` wait for the end of the last step that read turn `j`.
+//! Inputs below `LANDING_MIN` share one staging block and one device block per turn with the same
+//! layout (`small_layout`), so one copy moves them all. Outputs are copied into small page-locked
+//! buffers (pooled) that the caller reads when it waits for them: in one copy when they lie close
+//! together in the arena (`OUT_SPAN`), else one copy each.
 
 use crate::dev::{ctx, cuda_err, Dev, DevMem, Pinned};
 use cudarc::driver::{result as drv, CudaEvent};
 use lamina_core::{DType, Feed, HostTensor, PendingOutputs, Result};
 use std::sync::{Arc, Mutex};
 
-/// Inputs of at least this many bytes travel on the copy stream through a landing buffer; smaller
-/// ones share a block copied straight into their input buffers on the main stream.
+/// Inputs of at least this many bytes have staging and device buffers of their own; smaller ones
+/// share a block copied in one operation.
 const LANDING_MIN: usize = 1 << 20;
 
 /// Alignment of the inputs in the shared block (what a fresh allocation gives).
@@ -42,6 +42,70 @@ pub(crate) fn small_layout(sizes: &[usize]) -> (Vec<Option<usize>>, usize) {
     (offsets, end)
 }
 
+/// The device buffers of the fed inputs, one set per turn.
+pub(crate) struct InputMem {
+    /// Bytes of each fed input.
+    sizes: Vec<usize>,
+    /// Offset of each small input in the shared block (`None`: a large input).
+    small: Vec<Option<usize>>,
+    /// Each turn's shared block (`None` when every input is large).
+    blocks: [Option<DevMem>; 2],
+    /// Each turn's buffer of a large input.
+    large: Vec<Option<[DevMem; 2]>>,
+}
+
+impl InputMem {
+    /// Two sets of device buffers for inputs of `sizes` bytes.
+    pub(crate) fn new(dev: &Arc<Dev>, sizes: Vec<usize>) -> Result<InputMem> {
+        let (small, block_bytes) = small_layout(&sizes);
+        let block = || -> Result<Option<DevMem>> {
+            Ok(if block_bytes > 0 {
+                Some(DevMem::new(&dev.ctx, block_bytes)?)
+            } else {
+                None
+            })
+        };
+        let blocks = [block()?, block()?];
+        let large = small
+            .iter()
+            .zip(&sizes)
+            .map(|(o, &b)| {
+                Ok(match o {
+                    None => Some([DevMem::new(&dev.ctx, b)?, DevMem::new(&dev.ctx, b)?]),
+                    Some(_) => None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(InputMem {
+            sizes,
+            small,
+            blocks,
+            large,
+        })
+    }
+
+    /// Device address of input `k` in turn `j`.
+    pub(crate) fn at(&self, j: usize, k: usize) -> u64 {
+        match (self.small[k], &self.blocks[j], &self.large[k]) {
+            (Some(o), Some(b), _) => b.ptr + o as u64,
+            (None, _, Some(l)) => l[j].ptr,
+            _ => unreachable!("every input has a buffer in each turn"),
+        }
+    }
+
+    /// Device bytes of both turns' buffers.
+    pub(crate) fn bytes(&self) -> usize {
+        let blocks: usize = self.blocks.iter().flatten().map(|b| b.bytes).sum();
+        let large: usize = self
+            .large
+            .iter()
+            .flatten()
+            .map(|l| l[0].bytes + l[1].bytes)
+            .sum();
+        blocks + large
+    }
+}
+
 /// Where an output of the step lands in the output buffer.
 pub(crate) struct OutSpec {
     pub(crate) dtype: DType,
@@ -61,23 +125,19 @@ struct Staging {
 
 pub(crate) struct Feeder {
     dev: Arc<Dev>,
-    /// Bytes of each fed input.
-    sizes: Vec<usize>,
-    /// Device address of each fed input's buffer (what the step reads).
-    targets: Vec<u64>,
-    /// Offset of each small input in the shared block (`None`: a large input).
-    small: Vec<Option<usize>>,
-    /// Device address of the small inputs' block and the bytes one copy fills (up to the end of
-    /// the last small input; 0 when there is none).
-    block_dst: u64,
+    mem: InputMem,
+    /// Bytes one copy of the shared block moves (up to the end of the last small input; 0 when
+    /// there is none).
     block_copy: usize,
     staging: [Staging; 2],
-    landing: Vec<Option<[DevMem; 2]>>,
-    /// Recorded on the main stream once turn `j`'s inputs are in their buffers: its staging and
-    /// landing memory may be written again.
-    freed: [CudaEvent; 2],
-    /// Recorded on the copy stream after turn `j`'s copies into landing buffers.
+    /// Recorded on the copy stream after turn `j`'s copies: its staging memory may be written
+    /// again, and the step of turn `j` may start.
     copied: [CudaEvent; 2],
+    /// Recorded on the main stream after the last step of turn `j` and the copies of its outputs:
+    /// turn `j`'s device buffers may be written again.
+    freed: [CudaEvent; 2],
+    /// The turn whose step was enqueued but whose `freed` is not recorded yet.
+    unfreed: Option<usize>,
     turn: usize,
     outputs: Arc<Vec<OutSpec>>,
     /// Bytes of an output buffer: the outputs one after another, or `OUT_SPAN` of the arena.
@@ -91,39 +151,29 @@ pub(crate) struct Feeder {
 unsafe impl Send for Feeder {}
 
 impl Feeder {
-    /// Staging for inputs of `sizes` bytes that land at `targets` (the small ones laid out by
-    /// `small_layout` from one base address), and room for `outputs` of (dtype, shape), which
-    /// the step leaves at addresses given to `receive`, often inside `arena` (address, bytes).
+    /// Staging for the inputs of `mem`, and room for `outputs` of (dtype, shape), which the step
+    /// leaves at addresses given to `receive`, often inside `arena` (address, bytes).
     pub(crate) fn new(
         dev: &Arc<Dev>,
-        sizes: Vec<usize>,
-        targets: Vec<u64>,
+        mem: InputMem,
         outputs: Vec<(DType, Vec<usize>)>,
         arena: (u64, usize),
     ) -> Result<Feeder> {
-        let (small, block_bytes) = small_layout(&sizes);
-        let first = small
+        let block_bytes = mem.blocks[0].as_ref().map_or(0, |b| b.bytes);
+        let block_copy = mem
+            .small
             .iter()
-            .zip(&targets)
-            .find_map(|(o, &t)| o.map(|o| t - o as u64));
-        let block_dst = first.unwrap_or(0);
-        let mut block_copy = 0;
-        for k in 0..sizes.len() {
-            if let Some(o) = small[k] {
-                if targets[k] != block_dst + o as u64 {
-                    return Err(cuda_err(format!(
-                        "input {k} is not where the shared input block puts it"
-                    )));
-                }
-                block_copy = block_copy.max(o + sizes[k]);
-            }
-        }
+            .zip(&mem.sizes)
+            .filter_map(|(o, &b)| o.map(|o| o + b))
+            .max()
+            .unwrap_or(0);
         let turn = || -> Result<Staging> {
             Ok(Staging {
                 block: Pinned::new(&dev.ctx, block_bytes)?,
-                large: sizes
+                large: mem
+                    .sizes
                     .iter()
-                    .zip(&small)
+                    .zip(&mem.small)
                     .map(|(&b, o)| match o {
                         Some(_) => Ok(None),
                         None => Pinned::new(&dev.ctx, b).map(Some),
@@ -132,16 +182,6 @@ impl Feeder {
             })
         };
         let staging = [turn()?, turn()?];
-        let landing = small
-            .iter()
-            .zip(&sizes)
-            .map(|(o, &b)| {
-                Ok(match o {
-                    None => Some([DevMem::new(&dev.ctx, b)?, DevMem::new(&dev.ctx, b)?]),
-                    Some(_) => None,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         let event = || ctx(dev.ctx.new_event(None), "creating an event");
         let mut specs = Vec::with_capacity(outputs.len());
         let mut out_bytes = 0;
@@ -157,15 +197,12 @@ impl Feeder {
         }
         Ok(Feeder {
             dev: dev.clone(),
-            sizes,
-            targets,
-            small,
-            block_dst,
+            mem,
             block_copy,
             staging,
-            landing,
-            freed: [event()?, event()?],
             copied: [event()?, event()?],
+            freed: [event()?, event()?],
+            unfreed: None,
             turn: 0,
             outputs: Arc::new(specs),
             out_bytes: out_bytes.max(OUT_SPAN),
@@ -174,101 +211,106 @@ impl Feeder {
         })
     }
 
-    /// Device bytes held here (the landing buffers).
+    /// Device bytes held here (both turns' input buffers).
     pub(crate) fn device_bytes(&self) -> usize {
-        self.landing
-            .iter()
-            .flatten()
-            .map(|l| l[0].bytes + l[1].bytes)
-            .sum()
+        self.mem.bytes()
+    }
+
+    /// The turn of the next run: its step reads `input_at(turn, k)`.
+    pub(crate) fn turn(&self) -> usize {
+        self.turn
+    }
+
+    /// Device address of input `k` in turn `j`.
+    pub(crate) fn input_at(&self, j: usize, k: usize) -> u64 {
+        self.mem.at(j, k)
     }
 
     /// Staging memory of input `k` in turn `j`.
     fn slot(&mut self, j: usize, k: usize) -> &mut [u8] {
         let s = &mut self.staging[j];
-        match (self.small[k], &mut s.large[k]) {
-            (Some(o), _) => &mut s.block.as_mut_slice()[o..o + self.sizes[k]],
-            (None, Some(p)) => &mut p.as_mut_slice()[..self.sizes[k]],
+        let bytes = self.mem.sizes[k];
+        match (self.mem.small[k], &mut s.large[k]) {
+            (Some(o), _) => &mut s.block.as_mut_slice()[o..o + bytes],
+            (None, Some(p)) => &mut p.as_mut_slice()[..bytes],
             (None, None) => unreachable!("a large input has staging of its own"),
         }
     }
 
     /// The staging memory of input `k` for the next run, once the device has read what it held.
     pub(crate) fn staging(&mut self, k: usize) -> Result<&mut [u8]> {
-        if k >= self.sizes.len() {
+        if k >= self.mem.sizes.len() {
             return Err(cuda_err(format!(
                 "input {k} asked for, the plan feeds {}",
-                self.sizes.len()
+                self.mem.sizes.len()
             )));
         }
         ctx(
-            self.freed[self.turn].synchronize(),
+            self.copied[self.turn].synchronize(),
             "waiting for an input copy",
         )?;
         Ok(self.slot(self.turn, k))
     }
 
-    /// Enqueues the copies of this turn's inputs (the caller holds the device lock, context bound).
+    /// Enqueues the copies of this turn's inputs and makes the main stream wait for them (the
+    /// caller holds the device lock, context bound, and enqueues the step of this turn next).
     pub(crate) fn send(&mut self, inputs: &[Feed<'_>]) -> Result<()> {
+        self.free()?;
         let j = self.turn;
-        ctx(self.freed[j].synchronize(), "waiting for an input copy")?;
+        ctx(self.copied[j].synchronize(), "waiting for an input copy")?;
         for (k, f) in inputs.iter().enumerate() {
             if let Feed::Host(t) = f {
                 let bytes = crate::host_bytes(t);
                 self.slot(j, k)[..bytes.len()].copy_from_slice(bytes);
             }
         }
-        let main = self.dev.stream.cu_stream();
         let side = self.dev.copy_stream.cu_stream();
+        // the last step of this turn (and its output copies) must have read the buffers
+        ctx(
+            self.dev.copy_stream.wait(&self.freed[j]),
+            "waiting for an event",
+        )?;
         if self.block_copy > 0 {
             let src = &self.staging[j].block.as_mut_slice()[..self.block_copy];
-            // SAFETY: the device block holds the staging block's layout (checked in `new`); the
-            // staging memory is not written again before `freed[j]` (recorded after this copy)
-            // has fired.
+            let dst = self.mem.blocks[j].as_ref().map_or(0, |b| b.ptr);
+            // SAFETY: the device block has the staging block's layout and size; the staging
+            // memory is not written again before `copied[j]` (recorded after this copy) has fired.
             ctx(
-                unsafe { drv::memcpy_htod_async(self.block_dst, src, main) },
+                unsafe { drv::memcpy_htod_async(dst, src, side) },
                 "copying the inputs to the device",
             )?;
         }
-        let mut landed = false;
-        for k in 0..self.sizes.len() {
-            let (Some(l), Some(src)) = (&self.landing[k], &mut self.staging[j].large[k]) else {
+        for k in 0..self.mem.sizes.len() {
+            let (Some(l), Some(src)) = (&self.mem.large[k], &mut self.staging[j].large[k]) else {
                 continue;
             };
-            let bytes = self.sizes[k];
-            // SAFETY: staging and landing buffers hold `bytes`; the staging memory is not written
-            // again before `freed[j]` has fired.
-            unsafe {
-                ctx(
-                    drv::memcpy_htod_async(l[j].ptr, &src.as_mut_slice()[..bytes], side),
-                    "copying an input to the device",
-                )?;
-            }
-            landed = true;
-        }
-        if landed {
+            let bytes = self.mem.sizes[k];
+            // SAFETY: staging and device buffers hold `bytes`; the staging memory is not written
+            // again before `copied[j]` has fired.
             ctx(
-                self.copied[j].record(&self.dev.copy_stream),
-                "recording an event",
+                unsafe { drv::memcpy_htod_async(l[j].ptr, &src.as_mut_slice()[..bytes], side) },
+                "copying an input to the device",
             )?;
-            ctx(
-                self.dev.stream.wait(&self.copied[j]),
-                "waiting for an event",
-            )?;
-            for (k, l) in self.landing.iter().enumerate() {
-                if let Some(l) = l {
-                    // SAFETY: both buffers hold `sizes[k]` bytes; ordered after the copy above.
-                    ctx(
-                        unsafe {
-                            drv::memcpy_dtod_async(self.targets[k], l[j].ptr, self.sizes[k], main)
-                        },
-                        "device copy",
-                    )?;
-                }
-            }
         }
-        ctx(self.freed[j].record(&self.dev.stream), "recording an event")?;
+        ctx(
+            self.copied[j].record(&self.dev.copy_stream),
+            "recording an event",
+        )?;
+        ctx(
+            self.dev.stream.wait(&self.copied[j]),
+            "waiting for an event",
+        )?;
+        self.unfreed = Some(j);
         self.turn ^= 1;
+        Ok(())
+    }
+
+    /// Records that the step enqueued last (and its output copies) is done with its turn's
+    /// buffers.
+    fn free(&mut self) -> Result<()> {
+        if let Some(j) = self.unfreed.take() {
+            ctx(self.freed[j].record(&self.dev.stream), "recording an event")?;
+        }
         Ok(())
     }
 
@@ -315,6 +357,7 @@ impl Feeder {
                 None
             }
         };
+        self.free()?;
         ctx(done.record(&self.dev.stream), "recording an event")?;
         let flight = InFlight {
             buf: Some((host, done)),
