@@ -1,15 +1,16 @@
 //! lamina-cuda: the CUDA backend of lamina.
 //!
 //! [`CudaBackend`] compiles a [`Plan`] into a [`CudaExecutable`]: one device arena of
-//! `plan.arena_bytes` for every intermediate, constants uploaded once, fixed device buffers for
-//! the fed inputs, and a list of device operations — NVRTC kernels generated per fusion group (a
+//! `plan.arena_bytes` for every intermediate, constants uploaded once, two turns of device buffers
+//! for the fed inputs, and a list of device operations — NVRTC kernels generated per fusion group (a
 //! few modules per plan compiled in parallel, their PTX cached by source hash in the process and
 //! on disk under `$LAMINA_CACHE_DIR`, else `$XDG_CACHE_HOME/lamina/cuda`, else
 //! `~/.cache/lamina/cuda`), generic kernels for movement, reductions, RNG
 //! (Philox-4x32-10, the same bits as `lamina_core::rng`), gather/scatter and convolution, cuBLAS
 //! for matmuls (TF32 for f32 unless [`CudaConfig::tf32`] is off), device copies for Assigns and
-//! state snapshots. The first run captures the whole step as a CUDA graph; later runs copy the
-//! inputs in, replay the graph and copy the outputs out. Persistent state stays in device
+//! state snapshots. The first run of each input turn captures the whole step as a CUDA graph;
+//! later runs copy the inputs in (overlapping the previous step), replay the graph and copy the
+//! outputs out. Persistent state stays in device
 //! buffers ([`CudaBuffer`]) between runs.
 //!
 //! The CUDA libraries are loaded at run time, so the crate builds without a CUDA toolkit;
