@@ -369,6 +369,15 @@ impl Feeder {
     }
 }
 
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        // no copy may still read the staging memory or write the input buffers once they are freed
+        for e in self.copied.iter().chain(&self.freed) {
+            let _ = e.synchronize();
+        }
+    }
+}
+
 /// The device range (address, bytes) that one copy brings every output back in: `None` unless
 /// there are several outputs, all inside `arena` and within `OUT_SPAN` bytes of each other.
 fn out_span(outputs: &[OutSpec], srcs: &[u64], arena: (u64, usize)) -> Option<(u64, usize)> {
