@@ -3,7 +3,7 @@
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{
-    result as drv, sys as drv_sys, CudaContext, CudaFunction, CudaModule, CudaStream,
+    result as drv, sys as drv_sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaStream,
 };
 use cudarc::nvrtc::Ptx;
 use lamina_core::{Error, Result};
@@ -343,6 +343,22 @@ pub(crate) struct Dev {
     modules: Mutex<HashMap<u64, Arc<CudaModule>>>,
     /// Held by every run, upload, download and write: one user of the stream and handle at a time.
     busy: Mutex<()>,
+    /// Page-locked slots that small writes are copied from (`write_small`), used in turns.
+    ring: Mutex<Ring>,
+}
+
+/// Bytes of a slot of the write ring: writes up to this size (the trainer's per-step
+/// hyper-parameters) go through it.
+pub(crate) const WRITE_SLOT: usize = 4096;
+/// Slots of the write ring. A slot is reused once the copy out of it has run, which with one
+/// write per step is long done by the time the ring comes round.
+const WRITE_SLOTS: usize = 8;
+
+/// The write ring: page-locked slots, each with the event recorded after the copy out of it.
+#[derive(Default)]
+struct Ring {
+    slots: Vec<(Pinned, CudaEvent)>,
+    next: usize,
 }
 
 // SAFETY: the cuBLAS handle and the stream are only used while `busy` is held.
@@ -403,7 +419,42 @@ impl Dev {
             functions: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             busy: Mutex::new(()),
+            ring: Mutex::new(Ring::default()),
         })
+    }
+
+    /// Enqueues a copy of `bytes` (at most `WRITE_SLOT`) to device address `dst` on the stream
+    /// from a page-locked slot, so the host does not wait: an asynchronous copy from pageable
+    /// memory may wait for the stream to drain first, which cost a steady-state training step the
+    /// whole overlap of host and device. The caller holds `lock()` with the context bound.
+    pub(crate) fn write_small(&self, dst: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > WRITE_SLOT {
+            return Err(cuda_err(format!(
+                "a write of {} bytes through slots of {WRITE_SLOT}",
+                bytes.len()
+            )));
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.slots.len() < WRITE_SLOTS {
+            let slot = (
+                Pinned::new(&self.ctx, WRITE_SLOT)?,
+                ctx(self.ctx.new_event(None), "creating an event")?,
+            );
+            ring.slots.push(slot);
+        }
+        let k = ring.next % ring.slots.len();
+        ring.next = ring.next.wrapping_add(1);
+        let (mem, done) = &mut ring.slots[k];
+        ctx(done.synchronize(), "waiting for an earlier write")?;
+        let src = &mut mem.as_mut_slice()[..bytes.len()];
+        src.copy_from_slice(bytes);
+        // SAFETY: `dst` holds `bytes.len()` bytes (the caller's buffer); the slot is not written
+        // again before `done`, recorded after this copy, has fired.
+        ctx(
+            unsafe { drv::memcpy_htod_async(dst, &*src, self.stream.cu_stream()) },
+            "copying to the device",
+        )?;
+        ctx(done.record(&self.stream), "recording an event")
     }
 
     /// Exclusive use of the stream and the cuBLAS handle.

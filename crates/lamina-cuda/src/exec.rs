@@ -204,8 +204,8 @@ pub struct CudaExecutable {
     _consts: Vec<DevMem>,
     _snapshots: Vec<DevMem>,
     _scratch: Vec<DevMem>,
-    _inputs: Vec<DevMem>,
-    /// Inputs in through page-locked staging, outputs out (`feed.rs`).
+    /// Inputs in through page-locked staging into two turns of device buffers, outputs out
+    /// (`feed.rs`).
     feed: Feeder,
     slots: Vec<u64>,
     bind_states: Vec<(usize, String)>,
@@ -218,8 +218,8 @@ pub struct CudaExecutable {
     runs: usize,
     /// Host time of runs 20-119 of a profiled executable, per phase of `submit` (µs, summed).
     host_phases: [f64; 5],
-    /// The captured step and the state addresses it was captured with.
-    graph: Option<(CudaGraph, Vec<u64>)>,
+    /// The captured step of each input turn and the state addresses it was captured with.
+    graphs: [Option<(CudaGraph, Vec<u64>)>; 2],
     _modules: Vec<Arc<cudarc::driver::CudaModule>>,
 }
 
@@ -257,7 +257,7 @@ impl CudaExecutable {
 
     /// True once the step has been captured as a CUDA graph that later runs replay.
     pub fn is_captured(&self) -> bool {
-        self.graph.is_some()
+        self.graphs.iter().any(Option::is_some)
     }
 
     pub(crate) fn compile(dev: &Arc<Dev>, plan: &Plan, use_graph: bool) -> Result<CudaExecutable> {
@@ -395,12 +395,8 @@ impl CudaExecutable {
             }
         }
         crate::dev::report("compiling the plan (all of it)", t);
-        let feed = Feeder::new(
-            dev,
-            b.inputs.iter().map(|m| m.bytes).collect(),
-            b.inputs.iter().map(|m| m.ptr).collect(),
-            out_types,
-        )?;
+        let arena = (b.arena.ptr, b.arena.bytes);
+        let feed = Feeder::new(dev, b.inputs, out_types, arena)?;
         Ok(CudaExecutable {
             dev: dev.clone(),
             plan: plan.clone(),
@@ -408,7 +404,6 @@ impl CudaExecutable {
             _consts: b.consts,
             _snapshots: b.snapshots,
             _scratch: scratch,
-            _inputs: b.inputs,
             feed,
             slots: b.slots,
             bind_states: b.bind_states,
@@ -418,7 +413,7 @@ impl CudaExecutable {
             profile: std::env::var_os("LAMINA_CUDA_PROFILE").is_some(),
             runs: 0,
             host_phases: [0.0; 5],
-            graph: None,
+            graphs: [None, None],
             _modules: modules,
         })
     }
@@ -639,15 +634,14 @@ impl CudaExecutable {
         }
     }
 
-    /// Device bytes this executable holds: arena, constants, state snapshots, scratch, input
-    /// buffers and the landing buffers of large inputs.
+    /// Device bytes this executable holds: arena, constants, state snapshots, scratch and both
+    /// turns of input buffers.
     pub fn device_bytes(&self) -> usize {
         let sum = |v: &[DevMem]| v.iter().map(|m| m.bytes).sum::<usize>();
         self._arena.bytes
             + sum(&self._consts)
             + sum(&self._snapshots)
             + sum(&self._scratch)
-            + sum(&self._inputs)
             + self.feed.device_bytes()
     }
 
@@ -723,16 +717,20 @@ impl CudaExecutable {
         let _busy = dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
         let t_bound = std::time::Instant::now();
+        let turn = self.feed.turn();
         self.feed.send(inputs)?;
         let t_sent = std::time::Instant::now();
-        // the graph is stale when a state buffer moved since the capture
-        let mut stale = self.graph.is_none();
+        for (k, &id) in self.plan.inputs.iter().enumerate() {
+            self.slots[id] = self.feed.input_at(turn, k);
+        }
+        // the turn's graph is stale when a state buffer moved since its capture
+        let mut stale = self.graphs[turn].is_none();
         for (k, (slot, name)) in self.bind_states.iter().enumerate() {
             let buf = state
                 .get(name)
                 .ok_or_else(|| cuda_err(format!("state \"{name}\" is missing")))?;
             self.slots[*slot] = buf.mem.ptr;
-            stale |= !matches!(&self.graph, Some((_, p)) if p[k] == buf.mem.ptr);
+            stale |= !matches!(&self.graphs[turn], Some((_, p)) if p[k] == buf.mem.ptr);
         }
         self.runs += 1;
         // the 10th run of a profiled executable also reports host time against graph time
@@ -747,12 +745,12 @@ impl CudaExecutable {
                     .iter()
                     .map(|(slot, _)| self.slots[*slot])
                     .collect();
-                self.graph = None;
+                self.graphs[turn] = None;
                 // A failed capture is not an error: this run goes launch by launch and the next
                 // one tries again (tests check that training steps do end up captured).
-                self.graph = self.capture().ok().flatten().map(|g| (g, state_ptrs));
+                self.graphs[turn] = self.capture().ok().flatten().map(|g| (g, state_ptrs));
             }
-            match &self.graph {
+            match &self.graphs[turn] {
                 Some((g, _)) => {
                     if self.runs == 10 && self.profile {
                         let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
@@ -825,7 +823,7 @@ impl Drop for CudaExecutable {
     fn drop(&mut self) {
         // destroying the graph and unloading the module must not overlap another thread's capture
         let _quiet = not_capturing();
-        self.graph = None;
+        self.graphs = [None, None];
         self._modules.clear();
     }
 }
@@ -842,7 +840,8 @@ struct Builder<'p> {
     snap_of: HashMap<String, usize>,
     assigned: HashMap<String, usize>,
     pre: Vec<Vec<Kernel>>,
-    inputs: Vec<DevMem>,
+    /// Device buffers of the fed inputs, both turns.
+    inputs: crate::feed::InputMem,
     bind_states: Vec<(usize, String)>,
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
@@ -885,12 +884,15 @@ impl<'p> Builder<'p> {
         }
         let arena = DevMem::new(&dev.ctx, plan.arena_bytes)?;
         let mut slots = vec![0u64; n];
-        let mut inputs = Vec::with_capacity(plan.inputs.len());
-        for &i in &plan.inputs {
-            let ty = &g.nodes[i].ty;
-            let bytes = numel(&ty.shape) * ty.dtype.size_bytes();
-            inputs.push(DevMem::new(&dev.ctx, bytes)?);
-        }
+        // two turns of input buffers (`feed.rs`); the slots hold turn 0's until a run binds its
+        // turn's
+        let inputs = crate::feed::InputMem::new(
+            dev,
+            plan.inputs
+                .iter()
+                .map(|&i| numel(&g.nodes[i].ty.shape) * g.nodes[i].ty.dtype.size_bytes())
+                .collect(),
+        )?;
         let mut bind_states = Vec::new();
         for (id, s) in plan.storage.iter().enumerate() {
             let ty = &g.nodes[id].ty;
@@ -912,7 +914,7 @@ impl<'p> Builder<'p> {
                             "%{id} is stored as input {k}, which the plan feeds elsewhere"
                         )));
                     }
-                    slots[id] = inputs[*k].ptr;
+                    slots[id] = inputs.at(0, *k);
                 }
                 Storage::State(name) => {
                     if !plan.states.iter().any(|(s, t)| s == name && t == ty) {

@@ -1,18 +1,110 @@
-//! Host ↔ device traffic of an executable. Fed inputs go through two sets of page-locked staging
-//! buffers used in turns, so the host fills one while the device still copies from the other.
-//! Large inputs are copied on the device's copy stream into a landing buffer (one per turn), so
-//! that copy overlaps the previous step's kernels; the step itself then starts with a
-//! device-to-device copy into the input buffer its graph was captured with. Outputs are copied into
-//! small page-locked buffers (pooled) that the caller reads when it waits for them.
+//! Host ↔ device traffic of an executable. Fed inputs have two sets of device buffers used in
+//! turns, each with its own capture of the step (the graph of turn `j` reads turn `j`'s buffers),
+//! and two sets of page-locked staging memory. The copies of a step's inputs run on the device's
+//! copy stream while the previous step's kernels still run; the step waits for them with an
+//! event, and the copies of turn `j` wait for the end of the last step that read turn `j`.
+//! Inputs below `LANDING_MIN` share one staging block and one device block per turn with the same
+//! layout (`small_layout`), so one copy moves them all. Outputs are copied into small page-locked
+//! buffers (pooled) that the caller reads when it waits for them: in one copy when they lie close
+//! together in the arena (`OUT_SPAN`), else one copy each.
 
 use crate::dev::{ctx, cuda_err, Dev, DevMem, Pinned};
 use cudarc::driver::{result as drv, CudaEvent};
 use lamina_core::{DType, Feed, HostTensor, PendingOutputs, Result};
 use std::sync::{Arc, Mutex};
 
-/// Inputs of at least this many bytes travel on the copy stream through a landing buffer; smaller
-/// ones are copied straight into their input buffer on the main stream (one operation, no event).
+/// Inputs of at least this many bytes have staging and device buffers of their own; smaller ones
+/// share a block copied in one operation.
 const LANDING_MIN: usize = 1 << 20;
+
+/// Alignment of the inputs in the shared block (what a fresh allocation gives).
+const ALIGN: usize = 256;
+
+/// Outputs that all lie within this many bytes of the arena come back in one copy of that range
+/// (each stream operation costs the device a few µs between steps; a few kB more cost nothing).
+const OUT_SPAN: usize = 4096;
+
+/// The offset of each input below `LANDING_MIN` in the shared block (`None` for a large one) and
+/// the block's bytes (0 when every input is large). Each takes at least `ALIGN` bytes, so even an
+/// empty input has an address of its own.
+pub(crate) fn small_layout(sizes: &[usize]) -> (Vec<Option<usize>>, usize) {
+    let mut end = 0;
+    let offsets = sizes
+        .iter()
+        .map(|&b| {
+            (b < LANDING_MIN).then(|| {
+                let o = end;
+                end += b.max(1).next_multiple_of(ALIGN);
+                o
+            })
+        })
+        .collect();
+    (offsets, end)
+}
+
+/// The device buffers of the fed inputs, one set per turn.
+pub(crate) struct InputMem {
+    /// Bytes of each fed input.
+    sizes: Vec<usize>,
+    /// Offset of each small input in the shared block (`None`: a large input).
+    small: Vec<Option<usize>>,
+    /// Each turn's shared block (`None` when every input is large).
+    blocks: [Option<DevMem>; 2],
+    /// Each turn's buffer of a large input.
+    large: Vec<Option<[DevMem; 2]>>,
+}
+
+impl InputMem {
+    /// Two sets of device buffers for inputs of `sizes` bytes.
+    pub(crate) fn new(dev: &Arc<Dev>, sizes: Vec<usize>) -> Result<InputMem> {
+        let (small, block_bytes) = small_layout(&sizes);
+        let block = || -> Result<Option<DevMem>> {
+            Ok(if block_bytes > 0 {
+                Some(DevMem::new(&dev.ctx, block_bytes)?)
+            } else {
+                None
+            })
+        };
+        let blocks = [block()?, block()?];
+        let large = small
+            .iter()
+            .zip(&sizes)
+            .map(|(o, &b)| {
+                Ok(match o {
+                    None => Some([DevMem::new(&dev.ctx, b)?, DevMem::new(&dev.ctx, b)?]),
+                    Some(_) => None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(InputMem {
+            sizes,
+            small,
+            blocks,
+            large,
+        })
+    }
+
+    /// Device address of input `k` in turn `j`.
+    pub(crate) fn at(&self, j: usize, k: usize) -> u64 {
+        match (self.small[k], &self.blocks[j], &self.large[k]) {
+            (Some(o), Some(b), _) => b.ptr + o as u64,
+            (None, _, Some(l)) => l[j].ptr,
+            _ => unreachable!("every input has a buffer in each turn"),
+        }
+    }
+
+    /// Device bytes of both turns' buffers.
+    pub(crate) fn bytes(&self) -> usize {
+        let blocks: usize = self.blocks.iter().flatten().map(|b| b.bytes).sum();
+        let large: usize = self
+            .large
+            .iter()
+            .flatten()
+            .map(|l| l[0].bytes + l[1].bytes)
+            .sum();
+        blocks + large
+    }
+}
 
 /// Where an output of the step lands in the output buffer.
 pub(crate) struct OutSpec {
@@ -25,22 +117,33 @@ pub(crate) struct OutSpec {
 /// An output buffer and the event after the copies into it.
 type OutBuf = (Pinned, CudaEvent);
 
+/// One turn's page-locked staging: the shared block of the small inputs, the large ones apart.
+struct Staging {
+    block: Pinned,
+    large: Vec<Option<Pinned>>,
+}
+
 pub(crate) struct Feeder {
     dev: Arc<Dev>,
-    /// Bytes of each fed input.
-    sizes: Vec<usize>,
-    /// Device address of each fed input's buffer (what the step reads).
-    targets: Vec<u64>,
-    staging: [Vec<Pinned>; 2],
-    landing: Vec<Option<[DevMem; 2]>>,
-    /// Recorded on the main stream once turn `j`'s inputs are in their buffers: its staging and
-    /// landing memory may be written again.
-    freed: [CudaEvent; 2],
-    /// Recorded on the copy stream after turn `j`'s copies into landing buffers.
+    mem: InputMem,
+    /// Bytes one copy of the shared block moves (up to the end of the last small input; 0 when
+    /// there is none).
+    block_copy: usize,
+    staging: [Staging; 2],
+    /// Recorded on the copy stream after turn `j`'s copies: its staging memory may be written
+    /// again, and the step of turn `j` may start.
     copied: [CudaEvent; 2],
+    /// Recorded on the main stream after the last step of turn `j` and the copies of its outputs:
+    /// turn `j`'s device buffers may be written again.
+    freed: [CudaEvent; 2],
+    /// The turn whose step was enqueued but whose `freed` is not recorded yet.
+    unfreed: Option<usize>,
     turn: usize,
     outputs: Arc<Vec<OutSpec>>,
+    /// Bytes of an output buffer: the outputs one after another, or `OUT_SPAN` of the arena.
     out_bytes: usize,
+    /// Device range (address, bytes) of the arena: outputs inside it may come back in one copy.
+    arena: (u64, usize),
     pool: Arc<Mutex<Vec<OutBuf>>>,
 }
 
@@ -48,30 +151,37 @@ pub(crate) struct Feeder {
 unsafe impl Send for Feeder {}
 
 impl Feeder {
-    /// Staging for inputs of `sizes` bytes that land at `targets`, and room for `outputs` of
-    /// (dtype, shape).
+    /// Staging for the inputs of `mem`, and room for `outputs` of (dtype, shape), which the step
+    /// leaves at addresses given to `receive`, often inside `arena` (address, bytes).
     pub(crate) fn new(
         dev: &Arc<Dev>,
-        sizes: Vec<usize>,
-        targets: Vec<u64>,
+        mem: InputMem,
         outputs: Vec<(DType, Vec<usize>)>,
+        arena: (u64, usize),
     ) -> Result<Feeder> {
-        let mut staging = [Vec::new(), Vec::new()];
-        for s in &mut staging {
-            for &b in &sizes {
-                s.push(Pinned::new(&dev.ctx, b)?);
-            }
-        }
-        let landing = sizes
+        let block_bytes = mem.blocks[0].as_ref().map_or(0, |b| b.bytes);
+        let block_copy = mem
+            .small
             .iter()
-            .map(|&b| {
-                Ok(if b >= LANDING_MIN {
-                    Some([DevMem::new(&dev.ctx, b)?, DevMem::new(&dev.ctx, b)?])
-                } else {
-                    None
-                })
+            .zip(&mem.sizes)
+            .filter_map(|(o, &b)| o.map(|o| o + b))
+            .max()
+            .unwrap_or(0);
+        let turn = || -> Result<Staging> {
+            Ok(Staging {
+                block: Pinned::new(&dev.ctx, block_bytes)?,
+                large: mem
+                    .sizes
+                    .iter()
+                    .zip(&mem.small)
+                    .map(|(&b, o)| match o {
+                        Some(_) => Ok(None),
+                        None => Pinned::new(&dev.ctx, b).map(Some),
+                    })
+                    .collect::<Result<_>>()?,
             })
-            .collect::<Result<Vec<_>>>()?;
+        };
+        let staging = [turn()?, turn()?];
         let event = || ctx(dev.ctx.new_event(None), "creating an event");
         let mut specs = Vec::with_capacity(outputs.len());
         let mut out_bytes = 0;
@@ -87,102 +197,120 @@ impl Feeder {
         }
         Ok(Feeder {
             dev: dev.clone(),
-            sizes,
-            targets,
+            mem,
+            block_copy,
             staging,
-            landing,
-            freed: [event()?, event()?],
             copied: [event()?, event()?],
+            freed: [event()?, event()?],
+            unfreed: None,
             turn: 0,
             outputs: Arc::new(specs),
-            out_bytes,
+            out_bytes: out_bytes.max(OUT_SPAN),
+            arena,
             pool: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    /// Device bytes held here (the landing buffers).
+    /// Device bytes held here (both turns' input buffers).
     pub(crate) fn device_bytes(&self) -> usize {
-        self.landing
-            .iter()
-            .flatten()
-            .map(|l| l[0].bytes + l[1].bytes)
-            .sum()
+        self.mem.bytes()
+    }
+
+    /// The turn of the next run: its step reads `input_at(turn, k)`.
+    pub(crate) fn turn(&self) -> usize {
+        self.turn
+    }
+
+    /// Device address of input `k` in turn `j`.
+    pub(crate) fn input_at(&self, j: usize, k: usize) -> u64 {
+        self.mem.at(j, k)
+    }
+
+    /// Staging memory of input `k` in turn `j`.
+    fn slot(&mut self, j: usize, k: usize) -> &mut [u8] {
+        let s = &mut self.staging[j];
+        let bytes = self.mem.sizes[k];
+        match (self.mem.small[k], &mut s.large[k]) {
+            (Some(o), _) => &mut s.block.as_mut_slice()[o..o + bytes],
+            (None, Some(p)) => &mut p.as_mut_slice()[..bytes],
+            (None, None) => unreachable!("a large input has staging of its own"),
+        }
     }
 
     /// The staging memory of input `k` for the next run, once the device has read what it held.
     pub(crate) fn staging(&mut self, k: usize) -> Result<&mut [u8]> {
-        if k >= self.sizes.len() {
+        if k >= self.mem.sizes.len() {
             return Err(cuda_err(format!(
                 "input {k} asked for, the plan feeds {}",
-                self.sizes.len()
+                self.mem.sizes.len()
             )));
         }
         ctx(
-            self.freed[self.turn].synchronize(),
+            self.copied[self.turn].synchronize(),
             "waiting for an input copy",
         )?;
-        Ok(self.staging[self.turn][k].as_mut_slice())
+        Ok(self.slot(self.turn, k))
     }
 
-    /// Enqueues the copies of this turn's inputs (the caller holds the device lock, context bound).
+    /// Enqueues the copies of this turn's inputs and makes the main stream wait for them (the
+    /// caller holds the device lock, context bound, and enqueues the step of this turn next).
     pub(crate) fn send(&mut self, inputs: &[Feed<'_>]) -> Result<()> {
+        self.free()?;
         let j = self.turn;
-        ctx(self.freed[j].synchronize(), "waiting for an input copy")?;
+        ctx(self.copied[j].synchronize(), "waiting for an input copy")?;
         for (k, f) in inputs.iter().enumerate() {
             if let Feed::Host(t) = f {
                 let bytes = crate::host_bytes(t);
-                self.staging[j][k].as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+                self.slot(j, k)[..bytes.len()].copy_from_slice(bytes);
             }
         }
-        let main = self.dev.stream.cu_stream();
         let side = self.dev.copy_stream.cu_stream();
-        let mut landed = false;
-        for k in 0..self.sizes.len() {
-            let (bytes, src) = (self.sizes[k], self.staging[j][k].as_mut_slice());
-            if bytes == 0 {
+        // the last step of this turn (and its output copies) must have read the buffers
+        ctx(
+            self.dev.copy_stream.wait(&self.freed[j]),
+            "waiting for an event",
+        )?;
+        if self.block_copy > 0 {
+            let src = &self.staging[j].block.as_mut_slice()[..self.block_copy];
+            let dst = self.mem.blocks[j].as_ref().map_or(0, |b| b.ptr);
+            // SAFETY: the device block has the staging block's layout and size; the staging
+            // memory is not written again before `copied[j]` (recorded after this copy) has fired.
+            ctx(
+                unsafe { drv::memcpy_htod_async(dst, src, side) },
+                "copying the inputs to the device",
+            )?;
+        }
+        for k in 0..self.mem.sizes.len() {
+            let (Some(l), Some(src)) = (&self.mem.large[k], &mut self.staging[j].large[k]) else {
                 continue;
-            }
-            // SAFETY: staging, landing and input buffers all hold `bytes`; the staging memory is
-            // not written again before `freed[j]` (recorded after these copies) has fired.
-            unsafe {
-                match &self.landing[k] {
-                    Some(l) => {
-                        ctx(
-                            drv::memcpy_htod_async(l[j].ptr, &src[..bytes], side),
-                            "copying an input to the device",
-                        )?;
-                        landed = true;
-                    }
-                    None => ctx(
-                        drv::memcpy_htod_async(self.targets[k], &src[..bytes], main),
-                        "copying an input to the device",
-                    )?,
-                }
-            }
-        }
-        if landed {
+            };
+            let bytes = self.mem.sizes[k];
+            // SAFETY: staging and device buffers hold `bytes`; the staging memory is not written
+            // again before `copied[j]` has fired.
             ctx(
-                self.copied[j].record(&self.dev.copy_stream),
-                "recording an event",
+                unsafe { drv::memcpy_htod_async(l[j].ptr, &src.as_mut_slice()[..bytes], side) },
+                "copying an input to the device",
             )?;
-            ctx(
-                self.dev.stream.wait(&self.copied[j]),
-                "waiting for an event",
-            )?;
-            for (k, l) in self.landing.iter().enumerate() {
-                if let Some(l) = l {
-                    // SAFETY: both buffers hold `sizes[k]` bytes; ordered after the copy above.
-                    ctx(
-                        unsafe {
-                            drv::memcpy_dtod_async(self.targets[k], l[j].ptr, self.sizes[k], main)
-                        },
-                        "device copy",
-                    )?;
-                }
-            }
         }
-        ctx(self.freed[j].record(&self.dev.stream), "recording an event")?;
+        ctx(
+            self.copied[j].record(&self.dev.copy_stream),
+            "recording an event",
+        )?;
+        ctx(
+            self.dev.stream.wait(&self.copied[j]),
+            "waiting for an event",
+        )?;
+        self.unfreed = Some(j);
         self.turn ^= 1;
+        Ok(())
+    }
+
+    /// Records that the step enqueued last (and its output copies) is done with its turn's
+    /// buffers.
+    fn free(&mut self) -> Result<()> {
+        if let Some(j) = self.unfreed.take() {
+            ctx(self.freed[j].record(&self.dev.stream), "recording an event")?;
+        }
         Ok(())
     }
 
@@ -198,26 +326,77 @@ impl Feeder {
         };
         let stream = self.dev.stream.cu_stream();
         let mem = host.as_mut_slice();
-        for (o, &src) in self.outputs.iter().zip(srcs) {
-            if o.bytes > 0 {
-                // SAFETY: the slot holds the output's bytes after the step; the host memory stays
-                // alive (in `InFlight`) until `done` has fired.
+        let span = out_span(&self.outputs, srcs, self.arena);
+        let offsets: Option<Vec<usize>> = match span {
+            Some((lo, len)) => {
+                // SAFETY: `lo..lo + len` lies inside the arena; the host memory stays alive (in
+                // `InFlight`) until `done` has fired.
                 ctx(
-                    unsafe {
-                        drv::memcpy_dtoh_async(&mut mem[o.offset..o.offset + o.bytes], src, stream)
-                    },
-                    "copying an output to the host",
+                    unsafe { drv::memcpy_dtoh_async(&mut mem[..len], lo, stream) },
+                    "copying the outputs to the host",
                 )?;
+                Some(srcs.iter().map(|&s| (s - lo) as usize).collect())
             }
-        }
+            None => {
+                for (o, &src) in self.outputs.iter().zip(srcs) {
+                    if o.bytes > 0 {
+                        // SAFETY: the slot holds the output's bytes after the step; the host
+                        // memory stays alive (in `InFlight`) until `done` has fired.
+                        ctx(
+                            unsafe {
+                                drv::memcpy_dtoh_async(
+                                    &mut mem[o.offset..o.offset + o.bytes],
+                                    src,
+                                    stream,
+                                )
+                            },
+                            "copying an output to the host",
+                        )?;
+                    }
+                }
+                None
+            }
+        };
+        self.free()?;
         ctx(done.record(&self.dev.stream), "recording an event")?;
         let flight = InFlight {
             buf: Some((host, done)),
             specs: self.outputs.clone(),
+            offsets,
             pool: self.pool.clone(),
         };
         Ok(PendingOutputs::later(move || flight.read()))
     }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        // no copy may still read the staging memory or write the input buffers once they are freed
+        for e in self.copied.iter().chain(&self.freed) {
+            let _ = e.synchronize();
+        }
+    }
+}
+
+/// The device range (address, bytes) that one copy brings every output back in: `None` unless
+/// there are several outputs, all inside `arena` and within `OUT_SPAN` bytes of each other.
+fn out_span(outputs: &[OutSpec], srcs: &[u64], arena: (u64, usize)) -> Option<(u64, usize)> {
+    if outputs.len() < 2 {
+        return None;
+    }
+    let (a0, a1) = (arena.0, arena.0 + arena.1 as u64);
+    let mut lo = u64::MAX;
+    let mut hi = 0;
+    for (o, &s) in outputs.iter().zip(srcs) {
+        let end = s + o.bytes as u64;
+        if s < a0 || end > a1 {
+            return None;
+        }
+        lo = lo.min(s);
+        hi = hi.max(end);
+    }
+    let len = (hi - lo) as usize;
+    (len <= OUT_SPAN).then_some((lo, len))
 }
 
 /// Outputs being copied: the buffer goes back to the pool once the copies have finished (also
@@ -225,6 +404,8 @@ impl Feeder {
 struct InFlight {
     buf: Option<OutBuf>,
     specs: Arc<Vec<OutSpec>>,
+    /// Where each output lies in the buffer when one copy brought them all (else `specs`).
+    offsets: Option<Vec<usize>>,
     pool: Arc<Mutex<Vec<OutBuf>>>,
 }
 
@@ -235,8 +416,10 @@ impl InFlight {
             let mem = host.as_mut_slice();
             self.specs
                 .iter()
-                .map(|o| {
-                    HostTensor::from_le_bytes(&o.shape, o.dtype, &mem[o.offset..o.offset + o.bytes])
+                .enumerate()
+                .map(|(k, o)| {
+                    let at = self.offsets.as_ref().map_or(o.offset, |v| v[k]);
+                    HostTensor::from_le_bytes(&o.shape, o.dtype, &mem[at..at + o.bytes])
                 })
                 .collect()
         });

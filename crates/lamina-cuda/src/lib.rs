@@ -1,15 +1,16 @@
 //! lamina-cuda: the CUDA backend of lamina.
 //!
 //! [`CudaBackend`] compiles a [`Plan`] into a [`CudaExecutable`]: one device arena of
-//! `plan.arena_bytes` for every intermediate, constants uploaded once, fixed device buffers for
-//! the fed inputs, and a list of device operations — NVRTC kernels generated per fusion group (a
+//! `plan.arena_bytes` for every intermediate, constants uploaded once, two turns of device buffers
+//! for the fed inputs, and a list of device operations — NVRTC kernels generated per fusion group (a
 //! few modules per plan compiled in parallel, their PTX cached by source hash in the process and
 //! on disk under `$LAMINA_CACHE_DIR`, else `$XDG_CACHE_HOME/lamina/cuda`, else
 //! `~/.cache/lamina/cuda`), generic kernels for movement, reductions, RNG
 //! (Philox-4x32-10, the same bits as `lamina_core::rng`), gather/scatter and convolution, cuBLAS
 //! for matmuls (TF32 for f32 unless [`CudaConfig::tf32`] is off), device copies for Assigns and
-//! state snapshots. The first run captures the whole step as a CUDA graph; later runs copy the
-//! inputs in, replay the graph and copy the outputs out. Persistent state stays in device
+//! state snapshots. The first run of each input turn captures the whole step as a CUDA graph;
+//! later runs copy the inputs in (overlapping the previous step), replay the graph and copy the
+//! outputs out. Persistent state stays in device
 //! buffers ([`CudaBuffer`]) between runs.
 //!
 //! The CUDA libraries are loaded at run time, so the crate builds without a CUDA toolkit;
@@ -188,11 +189,14 @@ impl Backend for CudaBackend {
         }
         let _busy = self.dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
-        // SAFETY: the buffer holds `bytes.len()` bytes; the copy is ordered on the backend's
-        // stream after any run that reads the buffer and before the next one. The source is
-        // pageable memory, which the driver has staged by the time the call returns, so no
-        // synchronization is needed (that saves a round trip per step for the trainer's
-        // hyper-parameter writes); downloads and runs synchronize the stream.
+        // Ordered on the backend's stream after any run that reads the buffer and before the next
+        // one. Small writes (the trainer's hyper-parameters, every step) are staged in
+        // page-locked memory so the host does not wait for the stream.
+        if bytes.len() <= dev::WRITE_SLOT {
+            return self.dev.write_small(buf.mem.ptr, bytes);
+        }
+        // SAFETY: the buffer holds `bytes.len()` bytes. The source is pageable memory, which the
+        // driver has staged by the time the call returns (it may wait for the stream first).
         ctx(
             unsafe {
                 cudarc::driver::result::memcpy_htod_async(

@@ -88,6 +88,9 @@ pub struct ModelTrainer {
     x_reuse: Option<HostTensor>,
     /// Submitted steps whose results are not read yet, oldest first.
     pending: VecDeque<Submitted>,
+    /// Host time per phase of `enqueue_train` (checks, input copy, hyper-parameters, submit) of
+    /// steps 20-119, summed in µs, and the steps seen, when `LAMINA_CUDA_PROFILE` is set.
+    profile: Option<([f64; 4], u64)>,
 }
 
 /// A step of `submit_batch`: its outputs and batch size while they may be in flight, or its
@@ -525,6 +528,7 @@ impl ModelTrainer {
             forwards: 0,
             x_reuse: None,
             pending: VecDeque::new(),
+            profile: std::env::var_os("LAMINA_CUDA_PROFILE").map(|_| ([0.0; 4], 0)),
         };
         // Compile the step once: it also tells which optimizer state buffers exist.
         let mut slots = Vec::new();
@@ -775,8 +779,10 @@ impl ModelTrainer {
         labels: Labels,
         label_shape: &[usize],
     ) -> Result<(PendingOutputs, usize)> {
+        let t0 = std::time::Instant::now();
         self.steps.check_x_shape(x, x_shape)?;
         let yt = self.steps.label_tensor(x_shape, labels, label_shape)?;
+        let t1 = std::time::Instant::now();
         let batch = x_shape[0];
         let apply = self.micro + 1 == self.steps.config.accumulate_grad_batches;
         let kind = if apply {
@@ -810,6 +816,7 @@ impl ModelTrainer {
         } else {
             Some(self.steps.x_tensor(x, x_shape, self.x_reuse.take())?)
         };
+        let t2 = std::time::Instant::now();
         let mut mu = self.mu_product;
         if apply {
             let h = optim::hyper(
@@ -826,6 +833,7 @@ impl ModelTrainer {
                 self.hyper_written = Some(h);
             }
         }
+        let t3 = std::time::Instant::now();
         let feed_x = match &xt {
             Some(t) => Feed::Host(t),
             None => Feed::Staged,
@@ -839,6 +847,19 @@ impl ModelTrainer {
             self.x_reuse = xt;
         }
         let pending = pending?;
+        if let Some((sums, n)) = &mut self.profile {
+            *n += 1;
+            if (20..120).contains(n) {
+                let marks = [t0, t1, t2, t3, std::time::Instant::now()];
+                for (k, w) in marks.windows(2).enumerate() {
+                    sums[k] += (w[1] - w[0]).as_secs_f64() * 1e6;
+                }
+            }
+            if *n == 119 {
+                let [c, i, h, s] = sums.map(|t| t / 100.0);
+                eprintln!("lamina-train host per step (steps 20-119): checks and labels {c:.1} us, input copy {i:.1}, hyper-parameters {h:.1}, submit {s:.1}");
+            }
+        }
         self.forwards += 1;
         if apply {
             self.micro = 0;

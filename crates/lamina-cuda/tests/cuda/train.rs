@@ -2,7 +2,7 @@
 //! (strict f32, dropout masks drawn identically), no device memory grows over many steps, and
 //! trainers that are created and dropped give their memory back.
 
-use super::common::{backend, serial};
+use super::common::{backend, download, serial, upload};
 use lamina_cuda::CudaBackend;
 use lamina_train::{Device, ModelTrainer, TrainerConfig};
 
@@ -214,9 +214,8 @@ fn trainers_on_several_threads() {
 }
 
 /// Steps submitted without waiting (`submit_batch`, results read in blocks) give exactly the
-/// losses and state of synchronous steps: seed_mlp (inputs copied straight on the main stream)
-/// and a model with a 2 MB batch (copied on the copy stream through landing buffers, double
-/// buffered). A rejected batch in between, whose NaN sits past the first check block (so part of
+/// losses and state of synchronous steps: seed_mlp (its small inputs in one shared block per
+/// turn) and a model with a 2 MB batch (buffers of its own per turn). A rejected batch in between, whose NaN sits past the first check block (so part of
 /// it was already written into the staging memory), changes nothing.
 #[test]
 fn submitted_steps_give_the_synchronous_losses() {
@@ -291,8 +290,8 @@ fn submitted_steps_give_the_synchronous_losses() {
     }
 }
 
-/// `device_bytes` is the exact sum of what an executable allocates (arena, input buffers, the two
-/// landing buffers of an input of 1 MiB or more), and a trainer's count covers its state and the
+/// `device_bytes` is the exact sum of what an executable allocates (arena, the two turns of input
+/// buffers, for a small input inside the shared block and for one of 1 MiB or more of its own), and a trainer's count covers its state and the
 /// cuBLAS workspace without exceeding what the device saw allocated.
 #[test]
 fn device_bytes_count_the_allocations() {
@@ -308,8 +307,12 @@ fn device_bytes_count_the_allocations() {
         let plan = Plan::compile(&g.finish(&[y]).unwrap()).unwrap();
         let mut exe = b.compile(&plan).unwrap();
         let input = rows * 1024 * 4;
-        let want = plan.arena_bytes + input * if landing { 3 } else { 1 };
-        assert_eq!(exe.device_bytes(), want, "{rows} rows");
+        let want = plan.arena_bytes + 2 * input;
+        assert_eq!(
+            exe.device_bytes(),
+            want,
+            "{rows} rows (own buffers: {landing})"
+        );
         assert_eq!(b.executable_bytes(&exe), want);
         // and the executable works through its staging
         let xv: Vec<f32> = (0..rows * 1024).map(|i| (i % 7) as f32 - 3.0).collect();
@@ -371,4 +374,106 @@ fn device_bytes_count_the_allocations() {
         "{counted} < state {state} + workspace"
     );
     assert!(counted <= grown, "{counted} counted, {grown} allocated");
+}
+
+/// Two executables sharing state, run with many steps in flight: their small inputs of three
+/// dtypes (one shared block per turn, some staged, some fed as tensors), small state writes
+/// between steps (through the page-locked write ring, which wraps around several times) and a
+/// rejected step all give exactly the values computed on the host.
+#[test]
+fn interleaved_submits_see_every_write() {
+    use lamina_core::*;
+    let _serial = serial();
+    let Some(b) = backend("interleaved_submits_see_every_write") else {
+        return;
+    };
+    let mut exes = Vec::new();
+    for e in 0..2usize {
+        let g = GraphBuilder::new();
+        let a = g.input("a", &[3 + e], DType::F32);
+        let labels = g.input("labels", &[5], DType::I32);
+        let c = g.input("c", &[2, 2 + e], DType::F64);
+        let s = g.state("s", &[1], DType::F32);
+        let h = g.state("h", &[2], DType::F32);
+        let sa = a.sum(&[0], true);
+        let next = s * h.slice(0, 0, 1, 1) + h.slice(0, 1, 2, 1) + sa;
+        let outs = [
+            a.sum(&[], false),
+            labels.cast(DType::F64).sum(&[], false),
+            c.sum(&[], false),
+            Tensor::apply(Op::Assign { name: "s".into() }, &[next]),
+        ];
+        let plan = Plan::compile(&g.finish(&outs).unwrap()).unwrap();
+        exes.push(b.compile(&plan).unwrap());
+    }
+    let init: StateMap<HostTensor> = [
+        ("s".to_string(), HostTensor::f32(&[1], vec![1.0]).unwrap()),
+        (
+            "h".to_string(),
+            HostTensor::f32(&[2], vec![1.0, 0.0]).unwrap(),
+        ),
+    ]
+    .into();
+    let mut bufs = upload(&b, &init);
+    let mut s = 1.0f64;
+    let mut pending = Vec::new();
+    for i in 0..12usize {
+        for (e, exe) in exes.iter_mut().enumerate() {
+            let (h0, h1) = (if (i + e) % 3 == 0 { -1.0 } else { 1.0 }, i as f64);
+            let h = HostTensor::f32(&[2], vec![h0 as f32, h1 as f32]).unwrap();
+            b.write(bufs.get_mut("h").unwrap(), &h).unwrap();
+            let a: Vec<f32> = (0..3 + e)
+                .map(|k| ((i * 7 + k * 3 + e) % 11) as f32 - 5.0)
+                .collect();
+            let labels: Vec<i32> = (0..5).map(|k| (i * 5 + k + e) as i32 % 13 - 6).collect();
+            let c: Vec<f64> = (0..2 * (2 + e))
+                .map(|k| (i * k) as f64 * 0.25 - 3.0)
+                .collect();
+            let (at, lt) = (
+                HostTensor::f32(&[3 + e], a.clone()).unwrap(),
+                HostTensor::i32(&[5], labels.clone()).unwrap(),
+            );
+            let ct = HostTensor::f64(&[2, 2 + e], c.clone()).unwrap();
+            if i == 5 {
+                // a rejected step changes nothing and leaves the staging to the next one
+                let wrong = HostTensor::f64(&[2, 9], vec![0.0; 18]).unwrap();
+                let err = b
+                    .submit(
+                        exe,
+                        &mut bufs,
+                        &[Feed::Host(&at), Feed::Host(&lt), Feed::Host(&wrong)],
+                    )
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("input 2") && err.contains("f64[2,"), "{err}");
+            }
+            // `a` through the staging memory on odd steps, as a tensor on even ones
+            let fa = if i % 2 == 1 {
+                let mem = b.staging(exe, 0).unwrap().expect("CUDA stages inputs");
+                for (d, v) in mem.chunks_exact_mut(4).zip(&a) {
+                    d.copy_from_slice(&v.to_le_bytes());
+                }
+                Feed::Staged
+            } else {
+                Feed::Host(&at)
+            };
+            let p = b
+                .submit(exe, &mut bufs, &[fa, Feed::Host(&lt), Feed::Host(&ct)])
+                .unwrap();
+            let sa: f64 = a.iter().map(|&v| v as f64).sum();
+            s = s * h0 + h1 + sa;
+            let want = vec![
+                sa,
+                labels.iter().map(|&v| v as f64).sum(),
+                c.iter().sum(),
+                s,
+            ];
+            pending.push((p, want, format!("step {i}, executable {e}")));
+        }
+    }
+    for (p, want, what) in pending {
+        let got: Vec<f64> = p.wait().unwrap().iter().map(|t| t.to_f64()[0]).collect();
+        assert_eq!(got, want, "{what}");
+    }
+    assert_eq!(download(&b, &bufs)["s"].to_f64(), vec![s]);
 }
