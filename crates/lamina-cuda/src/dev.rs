@@ -49,6 +49,19 @@ pub(crate) const GENERIC_SRC: &str = include_str!("kernels.cu");
 /// `#define LAMINA_PART k` in front (one NVRTC run of the whole file takes seconds).
 const GENERIC_PARTS: usize = 13;
 
+/// The cuBLAS/cuBLASLt workspace in MiB unless `LAMINA_CUDA_WORKSPACE_MIB` (1-256) says otherwise
+/// (H200: 16 MiB as fast as 32 for the benchmark models, 8 MiB slower for wide_mlp; PERF.md).
+const WORKSPACE_MIB: usize = 16;
+
+fn workspace_bytes() -> usize {
+    let mib = std::env::var("LAMINA_CUDA_WORKSPACE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|m| (1..=256).contains(m))
+        .unwrap_or(WORKSPACE_MIB);
+    mib << 20
+}
+
 /// Compiled code by cache key, shared by every context of the process.
 fn code_cache() -> &'static Mutex<HashMap<u64, Vec<u8>>> {
     static CACHE: OnceLock<Mutex<HashMap<u64, Vec<u8>>>> = OnceLock::new();
@@ -385,7 +398,7 @@ impl Dev {
         let copy_stream = ctx(cx.new_stream(), "creating a stream")?;
         let blas = ctx(blas::create_handle(), "creating the cuBLAS handle")?;
         // A fixed workspace, so cuBLAS never allocates during graph capture.
-        let workspace = DevMem::new(&cx, 32 << 20)?;
+        let workspace = DevMem::new(&cx, workspace_bytes())?;
         // SAFETY: handle, stream and workspace are live for the handle's lifetime (Drop order).
         unsafe {
             ctx(

@@ -1,7 +1,7 @@
 //! Parameter initialisers, with PyTorch's definitions, drawn deterministically on the host from
 //! the model seed and the parameter's path (so adding a layer does not change the others' values).
 
-use lamina_core::{numel, DType, HostTensor, Result};
+use lamina_core::{numel, DType, HostData, HostTensor, Result};
 
 /// How a parameter or buffer starts.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,16 +95,16 @@ impl Stream {
 
 /// `n` values, value `i` made by `f` from the stream after `i · draws` draws of `s` (each value
 /// takes `draws` draws), in chunks on several threads when there are many.
-fn draw(
+fn draw<T: Copy + Default + Send>(
     n: usize,
     s: &Stream,
     draws: u64,
     threads: usize,
-    f: impl Fn(&mut Stream) -> f64 + Sync,
-) -> Vec<f64> {
-    let mut out = vec![0.0; n];
+    f: impl Fn(&mut Stream) -> T + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::default(); n];
     let chunk = n.div_ceil(threads.max(1)).max(1);
-    let fill = |c: usize, part: &mut [f64]| {
+    let fill = |c: usize, part: &mut [T]| {
         let mut st = s.skip((c * chunk) as u64 * draws);
         for v in part {
             *v = f(&mut st);
@@ -132,21 +132,33 @@ impl Init {
         } else {
             1
         };
-        self.values_on(shape, seed, path, threads)
+        self.values_on(shape, seed, path, threads, |v| v)
     }
 
-    fn values_on(&self, shape: &[usize], seed: u64, path: &str, threads: usize) -> Vec<f64> {
+    /// The values converted by `cast` as they are drawn (an f32 parameter never holds all its
+    /// values as f64 first: for a 4096×4096 weight that was 128 MB of extra memory to fault in).
+    fn values_on<T: Copy + Default + Send>(
+        &self,
+        shape: &[usize],
+        seed: u64,
+        path: &str,
+        threads: usize,
+        cast: fn(f64) -> T,
+    ) -> Vec<T> {
         let n = numel(shape);
         let s = Stream::new(seed, path);
         let (fan_in, fan_out) = fans(shape);
-        let uniform = |b: f64| draw(n, &s, 1, threads, |s| (2.0 * s.unit() - 1.0) * b);
+        let uniform = |b: f64| draw(n, &s, 1, threads, |s| cast((2.0 * s.unit() - 1.0) * b));
         // Box–Muller takes two draws per value
-        let normal = |mean: f64, std: f64| draw(n, &s, 2, threads, |s| mean + std * s.normal());
+        let normal =
+            |mean: f64, std: f64| draw(n, &s, 2, threads, |s| cast(mean + std * s.normal()));
         match *self {
-            Init::Zeros => vec![0.0; n],
-            Init::Ones => vec![1.0; n],
-            Init::Constant(c) => vec![c; n],
-            Init::Uniform { lo, hi } => draw(n, &s, 1, threads, |s| lo + (hi - lo) * s.unit()),
+            Init::Zeros => vec![cast(0.0); n],
+            Init::Ones => vec![cast(1.0); n],
+            Init::Constant(c) => vec![cast(c); n],
+            Init::Uniform { lo, hi } => {
+                draw(n, &s, 1, threads, |s| cast(lo + (hi - lo) * s.unit()))
+            }
             Init::Normal { mean, std } => normal(mean, std),
             Init::KaimingUniform { a } => {
                 let gain = (2.0 / (1.0 + a * a)).sqrt();
@@ -154,12 +166,12 @@ impl Init {
             }
             Init::KaimingNormal { a } => {
                 let std = (2.0 / (1.0 + a * a)).sqrt() / fan_in.sqrt();
-                draw(n, &s, 2, threads, |s| std * s.normal())
+                draw(n, &s, 2, threads, |s| cast(std * s.normal()))
             }
             Init::XavierUniform { gain } => uniform(gain * (6.0 / (fan_in + fan_out)).sqrt()),
             Init::XavierNormal { gain } => {
                 let std = gain * (2.0 / (fan_in + fan_out)).sqrt();
-                draw(n, &s, 2, threads, |s| std * s.normal())
+                draw(n, &s, 2, threads, |s| cast(std * s.normal()))
             }
         }
     }
@@ -172,7 +184,17 @@ impl Init {
         seed: u64,
         path: &str,
     ) -> Result<HostTensor> {
-        HostTensor::from_f64(shape, dtype, &self.values(shape, seed, path))
+        if dtype != DType::F32 {
+            return HostTensor::from_f64(shape, dtype, &self.values(shape, seed, path));
+        }
+        let n = numel(shape);
+        let threads = if n >= PAR_VALUES {
+            std::thread::available_parallelism().map_or(1, |t| t.get().min(16))
+        } else {
+            1
+        };
+        let v = self.values_on(shape, seed, path, threads, |x| x as f32);
+        HostTensor::new(shape, HostData::F32(v))
     }
 }
 
@@ -197,14 +219,18 @@ mod tests {
         ];
         for init in &inits {
             let shape = [37, 29];
-            let one = init.values_on(&shape, 7, "layers.0.weight", 1);
+            let one = init.values_on(&shape, 7, "layers.0.weight", 1, |v| v);
             // the first value of a sequential stream, written out: SplitMix64 after one draw
             if let Init::Uniform { lo, hi } = init {
                 let mut s = Stream::new(7, "layers.0.weight");
                 assert_eq!(one[0], lo + (hi - lo) * s.unit());
             }
+            // an f32 tensor drawn directly holds the f64 values rounded to f32
+            let direct = init.tensor(&shape, DType::F32, 7, "layers.0.weight").unwrap();
+            let via = HostTensor::from_f64(&shape, DType::F32, &one).unwrap();
+            assert_eq!(direct.to_f64(), via.to_f64(), "{init:?} as f32");
             for threads in [2, 3, 7, 64] {
-                let many = init.values_on(&shape, 7, "layers.0.weight", threads);
+                let many = init.values_on(&shape, 7, "layers.0.weight", threads, |v| v);
                 let same = one
                     .iter()
                     .zip(&many)
