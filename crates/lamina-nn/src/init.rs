@@ -226,7 +226,9 @@ mod tests {
                 assert_eq!(one[0], lo + (hi - lo) * s.unit());
             }
             // an f32 tensor drawn directly holds the f64 values rounded to f32
-            let direct = init.tensor(&shape, DType::F32, 7, "layers.0.weight").unwrap();
+            let direct = init
+                .tensor(&shape, DType::F32, 7, "layers.0.weight")
+                .unwrap();
             let via = HostTensor::from_f64(&shape, DType::F32, &one).unwrap();
             assert_eq!(direct.to_f64(), via.to_f64(), "{init:?} as f32");
             for threads in [2, 3, 7, 64] {
