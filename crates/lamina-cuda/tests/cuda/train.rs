@@ -95,15 +95,7 @@ fn device_memory_does_not_grow() {
     let spec = lamina_nn::zoo::model("bn_mlp", true).unwrap();
     let data = batches(&spec, 1);
     let (x, y) = &data[0];
-    let mut t = ModelTrainer::new(
-        &spec,
-        TrainerConfig {
-            batch_size: 32,
-            device: Device::Cuda(0),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut t = cuda_trainer(&spec);
     for _ in 0..5 {
         t.train_batch(x, &spec.input_shape, y, &[32]).unwrap();
     }
@@ -125,15 +117,7 @@ fn dropped_trainers_return_their_memory() {
     let data = batches(&spec, 1);
     let (x, y) = &data[0];
     let cycle = || {
-        let mut t = ModelTrainer::new(
-            &spec,
-            TrainerConfig {
-                batch_size: 32,
-                device: Device::Cuda(0),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut t = cuda_trainer(&spec);
         for _ in 0..3 {
             t.train_batch(x, &spec.input_shape, y, &[32]).unwrap();
         }
@@ -342,15 +326,7 @@ fn device_bytes_count_the_allocations() {
     let spec = lamina_nn::zoo::model("bn_mlp", true).unwrap();
     let data = batches(&spec, 1);
     let base = b.memory_used().unwrap();
-    let mut t = ModelTrainer::new(
-        &spec,
-        TrainerConfig {
-            batch_size: spec.input_shape[0],
-            device: Device::Cuda(0),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut t = cuda_trainer(&spec);
     t.train_batch(
         &data[0].0,
         &spec.input_shape,
@@ -477,4 +453,17 @@ fn interleaved_submits_see_every_write() {
         assert_eq!(got, want, "{what}");
     }
     assert_eq!(download(&b, &bufs)["s"].to_f64(), vec![s]);
+}
+
+/// A trainer on CUDA device 0 with the model's own batch size and every other setting default.
+fn cuda_trainer(spec: &lamina_nn::ModelSpec) -> ModelTrainer {
+    ModelTrainer::new(
+        spec,
+        TrainerConfig {
+            batch_size: spec.input_shape[0],
+            device: Device::Cuda(0),
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
