@@ -346,6 +346,77 @@ impl FusedText {
         s
     }
 
+    /// [`Self::body`] with `u` elements per thread per iteration, every load of all `u` issued
+    /// before the first store: a loop run by one block (a segment) waits for one memory round
+    /// trip per iteration, so this waits `u` times less. A group that reads a parameter it also
+    /// writes other than at the element itself keeps the plain loop (its order matters there).
+    pub(crate) fn body_unrolled(
+        &self,
+        i0: &str,
+        step: &str,
+        n: &str,
+        ptr: &dyn Fn(usize) -> String,
+        u: usize,
+    ) -> String {
+        let written: Vec<usize> = self.stores.iter().map(|(p, _)| *p).collect();
+        let in_place_only = self.loads.iter().all(|(_, l)| match l {
+            Load::Literal(_) | Load::Dense { .. } => true,
+            Load::Uniform { param } | Load::Broadcast { param, .. } => !written.contains(param),
+        });
+        if u <= 1 || !in_place_only {
+            return self.body(i0, step, n, ptr);
+        }
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "  for (long long ib = {i0}; ib < {n}; ib += {u}ll * {step}) {{"
+        );
+        for j in 0..u {
+            let _ = writeln!(s, "    const long long i{j} = ib + {j}ll * {step};");
+            for (k, (ty, load)) in self.loads.iter().enumerate() {
+                if !matches!(load, Load::Literal(_)) {
+                    let _ = writeln!(s, "    {ty} s{k}_{j} = ({ty})0;");
+                }
+            }
+            let _ = writeln!(s, "    if (i{j} < {n}) {{\n    const long long i = i{j};");
+            for (k, (_, load)) in self.loads.iter().enumerate() {
+                let e = match load {
+                    Load::Literal(_) => continue,
+                    Load::Dense { param } => format!("{}[i]", ptr(*param)),
+                    Load::Uniform { param } => format!("{}[0]", ptr(*param)),
+                    Load::Broadcast { param, dims } => {
+                        broadcast_offset(&mut s, k, "i", dims);
+                        format!("{}[o{k}]", ptr(*param))
+                    }
+                };
+                let _ = writeln!(s, "    s{k}_{j} = {e};");
+            }
+            let _ = writeln!(s, "    }}");
+        }
+        for j in 0..u {
+            let _ = writeln!(s, "    if (i{j} < {n}) {{\n    const long long i = i{j};");
+            for (k, (ty, load)) in self.loads.iter().enumerate() {
+                match load {
+                    Load::Literal(l) => {
+                        let _ = writeln!(s, "    const {ty} s{k} = {l};");
+                    }
+                    _ => {
+                        let _ = writeln!(s, "    const {ty} s{k} = s{k}_{j};");
+                    }
+                }
+            }
+            for l in &self.lines {
+                let _ = writeln!(s, "    {l}");
+            }
+            for (param, v) in &self.stores {
+                let _ = writeln!(s, "    {}[i] = {v};", ptr(*param));
+            }
+            let _ = writeln!(s, "    }}");
+        }
+        let _ = writeln!(s, "  }}");
+        s
+    }
+
     /// The group's scalar loop: `i` from `i0` by `step` below `n`, parameter `k` read and written
     /// as the pointer expression `ptr(k)` (a segment or multi-tensor kernel embeds groups this way).
     pub(crate) fn body(
@@ -442,5 +513,47 @@ mod tests {
         let t = text(wide, "double");
         assert_eq!(t.vector_width(), 1);
         assert!(!t.source().contains("n4"));
+    }
+
+    /// The unrolled loop of a segment issues all its loads before any store, and falls back to
+    /// the plain loop when the group reads a parameter it writes through a broadcast; the text
+    /// compiles (needs NVRTC only; the values are checked on the GPU by the merged tests).
+    #[test]
+    fn unrolled_bodies_load_before_they_store() {
+        let loads = vec![
+            (
+                "float".into(),
+                Load::Broadcast {
+                    param: 0,
+                    dims: vec![(2, 0), (4, 1)],
+                },
+            ),
+            ("float".into(), Load::Dense { param: 1 }),
+            ("float".into(), Load::Literal("1.0f".into())),
+        ];
+        let t = text(loads, "float");
+        let ptr = |k: usize| format!("p{k}");
+        let body = t.body_unrolled("threadIdx.x", "blockDim.x", "n", &ptr, 4);
+        let last_load = body.rfind("s1_3 = p1[i];").expect("fourth load");
+        let first_store = body.find("p2[i] = v5;").expect("a store");
+        assert!(last_load < first_store, "{body}");
+        assert_eq!(body.matches("p2[i] = v5;").count(), 4, "{body}");
+        // p2 written and read through a broadcast: element order matters, the plain loop stays
+        let mut aliased = t;
+        aliased.loads[0].1 = Load::Broadcast {
+            param: 2,
+            dims: vec![(2, 0), (4, 1)],
+        };
+        let plain = aliased.body_unrolled("threadIdx.x", "blockDim.x", "n", &ptr, 4);
+        assert_eq!(plain, aliased.body("threadIdx.x", "blockDim.x", "n", &ptr));
+        // SAFETY: only tries to open the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("NVRTC not found: compile skipped");
+            return;
+        }
+        let src = format!(
+            "{PRELUDE}extern \"C\" __global__ void probe(long long n, const float* p0, const float* p1, float* p2) {{\n{body}}}\n"
+        );
+        crate::dev::nvrtc_cubin(&src).expect("the unrolled loop compiles");
     }
 }

@@ -106,7 +106,7 @@ const NVRTC_OPTS: &[&str] = &["--gpu-architecture=sm_90", "--std=c++17"];
 
 /// Runs NVRTC and returns the CUBIN: machine code for sm_90, so loading a module does not run the
 /// driver's PTX compiler on the loading thread.
-fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
+pub(crate) fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
     use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
     struct Program(rtc_sys::nvrtcProgram);
     impl Drop for Program {

@@ -117,8 +117,9 @@ enum Func {
     Fused(usize),
     /// A kernel generated into the plan's module with its shapes as constants.
     Planned(String),
-    /// A segment or multi-tensor kernel (`segment.rs`), in a module of its own.
-    Merged(String),
+    /// A segment or multi-tensor kernel (`segment.rs`), in a module of its own, with the bytes
+    /// of dynamic shared memory it holds its local values in.
+    Merged(String, u32),
 }
 
 #[derive(Clone, Debug)]
@@ -291,7 +292,7 @@ impl CudaExecutable {
             kernels.append(&mut b.pre[t]);
             kernels.extend(ks);
         }
-        let (kernels_merged, merged_src) = b.merge(kernels);
+        let (kernels_merged, merged_src) = b.merge(kernels, &outputs);
         let mut kernels = kernels_merged;
         // fused groups that now run inside a merged kernel are not compiled on their own
         let mut fused_used = vec![false; b.fused.len()];
@@ -382,14 +383,24 @@ impl CudaExecutable {
                         let m = &modules[planned_module];
                         ctx(m.load_function(name), &format!("kernel {name}"))?
                     }
-                    Func::Merged(name) => {
+                    Func::Merged(name, dynamic) => {
                         let m = merged_module
                             .get(name)
                             .map(|&i| &modules[i])
                             .ok_or_else(|| {
                                 cuda_err(format!("merged kernel {name} has no module"))
                             })?;
-                        ctx(m.load_function(name), &format!("kernel {name}"))?
+                        let f = ctx(m.load_function(name), &format!("kernel {name}"))?;
+                        if *dynamic > 0 {
+                            ctx(
+                                f.set_attribute(
+                                    cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    *dynamic as i32,
+                                ),
+                                &format!("shared memory of kernel {name}"),
+                            )?;
+                        }
+                        f
                     }
                 });
             }
@@ -452,7 +463,7 @@ impl CudaExecutable {
                     ..
                 } => n.clone(),
                 Kernel::Launch {
-                    func: Func::Planned(n) | Func::Merged(n),
+                    func: Func::Planned(n) | Func::Merged(n, _),
                     ..
                 } => n.split('_').next().unwrap_or("planned").into(),
                 Kernel::Launch { .. } => "fused".into(),
@@ -498,11 +509,11 @@ impl CudaExecutable {
         {
             match k {
                 Kernel::Launch {
+                    func,
                     f,
                     grid,
                     block,
                     args,
-                    ..
                 } => {
                     if *grid == 0 {
                         return Ok(());
@@ -529,7 +540,10 @@ impl CudaExecutable {
                     let cfg = LaunchConfig {
                         grid_dim: (*grid, 1, 1),
                         block_dim: (*block, 1, 1),
-                        shared_mem_bytes: 0,
+                        shared_mem_bytes: match func {
+                            Func::Merged(_, dynamic) => *dynamic,
+                            _ => 0,
+                        },
                     };
                     // SAFETY: argument lists match the kernels' signatures (built together in
                     // `Builder`), every slot is bound to memory of the planned size.
@@ -1090,12 +1104,19 @@ impl<'p> Builder<'p> {
         // stored as it is. When neither operand would be K-major, materialise the left one (a
         // tiled transpose costs far less than the slow GEMM: H200, dW = dyᵀ·h of 4096×4096×2048
         // took 278 µs read through against 196 µs + the transpose).
+        // Small GEMMs are latency-bound, not MMA-bound: reading through costs them nothing, and a
+        // transpose in a segment costs one block an uncoalesced pass.
         if self.dev.tf32 {
             for node in &g.nodes {
                 if !matches!(node.op, Op::MatMul) || node.ty.dtype != DType::F32 {
                     continue;
                 }
                 let (a, b) = (node.inputs[0], node.inputs[1]);
+                let r = node.ty.shape.len();
+                let k = g.nodes[a].ty.shape[r - 1];
+                if numel(&node.ty.shape) * k < 1 << 24 {
+                    continue;
+                }
                 if self.through.contains(&a) && !self.through.contains(&b) {
                     self.through.remove(&a);
                 }

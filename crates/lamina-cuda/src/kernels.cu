@@ -60,11 +60,27 @@ template <> __device__ __forceinline__ int sum_finish<int>(long long a) { return
 
 template <typename T> __device__ __forceinline__ T max_step(T a, T v) { return beats(v, a) ? v : a; }
 
+// Four elements a thread per iteration, loaded before any is stored (inside a segment one block
+// walks the whole tensor, and each iteration waits for one memory round trip).
 template <typename T> __device__ void copy_t(T* out, const T* src, i64 n, Walk w) {
-    GRID_LOOP(i, n) { out[i] = src[walk_at(w, i)]; }
+    const i64 s = (i64)gridDim.x * blockDim.x;
+    for (i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x; b < n; b += 4 * s) {
+        T v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) if (b + j * s < n) v[j] = src[walk_at(w, b + j * s)];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) if (b + j * s < n) out[b + j * s] = v[j];
+    }
 }
 template <typename T> __device__ void scatter_t(T* out, const T* src, i64 n, Walk w) {
-    GRID_LOOP(i, n) { out[walk_at(w, i)] = src[i]; }
+    const i64 s = (i64)gridDim.x * blockDim.x;
+    for (i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x; b < n; b += 4 * s) {
+        T v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) if (b + j * s < n) v[j] = src[b + j * s];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) if (b + j * s < n) out[walk_at(w, b + j * s)] = v[j];
+    }
 }
 template <typename T> __device__ void iota_t(T* out, i64 n, i64 dim, i64 inner) {
     GRID_LOOP(i, n) { out[i] = (T)((i / inner) % dim); }
@@ -257,6 +273,246 @@ __device__ void random_bits_t(int* out, i64 n, const int* key, unsigned stream) 
             if (i < n) out[i] = (int)words[w];
         }
     }
+}
+
+// ---- GEMMs inside a segment (segment.rs) ----
+// C[b] (M×N, dense) = A[b]·B[b]: A's element (m, k) at a + b·SA + m·AM + k·AK, B's (k, n) at
+// b + b·SB + k·BK + n·BN. Every thread of the segment's blocks calls these together (a segment's
+// operations run on all of them), so the loops that hold a __syncthreads() are block-uniform.
+
+// Lanes along n (B read along its rows, A's value broadcast to the warp): a warp takes RM rows ×
+// 32 columns over a 1/S share of k; the S warps of one tile add their partial sums in shared
+// memory (`red`: warps × RM × 32 values) in a fixed order, so every run gives the same bits.
+template <typename T, i64 BATCH, int M, int N, int K, i64 SA, i64 AM, i64 AK, i64 SB, i64 BK, i64 BN, int RM, int S>
+__device__ void seg_gemm_n(T* __restrict__ c, const T* a, const T* b, T* red) {
+    constexpr int MB = (M + RM - 1) / RM, NB = (N + 31) / 32;
+    constexpr i64 TILES = BATCH * MB * NB;
+    constexpr int KS = (K + S - 1) / S;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int per_block = (blockDim.x >> 5) / S;
+    const int slot = warp / S, ks = warp % S;
+    const int k0 = ks * KS, k1 = min(K, k0 + KS);
+    for (i64 base = (i64)blockIdx.x * per_block; base < TILES; base += (i64)gridDim.x * per_block) {
+        const i64 t = base + slot;
+        T acc[RM];
+#pragma unroll
+        for (int r = 0; r < RM; ++r) acc[r] = T(0);
+        int m0 = 0, n = N;
+        i64 bi = 0;
+        if (t < TILES) {
+            bi = t / (MB * NB);
+            const int rest = (int)(t - bi * (MB * NB));
+            m0 = (rest / NB) * RM;
+            n = (rest % NB) * 32 + lane;
+        }
+        if (n < N) {
+            const T* ap = a + bi * SA + (i64)m0 * AM;
+            const T* bp = b + bi * SB + (i64)n * BN;
+#pragma unroll 4
+            for (int k = k0; k < k1; ++k) {
+                const T bv = bp[(i64)k * BK];
+#pragma unroll
+                for (int r = 0; r < RM; ++r)
+                    if (M % RM == 0 || m0 + r < M) acc[r] += ap[(i64)r * AM + (i64)k * AK] * bv;
+            }
+        }
+        if (S == 1) {
+            if (n < N) {
+#pragma unroll
+                for (int r = 0; r < RM; ++r)
+                    if (M % RM == 0 || m0 + r < M) c[bi * M * N + (i64)(m0 + r) * N + n] = acc[r];
+            }
+        } else {
+#pragma unroll
+            for (int r = 0; r < RM; ++r) red[(warp * RM + r) * 32 + lane] = acc[r];
+            __syncthreads();
+            if (ks == 0 && n < N) {
+#pragma unroll
+                for (int r = 0; r < RM; ++r) {
+                    if (M % RM != 0 && m0 + r >= M) continue;
+                    T sum = red[(warp * RM + r) * 32 + lane];
+                    for (int j = 1; j < S; ++j) sum += red[((warp + j) * RM + r) * 32 + lane];
+                    c[bi * M * N + (i64)(m0 + r) * N + n] = sum;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Lanes along k (both operands read along k: B is a transposed operand): a warp takes RM × RN
+// outputs, its lanes stride over k and the partial sums meet through a butterfly of shuffles
+// (each step adds two equal pairs, so all lanes hold the same bits).
+template <typename T, i64 BATCH, int M, int N, int K, i64 SA, i64 AM, i64 AK, i64 SB, i64 BK, i64 BN, int RM, int RN>
+__device__ void seg_gemm_k(T* __restrict__ c, const T* a, const T* b) {
+    constexpr int MB = (M + RM - 1) / RM, NB = (N + RN - 1) / RN;
+    constexpr i64 TILES = BATCH * MB * NB;
+    const int lane = threadIdx.x & 31;
+    const i64 nw = ((i64)gridDim.x * blockDim.x) >> 5;
+    for (i64 t = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; t < TILES; t += nw) {
+        const i64 bi = t / (MB * NB);
+        const int rest = (int)(t - bi * (MB * NB));
+        const int m0 = (rest / NB) * RM, n0 = (rest % NB) * RN;
+        const T* ap = a + bi * SA;
+        const T* bp = b + bi * SB;
+        T acc[RM][RN];
+#pragma unroll
+        for (int r = 0; r < RM; ++r)
+#pragma unroll
+            for (int j = 0; j < RN; ++j) acc[r][j] = T(0);
+        for (int k = lane; k < K; k += 32) {
+            T av[RM], bv[RN];
+#pragma unroll
+            for (int r = 0; r < RM; ++r)
+                av[r] = (M % RM == 0 || m0 + r < M) ? ap[(i64)(m0 + r) * AM + (i64)k * AK] : T(0);
+#pragma unroll
+            for (int j = 0; j < RN; ++j)
+                bv[j] = (N % RN == 0 || n0 + j < N) ? bp[(i64)k * BK + (i64)(n0 + j) * BN] : T(0);
+#pragma unroll
+            for (int r = 0; r < RM; ++r)
+#pragma unroll
+                for (int j = 0; j < RN; ++j) acc[r][j] += av[r] * bv[j];
+        }
+#pragma unroll
+        for (int r = 0; r < RM; ++r)
+#pragma unroll
+            for (int j = 0; j < RN; ++j)
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) acc[r][j] += __shfl_xor_sync(0xffffffffu, acc[r][j], off);
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < RM; ++r)
+#pragma unroll
+                for (int j = 0; j < RN; ++j)
+                    if ((M % RM == 0 || m0 + r < M) && (N % RN == 0 || n0 + j < N))
+                        c[bi * M * N + (i64)(m0 + r) * N + n0 + j] = acc[r][j];
+        }
+    }
+}
+
+// R consecutive values from shared memory in as few loads as their alignment allows (the
+// callers keep R-aligned offsets in rows whose length is a multiple of 4).
+template <typename T, int R> __device__ __forceinline__ void ld_row(const T* p, T (&v)[R]) {
+    if constexpr (sizeof(T) == 4 && R == 4) {
+        const float4 q = *reinterpret_cast<const float4*>(p);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    } else if constexpr (sizeof(T) == 4 && R == 2) {
+        const float2 q = *reinterpret_cast<const float2*>(p);
+        v[0] = q.x; v[1] = q.y;
+    } else if constexpr (sizeof(T) == 8 && R % 2 == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r += 2) {
+            const double2 q = *reinterpret_cast<const double2*>(p + r);
+            v[r] = q.x; v[r + 1] = q.y;
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) v[r] = p[r];
+    }
+}
+
+// Stages rows k0 .. k0 + KC of an operand as a [KC][stride] k-major chunk: `x(i, k)` at
+// x + i·XI + k·XK for i < I (zero past K). Threads take neighbouring i, so the shared stores
+// never collide; along the contiguous axis of the source (XK == 1) each thread reads 4
+// neighbouring values of k.
+template <typename T, int I, int K, int KC, i64 XI, i64 XK>
+__device__ __forceinline__ void seg_stage(T* dst, int stride, const T* x, int k0) {
+    const int tid = threadIdx.x, nth = blockDim.x;
+    if constexpr (XK == 1 && XI != 1) {
+#pragma unroll 2
+        for (int idx = tid; idx < (KC / 4) * I; idx += nth) {
+            const int i = idx % I, kk = (idx / I) * 4;
+            T v[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) v[j] = k0 + kk + j < K ? x[(i64)i * XI + (k0 + kk + j)] : T(0);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) dst[(kk + j) * stride + i] = v[j];
+        }
+    } else {
+#pragma unroll 4
+        for (int idx = tid; idx < KC * I; idx += nth) {
+            const int i = idx % I, kk = idx / I;
+            dst[kk * stride + i] = k0 + kk < K ? x[(i64)i * XI + (i64)(k0 + kk) * XK] : T(0);
+        }
+    }
+}
+
+// One block's GEMM for small operands: chunks of KC values of k of A and B are staged in shared
+// memory by all threads at once (one memory round trip per chunk); thread t adds micro-tile
+// t % TILES (RM × RN outputs, each k's RM values of A and RN of B read as vectors) over every
+// KG-th k from t / TILES, so KG groups of threads share the k range; the groups' partial sums
+// meet in shared memory, added in group order (the same bits every run).
+// `sh` holds max(KC × (MS + NS), KG × MT·RM × NT·RN) values (MS, NS: padded tile extents).
+template <typename T, i64 BATCH, int M, int N, int K, i64 SA, i64 AM, i64 AK, i64 SB, i64 BK, i64 BN, int KC, int RM, int RN, int KG>
+__device__ void seg_gemm_s(T* __restrict__ c, const T* a, const T* b, T* sh) {
+    constexpr int MT = (M + RM - 1) / RM, NT = (N + RN - 1) / RN, TILES = MT * NT;
+    constexpr int MS = (MT * RM + 3) / 4 * 4, NS = (NT * RN + 3) / 4 * 4;
+    constexpr int OUTS = TILES * RM * RN;
+    T* sa = sh;            // [KC][MS]
+    T* sb = sh + KC * MS;  // [KC][NS]
+    const int tid = threadIdx.x;
+    const int tile = tid % TILES, kg = tid / TILES;
+    const bool active = kg < KG;
+    const int m0 = (tile / NT) * RM, n0 = (tile % NT) * RN;
+    for (i64 bi = blockIdx.x; bi < BATCH; bi += gridDim.x) {
+        T acc[RM][RN];
+#pragma unroll
+        for (int r = 0; r < RM; ++r)
+#pragma unroll
+            for (int j = 0; j < RN; ++j) acc[r][j] = T(0);
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            seg_stage<T, M, K, KC, AM, AK>(sa, MS, a + bi * SA, k0);
+            seg_stage<T, N, K, KC, BN, BK>(sb, NS, b + bi * SB, k0);
+            __syncthreads();
+            if (active) {
+#pragma unroll 4
+                for (int kk = kg; kk < KC; kk += KG) {
+                    T av[RM], bv[RN];
+                    ld_row<T, RM>(sa + kk * MS + m0, av);
+                    ld_row<T, RN>(sb + kk * NS + n0, bv);
+#pragma unroll
+                    for (int r = 0; r < RM; ++r)
+#pragma unroll
+                        for (int j = 0; j < RN; ++j) acc[r][j] += av[r] * bv[j];
+                }
+            }
+            __syncthreads();
+        }
+        if (KG == 1) {
+            if (active) {
+#pragma unroll
+                for (int r = 0; r < RM; ++r)
+#pragma unroll
+                    for (int j = 0; j < RN; ++j)
+                        if (m0 + r < M && n0 + j < N) c[bi * M * N + (i64)(m0 + r) * N + n0 + j] = acc[r][j];
+            }
+        } else {
+            // partial sums as [KG][RM][RN][tile] (neighbouring threads, neighbouring banks), then
+            // each output summed over the groups in order
+            if (active) {
+#pragma unroll
+                for (int r = 0; r < RM; ++r)
+#pragma unroll
+                    for (int j = 0; j < RN; ++j) sh[((kg * RM + r) * RN + j) * TILES + tile] = acc[r][j];
+            }
+            __syncthreads();
+            for (int o = tid; o < OUTS; o += blockDim.x) {
+                const int t = o % TILES, r = o / (TILES * RN), j = (o / TILES) % RN;
+                const int m = (t / NT) * RM + r, n = (t % NT) * RN + j;
+                T sum = sh[o];
+#pragma unroll
+                for (int g = 1; g < KG; ++g) sum += sh[g * OUTS + o];
+                if (m < M && n < N) c[bi * M * N + (i64)m * N + n] = sum;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// The barrier between dependent operations of a segment run by a cluster of blocks: release
+// this thread's writes, wait for every thread of the cluster, acquire theirs.
+__device__ __forceinline__ void seg_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
 #define INST_ALL(S, T) \

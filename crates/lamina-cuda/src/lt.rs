@@ -207,6 +207,11 @@ impl LtGemm {
     }
 
     /// The name in profiles.
+    /// Every slot the GEMM reads or writes.
+    pub(super) fn slots(&self) -> [usize; 4] {
+        [self.a, self.b, self.bias, self.out]
+    }
+
     pub(super) fn name(&self) -> String {
         let (m, n, k) = self.dims;
         let what = if self.relu { "relu_bias" } else { "bias" };
@@ -358,6 +363,10 @@ impl Builder<'_> {
                 continue;
             }
             let k = g.nodes[g.nodes[mm].inputs[0]].ty.shape[1];
+            // a layer this small runs inside a segment, GEMM and bias group together
+            if super::segment::segment_takes_gemm(1, m, n, k) {
+                continue;
+            }
             let Some(tm) = step_of[mm] else { continue };
             if users[mm] != [add]
                 || g.outputs.contains(&mm)

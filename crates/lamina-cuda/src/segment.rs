@@ -16,9 +16,10 @@
 //! Both are built from the code the backend generates for each operation; nothing is specific to
 //! one op pattern. `LAMINA_CUDA_SEGMENT=<elements>` changes the bound (0 turns both off).
 
-use super::{Arg, Builder, Func, Kernel, Walk, BLOCK, MAX_RANK};
+use super::{Arg, Builder, Func, Gemm, Kernel, Walk, BLOCK, MAX_RANK};
 use crate::codegen::c_type;
 use lamina_core::{numel, DType, Storage};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Default largest tensor (elements) an operation of a segment may touch.
@@ -34,6 +35,51 @@ fn segment_threads() -> u32 {
         .and_then(|v| v.parse().ok())
         .filter(|t| [128, 256, 512, 1024].contains(t))
         .unwrap_or(SEGMENT_THREADS)
+}
+
+/// Elements a thread of a segment takes per iteration of an elementwise loop, all loaded before
+/// any is stored: one block has few threads, so each iteration's memory round trip (~0.3 µs
+/// from L2) is paid `UNROLL` times less often.
+const UNROLL: usize = 4;
+
+/// Most bytes of dynamic shared memory a segment keeps its local values in.
+const LOCAL_BYTES: usize = 96 << 10;
+
+/// Bytes of shared memory a segment's GEMM stages its operands in.
+const GEMM_SHARED: usize = 64 << 10;
+
+/// Default blocks of the cluster that runs a segment (one per SM; the blocks of a cluster wait
+/// for each other at a hardware barrier, so a segment's GEMMs get more than one SM).
+const SEGMENT_BLOCKS: u32 = 1;
+/// Default largest GEMM (multiply-adds) a segment takes; larger ones go to cuBLAS.
+const SEGMENT_MACS: usize = 1 << 18;
+
+/// [`SEGMENT_BLOCKS`], or `LAMINA_CUDA_SEGMENT_BLOCKS` when it is 1 to 8 (8 is the portable
+/// cluster size).
+fn segment_blocks() -> u32 {
+    std::env::var("LAMINA_CUDA_SEGMENT_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|b| (1..=8).contains(b))
+        .unwrap_or(SEGMENT_BLOCKS)
+}
+
+/// [`SEGMENT_MACS`], or `LAMINA_CUDA_SEGMENT_MACS` when set (0: no GEMM in segments).
+fn segment_macs() -> usize {
+    std::env::var("LAMINA_CUDA_SEGMENT_MACS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEGMENT_MACS)
+}
+
+/// True when a GEMM of these sizes runs inside a segment: its operands and result are each at
+/// most [`segment_limit`] elements and it has at most [`segment_macs`] multiply-adds. (Such a
+/// dense layer keeps its plain GEMM and bias group instead of a cuBLASLt epilogue, so the whole
+/// layer joins the segment.)
+pub(super) fn segment_takes_gemm(batch: usize, m: usize, n: usize, k: usize) -> bool {
+    let limit = segment_limit();
+    let elems = (m * k).max(k * n).max(m * n) * batch;
+    limit > 0 && elems <= limit && batch * m * n * k <= segment_macs()
 }
 
 /// The bound of [`SEGMENT_ELEMS`], or `LAMINA_CUDA_SEGMENT` when set.
@@ -53,6 +99,8 @@ enum Mem {
     ReadOnly,
     /// A buffer of its own (a state snapshot).
     Own(usize),
+    /// Bytes of a segment's shared memory (a value only that segment reads and writes).
+    Local(usize, usize),
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +115,7 @@ fn overlaps(a: &Mem, b: &Mem) -> bool {
         (Mem::Range(o1, e1), Mem::Range(o2, e2)) => o1 < e2 && o2 < e1,
         (Mem::State(x), Mem::State(y)) => x == y,
         (Mem::Own(x), Mem::Own(y)) => x == y,
+        (Mem::Local(o1, e1), Mem::Local(o2, e2)) => o1 < e2 && o2 < e1,
         _ => false,
     }
 }
@@ -82,6 +131,10 @@ struct Part {
     elems: usize,
     /// Blocks of `BLOCK` threads this part takes in a multi-tensor launch (0: it cannot be one).
     grid: u32,
+    /// Bytes of the segment's shared scratch (`seg_sh`) the part uses.
+    shared: usize,
+    /// What the part is, for `LAMINA_CUDA_SEGMENT_TRACE`.
+    label: String,
 }
 
 impl Builder<'_> {
@@ -124,11 +177,20 @@ impl Builder<'_> {
                     (1, "unsigned char")
                 };
                 let n = bytes / word;
-                let code = format!(
-                    "  for (long long i = {i0}; i < {n}ll; i += {step}) (({ty}*){})[i] = ((const {ty}*){})[i];\n",
-                    q(*dst),
-                    q(*src)
-                );
+                let code = if single_block {
+                    // all loads of an iteration before its stores (see `UNROLL`)
+                    format!(
+                        "  for (long long ib = {i0}; ib < {n}ll; ib += {UNROLL}ll * {step}) {{\n    {ty} v[{UNROLL}];\n#pragma unroll\n    for (int j = 0; j < {UNROLL}; ++j) if (ib + j * {step} < {n}ll) v[j] = ((const {ty}*){})[ib + j * {step}];\n#pragma unroll\n    for (int j = 0; j < {UNROLL}; ++j) if (ib + j * {step} < {n}ll) (({ty}*){})[ib + j * {step}] = v[j];\n  }}\n",
+                        q(*src),
+                        q(*dst)
+                    )
+                } else {
+                    format!(
+                        "  for (long long i = {i0}; i < {n}ll; i += {step}) (({ty}*){})[i] = ((const {ty}*){})[i];\n",
+                        q(*dst),
+                        q(*src)
+                    )
+                };
                 Some(Part {
                     code,
                     slots: vec![*src, *dst],
@@ -136,6 +198,8 @@ impl Builder<'_> {
                     writes: vec![*dst],
                     elems: si.elems.max(di.elems),
                     grid: n.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
+                    shared: 0,
+                    label: format!("copy {bytes} bytes"),
                 })
             }
             Kernel::Launch {
@@ -166,7 +230,11 @@ impl Builder<'_> {
                         reads.push(*s)
                     }
                 }
-                let code = f.body(i0, step, &format!("{n}ll"), &|k| q(slots[k]));
+                let code = if single_block {
+                    f.body_unrolled(i0, step, &format!("{n}ll"), &|k| q(slots[k]), UNROLL)
+                } else {
+                    f.body(i0, step, &format!("{n}ll"), &|k| q(slots[k]))
+                };
                 Some(Part {
                     code,
                     slots,
@@ -174,6 +242,8 @@ impl Builder<'_> {
                     writes,
                     elems,
                     grid: (*n as usize).div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
+                    shared: 0,
+                    label: format!("{} n={n}", f.name),
                 })
             }
             Kernel::Launch {
@@ -198,6 +268,39 @@ impl Builder<'_> {
                     "u8" => "unsigned char",
                     _ => return None,
                 };
+                // a strided copy with its walk as constant index arithmetic (a walk read from a
+                // struct costs 64-bit divisions per element, which one block feels)
+                if let (
+                    "copy" | "scatter",
+                    [Arg::Slot(out), Arg::Slot(src), Arg::I64(n), Arg::Walk(w)],
+                ) = (base, &args[..])
+                {
+                    if *n < i32::MAX as i64 {
+                        let (si, oi) = (self.slot_info(*src)?, self.slot_info(*out)?);
+                        let at = walk_expr(w, "(unsigned)i");
+                        let (load, store) = if base == "copy" {
+                            (
+                                format!("q{src}[{at}]"),
+                                "q{out}[i]".replace("{out}", &out.to_string()),
+                            )
+                        } else {
+                            (format!("q{src}[i]"), format!("q{out}[{at}]"))
+                        };
+                        let code = format!(
+                            "  for (long long ib = {i0}; ib < {n}ll; ib += {UNROLL}ll * {step}) {{\n    {ty} v[{UNROLL}];\n#pragma unroll\n    for (int j = 0; j < {UNROLL}; ++j) {{ const long long i = ib + j * {step}; if (i < {n}ll) v[j] = {load}; }}\n#pragma unroll\n    for (int j = 0; j < {UNROLL}; ++j) {{ const long long i = ib + j * {step}; if (i < {n}ll) {store} = v[j]; }}\n  }}\n"
+                        );
+                        return Some(Part {
+                            code,
+                            slots: vec![*out, *src],
+                            reads: vec![*src],
+                            writes: vec![*out],
+                            elems: si.elems.max(oi.elems),
+                            grid: 0,
+                            shared: 0,
+                            label: format!("{name} n={n}"),
+                        });
+                    }
+                }
                 let call = match base {
                     "copy" | "scatter" | "fill" | "gather" | "iota" | "argmax" | "scatter_add" => {
                         format!("{base}_t<{ty}>")
@@ -253,10 +356,108 @@ impl Builder<'_> {
                     slots,
                     elems,
                     grid: 0,
+                    shared: 0,
+                    label: format!("{name} elems={elems}"),
                 })
             }
+            Kernel::Gemm(g) if single_block => self.gemm_part(g),
             Kernel::Launch { .. } | Kernel::Gemm(_) | Kernel::Lt(_) => None,
         }
+    }
+
+    /// A small GEMM as a segment part (`seg_gemm_n` / `seg_gemm_k` of `kernels.cu`, sizes and
+    /// strides as template constants).
+    fn gemm_part(&self, g: &Gemm) -> Option<Part> {
+        if !segment_takes_gemm(g.batch, g.m, g.n, g.k) {
+            return None;
+        }
+        let mut elems = 0;
+        for s in [g.a, g.b, g.out] {
+            elems = elems.max(self.slot_info(s)?.elems);
+        }
+        let (ty, size) = if g.f64 { ("double", 8) } else { ("float", 4) };
+        let (m, n, k) = (g.m, g.n, g.k);
+        // strides of A's (m, k) and B's (k, n) elements
+        let (am, ak) = if g.ta { (1, m) } else { (k, 1) };
+        let (bk, bn) = if g.tb { (1, k) } else { (n, 1) };
+        let (sa, sb) = (g.stride_a, g.stride_b);
+        let warps_per_block = (segment_threads() / 32) as usize;
+        let warps = warps_per_block * segment_blocks() as usize;
+        let rm = m.min(4);
+        let (a, b, c) = (g.a, g.b, g.out);
+        let consts = format!(
+            "{}ll, {m}, {n}, {k}, {sa}ll, {am}ll, {ak}ll, {sb}ll, {bk}ll, {bn}ll",
+            g.batch
+        );
+        let label = format!("gemm b{} {m}x{n}x{k} ta={} tb={}", g.batch, g.ta, g.tb);
+        let (code, shared) = if segment_blocks() == 1 {
+            // one block: operands staged in shared memory, RM × RN outputs a thread, groups of
+            // threads splitting k when the tiles leave threads idle
+            let threads = segment_threads() as usize;
+            let tiles = |(rm, rn): (usize, usize)| m.div_ceil(rm) * n.div_ceil(rn);
+            // the largest micro-tile that still gives at least 4 warps work
+            let (rm, rn) = [(4, 4), (4, 2), (2, 2), (2, 1), (1, 1)]
+                .into_iter()
+                .find(|&t| tiles(t) >= 128)
+                .unwrap_or((1, 1));
+            let t = tiles((rm, rn));
+            let outs = t * rm * rn;
+            let pad4 = |x: usize| x.div_ceil(4) * 4;
+            let mut kg = 1;
+            while kg * 2 * t <= threads && kg * 2 * outs * size <= GEMM_SHARED && kg * 2 <= k {
+                kg *= 2;
+            }
+            let (ms, ns) = (pad4(m.div_ceil(rm) * rm), pad4(n.div_ceil(rn) * rn));
+            let kc_max = (GEMM_SHARED / ((ms + ns) * size)).max(4) / 4 * 4;
+            let kc = pad4(k.div_ceil(k.div_ceil(kc_max)));
+            if t > threads {
+                return None;
+            }
+            (
+                format!(
+                    "  seg_gemm_s<{ty}, {consts}, {kc}, {rm}, {rn}, {kg}>(q{c}, q{a}, q{b}, ({ty}*)seg_sh);\n"
+                ),
+                (kc * (ms + ns)).max(kg * outs) * size,
+            )
+        } else if bn == 1 || bk != 1 {
+            // lanes along n; warps split k when there are fewer tiles than warps
+            let tiles = g.batch * m.div_ceil(rm) * n.div_ceil(32);
+            let floor2 = |x: usize| 1usize << (usize::BITS - 1 - x.max(1).leading_zeros());
+            let split = floor2(warps / tiles.max(1))
+                .min(warps_per_block)
+                .min(floor2(k / 8));
+            let shared = if split > 1 {
+                warps_per_block * rm * 32 * size
+            } else {
+                0
+            };
+            (
+                if split > 1 {
+                    format!(
+                        "  seg_gemm_n<{ty}, {consts}, {rm}, {split}>(q{c}, q{a}, q{b}, ({ty}*)seg_sh);\n"
+                    )
+                } else {
+                    format!("  seg_gemm_n<{ty}, {consts}, {rm}, 1>(q{c}, q{a}, q{b}, nullptr);\n")
+                },
+                shared,
+            )
+        } else {
+            let rn = n.min(4);
+            (
+                format!("  seg_gemm_k<{ty}, {consts}, {rm}, {rn}>(q{c}, q{a}, q{b});\n"),
+                0,
+            )
+        };
+        Some(Part {
+            code,
+            slots: vec![a, b, c],
+            reads: vec![a, b],
+            writes: vec![c],
+            elems,
+            grid: 0,
+            shared,
+            label,
+        })
     }
 
     /// A small strided copy or fill (an expand stored for several readers, a slice of the
@@ -308,33 +509,43 @@ impl Builder<'_> {
             writes: vec![out],
             elems,
             grid: (n as usize).div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
+            shared: 0,
+            label: format!("{name} n={n}"),
         })
     }
 
     /// Merges runs of `kernels` into segments and multi-tensor launches; returns the new list and
     /// the name and CUDA C of each merged kernel.
-    pub(super) fn merge(&self, kernels: Vec<Kernel>) -> (Vec<Kernel>, Vec<(String, String)>) {
+    pub(super) fn merge(
+        &self,
+        kernels: Vec<Kernel>,
+        outputs: &[usize],
+    ) -> (Vec<Kernel>, Vec<(String, String)>) {
         let limit = segment_limit();
         let mut src = Vec::new();
         if limit == 0 {
             return (kernels, src);
         }
         let kernels = self.merge_multi(kernels, limit, &mut src);
-        let kernels = self.merge_segments(kernels, limit, &mut src);
+        let kernels = self.merge_segments(kernels, limit, outputs, &mut src);
         (kernels, src)
     }
 
     /// The kernel text of merged parts: parameters are the slots, each a typed pointer.
+    /// Slots in `local` are not parameters: they point into the kernel's dynamic shared memory
+    /// at the given byte offsets; the GEMMs' staging area (`seg_sh`) starts at `staging_at`.
     fn kernel_text(
         &self,
         name: &str,
         bounds: &str,
         parts: &[(Part, String)],
+        local: &HashMap<usize, usize>,
+        staging_at: usize,
     ) -> (String, Vec<Arg>) {
         let mut slots: Vec<usize> = Vec::new();
         for (p, _) in parts {
             for &s in &p.slots {
-                if !slots.contains(&s) {
+                if !slots.contains(&s) && !local.contains_key(&s) {
                     slots.push(s);
                 }
             }
@@ -350,6 +561,23 @@ impl Builder<'_> {
             "extern \"C\" __global__ void {bounds} {name}({}) {{\n",
             params.join(", ")
         );
+        let shared = parts.iter().map(|(p, _)| p.shared).max().unwrap_or(0);
+        if shared > 0 || !local.is_empty() {
+            s.push_str("  extern __shared__ __align__(16) unsigned char seg_dyn[];\n");
+        }
+        if shared > 0 {
+            // the GEMMs' staging area, after the local values
+            let _ = writeln!(s, "  unsigned char* const seg_sh = seg_dyn + {staging_at};");
+        }
+        if !local.is_empty() {
+            let mut local: Vec<(&usize, &usize)> = local.iter().collect();
+            local.sort();
+            for (&slot, &off) in local {
+                let dt = self.slot_info(slot).map_or(DType::F32, |i| i.dtype);
+                let ty = c_type(dt);
+                let _ = writeln!(s, "  {ty}* const q{slot} = ({ty}*)(seg_dyn + {off});");
+            }
+        }
         for (p, sep) in parts {
             s.push_str(&p.code);
             s.push_str(sep);
@@ -362,63 +590,201 @@ impl Builder<'_> {
         &self,
         kernels: Vec<Kernel>,
         limit: usize,
+        outputs: &[usize],
         src: &mut Vec<(String, String)>,
     ) -> Vec<Kernel> {
-        let threads = segment_threads();
-        let mut out = Vec::with_capacity(kernels.len());
-        let mut run: Vec<(Kernel, Part)> = Vec::new();
-        let flush = |run: &mut Vec<(Kernel, Part)>,
-                     out: &mut Vec<Kernel>,
-                     src: &mut Vec<(String, String)>| {
-            if run.len() < 2 {
-                out.extend(run.drain(..).map(|(k, _)| k));
-                return;
+        // every thread of the cluster's blocks
+        let (i0, step) = (
+            "((long long)blockIdx.x * blockDim.x + threadIdx.x)",
+            "((long long)gridDim.x * blockDim.x)",
+        );
+        let mut parts: Vec<Option<Part>> = kernels
+            .iter()
+            .map(|k| self.part(k, i0, step, true).filter(|p| p.elems <= limit))
+            .collect();
+        // how many launches touch each slot: a value that only one segment touches may live in
+        // that segment's shared memory
+        let mut uses: HashMap<usize, usize> = HashMap::new();
+        for k in &kernels {
+            for s in kernel_slots(k) {
+                *uses.entry(s).or_default() += 1;
             }
-            let name = format!("segment_{}", src.len());
+        }
+        let mut kernels: Vec<Option<Kernel>> = kernels.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(kernels.len());
+        let mut j = 0;
+        while j < kernels.len() {
+            let start = j;
+            while j < kernels.len() && parts[j].is_some() {
+                j += 1;
+            }
+            if j - start >= 2 {
+                let run: Vec<(Kernel, Part)> = (start..j)
+                    .map(|i| {
+                        (
+                            kernels[i].take().expect("once"),
+                            parts[i].take().expect("once"),
+                        )
+                    })
+                    .collect();
+                out.push(self.segment(run, &uses, outputs, src));
+            } else {
+                out.extend((start..j).map(|i| kernels[i].take().expect("once")));
+            }
+            if j < kernels.len() {
+                out.push(kernels[j].take().expect("once"));
+                j += 1;
+            }
+        }
+        out
+    }
+
+    /// One segment of `run` (two or more parts): its values that no other launch touches and
+    /// that are not step outputs live in the kernel's shared memory (`LAMINA_CUDA_SEGMENT_LOCAL=0`
+    /// keeps them in the arena), placed so that two values share bytes only across a barrier.
+    fn segment(
+        &self,
+        run: Vec<(Kernel, Part)>,
+        uses: &HashMap<usize, usize>,
+        outputs: &[usize],
+        src: &mut Vec<(String, String)>,
+    ) -> Kernel {
+        let threads = segment_threads();
+        let blocks = segment_blocks();
+        // `LAMINA_CUDA_SEGMENT_TRACE=1`: each segment prints the clock cycles of each part
+        let trace = std::env::var("LAMINA_CUDA_SEGMENT_TRACE").as_deref() == Ok("1");
+        let (barrier_text, bounds) = if blocks > 1 {
+            (
+                "  seg_cluster_sync();\n",
+                format!("__cluster_dims__({blocks}, 1, 1) __launch_bounds__({threads})"),
+            )
+        } else {
+            (
+                "  __syncthreads();\n",
+                format!("__launch_bounds__({threads})"),
+            )
+        };
+        let name = format!("segment_{}", src.len());
+        let mem_of = |x: usize| self.slot_info(x).map_or(Mem::Own(x), |i| i.mem);
+        let rw_of = |local: &HashMap<usize, (usize, usize)>| -> Vec<(Vec<Mem>, Vec<Mem>)> {
             let mems = |s: &[usize]| -> Vec<Mem> {
                 s.iter()
-                    .map(|&x| self.slot_info(x).map_or(Mem::Own(x), |i| i.mem))
+                    .map(|x| match local.get(x) {
+                        Some(&(o, e)) => Mem::Local(o, e),
+                        None => mem_of(*x),
+                    })
                     .collect()
             };
-            let rw: Vec<(Vec<Mem>, Vec<Mem>)> = run
-                .iter()
+            run.iter()
                 .map(|(_, p)| (mems(&p.reads), mems(&p.writes)))
-                .collect();
-            let barrier = barriers_of(&rw);
-            let parts: Vec<(Part, String)> = run
-                .drain(..)
-                .enumerate()
-                .map(|(j, (_, p))| {
-                    let sep = if barrier.get(j + 1) == Some(&true) {
-                        "  __syncthreads();\n"
-                    } else {
-                        ""
-                    };
-                    (p, sep.to_string())
-                })
-                .collect();
-            let (text, args) =
-                self.kernel_text(&name, &format!("__launch_bounds__({threads})"), &parts);
-            src.push((name.clone(), text));
-            out.push(Kernel::Launch {
-                func: Func::Merged(name),
-                f: None,
-                grid: 1,
-                block: threads,
-                args,
-            });
+                .collect()
         };
-        for k in kernels {
-            match self.part(&k, "threadIdx.x", "blockDim.x", true) {
-                Some(p) if p.elems <= limit => run.push((k, p)),
-                _ => {
-                    flush(&mut run, &mut out, src);
-                    out.push(k);
+        let mut local: HashMap<usize, (usize, usize)> = HashMap::new();
+        if blocks == 1 && std::env::var("LAMINA_CUDA_SEGMENT_LOCAL").as_deref() != Ok("0") {
+            let barrier = barriers_of(&rw_of(&local));
+            let mut phase = Vec::with_capacity(run.len());
+            let mut ph = 0;
+            for b in &barrier {
+                ph += usize::from(*b);
+                phase.push(ph);
+            }
+            let mut in_run: HashMap<usize, usize> = HashMap::new();
+            let mut span: Vec<(usize, usize, usize)> = Vec::new(); // slot, first, last phase
+            for (j, (k, p)) in run.iter().enumerate() {
+                for s in kernel_slots(k) {
+                    *in_run.entry(s).or_default() += 1;
+                }
+                for &s in &p.slots {
+                    match span.iter_mut().find(|t| t.0 == s) {
+                        Some(t) => t.2 = phase[j],
+                        None => span.push((s, phase[j], phase[j])),
+                    }
+                }
+            }
+            let written: Vec<usize> = run.iter().flat_map(|(_, p)| p.writes.clone()).collect();
+            let mut placed: Vec<(usize, usize, usize)> = Vec::new(); // offset, end, last phase
+            for &(s, first, last) in &span {
+                let Some(info) = self.slot_info(s) else {
+                    continue;
+                };
+                if !matches!(info.mem, Mem::Range(..))
+                    || !written.contains(&s)
+                    || outputs.contains(&s)
+                    || uses.get(&s) != in_run.get(&s)
+                {
+                    continue;
+                }
+                let bytes = (info.elems * info.dtype.size_bytes()).div_ceil(16) * 16;
+                // the lowest offset clear of every value still live in `first`
+                let mut at = 0;
+                loop {
+                    let clash = placed
+                        .iter()
+                        .filter(|p| p.2 >= first && p.0 < at + bytes && at < p.1)
+                        .map(|p| p.1)
+                        .max();
+                    match clash {
+                        Some(end) => at = end,
+                        None => break,
+                    }
+                }
+                if at + bytes <= LOCAL_BYTES {
+                    placed.push((at, at + bytes, last));
+                    local.insert(s, (at, at + bytes));
                 }
             }
         }
-        flush(&mut run, &mut out, src);
-        out
+        let staging = run.iter().map(|(_, p)| p.shared).max().unwrap_or(0);
+        let staging_at = local.values().map(|v| v.1).max().unwrap_or(0);
+        let dynamic = staging_at + staging;
+        // barriers again: values in shared memory no longer share arena bytes with others
+        let barrier = barriers_of(&rw_of(&local));
+        let count = run.len();
+        let mut parts: Vec<(Part, String)> = run
+            .into_iter()
+            .enumerate()
+            .map(|(j, (_, p))| {
+                let mut sep = if barrier.get(j + 1) == Some(&true) {
+                    barrier_text.to_string()
+                } else {
+                    String::new()
+                };
+                if trace {
+                    let _ = writeln!(sep, "  if (seg_t0) seg_t[{}] = clock64();", j + 1);
+                }
+                (p, sep)
+            })
+            .collect();
+        if trace {
+            // clock of block 0's thread 0 after each part (and its barrier), printed at the end
+            let mut head = format!(
+                "  __shared__ long long seg_t[{}];\n  const bool seg_t0 = blockIdx.x == 0 && threadIdx.x == 0;\n  if (seg_t0) seg_t[0] = clock64();\n",
+                count + 1
+            );
+            head.push_str(&parts[0].0.code);
+            parts[0].0.code = head;
+            let mut tail = String::from("  if (seg_t0) {\n");
+            for (j, (p, _)) in parts.iter().enumerate() {
+                let label = p.label.replace(['"', '%', '\\'], "_");
+                let _ = writeln!(
+                    tail,
+                    "    printf(\"trace {name} %d %lld {label}\\n\", {j}, seg_t[{}] - seg_t[{j}]);",
+                    j + 1
+                );
+            }
+            tail.push_str("  }\n");
+            parts[count - 1].1.push_str(&tail);
+        }
+        let offsets: HashMap<usize, usize> = local.iter().map(|(&s, v)| (s, v.0)).collect();
+        let (text, args) = self.kernel_text(&name, &bounds, &parts, &offsets, staging_at);
+        src.push((name.clone(), text));
+        Kernel::Launch {
+            func: Func::Merged(name, dynamic as u32),
+            f: None,
+            grid: blocks,
+            block: threads,
+            args,
+        }
     }
 
     /// Multi-tensor launches. A window of consecutive fused groups and copies is scheduled in
@@ -495,10 +861,10 @@ impl Builder<'_> {
                     (p, String::new())
                 })
                 .collect();
-            let (text, args) = self.kernel_text(&name, "", &parts);
+            let (text, args) = self.kernel_text(&name, "", &parts, &HashMap::new(), 0);
             src.push((name.clone(), text));
             out.push(Kernel::Launch {
-                func: Func::Merged(name),
+                func: Func::Merged(name, 0),
                 f: None,
                 grid: first,
                 block: BLOCK,
@@ -506,6 +872,25 @@ impl Builder<'_> {
             });
         }
     }
+}
+
+/// Every slot a launch reads or writes.
+fn kernel_slots(k: &Kernel) -> Vec<usize> {
+    let mut v = match k {
+        Kernel::Launch { args, .. } => args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Slot(s) => Some(*s),
+                _ => None,
+            })
+            .collect(),
+        Kernel::Gemm(g) => vec![g.a, g.b, g.out],
+        Kernel::Lt(g) => g.slots().to_vec(),
+        Kernel::Copy { src, dst, .. } => vec![*src, *dst],
+    };
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// True when an operation reading `pr` and writing `pw` must run after one reading `qr` and
@@ -546,6 +931,32 @@ fn barriers_of(rw: &[(Vec<Mem>, Vec<Mem>)]) -> Vec<bool> {
         written.extend(pw.iter().cloned());
     }
     barrier
+}
+
+/// The source offset of flat index `u` (an unsigned 32-bit expression) under `w`, as constant
+/// arithmetic: `offset + Σ_d ((u / inner_d) % shape_d) · stride_d`.
+fn walk_expr(w: &Walk, u: &str) -> String {
+    let mut terms = vec![format!("{}ll", w.offset)];
+    let mut inner = 1i64;
+    for d in (0..w.rank as usize).rev() {
+        let (size, stride) = (w.shape[d], w.stride[d]);
+        if size != 1 && stride != 0 {
+            let q = if inner == 1 {
+                u.to_string()
+            } else {
+                format!("({u} / {inner}u)")
+            };
+            // the outermost axis needs no remainder: u is below the walk's size
+            let r = if d == 0 {
+                q
+            } else {
+                format!("({q} % {size}u)")
+            };
+            terms.push(format!("(long long){r} * {stride}ll"));
+        }
+        inner *= size;
+    }
+    format!("({})", terms.join(" + "))
 }
 
 /// A `Walk` as a C aggregate.
@@ -617,6 +1028,37 @@ mod tests {
             barriers_of(&rw),
             vec![false, false, true, true, false, true, true]
         );
+    }
+
+    /// The GEMM templates and the cluster barrier compile for sm_90 in every variant a segment
+    /// emits (needs NVRTC only; skipped where its library is absent). Their values are checked
+    /// on the GPU (`tests/cuda/merged.rs`).
+    #[test]
+    fn gemm_templates_compile() {
+        // SAFETY: only tries to open the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("NVRTC not found: skipped");
+            return;
+        }
+        let mut src = format!("{}{}", crate::codegen::PRELUDE, templates());
+        for (ty, t) in [("float", "f32"), ("double", "f64")] {
+            src.push_str(&format!(
+                "extern \"C\" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(1024) \
+                 probe_{t}({ty}* c, const {ty}* a, const {ty}* b) {{\n\
+                 __shared__ __align__(16) unsigned char seg_sh[{}];\n\
+                 seg_gemm_n<{ty}, 1ll, 32, 128, 256, 0ll, 256ll, 1ll, 0ll, 128ll, 1ll, 4, 8>(c, a, b, ({ty}*)seg_sh);\n\
+                 seg_cluster_sync();\n\
+                 seg_gemm_n<{ty}, 3ll, 37, 29, 5, 185ll, 1ll, 37ll, 0ll, 29ll, 1ll, 4, 1>(c, a, b, ({ty}*)seg_sh);\n\
+                 seg_gemm_k<{ty}, 1ll, 3, 7, 130, 0ll, 130ll, 1ll, 0ll, 1ll, 130ll, 3, 4>(c, a, b);\n\
+                 seg_gemm_s<{ty}, 1ll, 32, 128, 64, 0ll, 64ll, 1ll, 0ll, 128ll, 1ll, 32, 4, 4, 4>(c, a, b, ({ty}*)seg_sh);\n\
+                 seg_gemm_s<{ty}, 2ll, 37, 29, 5, 185ll, 1ll, 37ll, 145ll, 1ll, 5ll, 8, 2, 1, 2>(c, a, b, ({ty}*)seg_sh);\n\
+                 seg_gemm_s<{ty}, 1ll, 10, 128, 32, 0ll, 32ll, 1ll, 0ll, 1ll, 32ll, 32, 4, 2, 1>(c, a, b, ({ty}*)seg_sh);\n\
+                 __shared__ long long seg_t[2]; seg_t[0] = clock64();\n\
+                 printf(\"trace probe %d %lld gemm\\n\", 0, seg_t[0]);\n}}\n",
+                32 * 4 * 32 * 8
+            ));
+        }
+        crate::dev::nvrtc_cubin(&src).expect("GEMM templates compile");
     }
 
     #[test]

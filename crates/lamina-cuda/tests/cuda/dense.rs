@@ -152,11 +152,16 @@ fn dense_layers_with_epilogues_match_reference_table() {
                 init.insert(s, HostTensor::from_f64(&ty.shape, dtype, &v).unwrap());
             }
             let mut launches = Vec::new();
-            for lt in ["1", "0"] {
+            // epilogues; plain GEMMs and groups; small layers inside segments (the default)
+            for (lt, macs) in [("1", Some("0")), ("0", Some("0")), ("1", None)] {
                 std::env::set_var("LAMINA_CUDA_LT", lt);
+                if let Some(macs) = macs {
+                    std::env::set_var("LAMINA_CUDA_SEGMENT_MACS", macs);
+                }
                 let compiled = cuda.compile(&plan);
                 std::env::remove_var("LAMINA_CUDA_LT");
-                let what = format!("{mode}, {name}, LAMINA_CUDA_LT={lt}");
+                std::env::remove_var("LAMINA_CUDA_SEGMENT_MACS");
+                let what = format!("{mode}, {name}, LAMINA_CUDA_LT={lt}, segment MACs {macs:?}");
                 let mut exe = compiled.unwrap_or_else(|e| panic!("{what}: {e}\n{}", plan.text()));
                 launches.push((exe.kernel_count(), exe.epilogue_gemms()));
                 let mut bufs = upload(&cuda, &init);
@@ -200,8 +205,8 @@ fn dense_layers_with_epilogues_match_reference_table() {
                 assert!(exe.is_captured(), "{what}: not captured");
             }
             println!(
-                "{mode}, {name}: {} launches and {} epilogue GEMMs, {} launches without",
-                launches[0].0, launches[0].1, launches[1].0
+                "{mode}, {name}: {} launches and {} epilogue GEMMs, {} launches without, {} with segment GEMMs",
+                launches[0].0, launches[0].1, launches[1].0, launches[2].0
             );
             // every layer runs as one epilogue GEMM, except one whose pre-activation has other
             // readers than the ReLU's mask; none with LAMINA_CUDA_LT=0
@@ -216,6 +221,29 @@ fn dense_layers_with_epilogues_match_reference_table() {
             );
             if dtype == DType::F32 {
                 assert_eq!(launches[0].1, want, "{mode}, {name}: epilogue GEMMs");
+            }
+            // with GEMMs in segments, a layer whose tensors are at most 32768 elements and
+            // whose product is at most 2^22 multiply-adds runs inside one instead
+            let mut fan_in = k;
+            let mut small = 0;
+            for ly in layers {
+                let fits = [m * fan_in, fan_in * ly.n, m * ly.n]
+                    .iter()
+                    .all(|&e| e <= 32768)
+                    && m * fan_in * ly.n <= 1 << 22;
+                small += usize::from(fits && !ly.keep_z);
+                fan_in = ly.n;
+            }
+            assert!(
+                launches[2].0 <= launches[0].0,
+                "{mode}, {name}: more launches with segment GEMMs"
+            );
+            if dtype == DType::F32 {
+                assert_eq!(
+                    launches[2].1,
+                    want - small,
+                    "{mode}, {name}: epilogue GEMMs beside segment GEMMs"
+                );
             }
         }
     }

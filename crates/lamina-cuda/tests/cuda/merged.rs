@@ -133,3 +133,93 @@ fn merged_launches_match_reference() {
         );
     }
 }
+
+/// name, batch, m, k, n, A read through a transpose, B read through a transpose.
+type GemmRow = (&'static str, usize, usize, usize, usize, bool, bool);
+
+const GEMM_ROWS: &[GemmRow] = &[
+    // 8 tiles of 4 rows × 32 columns: warps split k (the shared-memory sum)
+    ("nn_k_split", 1, 32, 256, 128, false, false),
+    ("tn_odd", 1, 37, 29, 53, true, false),
+    // B read along k: the lanes take k (the shuffle sum)
+    ("nt_lanes_on_k", 1, 32, 128, 256, false, true),
+    ("tt_tiny", 1, 5, 7, 3, true, true),
+    ("batched_nn", 3, 9, 17, 11, false, false),
+    ("batched_nt_odd", 2, 6, 40, 33, false, true),
+    ("batched_tn", 2, 19, 8, 70, true, false),
+];
+
+/// `x·2 → GEMM → ·3`: three operations on small tensors, so one segment with the GEMM inside.
+fn gemm_graph(dtype: DType, &(_, batch, m, k, n, ta, tb): &GemmRow) -> Graph {
+    let b = GraphBuilder::new();
+    let lead: Vec<usize> = if batch > 1 { vec![batch] } else { vec![] };
+    let dims = |r: usize, c: usize| [lead.clone(), vec![r, c]].concat();
+    let last = lead.len() as isize;
+    // the product reads the doubled input through its transpose
+    let a = if ta {
+        (b.input("a", &dims(k, m), dtype) * 2.0).transpose(last, last + 1)
+    } else {
+        b.input("a", &dims(m, k), dtype) * 2.0
+    };
+    let w = if tb {
+        b.state("w", &dims(n, k), dtype).transpose(last, last + 1)
+    } else {
+        b.state("w", &dims(k, n), dtype)
+    };
+    let y = a.matmul(w) * 3.0;
+    b.finish(&[y]).unwrap()
+}
+
+/// GEMMs inside a segment (`seg_gemm_n` / `seg_gemm_k`): every operand layout, batches, odd
+/// sizes and both ways of splitting k, in f32 and f64, run by one block and by a cluster of 8,
+/// against the reference — and the whole graph is one launch.
+#[test]
+fn segment_gemms_match_reference_table() {
+    let _serial = serial();
+    let Some(cuda) = backend("segment_gemms_match_reference_table") else {
+        return;
+    };
+    for dtype in [DType::F32, DType::F64] {
+        let tol = if dtype == DType::F32 {
+            (1e-5, 1e-5)
+        } else {
+            (1e-12, 1e-12)
+        };
+        for row in GEMM_ROWS {
+            let g = gemm_graph(dtype, row);
+            let plan = Plan::compile(&g).unwrap();
+            let mut rng = TestRng::new(5);
+            let ty = &g.nodes[g.inputs()[0]].ty;
+            let a = HostTensor::from_f64(&ty.shape, dtype, &rng.vec(numel(&ty.shape), -1.0, 1.0))
+                .unwrap();
+            let mut state = StateMap::new();
+            for (name, ty) in g.states() {
+                let v = rng.vec(numel(&ty.shape), -1.0, 1.0);
+                state.insert(name, HostTensor::from_f64(&ty.shape, dtype, &v).unwrap());
+            }
+            let want = lamina_ref::run_graph(&g, &[&a], &mut state.clone()).unwrap();
+            for blocks in ["1", "8"] {
+                let what = format!("{dtype}, {}, {blocks} block(s)", row.0);
+                std::env::set_var("LAMINA_CUDA_SEGMENT_BLOCKS", blocks);
+                // the largest row has 2^20 multiply-adds
+                std::env::set_var("LAMINA_CUDA_SEGMENT_MACS", "1048576");
+                let compiled = cuda.compile(&plan);
+                std::env::remove_var("LAMINA_CUDA_SEGMENT_BLOCKS");
+                std::env::remove_var("LAMINA_CUDA_SEGMENT_MACS");
+                let mut exe = compiled.unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(exe.kernel_count(), 1, "{what}: launches");
+                let mut bufs = upload(&cuda, &state);
+                for step in 0..2 {
+                    let got = cuda.run(&mut exe, &mut bufs, &[&a]).unwrap();
+                    assert_close(
+                        &got[0],
+                        &want[0],
+                        tol.0,
+                        tol.1,
+                        &format!("{what}, run {step}"),
+                    );
+                }
+            }
+        }
+    }
+}
