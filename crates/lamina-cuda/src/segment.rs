@@ -135,6 +135,9 @@ struct Part {
     shared: usize,
     /// What the part is, for `LAMINA_CUDA_SEGMENT_TRACE`.
     label: String,
+    /// Its code is one loop over `i0`, `step` with no barrier inside, so a range of a segment's
+    /// threads may run it beside other parts.
+    splittable: bool,
 }
 
 impl Builder<'_> {
@@ -200,6 +203,7 @@ impl Builder<'_> {
                     grid: n.div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
                     shared: 0,
                     label: format!("copy {bytes} bytes"),
+                    splittable: true,
                 })
             }
             Kernel::Launch {
@@ -244,6 +248,7 @@ impl Builder<'_> {
                     grid: (*n as usize).div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
                     shared: 0,
                     label: format!("{} n={n}", f.name),
+                    splittable: true,
                 })
             }
             Kernel::Launch {
@@ -298,6 +303,7 @@ impl Builder<'_> {
                             grid: 0,
                             shared: 0,
                             label: format!("{name} n={n}"),
+                            splittable: true,
                         });
                     }
                 }
@@ -358,6 +364,7 @@ impl Builder<'_> {
                     grid: 0,
                     shared: 0,
                     label: format!("{name} elems={elems}"),
+                    splittable: false,
                 })
             }
             Kernel::Gemm(g) if single_block => self.gemm_part(g),
@@ -457,6 +464,7 @@ impl Builder<'_> {
             grid: 0,
             shared,
             label,
+            splittable: false,
         })
     }
 
@@ -511,6 +519,7 @@ impl Builder<'_> {
             grid: (n as usize).div_ceil(BLOCK as usize).clamp(1, 1 << 20) as u32,
             shared: 0,
             label: format!("{name} n={n}"),
+            splittable: true,
         })
     }
 
@@ -532,6 +541,54 @@ impl Builder<'_> {
     }
 
     /// The kernel text of merged parts: parameters are the slots, each a typed pointer.
+    /// The parts of one phase (no barrier between them, so no part reads what another writes):
+    /// those that need the whole block first, then the others side by side, each on a range of
+    /// warps sized by its elements, so their memory round trips overlap instead of adding up
+    /// (the optimizer updates of all parameters in one phase take about as long as the largest).
+    fn phase_parts(&self, phase: Vec<(Kernel, Part)>, threads: u32) -> Vec<(Part, String)> {
+        let warps = (threads / 32) as usize;
+        let (split, whole): (Vec<_>, Vec<_>) = phase.into_iter().partition(|(_, p)| p.splittable);
+        let mut out: Vec<(Part, String)> =
+            whole.into_iter().map(|(_, p)| (p, String::new())).collect();
+        if split.len() < 2 || split.len() > warps || segment_blocks() > 1 {
+            out.extend(split.into_iter().map(|(_, p)| (p, String::new())));
+            return out;
+        }
+        let total: usize = split.iter().map(|(_, p)| p.elems.max(1)).sum();
+        let mut share: Vec<usize> = split
+            .iter()
+            .map(|(_, p)| (warps * p.elems.max(1) / total).max(1))
+            .collect();
+        while share.iter().sum::<usize>() > warps {
+            let big = (0..share.len()).max_by_key(|&j| share[j]).expect("parts");
+            share[big] -= 1;
+        }
+        let spare = warps - share.iter().sum::<usize>();
+        let big = (0..share.len())
+            .max_by_key(|&j| split[j].1.elems)
+            .expect("parts");
+        share[big] += spare;
+        let mut t0 = 0;
+        for ((k, p), w) in split.into_iter().zip(share) {
+            let t1 = t0 + 32 * w;
+            let i0 = format!("((long long)threadIdx.x - {t0})");
+            let step = format!("{}ll", t1 - t0);
+            match self.part(&k, &i0, &step, true) {
+                Some(mut q) => {
+                    q.code = format!(
+                        "  if (threadIdx.x >= {t0}u && threadIdx.x < {t1}u) {{\n{}  }}\n",
+                        q.code
+                    );
+                    out.push((q, String::new()));
+                }
+                // the same kernel gave a part before; keep it whole if not
+                None => out.push((p, String::new())),
+            }
+            t0 = t1;
+        }
+        out
+    }
+
     /// Slots in `local` are not parameters: they point into the kernel's dynamic shared memory
     /// at the given byte offsets; the GEMMs' staging area (`seg_sh`) starts at `staging_at`.
     fn kernel_text(
@@ -739,24 +796,37 @@ impl Builder<'_> {
         let dynamic = staging_at + staging;
         // barriers again: values in shared memory no longer share arena bytes with others
         let barrier = barriers_of(&rw_of(&local));
-        let count = run.len();
-        let mut parts: Vec<(Part, String)> = run
-            .into_iter()
-            .enumerate()
-            .map(|(j, (_, p))| {
-                let mut sep = if barrier.get(j + 1) == Some(&true) {
-                    barrier_text.to_string()
-                } else {
-                    String::new()
-                };
-                if trace {
-                    let _ = writeln!(sep, "  if (seg_t0) seg_t[{}] = clock64();", j + 1);
-                }
-                (p, sep)
-            })
-            .collect();
+        let mut phases: Vec<Vec<(Kernel, Part)>> = Vec::new();
+        for (j, kp) in run.into_iter().enumerate() {
+            if j == 0 || barrier[j] {
+                phases.push(Vec::new());
+            }
+            phases.last_mut().expect("pushed").push(kp);
+        }
+        let count = phases.len();
+        let mut parts: Vec<(Part, String)> = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
+        for (ph, phase) in phases.into_iter().enumerate() {
+            labels.push(
+                phase
+                    .iter()
+                    .map(|(_, p)| p.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
+            for (p, sep) in self.phase_parts(phase, threads) {
+                parts.push((p, sep));
+            }
+            let last = &mut parts.last_mut().expect("a phase has parts").1;
+            if ph + 1 < count {
+                last.push_str(barrier_text);
+            }
+            if trace {
+                let _ = writeln!(last, "  if (seg_t0) seg_t[{}] = clock64();", ph + 1);
+            }
+        }
         if trace {
-            // clock of block 0's thread 0 after each part (and its barrier), printed at the end
+            // clock of block 0's thread 0 after each phase (and its barrier), printed at the end
             let mut head = format!(
                 "  __shared__ long long seg_t[{}];\n  const bool seg_t0 = blockIdx.x == 0 && threadIdx.x == 0;\n  if (seg_t0) seg_t[0] = clock64();\n",
                 count + 1
@@ -764,8 +834,8 @@ impl Builder<'_> {
             head.push_str(&parts[0].0.code);
             parts[0].0.code = head;
             let mut tail = String::from("  if (seg_t0) {\n");
-            for (j, (p, _)) in parts.iter().enumerate() {
-                let label = p.label.replace(['"', '%', '\\'], "_");
+            for (j, label) in labels.iter().enumerate() {
+                let label = label.replace(['"', '%', '\\'], "_");
                 let _ = writeln!(
                     tail,
                     "    printf(\"trace {name} %d %lld {label}\\n\", {j}, seg_t[{}] - seg_t[{j}]);",
@@ -773,7 +843,7 @@ impl Builder<'_> {
                 );
             }
             tail.push_str("  }\n");
-            parts[count - 1].1.push_str(&tail);
+            parts.last_mut().expect("parts").1.push_str(&tail);
         }
         let offsets: HashMap<usize, usize> = local.iter().map(|(&s, v)| (s, v.0)).collect();
         let (text, args) = self.kernel_text(&name, &bounds, &parts, &offsets, staging_at);
