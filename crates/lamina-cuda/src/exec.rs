@@ -392,12 +392,16 @@ impl CudaExecutable {
                             })?;
                         let f = ctx(m.load_function(name), &format!("kernel {name}"))?;
                         if *dynamic > 0 {
+                            use cudarc::driver::sys::CUfunction_attribute_enum as attr;
+                            let fixed = f.get_attribute(attr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES);
                             ctx(
                                 f.set_attribute(
-                                    cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                     *dynamic as i32,
                                 ),
-                                &format!("shared memory of kernel {name}"),
+                                &format!(
+                                    "kernel {name}: {dynamic} bytes of dynamic shared memory beside {fixed:?} static"
+                                ),
                             )?;
                         }
                         f

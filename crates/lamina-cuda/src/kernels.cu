@@ -277,118 +277,8 @@ __device__ void random_bits_t(int* out, i64 n, const int* key, unsigned stream) 
 
 // ---- GEMMs inside a segment (segment.rs) ----
 // C[b] (M×N, dense) = A[b]·B[b]: A's element (m, k) at a + b·SA + m·AM + k·AK, B's (k, n) at
-// b + b·SB + k·BK + n·BN. Every thread of the segment's blocks calls these together (a segment's
-// operations run on all of them), so the loops that hold a __syncthreads() are block-uniform.
-
-// Lanes along n (B read along its rows, A's value broadcast to the warp): a warp takes RM rows ×
-// 32 columns over a 1/S share of k; the S warps of one tile add their partial sums in shared
-// memory (`red`: warps × RM × 32 values) in a fixed order, so every run gives the same bits.
-template <typename T, i64 BATCH, int M, int N, int K, i64 SA, i64 AM, i64 AK, i64 SB, i64 BK, i64 BN, int RM, int S>
-__device__ void seg_gemm_n(T* __restrict__ c, const T* a, const T* b, T* red) {
-    constexpr int MB = (M + RM - 1) / RM, NB = (N + 31) / 32;
-    constexpr i64 TILES = BATCH * MB * NB;
-    constexpr int KS = (K + S - 1) / S;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int per_block = (blockDim.x >> 5) / S;
-    const int slot = warp / S, ks = warp % S;
-    const int k0 = ks * KS, k1 = min(K, k0 + KS);
-    for (i64 base = (i64)blockIdx.x * per_block; base < TILES; base += (i64)gridDim.x * per_block) {
-        const i64 t = base + slot;
-        T acc[RM];
-#pragma unroll
-        for (int r = 0; r < RM; ++r) acc[r] = T(0);
-        int m0 = 0, n = N;
-        i64 bi = 0;
-        if (t < TILES) {
-            bi = t / (MB * NB);
-            const int rest = (int)(t - bi * (MB * NB));
-            m0 = (rest / NB) * RM;
-            n = (rest % NB) * 32 + lane;
-        }
-        if (n < N) {
-            const T* ap = a + bi * SA + (i64)m0 * AM;
-            const T* bp = b + bi * SB + (i64)n * BN;
-#pragma unroll 4
-            for (int k = k0; k < k1; ++k) {
-                const T bv = bp[(i64)k * BK];
-#pragma unroll
-                for (int r = 0; r < RM; ++r)
-                    if (M % RM == 0 || m0 + r < M) acc[r] += ap[(i64)r * AM + (i64)k * AK] * bv;
-            }
-        }
-        if (S == 1) {
-            if (n < N) {
-#pragma unroll
-                for (int r = 0; r < RM; ++r)
-                    if (M % RM == 0 || m0 + r < M) c[bi * M * N + (i64)(m0 + r) * N + n] = acc[r];
-            }
-        } else {
-#pragma unroll
-            for (int r = 0; r < RM; ++r) red[(warp * RM + r) * 32 + lane] = acc[r];
-            __syncthreads();
-            if (ks == 0 && n < N) {
-#pragma unroll
-                for (int r = 0; r < RM; ++r) {
-                    if (M % RM != 0 && m0 + r >= M) continue;
-                    T sum = red[(warp * RM + r) * 32 + lane];
-                    for (int j = 1; j < S; ++j) sum += red[((warp + j) * RM + r) * 32 + lane];
-                    c[bi * M * N + (i64)(m0 + r) * N + n] = sum;
-                }
-            }
-            __syncthreads();
-        }
-    }
-}
-
-// Lanes along k (both operands read along k: B is a transposed operand): a warp takes RM × RN
-// outputs, its lanes stride over k and the partial sums meet through a butterfly of shuffles
-// (each step adds two equal pairs, so all lanes hold the same bits).
-template <typename T, i64 BATCH, int M, int N, int K, i64 SA, i64 AM, i64 AK, i64 SB, i64 BK, i64 BN, int RM, int RN>
-__device__ void seg_gemm_k(T* __restrict__ c, const T* a, const T* b) {
-    constexpr int MB = (M + RM - 1) / RM, NB = (N + RN - 1) / RN;
-    constexpr i64 TILES = BATCH * MB * NB;
-    const int lane = threadIdx.x & 31;
-    const i64 nw = ((i64)gridDim.x * blockDim.x) >> 5;
-    for (i64 t = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; t < TILES; t += nw) {
-        const i64 bi = t / (MB * NB);
-        const int rest = (int)(t - bi * (MB * NB));
-        const int m0 = (rest / NB) * RM, n0 = (rest % NB) * RN;
-        const T* ap = a + bi * SA;
-        const T* bp = b + bi * SB;
-        T acc[RM][RN];
-#pragma unroll
-        for (int r = 0; r < RM; ++r)
-#pragma unroll
-            for (int j = 0; j < RN; ++j) acc[r][j] = T(0);
-        for (int k = lane; k < K; k += 32) {
-            T av[RM], bv[RN];
-#pragma unroll
-            for (int r = 0; r < RM; ++r)
-                av[r] = (M % RM == 0 || m0 + r < M) ? ap[(i64)(m0 + r) * AM + (i64)k * AK] : T(0);
-#pragma unroll
-            for (int j = 0; j < RN; ++j)
-                bv[j] = (N % RN == 0 || n0 + j < N) ? bp[(i64)k * BK + (i64)(n0 + j) * BN] : T(0);
-#pragma unroll
-            for (int r = 0; r < RM; ++r)
-#pragma unroll
-                for (int j = 0; j < RN; ++j) acc[r][j] += av[r] * bv[j];
-        }
-#pragma unroll
-        for (int r = 0; r < RM; ++r)
-#pragma unroll
-            for (int j = 0; j < RN; ++j)
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1) acc[r][j] += __shfl_xor_sync(0xffffffffu, acc[r][j], off);
-        if (lane == 0) {
-#pragma unroll
-            for (int r = 0; r < RM; ++r)
-#pragma unroll
-                for (int j = 0; j < RN; ++j)
-                    if ((M % RM == 0 || m0 + r < M) && (N % RN == 0 || n0 + j < N))
-                        c[bi * M * N + (i64)(m0 + r) * N + n0 + j] = acc[r][j];
-        }
-    }
-}
+// b + b·SB + k·BK + n·BN. Every thread of the segment's block calls these together, so the loops
+// that hold a __syncthreads() are block-uniform.
 
 // R consecutive values from shared memory in as few loads as their alignment allows (the
 // callers keep R-aligned offsets in rows whose length is a multiple of 4).
@@ -412,27 +302,49 @@ template <typename T, int R> __device__ __forceinline__ void ld_row(const T* p, 
 }
 
 // Stages rows k0 .. k0 + KC of an operand as a [KC][stride] k-major chunk: `x(i, k)` at
-// x + i·XI + k·XK for i < I (zero past K). Threads take neighbouring i, so the shared stores
-// never collide; along the contiguous axis of the source (XK == 1) each thread reads 4
-// neighbouring values of k.
+// x + i·XI + k·XK for i < I (zero past K). Neighbouring threads read neighbouring addresses of the
+// source: along i, or along k when k is its contiguous axis (XK == 1; then the shared stores of a
+// warp collide a few ways, which costs far less than a warp's loads touching 32 cache lines).
+// Each thread loads U items before it stores any (`__restrict__` and this order let the loads of
+// a round overlap instead of each waiting for the last store).
 template <typename T, int I, int K, int KC, i64 XI, i64 XK>
-__device__ __forceinline__ void seg_stage(T* dst, int stride, const T* x, int k0) {
-    const int tid = threadIdx.x, nth = blockDim.x;
-    if constexpr (XK == 1 && XI != 1) {
-#pragma unroll 2
-        for (int idx = tid; idx < (KC / 4) * I; idx += nth) {
-            const int i = idx % I, kk = (idx / I) * 4;
-            T v[4];
+__device__ __forceinline__ void seg_stage(T* __restrict__ dst, int stride, const T* __restrict__ x, int k0) {
+    constexpr int ITEMS = KC * I, U = 8;
+    constexpr bool KFAST = XK == 1 && XI != 1;
+    for (int base = threadIdx.x; base < ITEMS; base += U * blockDim.x) {
+        T v[U];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) v[j] = k0 + kk + j < K ? x[(i64)i * XI + (k0 + kk + j)] : T(0);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) dst[(kk + j) * stride + i] = v[j];
+        for (int u = 0; u < U; ++u) {
+            const int idx = base + u * blockDim.x;
+            const int i = KFAST ? idx / KC : idx % I, kk = KFAST ? idx % KC : idx / I;
+            v[u] = idx < ITEMS && k0 + kk < K ? x[(i64)i * XI + (i64)(k0 + kk) * XK] : T(0);
         }
-    } else {
-#pragma unroll 4
-        for (int idx = tid; idx < KC * I; idx += nth) {
-            const int i = idx % I, kk = idx / I;
-            dst[kk * stride + i] = k0 + kk < K ? x[(i64)i * XI + (i64)(k0 + kk) * XK] : T(0);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int idx = base + u * blockDim.x;
+            const int i = KFAST ? idx / KC : idx % I, kk = KFAST ? idx % KC : idx / I;
+            if (idx < ITEMS) dst[kk * stride + i] = v[u];
+        }
+    }
+}
+
+// Stages rows k0 .. k0 + KC of an operand whose contiguous axis is k as [I][ld] rows (k
+// contiguous in shared memory too): reads and stores of a warp both hit neighbouring addresses.
+template <typename T, int I, int K, int KC, i64 XI>
+__device__ __forceinline__ void seg_stage_rows(T* __restrict__ dst, int ld, const T* __restrict__ x, int k0) {
+    constexpr int ITEMS = KC * I, U = 8;
+    for (int base = threadIdx.x; base < ITEMS; base += U * blockDim.x) {
+        T v[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int idx = base + u * blockDim.x;
+            const int i = idx / KC, kk = idx % KC;
+            v[u] = idx < ITEMS && k0 + kk < K ? x[(i64)i * XI + k0 + kk] : T(0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int idx = base + u * blockDim.x;
+            if (idx < ITEMS) dst[(idx / KC) * ld + idx % KC] = v[u];
         }
     }
 }
@@ -509,10 +421,104 @@ __device__ void seg_gemm_s(T* __restrict__ c, const T* a, const T* b, T* sh) {
     }
 }
 
-// The barrier between dependent operations of a segment run by a cluster of blocks: release
-// this thread's writes, wait for every thread of the cluster, acquire theirs.
-__device__ __forceinline__ void seg_cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+// f32 → TF32 (round to nearest, ties away: what cuBLAS's TF32 mode does to its operands).
+__device__ __forceinline__ unsigned to_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// One block's TF32 GEMM on the tensor cores (f32 operands and sums). Each chunk of KC values of
+// k is staged in shared memory in the operand's own layout: an operand whose contiguous axis is
+// k as rows [i][k] (row length ≡ 4 mod 32), another as [k][i] (≡ 8 mod 32), so staging reads and
+// writes neighbouring addresses and a warp's fragment loads hit 32 banks either way. A warp
+// takes a 16 × 8·WN band of C (WN mma.sync m16n8k8 tiles sharing the A fragment) over every
+// KG-th 8-wide step of k; KG > 1 groups add their partial sums in shared memory in order.
+// `sh` holds max(A chunk + B chunk, KG × MP × NP) floats (sized the same way in segment.rs).
+template <int M, int N, int KC, int WN, bool AROW, bool BROW> struct SegTc {
+    static constexpr int MB = (M + 15) / 16, NB = (N + 8 * WN - 1) / (8 * WN), WT = MB * NB;
+    static constexpr int MP = MB * 16, NP = NB * 8 * WN;
+    static constexpr int MS = (MP + 23) / 32 * 32 + 8, NS = (NP + 23) / 32 * 32 + 8;
+    static constexpr int LD = (KC + 27) / 32 * 32 + 4;
+    static constexpr int A_FLOATS = AROW ? MP * LD : KC * MS, B_FLOATS = BROW ? NP * LD : KC * NS;
+};
+
+template <i64 BATCH, int M, int N, int K, i64 SA, i64 AM, i64 AK, i64 SB, i64 BK, i64 BN, int KC, int WN, int KG>
+__device__ void seg_gemm_tc(float* __restrict__ c, const float* a, const float* b, float* sh) {
+    constexpr bool AROW = AK == 1 && AM != 1, BROW = BK == 1 && BN != 1;
+    typedef SegTc<M, N, KC, WN, AROW, BROW> L;
+    constexpr int NB = L::NB, WT = L::WT, MP = L::MP, NP = L::NP, MS = L::MS, NS = L::NS, LD = L::LD;
+    float* sa = sh;
+    float* sb = sh + L::A_FLOATS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wt = warp % WT, kg = warp / WT;
+    const bool active = kg < KG;
+    const int m0 = (wt / NB) * 16, n0 = (wt % NB) * 8 * WN;
+    // element (m, k) of the A chunk and (k, n) of the B chunk
+    auto at = [&](int m, int k) { return AROW ? sa[m * LD + k] : sa[k * MS + m]; };
+    auto bt = [&](int k, int n) { return BROW ? sb[n * LD + k] : sb[k * NS + n]; };
+    for (i64 bi = blockIdx.x; bi < BATCH; bi += gridDim.x) {
+        float acc[WN][4];
+#pragma unroll
+        for (int w = 0; w < WN; ++w)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[w][q] = 0.0f;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            if constexpr (AROW) seg_stage_rows<float, M, K, KC, AM>(sa, LD, a + bi * SA, k0);
+            else seg_stage<float, M, K, KC, AM, AK>(sa, MS, a + bi * SA, k0);
+            if constexpr (BROW) seg_stage_rows<float, N, K, KC, BN>(sb, LD, b + bi * SB, k0);
+            else seg_stage<float, N, K, KC, BN, BK>(sb, NS, b + bi * SB, k0);
+            __syncthreads();
+            if (active) {
+#pragma unroll 2
+                for (int kb = kg * 8; kb < KC; kb += 8 * KG) {
+                    const unsigned a0 = to_tf32(at(m0 + g, kb + t)), a1 = to_tf32(at(m0 + g + 8, kb + t));
+                    const unsigned a2 = to_tf32(at(m0 + g, kb + t + 4)), a3 = to_tf32(at(m0 + g + 8, kb + t + 4));
+#pragma unroll
+                    for (int w = 0; w < WN; ++w) {
+                        const int n = n0 + w * 8 + g;
+                        const unsigned b0 = to_tf32(bt(kb + t, n)), b1 = to_tf32(bt(kb + t + 4, n));
+                        asm volatile(
+                            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                            : "+f"(acc[w][0]), "+f"(acc[w][1]), "+f"(acc[w][2]), "+f"(acc[w][3])
+                            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        // this lane's outputs: rows m0 + g (+ 8), columns n0 + 8w + 2t (+ 1)
+        if (KG == 1) {
+            if (active) {
+#pragma unroll
+                for (int w = 0; w < WN; ++w)
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const int m = m0 + g + (q >> 1) * 8, n = n0 + w * 8 + 2 * t + (q & 1);
+                        if (m < M && n < N) c[bi * M * N + (i64)m * N + n] = acc[w][q];
+                    }
+            }
+        } else {
+            if (active) {
+#pragma unroll
+                for (int w = 0; w < WN; ++w)
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const int m = m0 + g + (q >> 1) * 8, n = n0 + w * 8 + 2 * t + (q & 1);
+                        sh[(kg * MP + m) * NP + n] = acc[w][q];
+                    }
+            }
+            __syncthreads();
+            for (int o = threadIdx.x; o < MP * NP; o += blockDim.x) {
+                const int m = o / NP, n = o % NP;
+                float sum = sh[o];
+#pragma unroll
+                for (int q = 1; q < KG; ++q) sum += sh[q * MP * NP + o];
+                if (m < M && n < N) c[bi * M * N + (i64)m * N + n] = sum;
+            }
+            __syncthreads();
+        }
+    }
 }
 
 #define INST_ALL(S, T) \

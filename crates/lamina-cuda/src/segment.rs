@@ -3,18 +3,25 @@
 //! - **Multi-tensor launches** (first). Fused groups and copies in a row that touch no common
 //!   memory (the optimizer updates of every parameter, even with each one's small step-size group
 //!   between them: the row is scheduled in waves of independent parts) become one kernel whose
-//!   block ranges select the group, when together they are larger than a segment takes.
+//!   block ranges select the group, when together they have at least [`MULTI_MIN`] elements.
 //! - **Segments.** Consecutive operations whose tensors are all small (at most
-//!   [`segment_limit`] elements) become ONE kernel run by a single block of 1024 threads (`LAMINA_CUDA_SEGMENT_THREADS`): each
-//!   operation a block-strided loop (fused groups through `FusedText::body`, the generic kernels
-//!   of `kernels.cu` called as their device templates, which loop over the grid, here one
-//!   block), with a `__syncthreads()` before an operation that depends on one since the last
-//!   barrier. A training step's loss section (softmax cross-entropy, its gradient, the metric
-//!   counters: some 25 launches on a few hundred elements) and the small tails of each backward
-//!   layer run as one launch each.
+//!   [`segment_limit`] elements) become ONE kernel run by a single block of 1024 threads
+//!   (`LAMINA_CUDA_SEGMENT_THREADS`): each operation a block-strided loop (fused groups through
+//!   `FusedText::body_unrolled`, the generic kernels of `kernels.cu` called as their device
+//!   templates, strided copies as constant index arithmetic, GEMMs of at most [`SEGMENT_MACS`]
+//!   multiply-adds as `seg_gemm_tc` (TF32 tensor cores) or `seg_gemm_s`), with a
+//!   `__syncthreads()` before an operation that depends on one since the last barrier. The
+//!   operations between two barriers form a phase; a phase's loops run side by side on ranges of
+//!   warps. Values that only one segment touches (and that are not step outputs) live in its
+//!   shared memory instead of the arena, two of them sharing bytes only across a barrier. A
+//!   training step's loss section (softmax cross-entropy, its gradient, the metric counters: some
+//!   25 launches on a few hundred elements), its small dense layers and the small tails of each
+//!   backward layer run as one launch.
 //!
 //! Both are built from the code the backend generates for each operation; nothing is specific to
-//! one op pattern. `LAMINA_CUDA_SEGMENT=<elements>` changes the bound (0 turns both off).
+//! one op pattern. `LAMINA_CUDA_SEGMENT=<elements>` changes the bound (0 turns both off),
+//! `LAMINA_CUDA_SEGMENT_LOCAL=0` keeps every value in the arena, `LAMINA_CUDA_SEGMENT_TRACE=1`
+//! makes each segment print the clock cycles of its phases.
 
 use super::{Arg, Builder, Func, Gemm, Kernel, Walk, BLOCK, MAX_RANK};
 use crate::codegen::c_type;
@@ -43,26 +50,22 @@ fn segment_threads() -> u32 {
 const UNROLL: usize = 4;
 
 /// Most bytes of dynamic shared memory a segment keeps its local values in.
-const LOCAL_BYTES: usize = 96 << 10;
+const LOCAL_BYTES: usize = 64 << 10;
 
 /// Bytes of shared memory a segment's GEMM stages its operands in.
 const GEMM_SHARED: usize = 64 << 10;
 
-/// Default blocks of the cluster that runs a segment (one per SM; the blocks of a cluster wait
-/// for each other at a hardware barrier, so a segment's GEMMs get more than one SM).
-const SEGMENT_BLOCKS: u32 = 1;
-/// Default largest GEMM (multiply-adds) a segment takes; larger ones go to cuBLAS.
-const SEGMENT_MACS: usize = 1 << 18;
+/// Default least elements a wave of independent parts (the optimizer updates) needs to be a
+/// multi-tensor launch rather than a phase of a segment: one block takes a memory round trip per
+/// four elements a thread, many blocks one (bn_mlp's updates: ~6 µs inside a segment, ~3 µs as a
+/// launch; H200). `LAMINA_CUDA_MULTI_MIN` changes it.
+const MULTI_MIN: usize = 4096;
 
-/// [`SEGMENT_BLOCKS`], or `LAMINA_CUDA_SEGMENT_BLOCKS` when it is 1 to 8 (8 is the portable
-/// cluster size).
-fn segment_blocks() -> u32 {
-    std::env::var("LAMINA_CUDA_SEGMENT_BLOCKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|b| (1..=8).contains(b))
-        .unwrap_or(SEGMENT_BLOCKS)
-}
+/// Default largest GEMM (multiply-adds) a segment takes; larger ones go to cuBLAS. A segment is
+/// one SM, and what bounds a GEMM there is less the arithmetic than pulling its operands in from
+/// L2 through that one SM (a 32 kB weight: ~2 µs): bn_mlp's 64×128 layers run faster as cuBLAS
+/// launches, the 10-output classifiers faster inside (H200, PERF.md).
+const SEGMENT_MACS: usize = 1 << 16;
 
 /// [`SEGMENT_MACS`], or `LAMINA_CUDA_SEGMENT_MACS` when set (0: no GEMM in segments).
 fn segment_macs() -> usize {
@@ -372,7 +375,7 @@ impl Builder<'_> {
         }
     }
 
-    /// A small GEMM as a segment part (`seg_gemm_n` / `seg_gemm_k` of `kernels.cu`, sizes and
+    /// A small GEMM as a segment part (`seg_gemm_tc` or `seg_gemm_s` of `kernels.cu`, sizes and
     /// strides as template constants).
     fn gemm_part(&self, g: &Gemm) -> Option<Part> {
         if !segment_takes_gemm(g.batch, g.m, g.n, g.k) {
@@ -388,16 +391,53 @@ impl Builder<'_> {
         let (am, ak) = if g.ta { (1, m) } else { (k, 1) };
         let (bk, bn) = if g.tb { (1, k) } else { (n, 1) };
         let (sa, sb) = (g.stride_a, g.stride_b);
-        let warps_per_block = (segment_threads() / 32) as usize;
-        let warps = warps_per_block * segment_blocks() as usize;
-        let rm = m.min(4);
         let (a, b, c) = (g.a, g.b, g.out);
         let consts = format!(
             "{}ll, {m}, {n}, {k}, {sa}ll, {am}ll, {ak}ll, {sb}ll, {bk}ll, {bn}ll",
             g.batch
         );
         let label = format!("gemm b{} {m}x{n}x{k} ta={} tb={}", g.batch, g.ta, g.tb);
-        let (code, shared) = if segment_blocks() == 1 {
+        // f32 under TF32 on the tensor cores, f64 and strict f32 on the CUDA cores
+        let (code, shared) = if !g.f64 && self.dev.tf32 {
+            // tensor cores: the narrowest warp band (8·WN columns) whose bands fit the warps
+            let warps = (segment_threads() / 32) as usize;
+            let bands = |wn: usize| m.div_ceil(16) * n.div_ceil(8 * wn);
+            let wn = [1, 2, 4, 8].into_iter().find(|&w| bands(w) <= warps)?;
+            let wn = if wn < 4 && n >= 32 && bands(4) <= warps {
+                4
+            } else {
+                wn
+            };
+            let wt = bands(wn);
+            let (mp, np) = (m.div_ceil(16) * 16, n.div_ceil(8 * wn) * 8 * wn);
+            // the chunk layouts of `SegTc` in kernels.cu: an operand whose contiguous axis is k
+            // as rows of `ld`, another k-major with row stride ≡ 8 (mod 32)
+            let (arow, brow) = (ak == 1 && am != 1, bk == 1 && bn != 1);
+            let stride = |p: usize| (p + 23) / 32 * 32 + 8;
+            let (ms, ns) = (stride(mp), stride(np));
+            let floats = |kc: usize| {
+                let ld = (kc + 27) / 32 * 32 + 4;
+                let a = if arow { mp * ld } else { kc * ms };
+                let b = if brow { np * ld } else { kc * ns };
+                a + b
+            };
+            let budget = GEMM_SHARED / 4;
+            let mut fit = k.div_ceil(8) * 8;
+            while fit > 8 && floats(fit) > budget {
+                fit -= 8;
+            }
+            let kc = k.div_ceil(k.div_ceil(fit)).div_ceil(8) * 8;
+            let mut kg = 1;
+            while wt * kg * 2 <= warps && kg * 2 * 8 <= kc && kg * 2 * mp * np <= budget {
+                kg *= 2;
+            }
+            (
+                format!(
+                    "  seg_gemm_tc<{consts}, {kc}, {wn}, {kg}>(q{c}, q{a}, q{b}, (float*)seg_sh);\n"
+                ),
+                floats(kc).max(kg * mp * np) * 4,
+            )
+        } else {
             // one block: operands staged in shared memory, RM × RN outputs a thread, groups of
             // threads splitting k when the tiles leave threads idle
             let threads = segment_threads() as usize;
@@ -425,34 +465,6 @@ impl Builder<'_> {
                     "  seg_gemm_s<{ty}, {consts}, {kc}, {rm}, {rn}, {kg}>(q{c}, q{a}, q{b}, ({ty}*)seg_sh);\n"
                 ),
                 (kc * (ms + ns)).max(kg * outs) * size,
-            )
-        } else if bn == 1 || bk != 1 {
-            // lanes along n; warps split k when there are fewer tiles than warps
-            let tiles = g.batch * m.div_ceil(rm) * n.div_ceil(32);
-            let floor2 = |x: usize| 1usize << (usize::BITS - 1 - x.max(1).leading_zeros());
-            let split = floor2(warps / tiles.max(1))
-                .min(warps_per_block)
-                .min(floor2(k / 8));
-            let shared = if split > 1 {
-                warps_per_block * rm * 32 * size
-            } else {
-                0
-            };
-            (
-                if split > 1 {
-                    format!(
-                        "  seg_gemm_n<{ty}, {consts}, {rm}, {split}>(q{c}, q{a}, q{b}, ({ty}*)seg_sh);\n"
-                    )
-                } else {
-                    format!("  seg_gemm_n<{ty}, {consts}, {rm}, 1>(q{c}, q{a}, q{b}, nullptr);\n")
-                },
-                shared,
-            )
-        } else {
-            let rn = n.min(4);
-            (
-                format!("  seg_gemm_k<{ty}, {consts}, {rm}, {rn}>(q{c}, q{a}, q{b});\n"),
-                0,
             )
         };
         Some(Part {
@@ -550,7 +562,7 @@ impl Builder<'_> {
         let (split, whole): (Vec<_>, Vec<_>) = phase.into_iter().partition(|(_, p)| p.splittable);
         let mut out: Vec<(Part, String)> =
             whole.into_iter().map(|(_, p)| (p, String::new())).collect();
-        if split.len() < 2 || split.len() > warps || segment_blocks() > 1 {
+        if split.len() < 2 || split.len() > warps {
             out.extend(split.into_iter().map(|(_, p)| (p, String::new())));
             return out;
         }
@@ -650,11 +662,7 @@ impl Builder<'_> {
         outputs: &[usize],
         src: &mut Vec<(String, String)>,
     ) -> Vec<Kernel> {
-        // every thread of the cluster's blocks
-        let (i0, step) = (
-            "((long long)blockIdx.x * blockDim.x + threadIdx.x)",
-            "((long long)gridDim.x * blockDim.x)",
-        );
+        let (i0, step) = ("(long long)threadIdx.x", "(long long)blockDim.x");
         let mut parts: Vec<Option<Part>> = kernels
             .iter()
             .map(|k| self.part(k, i0, step, true).filter(|p| p.elems <= limit))
@@ -707,20 +715,12 @@ impl Builder<'_> {
         src: &mut Vec<(String, String)>,
     ) -> Kernel {
         let threads = segment_threads();
-        let blocks = segment_blocks();
-        // `LAMINA_CUDA_SEGMENT_TRACE=1`: each segment prints the clock cycles of each part
+        // `LAMINA_CUDA_SEGMENT_TRACE=1`: each segment prints the clock cycles of each phase
         let trace = std::env::var("LAMINA_CUDA_SEGMENT_TRACE").as_deref() == Ok("1");
-        let (barrier_text, bounds) = if blocks > 1 {
-            (
-                "  seg_cluster_sync();\n",
-                format!("__cluster_dims__({blocks}, 1, 1) __launch_bounds__({threads})"),
-            )
-        } else {
-            (
-                "  __syncthreads();\n",
-                format!("__launch_bounds__({threads})"),
-            )
-        };
+        let (barrier_text, bounds) = (
+            "  __syncthreads();\n",
+            format!("__launch_bounds__({threads})"),
+        );
         let name = format!("segment_{}", src.len());
         let mem_of = |x: usize| self.slot_info(x).map_or(Mem::Own(x), |i| i.mem);
         let rw_of = |local: &HashMap<usize, (usize, usize)>| -> Vec<(Vec<Mem>, Vec<Mem>)> {
@@ -737,7 +737,7 @@ impl Builder<'_> {
                 .collect()
         };
         let mut local: HashMap<usize, (usize, usize)> = HashMap::new();
-        if blocks == 1 && std::env::var("LAMINA_CUDA_SEGMENT_LOCAL").as_deref() != Ok("0") {
+        if std::env::var("LAMINA_CUDA_SEGMENT_LOCAL").as_deref() != Ok("0") {
             let barrier = barriers_of(&rw_of(&local));
             let mut phase = Vec::with_capacity(run.len());
             let mut ph = 0;
@@ -851,7 +851,7 @@ impl Builder<'_> {
         Kernel::Launch {
             func: Func::Merged(name, dynamic as u32),
             f: None,
-            grid: blocks,
+            grid: 1,
             block: threads,
             args,
         }
@@ -913,7 +913,11 @@ impl Builder<'_> {
             let blocks: u64 = run.iter().map(|(_, p)| p.grid as u64).sum();
             let elems: usize = run.iter().map(|(_, p)| p.elems).sum();
             // small waves are left to segments (a dependent neighbour may follow)
-            if run.len() < 2 || elems <= limit || blocks >= 1 << 30 {
+            let least = std::env::var("LAMINA_CUDA_MULTI_MIN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(MULTI_MIN.min(limit));
+            if run.len() < 2 || elems <= least || blocks >= 1 << 30 {
                 out.extend(run.into_iter().map(|(k, _)| k));
                 continue;
             }
@@ -1100,9 +1104,9 @@ mod tests {
         );
     }
 
-    /// The GEMM templates and the cluster barrier compile for sm_90 in every variant a segment
-    /// emits (needs NVRTC only; skipped where its library is absent). Their values are checked
-    /// on the GPU (`tests/cuda/merged.rs`).
+    /// The GEMM templates compile for sm_90 in the variants a segment emits: both staging
+    /// layouts of each operand, batches, k split or not (needs NVRTC only; skipped where its
+    /// library is absent). Their values are checked on the GPU (`tests/cuda/merged.rs`).
     #[test]
     fn gemm_templates_compile() {
         // SAFETY: only tries to open the library.
@@ -1113,21 +1117,23 @@ mod tests {
         let mut src = format!("{}{}", crate::codegen::PRELUDE, templates());
         for (ty, t) in [("float", "f32"), ("double", "f64")] {
             src.push_str(&format!(
-                "extern \"C\" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(1024) \
+                "extern \"C\" __global__ void __launch_bounds__(1024) \
                  probe_{t}({ty}* c, const {ty}* a, const {ty}* b) {{\n\
-                 __shared__ __align__(16) unsigned char seg_sh[{}];\n\
-                 seg_gemm_n<{ty}, 1ll, 32, 128, 256, 0ll, 256ll, 1ll, 0ll, 128ll, 1ll, 4, 8>(c, a, b, ({ty}*)seg_sh);\n\
-                 seg_cluster_sync();\n\
-                 seg_gemm_n<{ty}, 3ll, 37, 29, 5, 185ll, 1ll, 37ll, 0ll, 29ll, 1ll, 4, 1>(c, a, b, ({ty}*)seg_sh);\n\
-                 seg_gemm_k<{ty}, 1ll, 3, 7, 130, 0ll, 130ll, 1ll, 0ll, 1ll, 130ll, 3, 4>(c, a, b);\n\
+                 extern __shared__ __align__(16) unsigned char seg_sh[];\n\
                  seg_gemm_s<{ty}, 1ll, 32, 128, 64, 0ll, 64ll, 1ll, 0ll, 128ll, 1ll, 32, 4, 4, 4>(c, a, b, ({ty}*)seg_sh);\n\
                  seg_gemm_s<{ty}, 2ll, 37, 29, 5, 185ll, 1ll, 37ll, 145ll, 1ll, 5ll, 8, 2, 1, 2>(c, a, b, ({ty}*)seg_sh);\n\
-                 seg_gemm_s<{ty}, 1ll, 10, 128, 32, 0ll, 32ll, 1ll, 0ll, 1ll, 32ll, 32, 4, 2, 1>(c, a, b, ({ty}*)seg_sh);\n\
-                 __shared__ long long seg_t[2]; seg_t[0] = clock64();\n\
-                 printf(\"trace probe %d %lld gemm\\n\", 0, seg_t[0]);\n}}\n",
-                32 * 4 * 32 * 8
+                 seg_gemm_s<{ty}, 1ll, 10, 128, 32, 0ll, 32ll, 1ll, 0ll, 1ll, 32ll, 32, 4, 2, 1>(c, a, b, ({ty}*)seg_sh);\n}}\n"
             ));
         }
+        src.push_str(
+            "extern \"C\" __global__ void __launch_bounds__(1024) probe_tc(float* c, const float* a, const float* b) {\n\
+             extern __shared__ __align__(16) unsigned char seg_sh[];\n\
+             seg_gemm_tc<1ll, 32, 128, 256, 0ll, 256ll, 1ll, 0ll, 1ll, 256ll, 88, 4, 4>(c, a, b, (float*)seg_sh);\n\
+             seg_gemm_tc<1ll, 32, 128, 256, 0ll, 1ll, 32ll, 0ll, 128ll, 1ll, 88, 4, 1>(c, a, b, (float*)seg_sh);\n\
+             seg_gemm_tc<2ll, 37, 29, 5, 185ll, 1ll, 37ll, 145ll, 1ll, 5ll, 8, 1, 1>(c, a, b, (float*)seg_sh);\n\
+             __shared__ long long seg_t[2]; seg_t[0] = clock64();\n\
+             printf(\"trace probe %d %lld gemm\\n\", 0, seg_t[0]);\n}\n",
+        );
         crate::dev::nvrtc_cubin(&src).expect("GEMM templates compile");
     }
 
