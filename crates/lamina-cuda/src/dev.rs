@@ -249,6 +249,9 @@ pub(crate) struct Pinned {
 
 // SAFETY: owned memory, used by one run at a time.
 unsafe impl Send for Pinned {}
+// SAFETY: shared only as the mapped output buffers (`feed.rs`), which the host reads once the
+// step that writes them has finished and before the next step of their turn is enqueued.
+unsafe impl Sync for Pinned {}
 
 impl Pinned {
     pub(crate) fn new(cx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
@@ -267,6 +270,44 @@ impl Pinned {
             bytes,
             ctx: cx.clone(),
         })
+    }
+
+    /// `bytes` of page-locked memory mapped into the device's address space: kernels store to
+    /// it directly ([`Pinned::device_ptr`]).
+    pub(crate) fn mapped(cx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
+        cx.bind_to_thread()
+            .map_err(|e| cuda_err(format!("{e:?}")))?;
+        // SAFETY: a plain allocation, freed in Drop.
+        let ptr = ctx(
+            unsafe {
+                let _quiet = not_capturing();
+                drv::malloc_host(bytes.max(1), drv_sys::CU_MEMHOSTALLOC_DEVICEMAP)
+            },
+            "cuMemHostAlloc",
+        )? as *mut u8;
+        Ok(Pinned {
+            ptr,
+            bytes,
+            ctx: cx.clone(),
+        })
+    }
+
+    /// The device address of memory from [`Pinned::mapped`].
+    pub(crate) fn device_ptr(&self) -> Result<u64> {
+        let mut d = 0;
+        // SAFETY: `ptr` is a live page-locked allocation.
+        ctx(
+            unsafe { drv_sys::cuMemHostGetDevicePointer_v2(&mut d, self.ptr as *mut _, 0) }
+                .result(),
+            "cuMemHostGetDevicePointer",
+        )?;
+        Ok(d)
+    }
+
+    /// A copy of the first `n` bytes. The caller makes sure no step writes them meanwhile.
+    pub(crate) fn read(&self, n: usize) -> Vec<u8> {
+        // SAFETY: `bytes` bytes allocated in `new`/`mapped`; n is at most that.
+        unsafe { std::slice::from_raw_parts(self.ptr, n.min(self.bytes)) }.to_vec()
     }
 
     /// The memory as a slice (no copy of the device runs from it while this borrow lives, since

@@ -146,6 +146,14 @@ struct Part {
 impl Builder<'_> {
     fn slot_info(&self, slot: usize) -> Option<SlotInfo> {
         let g = &self.plan.graph;
+        if let Some(&(dtype, elems)) = self.mapped_out.get(&slot) {
+            // an output's place in the turn's mapped host buffer
+            return Some(SlotInfo {
+                dtype,
+                elems,
+                mem: Mem::Own(slot),
+            });
+        }
         if slot < g.nodes.len() {
             let ty = &g.nodes[slot].ty;
             let mem = match &self.plan.storage[slot] {
