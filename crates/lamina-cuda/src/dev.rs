@@ -379,6 +379,40 @@ fn part_table(src: &str) -> HashMap<String, usize> {
     table
 }
 
+/// Bytes of the side stream's cuBLAS workspace: the GEMMs that run there are small.
+const SIDE_WORKSPACE: usize = 2 << 20;
+
+/// A cuBLAS handle on `stream` with `workspace` and the math mode `tf32` asks for.
+fn blas_handle(
+    stream: &CudaStream,
+    workspace: &DevMem,
+    tf32: bool,
+) -> Result<blas_sys::cublasHandle_t> {
+    let blas = ctx(blas::create_handle(), "creating the cuBLAS handle")?;
+    // SAFETY: handle, stream and workspace are live for the handle's lifetime (Drop order).
+    unsafe {
+        ctx(
+            blas::set_stream(blas, stream.cu_stream() as _),
+            "cublasSetStream",
+        )?;
+        ctx(
+            blas_sys::cublasSetWorkspace_v2(blas, workspace.ptr as *mut _, workspace.bytes)
+                .result(),
+            "cublasSetWorkspace",
+        )?;
+        let mode = if tf32 {
+            blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+        } else {
+            blas_sys::cublasMath_t::CUBLAS_PEDANTIC_MATH
+        };
+        ctx(
+            blas_sys::cublasSetMathMode(blas, mode).result(),
+            "cublasSetMathMode",
+        )?;
+    }
+    Ok(blas)
+}
+
 /// Per-backend device objects.
 pub(crate) struct Dev {
     pub(crate) ctx: Arc<CudaContext>,
@@ -386,9 +420,14 @@ pub(crate) struct Dev {
     /// Second stream for input copies that overlap the previous step (`feed.rs`).
     pub(crate) copy_stream: Arc<CudaStream>,
     pub(crate) blas: blas_sys::cublasHandle_t,
+    /// Third stream, for a GEMM that runs beside an independent one (`exec.rs`, forks), with a
+    /// cuBLAS handle and workspace of its own (two GEMMs at once must not share a workspace).
+    pub(crate) side: Arc<CudaStream>,
+    pub(crate) blas_side: blas_sys::cublasHandle_t,
     /// f32 GEMMs run on the tensor cores in TF32.
     pub(crate) tf32: bool,
     workspace: DevMem,
+    side_workspace: DevMem,
     /// The generic kernels, one module per part of `kernels.cu`, compiled when a plan first needs
     /// one of the part's kernels (all 13 parts at start-up were seconds of NVRTC competing for the
     /// cores with the plan's own modules, most of them for kernels no launch used).
@@ -437,38 +476,23 @@ impl Dev {
         unsafe { cx.disable_event_tracking() };
         let stream = ctx(cx.new_stream(), "creating a stream")?;
         let copy_stream = ctx(cx.new_stream(), "creating a stream")?;
-        let blas = ctx(blas::create_handle(), "creating the cuBLAS handle")?;
         // A fixed workspace, so cuBLAS never allocates during graph capture.
         let workspace = DevMem::new(&cx, workspace_bytes())?;
-        // SAFETY: handle, stream and workspace are live for the handle's lifetime (Drop order).
-        unsafe {
-            ctx(
-                blas::set_stream(blas, stream.cu_stream() as _),
-                "cublasSetStream",
-            )?;
-            ctx(
-                blas_sys::cublasSetWorkspace_v2(blas, workspace.ptr as *mut _, workspace.bytes)
-                    .result(),
-                "cublasSetWorkspace",
-            )?;
-            let mode = if tf32 {
-                blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
-            } else {
-                blas_sys::cublasMath_t::CUBLAS_PEDANTIC_MATH
-            };
-            ctx(
-                blas_sys::cublasSetMathMode(blas, mode).result(),
-                "cublasSetMathMode",
-            )?;
-        }
-        report("stream and cuBLAS", t);
+        let blas = blas_handle(&stream, &workspace, tf32)?;
+        let side = ctx(cx.new_stream(), "creating a stream")?;
+        let side_workspace = DevMem::new(&cx, SIDE_WORKSPACE)?;
+        let blas_side = blas_handle(&side, &side_workspace, tf32)?;
+        report("streams and cuBLAS", t);
         Ok(Dev {
             ctx: cx,
             stream,
             copy_stream,
             blas,
+            side,
+            blas_side,
             tf32,
             workspace,
+            side_workspace,
             generic: Mutex::new(vec![None; GENERIC_PARTS]),
             functions: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
@@ -635,9 +659,9 @@ impl Dev {
         (self.workspace.ptr, self.workspace.bytes)
     }
 
-    /// Device bytes this object holds itself (the cuBLAS workspace).
+    /// Device bytes this object holds itself (the cuBLAS workspaces).
     pub(crate) fn device_bytes(&self) -> usize {
-        self.workspace.bytes
+        self.workspace.bytes + self.side_workspace.bytes
     }
 
     /// Bytes of device memory in use on this device (all processes).
@@ -654,6 +678,7 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.stream.synchronize();
+        let _ = self.side.synchronize();
         let _ = self.copy_stream.synchronize();
         {
             // unloading modules must not overlap another thread's capture
@@ -673,6 +698,8 @@ impl Drop for Dev {
         }
         // SAFETY: created in `new`, used by nobody after the backend is gone.
         let _ = unsafe { blas::destroy_handle(self.blas) };
+        // SAFETY: as above.
+        let _ = unsafe { blas::destroy_handle(self.blas_side) };
     }
 }
 

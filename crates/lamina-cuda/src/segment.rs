@@ -543,6 +543,25 @@ impl Builder<'_> {
         })
     }
 
+    /// True when GEMM `y` may run beside GEMM `x` (neither reads or writes memory the other
+    /// writes).
+    pub(super) fn independent_gemms(&self, x: &Gemm, y: &Gemm) -> bool {
+        let mems = |s: &[usize]| -> Option<Vec<Mem>> {
+            s.iter()
+                .map(|&v| self.slot_info(v).map(|i| i.mem))
+                .collect()
+        };
+        let (Some(xr), Some(xw), Some(yr), Some(yw)) = (
+            mems(&[x.a, x.b]),
+            mems(&[x.out]),
+            mems(&[y.a, y.b]),
+            mems(&[y.out]),
+        ) else {
+            return false;
+        };
+        !depends(&yr, &yw, &xr, &xw)
+    }
+
     /// Merges runs of `kernels` into segments and multi-tensor launches; returns the new list and
     /// the name and CUDA C of each merged kernel.
     pub(super) fn merge(

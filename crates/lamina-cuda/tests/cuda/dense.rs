@@ -164,6 +164,10 @@ fn dense_layers_with_epilogues_match_reference_table() {
                 let what = format!("{mode}, {name}, LAMINA_CUDA_LT={lt}, segment MACs {macs:?}");
                 let mut exe = compiled.unwrap_or_else(|e| panic!("{what}: {e}\n{}", plan.text()));
                 launches.push((exe.kernel_count(), exe.epilogue_gemms()));
+                if name == "mlp_large" && lt == "0" {
+                    // a layer's weight and input gradients: two independent GEMMs, side by side
+                    assert!(exe.side_gemms() > 0, "{what}: no GEMM on the side stream");
+                }
                 let mut bufs = upload(&cuda, &init);
                 let mut want_state = init.clone();
                 for step in 0..2 {
