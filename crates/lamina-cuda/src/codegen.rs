@@ -187,6 +187,19 @@ fn broadcast_offset(s: &mut String, k: usize, idx: &str, dims: &[(usize, usize)]
     let _ = writeln!(s);
 }
 
+/// The value of load `k` at element `i` (a broadcast first writes its offset `o{k}` to `s`).
+fn load_at(s: &mut String, k: usize, load: &Load, ptr: &dyn Fn(usize) -> String) -> String {
+    match load {
+        Load::Literal(l) => l.clone(),
+        Load::Dense { param } => format!("{}[i]", ptr(*param)),
+        Load::Uniform { param } => format!("{}[0]", ptr(*param)),
+        Load::Broadcast { param, dims } => {
+            broadcast_offset(s, k, "i", dims);
+            format!("{}[o{k}]", ptr(*param))
+        }
+    }
+}
+
 /// One fused kernel's text. `params` are the C types of the pointer parameters in order (loads
 /// first, then stores), `lines` the member computations.
 pub(crate) struct FusedText {
@@ -218,15 +231,7 @@ impl FusedText {
     /// addressed as `ptr(k)`.
     fn scalar_body(&self, s: &mut String, ptr: &dyn Fn(usize) -> String) {
         for (k, (ty, load)) in self.loads.iter().enumerate() {
-            let e = match load {
-                Load::Literal(l) => l.clone(),
-                Load::Dense { param } => format!("{}[i]", ptr(*param)),
-                Load::Uniform { param } => format!("{}[0]", ptr(*param)),
-                Load::Broadcast { param, dims } => {
-                    broadcast_offset(s, k, "i", dims);
-                    format!("{}[o{k}]", ptr(*param))
-                }
-            };
+            let e = load_at(s, k, load, ptr);
             let _ = writeln!(s, "    const {ty} s{k} = {e};");
         }
         for l in &self.lines {
@@ -380,16 +385,10 @@ impl FusedText {
             }
             let _ = writeln!(s, "    if (i{j} < {n}) {{\n    const long long i = i{j};");
             for (k, (_, load)) in self.loads.iter().enumerate() {
-                let e = match load {
-                    Load::Literal(_) => continue,
-                    Load::Dense { param } => format!("{}[i]", ptr(*param)),
-                    Load::Uniform { param } => format!("{}[0]", ptr(*param)),
-                    Load::Broadcast { param, dims } => {
-                        broadcast_offset(&mut s, k, "i", dims);
-                        format!("{}[o{k}]", ptr(*param))
-                    }
-                };
-                let _ = writeln!(s, "    s{k}_{j} = {e};");
+                if !matches!(load, Load::Literal(_)) {
+                    let e = load_at(&mut s, k, load, ptr);
+                    let _ = writeln!(s, "    s{k}_{j} = {e};");
+                }
             }
             let _ = writeln!(s, "    }}");
         }

@@ -255,33 +255,23 @@ unsafe impl Sync for Pinned {}
 
 impl Pinned {
     pub(crate) fn new(cx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
-        cx.bind_to_thread()
-            .map_err(|e| cuda_err(format!("{e:?}")))?;
-        // SAFETY: a plain allocation, freed in Drop.
-        let ptr = ctx(
-            unsafe {
-                let _quiet = not_capturing();
-                drv::malloc_host(bytes.max(1), 0)
-            },
-            "cuMemHostAlloc",
-        )? as *mut u8;
-        Ok(Pinned {
-            ptr,
-            bytes,
-            ctx: cx.clone(),
-        })
+        Self::alloc(cx, bytes, 0)
     }
 
     /// `bytes` of page-locked memory mapped into the device's address space: kernels store to
     /// it directly ([`Pinned::device_ptr`]).
     pub(crate) fn mapped(cx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
+        Self::alloc(cx, bytes, drv_sys::CU_MEMHOSTALLOC_DEVICEMAP)
+    }
+
+    fn alloc(cx: &Arc<CudaContext>, bytes: usize, flags: u32) -> Result<Pinned> {
         cx.bind_to_thread()
             .map_err(|e| cuda_err(format!("{e:?}")))?;
         // SAFETY: a plain allocation, freed in Drop.
         let ptr = ctx(
             unsafe {
                 let _quiet = not_capturing();
-                drv::malloc_host(bytes.max(1), drv_sys::CU_MEMHOSTALLOC_DEVICEMAP)
+                drv::malloc_host(bytes.max(1), flags)
             },
             "cuMemHostAlloc",
         )? as *mut u8;

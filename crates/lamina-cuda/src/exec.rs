@@ -870,24 +870,20 @@ impl CudaExecutable {
             }
             match &self.graphs[turn] {
                 Some((g, _)) => {
-                    if self.profile && (20..120).contains(&self.runs) {
-                        // events around each replay: the device time between two replays
-                        // (the outputs' and the next inputs' copies, waits, writes)
+                    if self.profile && (self.runs == 10 || (20..120).contains(&self.runs)) {
+                        // events around the replay: its device time, and (runs 20-119) the
+                        // device time between two replays (copies, waits, writes)
                         let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
                         let e0 = ctx(self.dev.ctx.new_event(flags), "event")?;
                         let e1 = ctx(self.dev.ctx.new_event(flags), "event")?;
                         ctx(e0.record(&self.dev.stream), "event")?;
                         ctx(g.launch(), "launching the step's graph")?;
                         ctx(e1.record(&self.dev.stream), "event")?;
-                        self.replays.push((e0, e1));
-                    } else if self.runs == 10 && self.profile {
-                        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
-                        let e0 = ctx(self.dev.ctx.new_event(flags), "event")?;
-                        let e1 = ctx(self.dev.ctx.new_event(flags), "event")?;
-                        ctx(e0.record(&self.dev.stream), "event")?;
-                        ctx(g.launch(), "launching the step's graph")?;
-                        ctx(e1.record(&self.dev.stream), "event")?;
-                        timed = Some((e0, e1));
+                        if self.runs == 10 {
+                            timed = Some((e0, e1));
+                        } else {
+                            self.replays.push((e0, e1));
+                        }
                     } else {
                         ctx(g.launch(), "launching the step's graph")?
                     }
