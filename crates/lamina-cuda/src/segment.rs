@@ -593,20 +593,8 @@ impl Builder<'_> {
             out.extend(split.into_iter().map(|(_, p)| (p, String::new())));
             return out;
         }
-        let total: usize = split.iter().map(|(_, p)| p.elems.max(1)).sum();
-        let mut share: Vec<usize> = split
-            .iter()
-            .map(|(_, p)| (warps * p.elems.max(1) / total).max(1))
-            .collect();
-        while share.iter().sum::<usize>() > warps {
-            let big = (0..share.len()).max_by_key(|&j| share[j]).expect("parts");
-            share[big] -= 1;
-        }
-        let spare = warps - share.iter().sum::<usize>();
-        let big = (0..share.len())
-            .max_by_key(|&j| split[j].1.elems)
-            .expect("parts");
-        share[big] += spare;
+        let elems: Vec<usize> = split.iter().map(|(_, p)| p.elems).collect();
+        let share = warp_shares(&elems, warps);
         let mut t0 = 0;
         for ((k, p), w) in split.into_iter().zip(share) {
             let t1 = t0 + 32 * w;
@@ -786,35 +774,24 @@ impl Builder<'_> {
                 }
             }
             let written: Vec<usize> = run.iter().flat_map(|(_, p)| p.writes.clone()).collect();
-            let mut placed: Vec<(usize, usize, usize)> = Vec::new(); // offset, end, last phase
-            for &(s, first, last) in &span {
-                let Some(info) = self.slot_info(s) else {
-                    continue;
-                };
-                if !matches!(info.mem, Mem::Range(..))
-                    || !written.contains(&s)
-                    || outputs.contains(&s)
-                    || uses.get(&s) != in_run.get(&s)
-                {
-                    continue;
-                }
-                let bytes = (info.elems * info.dtype.size_bytes()).div_ceil(16) * 16;
-                // the lowest offset clear of every value still live in `first`
-                let mut at = 0;
-                loop {
-                    let clash = placed
-                        .iter()
-                        .filter(|p| p.2 >= first && p.0 < at + bytes && at < p.1)
-                        .map(|p| p.1)
-                        .max();
-                    match clash {
-                        Some(end) => at = end,
-                        None => break,
-                    }
-                }
-                if at + bytes <= LOCAL_BYTES {
-                    placed.push((at, at + bytes, last));
-                    local.insert(s, (at, at + bytes));
+            // (slot, bytes, first phase, last phase) of the values only this segment touches
+            let values: Vec<(usize, usize, usize, usize)> = span
+                .iter()
+                .filter_map(|&(s, first, last)| {
+                    let info = self.slot_info(s)?;
+                    let only_here = matches!(info.mem, Mem::Range(..))
+                        && written.contains(&s)
+                        && !outputs.contains(&s)
+                        && uses.get(&s) == in_run.get(&s);
+                    let bytes = (info.elems * info.dtype.size_bytes()).div_ceil(16) * 16;
+                    only_here.then_some((s, bytes, first, last))
+                })
+                .collect();
+            let lives: Vec<(usize, usize, usize)> =
+                values.iter().map(|v| (v.1, v.2, v.3)).collect();
+            for (v, at) in values.iter().zip(place_locals(&lives, LOCAL_BYTES)) {
+                if let Some(at) = at {
+                    local.insert(v.0, (at, at + v.1));
                 }
             }
         }
@@ -973,6 +950,50 @@ impl Builder<'_> {
             });
         }
     }
+}
+
+/// Places a segment's local values, given as (bytes, first phase, last phase) in order of first
+/// phase: each at the lowest offset clear of every placed value still live in its first phase
+/// (`None` when that would end past `limit`). Two values share bytes only when one's last phase
+/// comes before the other's first, that is across a barrier.
+fn place_locals(values: &[(usize, usize, usize)], limit: usize) -> Vec<Option<usize>> {
+    let mut placed: Vec<(usize, usize, usize)> = Vec::new(); // offset, end, last phase
+    values
+        .iter()
+        .map(|&(bytes, first, last)| {
+            let mut at = 0;
+            while let Some(end) = placed
+                .iter()
+                .filter(|p| p.2 >= first && p.0 < at + bytes && at < p.1)
+                .map(|p| p.1)
+                .max()
+            {
+                at = end;
+            }
+            (at + bytes <= limit).then(|| {
+                placed.push((at, at + bytes, last));
+                at
+            })
+        })
+        .collect()
+}
+
+/// Warps of a block for parts of `elems` elements running side by side: each at least one, about
+/// in proportion to its elements, all `warps` handed out (the rest to the largest part).
+fn warp_shares(elems: &[usize], warps: usize) -> Vec<usize> {
+    let total: usize = elems.iter().map(|&e| e.max(1)).sum();
+    let mut share: Vec<usize> = elems
+        .iter()
+        .map(|&e| (warps * e.max(1) / total).max(1))
+        .collect();
+    while share.iter().sum::<usize>() > warps {
+        let big = (0..share.len()).max_by_key(|&j| share[j]).expect("parts");
+        share[big] -= 1;
+    }
+    let spare = warps - share.iter().sum::<usize>();
+    let big = (0..share.len()).max_by_key(|&j| elems[j]).expect("parts");
+    share[big] += spare;
+    share
 }
 
 /// Every slot a launch reads or writes.
@@ -1162,6 +1183,51 @@ mod tests {
              printf(\"trace probe %d %lld gemm\\n\", 0, seg_t[0]);\n}\n",
         );
         crate::dev::nvrtc_cubin(&src).expect("GEMM templates compile");
+    }
+
+    /// Values live in the same phase never share bytes; a value whose life starts after another's
+    /// ended takes its place; one that does not fit is left in the arena.
+    #[test]
+    fn local_values_share_bytes_only_across_barriers() {
+        // (bytes, first phase, last phase)
+        let values = [
+            (64, 0, 2),
+            (32, 0, 0),
+            (48, 1, 3),  // past the first, in the second's bytes (free from phase 1)
+            (32, 1, 1),  // past the first and the third
+            (64, 3, 4),  // in the first's bytes (free from phase 3)
+            (512, 4, 4), // too big
+        ];
+        let at = place_locals(&values, 200);
+        assert_eq!(
+            at,
+            vec![Some(0), Some(64), Some(64), Some(112), Some(0), None]
+        );
+        for (i, a) in values.iter().enumerate() {
+            for (j, b) in values.iter().enumerate().skip(i + 1) {
+                let (Some(x), Some(y)) = (at[i], at[j]) else {
+                    continue;
+                };
+                let live_together = a.1 <= b.2 && b.1 <= a.2;
+                let overlap = x < y + b.0 && y < x + a.0;
+                assert!(!(live_together && overlap), "values {i} and {j}");
+            }
+        }
+    }
+
+    /// Every part gets a warp, the shares add up to the block, larger parts get more.
+    #[test]
+    fn warp_shares_follow_the_elements() {
+        for (elems, want) in [
+            (
+                vec![8192, 8192, 4096, 128, 64, 10],
+                vec![12, 11, 6, 1, 1, 1],
+            ),
+            (vec![100, 1], vec![31, 1]),
+            (vec![3, 3, 3], vec![10, 10, 12]),
+        ] {
+            assert_eq!(warp_shares(&elems, 32), want, "{elems:?}");
+        }
     }
 
     #[test]
