@@ -166,8 +166,9 @@ pub(crate) struct Feeder {
     /// Recorded on the main stream after the last step of turn `j` and the copies of its outputs:
     /// turn `j`'s device buffers may be written again.
     freed: [Arc<CudaEvent>; 2],
-    /// Each turn's mapped output buffer, when the outputs are small (`MAPPED_MAX`).
-    mapped: Option<[Arc<Pinned>; 2]>,
+    /// Each turn's mapped output buffer, when the outputs are small (`MAPPED_MAX`), and its
+    /// device address.
+    mapped: Option<[(Arc<Pinned>, u64); 2]>,
     /// The outputs of the last step of each turn, while they may still sit in its mapped buffer.
     written: [Option<Arc<Mutex<Written>>>; 2],
     /// The turn whose step was enqueued but whose `freed` is not recorded yet.
@@ -230,11 +231,13 @@ impl Feeder {
                 bytes,
             })
             .collect();
+        let turn_out = || -> Result<(Arc<Pinned>, u64)> {
+            let p = Pinned::mapped(&dev.ctx, out_bytes)?;
+            let at = p.device_ptr()?;
+            Ok((Arc::new(p), at))
+        };
         let mapped = if mapped {
-            Some([
-                Arc::new(Pinned::mapped(&dev.ctx, out_bytes)?),
-                Arc::new(Pinned::mapped(&dev.ctx, out_bytes)?),
-            ])
+            Some([turn_out()?, turn_out()?])
         } else {
             None
         };
@@ -267,11 +270,10 @@ impl Feeder {
     }
 
     /// Device address of output `k` in turn `j`'s mapped buffer (when the outputs are mapped).
-    pub(crate) fn mapped_at(&self, j: usize, k: usize) -> Result<Option<u64>> {
-        match &self.mapped {
-            Some(m) => Ok(Some(m[j].device_ptr()? + self.outputs[k].offset as u64)),
-            None => Ok(None),
-        }
+    pub(crate) fn mapped_at(&self, j: usize, k: usize) -> Option<u64> {
+        self.mapped
+            .as_ref()
+            .map(|m| m[j].1 + self.outputs[k].offset as u64)
     }
 
     /// Before turn `j`'s next step overwrites its mapped outputs: copies out those of its last
@@ -283,7 +285,7 @@ impl Feeder {
         let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
         if matches!(*w, Written::InTurn) {
             ctx(self.freed[j].synchronize(), "running the step")?;
-            *w = Written::Saved(m[j].read(self.out_bytes));
+            *w = Written::Saved(m[j].0.read(self.out_bytes));
         }
         Ok(())
     }
@@ -400,7 +402,7 @@ impl Feeder {
             let j = self
                 .unfreed
                 .ok_or_else(|| cuda_err("outputs asked for before a step"))?;
-            let (buf, done) = (m[j].clone(), self.freed[j].clone());
+            let (buf, done) = (m[j].0.clone(), self.freed[j].clone());
             self.free()?;
             let w = Arc::new(Mutex::new(Written::InTurn));
             self.written[j] = Some(w.clone());
