@@ -418,6 +418,23 @@ impl Conv {
         (iy >= 0 && iy < self.input[2] as i64).then_some(iy as usize)
     }
 
+    /// The output rows `y0..y1` whose input row at kernel row `ky` lies inside the image (the
+    /// rows of `in_row` that are `Some`).
+    #[inline(always)]
+    fn row_span(&self, ky: usize) -> (usize, usize) {
+        let (sh, h, ho) = (self.stride[0] as i64, self.input[2] as i64, self.out_hw[0]);
+        let off = (ky * self.dilation[0]) as i64 - self.pad_lo[0];
+        // oy·sh + off ≥ 0 and ≤ h − 1
+        let y0 = if off >= 0 { 0 } else { (-off + sh - 1) / sh };
+        let y1 = if h - 1 - off < 0 {
+            0
+        } else {
+            (h - 1 - off) / sh + 1
+        };
+        let (y0, y1) = ((y0 as usize).min(ho), (y1 as usize).min(ho));
+        (y0, y1.max(y0))
+    }
+
     /// Columns per phase of a row split by the column stride (see [`Conv::split_phases`]).
     fn phase_width(&self) -> usize {
         self.input[3].div_ceil(self.stride[1])
@@ -525,14 +542,32 @@ impl Conv {
                     } else {
                         (first % sw) * pw + first / sw
                     };
-                    for (oy, r) in row.chunks_mut(wo).enumerate() {
-                        let Some(iy) = self.in_row(oy, ky) else {
-                            zero_short(r);
-                            continue;
-                        };
-                        zero_short(&mut r[..lo]);
-                        zero_short(&mut r[hi..]);
-                        copy_short(&mut r[lo..hi], &plane[iy * rl + start..][..hi - lo]);
+                    let (y0, y1) = self.row_span(ky);
+                    for r in row[..y0 * wo].chunks_mut(wo) {
+                        zero_short(r);
+                    }
+                    for r in row[y1 * wo..].chunks_mut(wo) {
+                        zero_short(r);
+                    }
+                    if y0 < y1 {
+                        // rows y0..y1 read input rows iy0, iy0 + sh, …: the last one ends inside
+                        // the plane, so the copies below need no checks of their own
+                        let iy0 = self.in_row(y0, ky).expect("inside the image");
+                        let step = self.stride[0] * rl;
+                        let last = (iy0 * rl + start) + (y1 - 1 - y0) * step + (hi - lo);
+                        assert!(last <= plane.len() && y1 * wo <= row.len() && hi <= wo);
+                        // SAFETY: every row written is inside `row` and every row read ends by
+                        // `last`, both checked above.
+                        unsafe {
+                            unfold_rows(
+                                row.as_mut_ptr().add(y0 * wo),
+                                wo,
+                                plane.as_ptr().add(iy0 * rl + start),
+                                step,
+                                y1 - y0,
+                                (lo, hi),
+                            )
+                        }
                     }
                 }
             }
@@ -568,13 +603,24 @@ impl Conv {
                     } else {
                         (first % sw) * pw + first / sw
                     };
-                    for (oy, r) in row.chunks(wo).enumerate() {
-                        let Some(iy) = self.in_row(oy, ky) else {
-                            continue;
-                        };
-                        let dst = &mut plane[iy * rl + start..][..hi - lo];
-                        for (d, v) in dst.iter_mut().zip(&r[lo..hi]) {
-                            *d += *v;
+                    let (y0, y1) = self.row_span(ky);
+                    if y0 < y1 {
+                        // as in `im2col`: bounds checked once for all rows
+                        let iy0 = self.in_row(y0, ky).expect("inside the image");
+                        let step = self.stride[0] * rl;
+                        let last = (iy0 * rl + start) + (y1 - 1 - y0) * step + (hi - lo);
+                        assert!(last <= plane.len() && y1 * wo <= row.len() && hi <= wo);
+                        // SAFETY: every row read is inside `row`, every row written ends by
+                        // `last`, both checked above; `plane` and `row` are different buffers.
+                        unsafe {
+                            fold_rows(
+                                plane.as_mut_ptr().add(iy0 * rl + start),
+                                step,
+                                row.as_ptr().add(y0 * wo + lo),
+                                wo,
+                                y1 - y0,
+                                hi - lo,
+                            )
                         }
                     }
                 }
@@ -664,6 +710,127 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
     if n & 1 != 0 {
         dst[i] = src[i];
+    }
+}
+
+/// `rows` unfolding rows of `wo` elements at `dst`: row `r` is zero before `lo` and from `hi`,
+/// and elements `lo..hi` come from `src + r·step`. The usual widths run with the copy length as a
+/// constant (a few vector moves a row; a copy call a row cost more than the copy).
+///
+/// # Safety
+/// `dst` must be valid for `rows·wo` elements, `src + r·step` for `hi − lo` elements for every
+/// `r < rows`, and `lo ≤ hi ≤ wo`.
+#[inline(always)]
+unsafe fn unfold_rows<T: GemmElem>(
+    dst: *mut T,
+    wo: usize,
+    src: *const T,
+    step: usize,
+    rows: usize,
+    (lo, hi): (usize, usize),
+) {
+    #[inline(always)]
+    unsafe fn fixed<T: GemmElem, const N: usize>(
+        dst: *mut T,
+        wo: usize,
+        src: *const T,
+        step: usize,
+        rows: usize,
+        lo: usize,
+    ) {
+        for r in 0..rows {
+            // SAFETY: guaranteed by the caller of `unfold_rows`.
+            unsafe {
+                let d = dst.add(r * wo);
+                for j in 0..lo {
+                    *d.add(j) = T::ZERO;
+                }
+                for j in lo + N..wo {
+                    *d.add(j) = T::ZERO;
+                }
+                (d.add(lo) as *mut [T; N])
+                    .write_unaligned((src.add(r * step) as *const [T; N]).read_unaligned());
+            }
+        }
+    }
+    // SAFETY (every arm): guaranteed by the caller.
+    unsafe {
+        match hi - lo {
+            7 => fixed::<T, 7>(dst, wo, src, step, rows, lo),
+            8 => fixed::<T, 8>(dst, wo, src, step, rows, lo),
+            15 => fixed::<T, 15>(dst, wo, src, step, rows, lo),
+            16 => fixed::<T, 16>(dst, wo, src, step, rows, lo),
+            31 => fixed::<T, 31>(dst, wo, src, step, rows, lo),
+            32 => fixed::<T, 32>(dst, wo, src, step, rows, lo),
+            n => {
+                for r in 0..rows {
+                    let d = std::slice::from_raw_parts_mut(dst.add(r * wo), wo);
+                    zero_short(&mut d[..lo]);
+                    zero_short(&mut d[hi..]);
+                    copy_short(
+                        &mut d[lo..hi],
+                        std::slice::from_raw_parts(src.add(r * step), n),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`unfold_rows`]' copies: `dst[r·step + j] += src[r·wo + j]` for `j < n`,
+/// `r < rows`, with the usual lengths as constants.
+///
+/// # Safety
+/// Both ranges must be valid for every row, and must not overlap.
+#[inline(always)]
+unsafe fn fold_rows<T: GemmElem>(
+    dst: *mut T,
+    step: usize,
+    src: *const T,
+    wo: usize,
+    rows: usize,
+    n: usize,
+) {
+    #[inline(always)]
+    unsafe fn fixed<T: GemmElem, const N: usize>(
+        dst: *mut T,
+        step: usize,
+        src: *const T,
+        wo: usize,
+        rows: usize,
+    ) {
+        for r in 0..rows {
+            // SAFETY: guaranteed by the caller of `fold_rows`.
+            unsafe {
+                let d = dst.add(r * step) as *mut [T; N];
+                let mut acc = d.read_unaligned();
+                let v = (src.add(r * wo) as *const [T; N]).read_unaligned();
+                for j in 0..N {
+                    acc[j] += v[j];
+                }
+                d.write_unaligned(acc);
+            }
+        }
+    }
+    // SAFETY (every arm): guaranteed by the caller.
+    unsafe {
+        match n {
+            7 => fixed::<T, 7>(dst, step, src, wo, rows),
+            8 => fixed::<T, 8>(dst, step, src, wo, rows),
+            15 => fixed::<T, 15>(dst, step, src, wo, rows),
+            16 => fixed::<T, 16>(dst, step, src, wo, rows),
+            31 => fixed::<T, 31>(dst, step, src, wo, rows),
+            32 => fixed::<T, 32>(dst, step, src, wo, rows),
+            _ => {
+                for r in 0..rows {
+                    let d = std::slice::from_raw_parts_mut(dst.add(r * step), n);
+                    let v = std::slice::from_raw_parts(src.add(r * wo), n);
+                    for (d, v) in d.iter_mut().zip(v) {
+                        *d += *v;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -494,7 +494,8 @@ fn matmul_paths() {
 
 /// Convolutions large enough for every threading path (images in parallel, gemm's own threads for
 /// a single image, kernel-gradient partial sums over image ranges), strided, grouped, 1×1 and
-/// 5×3, with their input and kernel gradients.
+/// 5×3, with their input and kernel gradients; feature maps 32, 16 and 8 wide take the unfolding
+/// copies of fixed length (31/32, 15/16, 7/8 elements a row), the others the general one.
 #[test]
 fn conv_paths() {
     let b = GraphBuilder::new();
@@ -504,19 +505,28 @@ fn conv_paths() {
     let w2 = b.input("w2", &[12, 4, 1, 1], DType::F32);
     let x3 = b.input("x3", &[9, 8, 14, 11], DType::F32);
     let w3 = b.input("w3", &[16, 8, 5, 3], DType::F32);
+    let x5 = b.input("x5", &[2, 4, 16, 32], DType::F32);
+    let w5 = b.input("w5", &[6, 4, 3, 3], DType::F32);
     let y = x.conv2d(w, 2, 1, 1, 1);
     let y1 = x1.conv2d(w, 1, 1, 1, 1);
     let y2 = x.conv2d(w2, 1, 0, 1, 2);
     let y3 = x3.conv2d(w, 1, 1, 1, 1);
     // a single image with gemm's own threads, a 5×3 kernel
     let y4 = x1.conv2d(w3, 1, 1, 1, 1);
+    // rows of 32 (stride 1) and 16 (stride 2); then 16 and 8 from the stride-2 result
+    let y5 = x5.conv2d(w5, 1, 1, 1, 1);
+    let y6 = x5.conv2d(w5, 2, 1, 1, 1);
+    let w6 = b.input("w6", &[5, 6, 3, 3], DType::F32);
+    let y7 = y6.conv2d(w6, 2, 1, 1, 1) + y6.conv2d(w6, 1, 1, 1, 1).sum(&[], false);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
         + (y3 * y3).sum(&[], false)
-        + (y4 * y4).sum(&[], false);
-    let gs = grad(loss, &[x, w, x1, w2, x3, w3]).unwrap();
-    let mut outs = vec![y, y1, y2, y3, y4];
+        + (y4 * y4).sum(&[], false)
+        + (y5 * y5).sum(&[], false)
+        + (y7 * y7).sum(&[], false);
+    let gs = grad(loss, &[x, w, x1, w2, x3, w3, x5, w5, w6]).unwrap();
+    let mut outs = vec![y, y1, y2, y3, y4, y5, y7];
     outs.extend(gs);
     let g = b.finish(&outs).unwrap();
     let kinds: Vec<_> = g
