@@ -435,6 +435,27 @@ impl Conv {
         (y0, y1.max(y0))
     }
 
+    /// The output rows `y0..y1` that read inside the image at kernel row `ky`, where (in a plane
+    /// of rows of length `rl`, read from column `start`) the first reads `n` elements at `at` and
+    /// each next one `step` further: `(y0, y1, at, step)`, checked to end inside a plane of
+    /// `plane_len` elements, so the row loops need no checks of their own.
+    fn row_block(
+        &self,
+        ky: usize,
+        (rl, start): (usize, usize),
+        n: usize,
+        plane_len: usize,
+    ) -> Option<(usize, usize, usize, usize)> {
+        let (y0, y1) = self.row_span(ky);
+        if y0 >= y1 {
+            return None;
+        }
+        let iy0 = self.in_row(y0, ky).expect("inside the image");
+        let (at, step) = (iy0 * rl + start, self.stride[0] * rl);
+        assert!(at + (y1 - 1 - y0) * step + n <= plane_len);
+        Some((y0, y1, at, step))
+    }
+
     /// Columns per phase of a row split by the column stride (see [`Conv::split_phases`]).
     fn phase_width(&self) -> usize {
         self.input[3].div_ceil(self.stride[1])
@@ -542,27 +563,23 @@ impl Conv {
                     } else {
                         (first % sw) * pw + first / sw
                     };
-                    let (y0, y1) = self.row_span(ky);
+                    let block = self.row_block(ky, (rl, start), hi - lo, plane.len());
+                    let (y0, y1) = block.map_or((0, 0), |b| (b.0, b.1));
                     for r in row[..y0 * wo].chunks_mut(wo) {
                         zero_short(r);
                     }
                     for r in row[y1 * wo..].chunks_mut(wo) {
                         zero_short(r);
                     }
-                    if y0 < y1 {
-                        // rows y0..y1 read input rows iy0, iy0 + sh, …: the last one ends inside
-                        // the plane, so the copies below need no checks of their own
-                        let iy0 = self.in_row(y0, ky).expect("inside the image");
-                        let step = self.stride[0] * rl;
-                        let last = (iy0 * rl + start) + (y1 - 1 - y0) * step + (hi - lo);
-                        assert!(last <= plane.len() && y1 * wo <= row.len() && hi <= wo);
-                        // SAFETY: every row written is inside `row` and every row read ends by
-                        // `last`, both checked above.
+                    if let Some((y0, y1, at, step)) = block {
+                        assert!(y1 * wo <= row.len() && hi <= wo);
+                        // SAFETY: every row written is inside `row` (checked above), every row
+                        // read inside `plane` (checked by `row_block`).
                         unsafe {
                             unfold_rows(
                                 row.as_mut_ptr().add(y0 * wo),
                                 wo,
-                                plane.as_ptr().add(iy0 * rl + start),
+                                plane.as_ptr().add(at),
                                 step,
                                 y1 - y0,
                                 (lo, hi),
@@ -603,18 +620,15 @@ impl Conv {
                     } else {
                         (first % sw) * pw + first / sw
                     };
-                    let (y0, y1) = self.row_span(ky);
-                    if y0 < y1 {
-                        // as in `im2col`: bounds checked once for all rows
-                        let iy0 = self.in_row(y0, ky).expect("inside the image");
-                        let step = self.stride[0] * rl;
-                        let last = (iy0 * rl + start) + (y1 - 1 - y0) * step + (hi - lo);
-                        assert!(last <= plane.len() && y1 * wo <= row.len() && hi <= wo);
-                        // SAFETY: every row read is inside `row`, every row written ends by
-                        // `last`, both checked above; `plane` and `row` are different buffers.
+                    if let Some((y0, y1, at, step)) =
+                        self.row_block(ky, (rl, start), hi - lo, plane.len())
+                    {
+                        assert!(y1 * wo <= row.len() && hi <= wo);
+                        // SAFETY: every row read is inside `row` (checked above), every row
+                        // written inside `plane` (checked by `row_block`); different buffers.
                         unsafe {
                             fold_rows(
-                                plane.as_mut_ptr().add(iy0 * rl + start),
+                                plane.as_mut_ptr().add(at),
                                 step,
                                 row.as_ptr().add(y0 * wo + lo),
                                 wo,
