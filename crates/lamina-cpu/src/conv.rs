@@ -27,7 +27,11 @@ use std::ops::Range;
 const PAR_MIN: usize = 1 << 16;
 
 /// About this many output positions (columns of the unfolded matrix) per kernel-gradient gemm.
-const KG_COLS: usize = 2048;
+/// Small enough that a chunk's columns stay in L2 while they are written and read (readme_cnn's
+/// kernel gradients on the 2-core development machine, fastest runs: 2048 → 256 took the
+/// 64-channel stride-2 one from 2.80 to 2.17 ms and the step from 30.1-30.6 to 29.5-29.6 ms;
+/// 128 and 64 measured the same as 256).
+const KG_COLS: usize = 256;
 
 /// Geometry of one convolution node.
 #[derive(Clone, Debug)]
