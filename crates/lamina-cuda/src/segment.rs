@@ -57,8 +57,8 @@ const GEMM_SHARED: usize = 64 << 10;
 
 /// Default least elements a wave of independent parts (the optimizer updates) needs to be a
 /// multi-tensor launch rather than a phase of a segment: one block takes a memory round trip per
-/// four elements a thread, many blocks one (bn_mlp's updates: ~6 µs inside a segment, ~3 µs as a
-/// launch; H200). `LAMINA_CUDA_MULTI_MIN` changes it.
+/// four elements a thread, many blocks one (bn_mlp's updates took ~6 µs as a segment phase; as one
+/// launch its step was 5-6 µs shorter, H200). `LAMINA_CUDA_MULTI_MIN` changes it.
 const MULTI_MIN: usize = 4096;
 
 /// Default largest GEMM (multiply-adds) a segment takes; larger ones go to cuBLAS. A segment is
