@@ -421,7 +421,7 @@ __device__ void seg_gemm_s(T* __restrict__ c, const T* a, const T* b, T* sh) {
     }
 }
 
-// f32 → TF32 (round to nearest, ties away: what cuBLAS's TF32 mode does to its operands).
+// f32 → TF32: the 10 mantissa bits the tensor cores read, rounded to nearest (ties away from zero).
 __device__ __forceinline__ unsigned to_tf32(float x) {
     unsigned r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
