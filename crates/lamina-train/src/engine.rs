@@ -173,18 +173,41 @@ impl<B: Backend> Engine for BackendEngine<B> {
 
 /// The engine of a resolved device (`Device::Auto` counts as the CPU here) holding `state`.
 pub(crate) fn engine_for(device: Device, state: StateMap<HostTensor>) -> Result<Box<dyn Engine>> {
-    Ok(match device {
-        Device::Cuda(i) => Box::new(BackendEngine::new(
-            lamina_cuda::CudaBackend::new(lamina_cuda::CudaConfig {
-                device: i,
-                ..Default::default()
-            })?,
-            state,
-        )?),
-        Device::Cpu | Device::Auto => {
-            Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?)
-        }
-    })
+    open_resolved(device)?.engine(state)
+}
+
+/// A device opened before its engine is made, so that a trainer can open it on another thread
+/// while it builds the step and draws the parameters.
+pub(crate) struct OpenDevice {
+    pub(crate) device: Device,
+    cuda: Option<lamina_cuda::CudaBackend>,
+}
+
+/// Resolves `d` (see [`resolve_device`]) and opens it: for CUDA the driver, the context, the
+/// streams and the cuBLAS handles (the libraries load from disk on first use).
+pub(crate) fn open_device(d: Device) -> Result<OpenDevice> {
+    open_resolved(resolve_device(d)?)
+}
+
+fn open_resolved(device: Device) -> Result<OpenDevice> {
+    let cuda = match device {
+        Device::Cuda(i) => Some(lamina_cuda::CudaBackend::new(lamina_cuda::CudaConfig {
+            device: i,
+            ..Default::default()
+        })?),
+        Device::Cpu | Device::Auto => None,
+    };
+    Ok(OpenDevice { device, cuda })
+}
+
+impl OpenDevice {
+    /// The engine on this device holding `state` (uploaded now).
+    pub(crate) fn engine(self, state: StateMap<HostTensor>) -> Result<Box<dyn Engine>> {
+        Ok(match self.cuda {
+            Some(cuda) => Box::new(BackendEngine::new(cuda, state)?),
+            None => Box::new(BackendEngine::new(lamina_cpu::CpuBackend::new(), state)?),
+        })
+    }
 }
 
 /// The device to use: `LAMINA_DEVICE` (cpu|cuda|cuda:N) overrides `Auto`, which picks CUDA device

@@ -3,7 +3,7 @@
 use crate::config::{
     Device, LossFunction, OptimizerType, ProblemType, ScheduleStep, TrainerConfig,
 };
-use crate::engine::{engine_for, resolve_device, Engine, StepKind};
+use crate::engine::{engine_for, open_device, Engine, OpenDevice, StepKind};
 use crate::lbfgs::{Lbfgs, LbfgsSettings};
 use crate::loss::{self, Head};
 use crate::optim::{self, Slot, HYPER_LEN};
@@ -458,7 +458,39 @@ impl ModelTrainer {
     /// `config.batch_size`.
     pub fn new(model: &ModelSpec, config: TrainerConfig) -> Result<ModelTrainer> {
         config.validate()?;
-        let device = resolve_device(config.device)?;
+        // The device opens on another thread while this one builds the step's graph and draws
+        // the parameters: for CUDA that is loading the driver and the libraries and creating the
+        // context and cuBLAS handles, most of a cold start.
+        let requested = config.device;
+        std::thread::scope(|sc| {
+            let opening = sc.spawn(move || open_device(requested));
+            Self::build(model, config, || {
+                opening.join().unwrap_or_else(|_| {
+                    Err(Error::Backend {
+                        backend: "cuda".into(),
+                        msg: "opening the device panicked".into(),
+                    })
+                })
+            })
+        })
+    }
+
+    /// [`new`](Self::new) with the device coming from `open` once the host side is ready.
+    fn build(
+        model: &ModelSpec,
+        config: TrainerConfig,
+        open: impl FnOnce() -> Result<OpenDevice>,
+    ) -> Result<ModelTrainer> {
+        let started = std::time::Instant::now();
+        let profile = std::env::var_os("LAMINA_CUDA_PROFILE").is_some();
+        let report = |what: &str| {
+            if profile {
+                eprintln!(
+                    "lamina-train start-up: {what} at {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+            }
+        };
         let out = &model.output_shape;
         let last = model
             .layers
@@ -516,7 +548,7 @@ impl ModelTrainer {
         let mut t = ModelTrainer {
             steps,
             engine: engine_for(Device::Cpu, StateMap::new())?,
-            device,
+            device: Device::Cpu,
             trainable,
             updates: 0,
             micro: 0,
@@ -538,6 +570,7 @@ impl ModelTrainer {
             StepKind::Train
         };
         let graph = t.steps.graph(kind, batch_size, &mut slots)?;
+        report("graph built");
         let mut state = model.initial_state(dtype)?;
         state.insert("rng".into(), HostTensor::i32(&[2], vec![seed as i32, 0])?);
         state.insert(
@@ -552,7 +585,12 @@ impl ModelTrainer {
                 state.insert(format!("accum.{path}"), HostTensor::zeros(shape, dtype)?);
             }
         }
-        t.engine = engine_for(device, state)?;
+        report("initial state drawn");
+        let device = open()?;
+        report("device open");
+        t.device = device.device;
+        t.engine = device.engine(state)?;
+        report("state uploaded");
         let mut once = Some(graph);
         t.engine
             .run(
@@ -572,6 +610,7 @@ impl ModelTrainer {
                     Err(e)
                 }
             })?;
+        report("step compiled");
         Ok(t)
     }
 
