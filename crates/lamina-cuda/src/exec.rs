@@ -988,6 +988,9 @@ struct Builder<'p> {
     fused: Vec<FusedText>,
     /// Transposes that every user (all MatMuls) reads through a GEMM flag, so they never run.
     through: std::collections::HashSet<NodeId>,
+    /// MatMuls that read their right operand from a transposed copy in scratch (see
+    /// `find_through`).
+    transposed_right: std::collections::HashSet<NodeId>,
     /// Source of the kernels generated for this plan besides the fused groups.
     planned: String,
     /// Slots of the shared scratch buffers (im2col columns, GEMM results) and their sizes so far.
@@ -1097,6 +1100,7 @@ impl<'p> Builder<'p> {
             bind_states,
             fused: Vec::new(),
             through: Default::default(),
+            transposed_right: Default::default(),
             planned: String::new(),
             scratch: Vec::new(),
             conv_cols: HashMap::new(),
@@ -1230,24 +1234,31 @@ impl<'p> Builder<'p> {
         }
         // An f32 GEMM on the tensor cores wants its operands K-major (TF32 MMA reads K-major
         // tiles): a left operand read through a transpose is M-major, and so is a right operand
-        // stored as it is. When neither operand would be K-major, materialise the left one (a
-        // tiled transpose costs far less than the slow GEMM: H200, dW = dyᵀ·h of 4096×4096×2048
-        // took 278 µs read through against 196 µs + the transpose).
+        // stored as it is. When neither operand would be K-major (a weight gradient `hᵀ·dz`),
+        // one is materialised transposed: the right one into scratch when it is no larger, so
+        // that both are read transposed, else the left one. H100, cuBLASLt TF32, 4096×4096×2048
+        // (`.gpu/lt` probe): both operands M-major 273.7 µs, the left one materialised 209.7,
+        // the right one 173.4 (+ the same transpose, ~25 µs); 4096×1024×2048: 76.8 / 61.4 / 48.3.
         // Small GEMMs are latency-bound, not MMA-bound: reading through costs them nothing, and a
         // transpose in a segment costs one block an uncoalesced pass.
         if self.dev.tf32 {
-            for node in &g.nodes {
+            for (id, node) in g.nodes.iter().enumerate() {
                 if !matches!(node.op, Op::MatMul) || node.ty.dtype != DType::F32 {
                     continue;
                 }
                 let (a, b) = (node.inputs[0], node.inputs[1]);
                 let r = node.ty.shape.len();
                 let k = g.nodes[a].ty.shape[r - 1];
-                if numel(&node.ty.shape) * k < 1 << 24 {
+                // (strictly above the side stream's bound: the scratch is not shared by a fork)
+                if numel(&node.ty.shape) * k <= 1 << 24 {
                     continue;
                 }
                 if self.through.contains(&a) && !self.through.contains(&b) {
-                    self.through.remove(&a);
+                    if numel(&g.nodes[b].ty.shape) <= numel(&g.nodes[a].ty.shape) {
+                        self.transposed_right.insert(id);
+                    } else {
+                        self.through.remove(&a);
+                    }
                 }
             }
         }
@@ -1656,9 +1667,22 @@ impl<'p> Builder<'p> {
                 let (m, nn) = (shape[r - 2], shape[r - 1]);
                 let k = self.shape(node.inputs[0])[r - 1];
                 let (a, ta) = self.mat_operand(node.inputs[0])?;
-                let (b, tb) = self.mat_operand(node.inputs[1])?;
+                let (mut b, mut tb) = self.mat_operand(node.inputs[1])?;
                 let out = self.write(id)?;
                 let batch = numel(&shape[..r - 2]);
+                let mut pre = Vec::new();
+                if self.transposed_right.contains(&id) && k > 0 {
+                    let bt = self.scratch(0, batch * k * nn * dt.size_bytes())?;
+                    let (name, grid) = self.transpose_kernel(dt, batch, k, nn);
+                    pre.push(Kernel::Launch {
+                        func: Func::Planned(name),
+                        f: None,
+                        grid,
+                        block: BLOCK,
+                        args: vec![Arg::Slot(bt), Arg::Slot(b)],
+                    });
+                    (b, tb) = (bt, true);
+                }
                 if k == 0 {
                     // an empty sum: zeros
                     vec![elementwise(
@@ -1667,7 +1691,7 @@ impl<'p> Builder<'p> {
                         vec![Arg::Slot(out), Arg::I64(n as i64), Arg::F64(0.0)],
                     )]
                 } else {
-                    vec![Kernel::Gemm(Gemm {
+                    pre.push(Kernel::Gemm(Gemm {
                         f64,
                         a,
                         b,
@@ -1680,7 +1704,8 @@ impl<'p> Builder<'p> {
                         tb,
                         stride_a: m * k,
                         stride_b: k * nn,
-                    })]
+                    }));
+                    pre
                 }
             }
             Op::Conv(p) => {

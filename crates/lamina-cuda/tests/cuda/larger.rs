@@ -267,8 +267,9 @@ fn conv_paths_match_reference() {
 }
 
 /// One graph per row: transposes (the tiled transpose kernel, sizes off the 32×32 tiles, a batch
-/// axis; more elements than a segment takes, so they are not merged), GEMMs whose operands are transposes (read through a flag, or materialised first when
-/// TF32 would otherwise get no K-major operand), and fused groups with broadcast operands (the
+/// axis; more elements than a segment takes, so they are not merged), GEMMs whose operands are transposes (read through a flag, or, when
+/// TF32 would otherwise get no K-major operand, the right one copied transposed or the left one
+/// materialised), and fused groups with broadcast operands (the
 /// 4-wide loop: consecutive values, one value per 4 lanes, and an inner length that is not a
 /// multiple of 4), column sums, in f32 (strict and TF32) and f64, against the reference
 /// interpreter.
@@ -276,7 +277,7 @@ fn conv_paths_match_reference() {
 fn transposes_gemm_layouts_and_broadcasts_table() {
     let _serial = serial();
     type Row = (&'static str, fn(&GraphBuilder, DType) -> Vec<Tensor>, bool);
-    let rows: [Row; 7] = [
+    let rows: [Row; 10] = [
         (
             "transpose of a batch",
             |b, dt| vec![b.input("x", &[3, 77, 95], dt).permute(&[0, 2, 1]) * 2.0],
@@ -287,6 +288,35 @@ fn transposes_gemm_layouts_and_broadcasts_table() {
             |b, dt| {
                 let dy = b.input("dy", &[170, 133], dt).tanh();
                 let h = b.input("h", &[170, 41], dt);
+                vec![dy.permute(&[1, 0]).matmul(h)]
+            },
+            true,
+        ),
+        // above 2^24 multiply-adds, TF32 gets no M-major-only GEMM: the right operand is
+        // copied transposed when it is no larger than the left one, else the left one
+        (
+            "large dW = dyᵀ·h, right operand copied transposed",
+            |b, dt| {
+                let dy = b.input("dy", &[512, 256], dt).tanh();
+                let h = b.input("h", &[512, 200], dt);
+                vec![dy.permute(&[1, 0]).matmul(h)]
+            },
+            true,
+        ),
+        (
+            "large dW = dyᵀ·h, batched, right operand copied transposed",
+            |b, dt| {
+                let dy = b.input("dy", &[2, 384, 160], dt).tanh();
+                let h = b.input("h", &[2, 384, 150], dt);
+                vec![dy.permute(&[0, 2, 1]).matmul(h)]
+            },
+            true,
+        ),
+        (
+            "large dW = dyᵀ·h, left operand copied (the smaller one)",
+            |b, dt| {
+                let dy = b.input("dy", &[512, 40], dt).tanh();
+                let h = b.input("h", &[512, 1024], dt);
                 vec![dy.permute(&[1, 0]).matmul(h)]
             },
             true,
