@@ -177,6 +177,14 @@ pub(crate) fn compile(src: &str) -> Result<Ptx> {
         report(&format!("{what} from the disk cache"), t);
         return Ok(Ptx::from_binary(c));
     }
+    if let Some(dir) = std::env::var_os("LAMINA_CUDA_DUMP") {
+        // for reading or timing the generated code outside lamina; best effort
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join(format!("{key:016x}.cu")),
+            src,
+        );
+    }
     let cubin = nvrtc_cubin(src)?;
     if let Some(d) = cache::dir() {
         // a cache that cannot be written only costs the next process a compile
@@ -456,6 +464,18 @@ impl Dev {
                 "device cuda:{ordinal} asked for, but {n} CUDA device(s) are present"
             )));
         }
+        // NVRTC's first compile in a process loads the library and its builtins (~0.2 s on a
+        // cold machine): done beside the context and cuBLAS set-up instead of before the plan's
+        // first module (once per process)
+        static WARM_UP: std::sync::Once = std::sync::Once::new();
+        WARM_UP.call_once(|| {
+            std::thread::spawn(|| {
+                // SAFETY: only checks that the library can be opened.
+                if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                    let _ = nvrtc_cubin("extern \"C\" __global__ void lamina_warm_up() {}\n");
+                }
+            });
+        });
         let t = Instant::now();
         let cx = ctx(CudaContext::new(ordinal), "creating the CUDA context")?;
         report("CUDA context", t);
