@@ -72,6 +72,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint key of the last update's optimizer scalars.
+const HYPER_KEY: &str = "optim.hyper";
+
 /// Whether a checkpoint key is lamina's own rather than part of the model's PyTorch
 /// `state_dict`: `rng` and every key that starts with `optim.` or `accum.` (layer names cannot be
 /// `rng`, `optim` or `accum`, so no parameter path collides). The rest — parameters and buffers
@@ -114,6 +117,10 @@ impl ModelTrainer {
             let (dtype, bytes) = bytes_of(&t);
             encoded.push((name, dtype, bytes, t.shape().to_vec()));
         }
+        // the optimizer scalars are fed with each batch, not kept in a buffer
+        let h = self.last_hyper();
+        let (dtype, bytes) = bytes_of(&h);
+        encoded.push((HYPER_KEY.to_string(), dtype, bytes, h.shape().to_vec()));
         // PyTorch keeps num_batches_tracked as an int64 scalar
         let tracked = (self.batches_tracked() as i64).to_le_bytes().to_vec();
         for key in batches_tracked_keys(self.model()) {
@@ -167,6 +174,9 @@ impl ModelTrainer {
                 .remove(name)
                 .ok_or_else(|| io(path, format!("tensor \"{name}\" is missing")))?;
             t.set_state(name, &host).map_err(|e| io(path, e))?;
+        }
+        if let Some(h) = file.tensors.remove(HYPER_KEY) {
+            t.set_last_hyper(&h).map_err(|e| io(path, e))?;
         }
         let keys = batches_tracked_keys(&file.spec);
         let tracked =
