@@ -104,6 +104,18 @@ fn nvrtc_version() -> (i32, i32) {
 const ARCH: &str = "sm_90";
 const NVRTC_OPTS: &[&str] = &["--gpu-architecture=sm_90", "--std=c++17"];
 
+/// NVRTC's options: `NVRTC_OPTS` and, for experiments, the words of `LAMINA_CUDA_NVRTC`.
+fn nvrtc_opts() -> &'static [String] {
+    static O: OnceLock<Vec<String>> = OnceLock::new();
+    O.get_or_init(|| {
+        let mut o: Vec<String> = NVRTC_OPTS.iter().map(|s| s.to_string()).collect();
+        if let Ok(extra) = std::env::var("LAMINA_CUDA_NVRTC") {
+            o.extend(extra.split_whitespace().map(str::to_string));
+        }
+        o
+    })
+}
+
 /// Runs NVRTC and returns the CUBIN: machine code for sm_90, so loading a module does not run the
 /// driver's PTX compiler on the loading thread.
 pub(crate) fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
@@ -122,7 +134,7 @@ pub(crate) fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
         "nvrtcCreateProgram",
     )?);
     // SAFETY: `prog` is a live program; the options are plain strings.
-    if let Err(e) = unsafe { rtc::compile_program(prog.0, NVRTC_OPTS) } {
+    if let Err(e) = unsafe { rtc::compile_program(prog.0, nvrtc_opts()) } {
         // SAFETY: the log of the program that just failed.
         let log = unsafe { rtc::get_program_log(prog.0) }
             .map(|l| {
@@ -158,7 +170,7 @@ pub(crate) fn compile(src: &str) -> Result<Ptx> {
     let t = Instant::now();
     let (major, minor) = nvrtc_version();
     let version = format!("{major}.{minor}");
-    let opts = NVRTC_OPTS.join(" ");
+    let opts = nvrtc_opts().join(" ");
     let key = cache::stable_hash(&[
         src.as_bytes(),
         ARCH.as_bytes(),
