@@ -1133,6 +1133,15 @@ fn hostile_checkpoints_are_rejected() {
             "tensor \"d.weight\" is missing",
         ),
         (
+            "optimizer scalars of the wrong length",
+            |m| {
+                let e = m.get_mut("optim.hyper").unwrap();
+                e.1 = vec![5];
+                e.2.truncate(20);
+            },
+            "\"optim.hyper\" has 5 values, expected 6",
+        ),
+        (
             "extra tensor",
             |m| {
                 m.insert(
