@@ -1237,8 +1237,9 @@ impl<'p> Builder<'p> {
         // stored as it is. When neither operand would be K-major (a weight gradient `hᵀ·dz`),
         // one is materialised transposed: the right one into scratch when it is no larger, so
         // that both are read transposed, else the left one. H100, cuBLASLt TF32, 4096×4096×2048
-        // (`.gpu/lt` probe): both operands M-major 273.7 µs, the left one materialised 209.7,
-        // the right one 173.4 (+ the same transpose, ~25 µs); 4096×1024×2048: 76.8 / 61.4 / 48.3.
+        // (`tools/bench/cublaslt_epilogues.cu`): both operands M-major 273.7 µs, the left one
+        // materialised 209.7, the right one 173.4 (+ the same transpose, ~25 µs);
+        // 4096×1024×2048: 76.8 / 61.4 / 48.3.
         // Small GEMMs are latency-bound, not MMA-bound: reading through costs them nothing, and a
         // transpose in a segment costs one block an uncoalesced pass.
         if self.dev.tf32 {
