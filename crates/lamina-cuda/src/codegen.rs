@@ -473,17 +473,7 @@ mod tests {
             assert!(src.contains(want), "missing {want:?} in\n{src}");
         }
         assert_eq!(src.matches("const float v5").count(), 5, "{src}");
-        let bcast = vec![
-            (
-                "float".into(),
-                Load::Broadcast {
-                    param: 0,
-                    dims: vec![(2, 0), (4, 1)],
-                },
-            ),
-            ("float".into(), Load::Dense { param: 1 }),
-            ("float".into(), Load::Literal("1.0f".into())),
-        ];
+        let bcast = broadcast_loads();
         let t = text(bcast, "float");
         assert_eq!(t.vector_width(), 4);
         let src = t.source();
@@ -514,12 +504,9 @@ mod tests {
         assert!(!t.source().contains("n4"));
     }
 
-    /// The unrolled loop of a segment issues all its loads before any store, and falls back to
-    /// the plain loop when the group reads a parameter it writes through a broadcast; the text
-    /// compiles (needs NVRTC only; the values are checked on the GPU by the merged tests).
-    #[test]
-    fn unrolled_bodies_load_before_they_store() {
-        let loads = vec![
+    /// A broadcast row, a dense operand and a literal: the loads of the loop-shape tests.
+    fn broadcast_loads() -> Vec<(String, Load)> {
+        vec![
             (
                 "float".into(),
                 Load::Broadcast {
@@ -529,7 +516,15 @@ mod tests {
             ),
             ("float".into(), Load::Dense { param: 1 }),
             ("float".into(), Load::Literal("1.0f".into())),
-        ];
+        ]
+    }
+
+    /// The unrolled loop of a segment issues all its loads before any store, and falls back to
+    /// the plain loop when the group reads a parameter it writes through a broadcast; the text
+    /// compiles (needs NVRTC only; the values are checked on the GPU by the merged tests).
+    #[test]
+    fn unrolled_bodies_load_before_they_store() {
+        let loads = broadcast_loads();
         let t = text(loads, "float");
         let ptr = |k: usize| format!("p{k}");
         let body = t.body_unrolled("threadIdx.x", "blockDim.x", "n", &ptr, 4);
