@@ -29,8 +29,12 @@ use lamina_core::{numel, DType, Storage};
 use std::collections::HashMap;
 use std::fmt::Write;
 
-/// Default largest tensor (elements) an operation of a segment may touch.
-const SEGMENT_ELEMS: usize = 32768;
+/// Default largest tensor (elements) an operation of a segment may touch. Larger ones run as
+/// launches of many blocks: one block walking wide_mlp's 2048×10 loss took 56 µs in two
+/// segments (H100, `lamina bench --model all`, alternating in one call: wide_mlp 1832 / 1809 µs
+/// with 32768, 1789 / 1789 with 16384, 1822 / 1811 with 8192; in another, 16384 against 32768:
+/// 1830 / 1830 / 1818 against 1859 / 1840 / 1850; the other models the same within 1 µs).
+const SEGMENT_ELEMS: usize = 16384;
 /// Threads of the one block that runs a segment.
 const SEGMENT_THREADS: u32 = 1024;
 

@@ -226,14 +226,14 @@ fn dense_layers_with_epilogues_match_reference_table() {
             if dtype == DType::F32 {
                 assert_eq!(launches[0].1, want, "{mode}, {name}: epilogue GEMMs");
             }
-            // with GEMMs in segments, a layer whose tensors are at most 32768 elements and
+            // with GEMMs in segments, a layer whose tensors are at most 16384 elements and
             // whose product is at most 2^16 multiply-adds runs inside one instead
             let mut fan_in = k;
             let mut small = 0;
             for ly in layers {
                 let fits = [m * fan_in, fan_in * ly.n, m * ly.n]
                     .iter()
-                    .all(|&e| e <= 32768)
+                    .all(|&e| e <= 16384)
                     && m * fan_in * ly.n <= 1 << 16;
                 small += usize::from(fits && !ly.keep_z);
                 fan_in = ly.n;

@@ -201,10 +201,13 @@ fn segment_gemms_match_reference_table() {
             let want = lamina_ref::run_graph(&g, &[&a], &mut state.clone()).unwrap();
             {
                 let what = format!("{mode}, {}", row.0);
-                // the largest row has 2^20 multiply-adds
+                // the largest row has 2^20 multiply-adds and a 32768-element operand (above
+                // the default bounds, to reach every k split)
                 std::env::set_var("LAMINA_CUDA_SEGMENT_MACS", "1048576");
+                std::env::set_var("LAMINA_CUDA_SEGMENT", "32768");
                 let compiled = cuda.compile(&plan);
                 std::env::remove_var("LAMINA_CUDA_SEGMENT_MACS");
+                std::env::remove_var("LAMINA_CUDA_SEGMENT");
                 let mut exe = compiled.unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(exe.kernel_count(), 1, "{what}: launches");
                 let mut bufs = upload(&cuda, &state);
