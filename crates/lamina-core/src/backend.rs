@@ -131,6 +131,13 @@ pub trait Backend {
         self.run(exe, state, &hs).map(PendingOutputs::ready)
     }
 
+    /// Returns once `exe` runs the code it keeps: a backend that starts an executable on quickly
+    /// compiled code and swaps in optimised code compiled in the background (CUDA's quick start)
+    /// waits for that and swaps it in here. The default has nothing to wait for.
+    fn finish_compiling(&self, _exe: &mut Self::Executable) -> Result<()> {
+        Ok(())
+    }
+
     /// Bytes of device memory `exe` holds (arena, constants, scratch, input buffers); 0 for a
     /// backend that computes in host memory.
     fn executable_bytes(&self, _exe: &Self::Executable) -> usize {

@@ -548,6 +548,7 @@ mod tests {
         let src = format!(
             "{PRELUDE}extern \"C\" __global__ void probe(long long n, const float* p0, const float* p1, float* p2) {{\n{body}}}\n"
         );
-        crate::dev::nvrtc_cubin(&src).expect("the unrolled loop compiles");
+        crate::dev::nvrtc_cubin(&src, crate::dev::nvrtc_opts())
+            .expect("the unrolled loop compiles");
     }
 }

@@ -105,7 +105,7 @@ const ARCH: &str = "sm_90";
 const NVRTC_OPTS: &[&str] = &["--gpu-architecture=sm_90", "--std=c++17"];
 
 /// NVRTC's options: `NVRTC_OPTS` and, for experiments, the words of `LAMINA_CUDA_NVRTC`.
-fn nvrtc_opts() -> &'static [String] {
+pub(crate) fn nvrtc_opts() -> &'static [String] {
     static O: OnceLock<Vec<String>> = OnceLock::new();
     O.get_or_init(|| {
         let mut o: Vec<String> = NVRTC_OPTS.iter().map(|s| s.to_string()).collect();
@@ -116,9 +116,9 @@ fn nvrtc_opts() -> &'static [String] {
     })
 }
 
-/// Runs NVRTC and returns the CUBIN: machine code for sm_90, so loading a module does not run the
-/// driver's PTX compiler on the loading thread.
-pub(crate) fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
+/// Runs NVRTC with `opts` and returns the CUBIN: machine code for sm_90, so loading a module
+/// does not run the driver's PTX compiler on the loading thread.
+pub(crate) fn nvrtc_cubin(src: &str, opts: &[String]) -> Result<Vec<u8>> {
     use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
     struct Program(rtc_sys::nvrtcProgram);
     impl Drop for Program {
@@ -134,7 +134,7 @@ pub(crate) fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
         "nvrtcCreateProgram",
     )?);
     // SAFETY: `prog` is a live program; the options are plain strings.
-    if let Err(e) = unsafe { rtc::compile_program(prog.0, nvrtc_opts()) } {
+    if let Err(e) = unsafe { rtc::compile_program(prog.0, opts) } {
         // SAFETY: the log of the program that just failed.
         let log = unsafe { rtc::get_program_log(prog.0) }
             .map(|l| {
@@ -164,30 +164,58 @@ pub(crate) fn nvrtc_cubin(src: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// Compiles CUDA C for sm_90, or takes the CUBIN from the process cache or the on-disk cache
-/// (`cache.rs`). Thread-safe: independent modules are compiled on several threads.
-pub(crate) fn compile(src: &str) -> Result<Ptx> {
-    let t = Instant::now();
+/// NVRTC's fast-compile level for the quick build of a generated module (see `compile_quick`).
+/// `mid` compiles seed_mlp's largest module in 0.70 s instead of 2.2-2.8 s on the H100 host; its
+/// code runs the step about 1.5x slower. (Not for `kernels.cu`: NVRTC 13.0 at `mid` miscompiles
+/// kernels that index an array inside a by-value `Walk` parameter; PERF.md.)
+const QUICK_OPT: &str = "--Ofast-compile=mid";
+
+/// `nvrtc_opts` with `QUICK_OPT`.
+fn quick_opts() -> &'static [String] {
+    static O: OnceLock<Vec<String>> = OnceLock::new();
+    O.get_or_init(|| {
+        let mut o = nvrtc_opts().to_vec();
+        o.push(QUICK_OPT.to_string());
+        o
+    })
+}
+
+/// Key of `src` compiled with `opts` by this NVRTC, in the process and the disk cache.
+fn cache_key(src: &str, opts: &[String]) -> u64 {
     let (major, minor) = nvrtc_version();
-    let version = format!("{major}.{minor}");
-    let opts = nvrtc_opts().join(" ");
-    let key = cache::stable_hash(&[
+    cache::stable_hash(&[
         src.as_bytes(),
         ARCH.as_bytes(),
-        opts.as_bytes(),
-        version.as_bytes(),
-    ]);
+        opts.join(" ").as_bytes(),
+        format!("{major}.{minor}").as_bytes(),
+    ])
+}
+
+/// The CUBIN under `key` from the process cache or, with `disk`, the on-disk cache (`cache.rs`).
+fn cached(key: u64, disk: bool) -> Option<Vec<u8>> {
     if let Some(c) = code_cache().lock().expect("code cache").get(&key) {
-        return Ok(Ptx::from_binary(c.clone()));
+        return Some(c.clone());
     }
+    let c = cache::dir()
+        .filter(|_| disk)
+        .and_then(|d| cache::read(d, key))?;
+    code_cache()
+        .lock()
+        .expect("code cache")
+        .insert(key, c.clone());
+    Some(c)
+}
+
+/// Compiles `src` with `opts`, or takes the CUBIN from the process cache or (with `disk`) the
+/// on-disk cache, and stores what it compiled there. Thread-safe: independent modules are
+/// compiled on several threads.
+fn compile_with(src: &str, opts: &[String], disk: bool) -> Result<Vec<u8>> {
+    let t = Instant::now();
+    let key = cache_key(src, opts);
     let what = format!("{} kB of CUDA C ({key:016x})", src.len() / 1000);
-    if let Some(c) = cache::dir().and_then(|d| cache::read(d, key)) {
-        code_cache()
-            .lock()
-            .expect("code cache")
-            .insert(key, c.clone());
-        report(&format!("{what} from the disk cache"), t);
-        return Ok(Ptx::from_binary(c));
+    if let Some(c) = cached(key, disk) {
+        report(&format!("{what} from a cache"), t);
+        return Ok(c);
     }
     if let Some(dir) = std::env::var_os("LAMINA_CUDA_DUMP") {
         // for reading or timing the generated code outside lamina; best effort
@@ -197,8 +225,8 @@ pub(crate) fn compile(src: &str) -> Result<Ptx> {
             src,
         );
     }
-    let cubin = nvrtc_cubin(src)?;
-    if let Some(d) = cache::dir() {
+    let cubin = nvrtc_cubin(src, opts)?;
+    if let Some(d) = cache::dir().filter(|_| disk) {
         // a cache that cannot be written only costs the next process a compile
         let _ = cache::write(d, key, &cubin);
     }
@@ -206,8 +234,75 @@ pub(crate) fn compile(src: &str) -> Result<Ptx> {
         .lock()
         .expect("code cache")
         .insert(key, cubin.clone());
-    report(&format!("{what} compiled by NVRTC"), t);
-    Ok(Ptx::from_binary(cubin))
+    let level = if disk { "" } else { " (quick)" };
+    report(&format!("{what} compiled by NVRTC{level}"), t);
+    Ok(cubin)
+}
+
+/// Compiles CUDA C for sm_90, fully optimised, or takes the CUBIN from the process cache or the
+/// on-disk cache (`cache.rs`).
+pub(crate) fn compile(src: &str) -> Result<Ptx> {
+    compile_with(src, nvrtc_opts(), true).map(Ptx::from_binary)
+}
+
+/// The fully optimised CUBIN of a module, compiled on a background thread while the plan runs
+/// on the quick build (`compile_quick`).
+#[derive(Default)]
+pub(crate) struct Upgrade {
+    cubin: Mutex<Option<std::result::Result<Vec<u8>, String>>>,
+    done: std::sync::Condvar,
+}
+
+impl Upgrade {
+    /// The CUBIN once compiled, `None` before; with `wait`, blocks until it is.
+    pub(crate) fn poll(&self, wait: bool) -> Option<Result<Vec<u8>>> {
+        let mut g = self.cubin.lock().unwrap_or_else(|e| e.into_inner());
+        while wait && g.is_none() {
+            g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.as_ref().map(|r| r.clone().map_err(cuda_err))
+    }
+}
+
+/// Background compiles by the cache key of their fully optimised build, so that plans compiled
+/// meanwhile (another trainer on the same model) wait for the same one.
+fn in_flight() -> &'static Mutex<HashMap<u64, Arc<Upgrade>>> {
+    static F: OnceLock<Mutex<HashMap<u64, Arc<Upgrade>>>> = OnceLock::new();
+    F.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// A generated module for a quick start: the fully optimised CUBIN when a cache has it,
+/// otherwise a quick build (`QUICK_OPT`) now and the optimised one compiling on a background
+/// thread. Falls back to the full compile when this NVRTC has no fast-compile level (before
+/// 12.8) or the quick build fails.
+fn compile_quick(src: &str) -> Result<(Ptx, Option<Arc<Upgrade>>)> {
+    let full = cache_key(src, nvrtc_opts());
+    if nvrtc_version() < (12, 8) || cached(full, true).is_some() {
+        return compile(src).map(|p| (p, None));
+    }
+    let Ok(quick) = compile_with(src, quick_opts(), false) else {
+        return compile(src).map(|p| (p, None));
+    };
+    let up = in_flight()
+        .lock()
+        .expect("compiles in flight")
+        .entry(full)
+        .or_insert_with(|| {
+            let up = Arc::new(Upgrade::default());
+            let (done, src) = (up.clone(), src.to_string());
+            std::thread::spawn(move || {
+                let r = compile_with(&src, nvrtc_opts(), true).map_err(|e| e.to_string());
+                *done.cubin.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                done.done.notify_all();
+                in_flight()
+                    .lock()
+                    .expect("compiles in flight")
+                    .remove(&full);
+            });
+            up
+        })
+        .clone();
+    Ok((Ptx::from_binary(quick), Some(up)))
 }
 
 /// Number of CUDA devices: 0 when the driver library does not load. Looked up once per process
@@ -423,6 +518,16 @@ fn blas_handle(
     Ok(blas)
 }
 
+/// A generated module as `Dev::modules` hands it out.
+#[derive(Clone)]
+pub(crate) struct LoadedModule {
+    pub(crate) module: Arc<CudaModule>,
+    /// Hash of its source (the key of `Dev::upgraded`).
+    pub(crate) hash: u64,
+    /// The optimised build on its way, when `module` is a quick one.
+    pub(crate) upgrade: Option<Arc<Upgrade>>,
+}
+
 /// Per-backend device objects.
 pub(crate) struct Dev {
     pub(crate) ctx: Arc<CudaContext>,
@@ -443,7 +548,9 @@ pub(crate) struct Dev {
     /// cores with the plan's own modules, most of them for kernels no launch used).
     generic: Mutex<Vec<Option<Arc<CudaModule>>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
-    modules: Mutex<HashMap<u64, Arc<CudaModule>>>,
+    /// Generated modules by source hash, with the background compile of the optimised build
+    /// while the module is a quick one.
+    modules: Mutex<HashMap<u64, LoadedModule>>,
     /// Held by every run, upload, download and write: one user of the stream and handle at a time.
     busy: Mutex<()>,
     /// Page-locked slots that small writes are copied from (`write_small`), used in turns.
@@ -484,7 +591,10 @@ impl Dev {
             std::thread::spawn(|| {
                 // SAFETY: only checks that the library can be opened.
                 if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                    let _ = nvrtc_cubin("extern \"C\" __global__ void lamina_warm_up() {}\n");
+                    let _ = nvrtc_cubin(
+                        "extern \"C\" __global__ void lamina_warm_up() {}\n",
+                        nvrtc_opts(),
+                    );
                 }
             });
         });
@@ -633,8 +743,10 @@ impl Dev {
     }
 
     /// Loads (compiling if needed) modules of generated kernels, cached by source hash; the ones
-    /// not loaded yet are compiled in parallel, one thread each.
-    pub(crate) fn modules(&self, srcs: &[String]) -> Result<Vec<Arc<CudaModule>>> {
+    /// not loaded yet are compiled in parallel, one thread each. With `quick`, a module no cache
+    /// holds is a quick build, returned with the `Upgrade` that brings its optimised build
+    /// (`compile_quick`; `CudaExecutable` swaps it in).
+    pub(crate) fn modules(&self, srcs: &[String], quick: bool) -> Result<Vec<LoadedModule>> {
         let missing: Vec<&String> = {
             let table = self.modules.lock().expect("module table");
             srcs.iter()
@@ -642,10 +754,18 @@ impl Dev {
                 .collect()
         };
         let t = Instant::now();
-        let ptxs: Vec<Result<Ptx>> = std::thread::scope(|sc| {
+        let ptxs: Vec<Result<(Ptx, Option<Arc<Upgrade>>)>> = std::thread::scope(|sc| {
             let hs: Vec<_> = missing
                 .iter()
-                .map(|s| sc.spawn(move || compile(s)))
+                .map(|s| {
+                    sc.spawn(move || {
+                        if quick {
+                            compile_quick(s)
+                        } else {
+                            compile(s).map(|p| (p, None))
+                        }
+                    })
+                })
                 .collect();
             hs.into_iter()
                 .map(|h| {
@@ -659,12 +779,18 @@ impl Dev {
         }
         let t = Instant::now();
         for (s, ptx) in missing.iter().zip(ptxs) {
+            let (ptx, upgrade) = ptx?;
             let _quiet = not_capturing();
-            let m = ctx(self.ctx.load_module(ptx?), "loading generated kernels")?;
-            self.modules
-                .lock()
-                .expect("module table")
-                .insert(source_hash(s), m);
+            let module = ctx(self.ctx.load_module(ptx), "loading generated kernels")?;
+            let hash = source_hash(s);
+            self.modules.lock().expect("module table").insert(
+                hash,
+                LoadedModule {
+                    module,
+                    hash,
+                    upgrade,
+                },
+            );
         }
         if !missing.is_empty() {
             report("loading generated modules", t);
@@ -674,6 +800,34 @@ impl Dev {
             .iter()
             .map(|s| table[&source_hash(s)].clone())
             .collect())
+    }
+
+    /// The optimised build of the module of source hash `hash` from its `cubin`, loaded once per
+    /// device (the first executable to swap it in loads it; the table then hands it out). The
+    /// caller holds `not_capturing()` with the context bound.
+    pub(crate) fn upgraded(&self, hash: u64, cubin: Vec<u8>) -> Result<Arc<CudaModule>> {
+        let mut table = self.modules.lock().expect("module table");
+        if let Some(LoadedModule {
+            module,
+            upgrade: None,
+            ..
+        }) = table.get(&hash)
+        {
+            return Ok(module.clone());
+        }
+        let module = ctx(
+            self.ctx.load_module(Ptx::from_binary(cubin)),
+            "loading optimised kernels",
+        )?;
+        table.insert(
+            hash,
+            LoadedModule {
+                module: module.clone(),
+                hash,
+                upgrade: None,
+            },
+        );
+        Ok(module)
     }
 
     /// The cuBLAS workspace (address, bytes), also cuBLASLt's: both run on the one stream.

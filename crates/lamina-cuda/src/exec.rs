@@ -229,7 +229,13 @@ pub struct CudaExecutable {
     replays: Vec<(CudaEvent, CudaEvent)>,
     /// The captured step of each input turn and the state addresses it was captured with.
     graphs: [Option<(CudaGraph, Vec<u64>)>; 2],
-    _modules: Vec<Arc<cudarc::driver::CudaModule>>,
+    /// The plan's generated modules.
+    modules: Vec<Arc<cudarc::driver::CudaModule>>,
+    /// Per launch of a generated kernel: its module (index into `modules`), name and bytes of
+    /// dynamic shared memory.
+    module_of: Vec<Option<(usize, String, u32)>>,
+    /// Modules that are quick builds: (index, source hash, the optimised build on its way).
+    upgrades: Vec<(usize, u64, Arc<crate::dev::Upgrade>)>,
 }
 
 // SAFETY: the executable's handles (graph, functions) are only used with its device's context
@@ -274,7 +280,12 @@ impl CudaExecutable {
         self.graphs.iter().any(Option::is_some)
     }
 
-    pub(crate) fn compile(dev: &Arc<Dev>, plan: &Plan, use_graph: bool) -> Result<CudaExecutable> {
+    pub(crate) fn compile(
+        dev: &Arc<Dev>,
+        plan: &Plan,
+        use_graph: bool,
+        quick_start: bool,
+    ) -> Result<CudaExecutable> {
         let t = std::time::Instant::now();
         lamina_core::passes::verify(&plan.graph)?;
         let mut b = Builder::new(dev, plan)?;
@@ -432,53 +443,45 @@ impl CudaExecutable {
                 let names: Vec<&str> = generic.iter().map(String::as_str).collect();
                 dev.load_generic(&names)
             });
-            let modules = dev.modules(&srcs);
+            let modules = dev.modules(&srcs, quick_start);
             let loaded = h
                 .join()
                 .unwrap_or_else(|_| Err(cuda_err("compiling the generic kernels panicked")));
             (modules, loaded)
         });
-        let modules = modules?;
+        let loaded = modules?;
         generic_loaded?;
+        // the generated kernel each launch runs: its module, name and dynamic shared memory
+        let mut module_of = Vec::with_capacity(kernels.len());
         for k in &mut kernels {
+            let mut of = None;
             if let Kernel::Launch { func, f, .. } = k {
-                *f = Some(match func {
-                    Func::Generic(name) => dev.function(name)?,
-                    Func::Fused(i) => {
-                        let name = &b.fused[*i].name;
-                        let m = &modules[fused_module[*i]];
-                        ctx(m.load_function(name), &format!("kernel {name}"))?
+                let (m, name, dynamic) = match func {
+                    Func::Generic(name) => {
+                        *f = Some(dev.function(name)?);
+                        module_of.push(None);
+                        continue;
                     }
-                    Func::Planned(name) => {
-                        let m = &modules[planned_module];
-                        ctx(m.load_function(name), &format!("kernel {name}"))?
-                    }
+                    Func::Fused(i) => (fused_module[*i], b.fused[*i].name.clone(), 0),
+                    Func::Planned(name) => (planned_module, name.clone(), 0),
                     Func::Merged(name, dynamic) => {
-                        let m = merged_module
-                            .get(name)
-                            .map(|&i| &modules[i])
-                            .ok_or_else(|| {
-                                cuda_err(format!("merged kernel {name} has no module"))
-                            })?;
-                        let f = ctx(m.load_function(name), &format!("kernel {name}"))?;
-                        if *dynamic > 0 {
-                            use cudarc::driver::sys::CUfunction_attribute_enum as attr;
-                            let fixed = f.get_attribute(attr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES);
-                            ctx(
-                                f.set_attribute(
-                                    attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                    *dynamic as i32,
-                                ),
-                                &format!(
-                                    "kernel {name}: {dynamic} bytes of dynamic shared memory beside {fixed:?} static"
-                                ),
-                            )?;
-                        }
-                        f
+                        let m = merged_module.get(name).copied().ok_or_else(|| {
+                            cuda_err(format!("merged kernel {name} has no module"))
+                        })?;
+                        (m, name.clone(), *dynamic)
                     }
-                });
+                };
+                *f = Some(load_kernel(&loaded[m].module, &name, dynamic)?);
+                of = Some((m, name, dynamic));
             }
+            module_of.push(of);
         }
+        let upgrades = loaded
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l.hash, l.upgrade.clone()?)))
+            .collect();
+        let modules = loaded.into_iter().map(|l| l.module).collect();
         crate::dev::report("compiling the plan (all of it)", t);
         let arena = (b.arena.ptr, b.arena.bytes);
         let feed = Feeder::new(dev, b.inputs, out_types, arena, mapped)?;
@@ -502,8 +505,63 @@ impl CudaExecutable {
             host_phases: [0.0; 5],
             replays: Vec::new(),
             graphs: [None, None],
-            _modules: modules,
+            modules,
+            module_of,
+            upgrades,
         })
+    }
+
+    /// False while some kernels are quick builds whose optimised builds are still compiling in
+    /// the background (see `CudaConfig::quick_start`).
+    pub fn kernels_final(&self) -> bool {
+        self.upgrades.is_empty()
+    }
+
+    /// Waits for the background compiles of this executable's optimised kernels and swaps them
+    /// in (see `CudaConfig::quick_start`); returns at once when there are none.
+    pub fn finish_compiling(&mut self) -> Result<()> {
+        if self.upgrades.is_empty() {
+            return Ok(());
+        }
+        let dev = self.dev.clone();
+        let _busy = dev.lock();
+        ctx(dev.ctx.bind_to_thread(), "binding the context")?;
+        self.swap_upgrades(true)
+    }
+
+    /// Swaps in the optimised modules whose background compile has finished (with `wait`: all
+    /// of them, waiting). The stream drains first, since the quick kernels may still be running,
+    /// and the step is captured again on its next run. The caller holds the device lock with
+    /// the context bound.
+    fn swap_upgrades(&mut self, wait: bool) -> Result<()> {
+        let ready: Vec<(usize, Result<Vec<u8>>)> = self
+            .upgrades
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, _, up))| Some((i, up.poll(wait)?)))
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        self.dev.sync()?;
+        let _quiet = not_capturing();
+        self.graphs = [None, None];
+        // back to front, so that the indices of the ones still to remove stay valid
+        for (i, cubin) in ready.into_iter().rev() {
+            let (m, hash, _) = self.upgrades.remove(i);
+            let module = self.dev.upgraded(hash, cubin?)?;
+            for (k, of) in self.kernels.iter_mut().zip(&self.module_of) {
+                if let (Kernel::Launch { f, .. }, Some((km, name, dynamic))) = (k, of) {
+                    if *km == m {
+                        *f = Some(load_kernel(&module, name, *dynamic)?);
+                    }
+                }
+            }
+            self.modules[m] = module;
+        }
+        crate::dev::report("swapping in the optimised kernels", t);
+        Ok(())
     }
 
     /// Enqueues every operation of the step on the stream.
@@ -829,6 +887,9 @@ impl CudaExecutable {
         let dev = self.dev.clone();
         let _busy = dev.lock();
         ctx(self.dev.ctx.bind_to_thread(), "binding the context")?;
+        if !self.upgrades.is_empty() {
+            self.swap_upgrades(false)?;
+        }
         let t_bound = std::time::Instant::now();
         let turn = self.feed.turn();
         self.feed.send(inputs)?;
@@ -959,12 +1020,35 @@ impl CudaExecutable {
     }
 }
 
+/// Kernel `name` of module `m`, allowed `dynamic` bytes of dynamic shared memory.
+fn load_kernel(
+    m: &Arc<cudarc::driver::CudaModule>,
+    name: &str,
+    dynamic: u32,
+) -> Result<CudaFunction> {
+    let f = ctx(m.load_function(name), &format!("kernel {name}"))?;
+    if dynamic > 0 {
+        use cudarc::driver::sys::CUfunction_attribute_enum as attr;
+        let fixed = f.get_attribute(attr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES);
+        ctx(
+            f.set_attribute(
+                attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dynamic as i32,
+            ),
+            &format!(
+                "kernel {name}: {dynamic} bytes of dynamic shared memory beside {fixed:?} static"
+            ),
+        )?;
+    }
+    Ok(f)
+}
+
 impl Drop for CudaExecutable {
     fn drop(&mut self) {
         // destroying the graph and unloading the module must not overlap another thread's capture
         let _quiet = not_capturing();
         self.graphs = [None, None];
-        self._modules.clear();
+        self.modules.clear();
     }
 }
 

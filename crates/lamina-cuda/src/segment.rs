@@ -1186,7 +1186,7 @@ mod tests {
              __shared__ long long seg_t[2]; seg_t[0] = clock64();\n\
              printf(\"trace probe %d %lld gemm\\n\", 0, seg_t[0]);\n}\n",
         );
-        crate::dev::nvrtc_cubin(&src).expect("GEMM templates compile");
+        crate::dev::nvrtc_cubin(&src, crate::dev::nvrtc_opts()).expect("GEMM templates compile");
     }
 
     /// Values live in the same phase never share bytes; a value whose life starts after another's

@@ -57,6 +57,8 @@ pub(crate) trait Engine {
     fn names(&self) -> Vec<String>;
     /// Kernels per step of a compiled executable (for reports).
     fn kernel_count(&self, kind: StepKind, batch: usize) -> Option<usize>;
+    /// Waits until every compiled executable runs the code it keeps (`Backend::finish_compiling`).
+    fn finish_compiling(&mut self) -> Result<()>;
 }
 
 pub(crate) struct BackendEngine<B: Backend> {
@@ -168,6 +170,12 @@ impl<B: Backend> Engine for BackendEngine<B> {
     }
     fn kernel_count(&self, kind: StepKind, batch: usize) -> Option<usize> {
         self.exes.get(&(kind, batch)).map(|e| e.1)
+    }
+    fn finish_compiling(&mut self) -> Result<()> {
+        for (exe, _) in self.exes.values_mut() {
+            self.backend.finish_compiling(exe)?;
+        }
+        Ok(())
     }
 }
 

@@ -800,6 +800,15 @@ impl ModelTrainer {
         Ok(v)
     }
 
+    /// Waits until every step compiled so far runs its final code. On CUDA with quick start on
+    /// (the default, see `lamina_cuda::CudaConfig::quick_start`) the first steps run kernels
+    /// compiled for a fast start while the optimised ones compile in the background; training
+    /// swaps them in by itself once they are ready, and this waits for that (a benchmark calls
+    /// it before timing). Elsewhere it returns at once.
+    pub fn finish_compiling(&mut self) -> Result<()> {
+        self.engine.finish_compiling()
+    }
+
     /// Device memory this trainer's backend holds for it, in bytes: persistent buffers
     /// (parameters, optimizer state), every compiled step (arena, constants, scratch, input
     /// buffers) and the backend's own workspace. 0 on the CPU.

@@ -25,6 +25,7 @@ pub fn backend_with(test: &str, tf32: bool, graphs: bool) -> Option<CudaBackend>
             device: 0,
             tf32,
             graphs,
+            ..Default::default()
         })
         .expect("a CUDA device is present"),
     )

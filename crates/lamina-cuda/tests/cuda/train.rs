@@ -99,6 +99,9 @@ fn device_memory_does_not_grow() {
     for _ in 0..5 {
         t.train_batch(x, &spec.input_shape, y, &[32]).unwrap();
     }
+    // the optimised kernels replace the quick ones once (a module load), not during the count
+    t.finish_compiling().unwrap();
+    t.train_batch(x, &spec.input_shape, y, &[32]).unwrap();
     let before = probe.memory_used().unwrap();
     for _ in 0..300 {
         t.train_batch(x, &spec.input_shape, y, &[32]).unwrap();
@@ -272,6 +275,88 @@ fn submitted_steps_give_the_synchronous_losses() {
             );
         }
     }
+}
+
+/// Quick start: a plan whose generated code no cache holds first runs quick builds, captured as
+/// a graph; the optimised builds, compiled in the background, are swapped in (the graph captured
+/// again) and compute the same values; a plan compiled after that gets them at once, and with
+/// quick start off a plan is final from the start.
+#[test]
+fn quick_start_swaps_in_the_optimised_kernels() {
+    use lamina_core::*;
+    use lamina_cuda::CudaConfig;
+    let _serial = serial();
+    if backend("quick_start_swaps_in_the_optimised_kernels").is_none() {
+        return;
+    }
+    let quick = |on: bool| {
+        CudaBackend::new(CudaConfig {
+            quick_start: on,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    // a constant from the clock makes a source that no cache (process or disk) has seen
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let (rows, cols) = (64usize, 96usize);
+    let plan_with = |c: f64| {
+        let g = GraphBuilder::new();
+        let x = g.input("x", &[rows, cols], DType::F32);
+        let y = ((x * c).relu() + x.exp()).sum(&[1], false);
+        Plan::compile(&g.finish(&[y]).unwrap()).unwrap()
+    };
+    let xv: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let input = HostTensor::f32(&[rows, cols], xv.clone()).unwrap();
+    let check = |c: f64, out: &[HostTensor], when: &str| {
+        let got = out[0].to_f64();
+        for (r, g) in got.iter().enumerate() {
+            let want: f64 = xv[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&v| (v as f64 * c).max(0.0) + (v as f64).exp())
+                .sum();
+            assert!(
+                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{when}: row {r}: {g} against {want}"
+            );
+        }
+    };
+    let c = 1.0 + (nanos % 1_000_000) as f64 * 1e-9;
+    let plan = plan_with(c);
+    let b = quick(true);
+    let mut exe = b.compile(&plan).unwrap();
+    assert!(
+        !exe.kernels_final(),
+        "a never-seen plan starts on quick builds"
+    );
+    for k in 0..3 {
+        let out = b.run(&mut exe, &mut StateMap::new(), &[&input]).unwrap();
+        check(c, &out, &format!("quick run {k}"));
+    }
+    assert!(exe.is_captured(), "the quick step is captured");
+    b.finish_compiling(&mut exe).unwrap();
+    assert!(
+        exe.kernels_final(),
+        "finish_compiling swaps in the optimised builds"
+    );
+    for k in 0..3 {
+        let out = b.run(&mut exe, &mut StateMap::new(), &[&input]).unwrap();
+        check(c, &out, &format!("optimised run {k}"));
+    }
+    assert!(exe.is_captured(), "the optimised step is captured again");
+    let again = b.compile(&plan).unwrap();
+    assert!(again.kernels_final(), "the optimised build is cached now");
+    // quick start off: final from the start
+    let c2 = c + 0.5;
+    let off = quick(false);
+    let mut exe = off.compile(&plan_with(c2)).unwrap();
+    assert!(exe.kernels_final(), "quick start off compiles fully");
+    let out = off.run(&mut exe, &mut StateMap::new(), &[&input]).unwrap();
+    check(c2, &out, "quick start off");
 }
 
 /// `device_bytes` is the exact sum of what an executable allocates (arena, the two turns of input
