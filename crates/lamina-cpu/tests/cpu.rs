@@ -518,15 +518,25 @@ fn conv_paths() {
     let y6 = x5.conv2d(w5, 2, 1, 1, 1);
     let w6 = b.input("w6", &[5, 6, 3, 3], DType::F32);
     let y7 = y6.conv2d(w6, 2, 1, 1, 1) + y6.conv2d(w6, 1, 1, 1, 1).sum(&[], false);
+    // few input channels (the direct path on AVX-512): 37 columns (a chunk of 32 and a tail
+    // of 5), 11 output channels (a block of 8 and a tail of 3); a 5×5 kernel without padding
+    let x6 = b.input("x6", &[3, 3, 18, 37], DType::F32);
+    let w7 = b.input("w7", &[11, 3, 3, 3], DType::F32);
+    let x7 = b.input("x7", &[2, 1, 12, 50], DType::F32);
+    let w8 = b.input("w8", &[4, 1, 5, 5], DType::F32);
+    let y8 = x6.conv2d(w7, 1, 1, 1, 1);
+    let y9 = x7.conv2d(w8, 1, 0, 1, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
         + (y3 * y3).sum(&[], false)
         + (y4 * y4).sum(&[], false)
         + (y5 * y5).sum(&[], false)
-        + (y7 * y7).sum(&[], false);
-    let gs = grad(loss, &[x, w, x1, w2, x3, w3, x5, w5, w6]).unwrap();
-    let mut outs = vec![y, y1, y2, y3, y4, y5, y7];
+        + (y7 * y7).sum(&[], false)
+        + (y8 * y8).sum(&[], false)
+        + (y9 * y9).sum(&[], false);
+    let gs = grad(loss, &[x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8]).unwrap();
+    let mut outs = vec![y, y1, y2, y3, y4, y5, y7, y8, y9];
     outs.extend(gs);
     let g = b.finish(&outs).unwrap();
     let kinds: Vec<_> = g
@@ -567,8 +577,9 @@ fn conv_paths() {
 fn conv_bias_epilogue() {
     for dtype in [DType::F32, DType::F64] {
         let b = GraphBuilder::new();
-        let x = b.input("x", &[3, 8, 10, 9], dtype);
-        let w = b.input("w", &[16, 8, 3, 3], dtype);
+        // three input channels: the direct path on AVX-512 for f32
+        let x = b.input("x", &[3, 3, 10, 9], dtype);
+        let w = b.input("w", &[16, 3, 3, 3], dtype);
         let bias = b.input("bias", &[1, 16, 1, 1], dtype);
         let x2 = b.input("x2", &[2, 16, 9, 7], dtype);
         let w2 = b.input("w2", &[6, 16, 3, 3], dtype);
