@@ -9,11 +9,11 @@
 //!
 //! A 1×1 kernel with unit stride and no padding skips im2col/col2im in the forward and input
 //! gradient. A forward f32 convolution with unit stride, one group and at most 64 taps
-//! (`c × kh × kw`, e.g. an RGB input's 3×3 kernel) runs as a direct convolution on AVX-512
-//! (`direct_image`): gemm is slow on so short a reduction. On the benchmark Xeon readme_cnn's
-//! first layer took 0.81 ms instead of ~1.2 ms (fastest runs, same machine scaled by the other
-//! layers); with every stride-1 layer direct its 32-channel one took 6.6 ms against gemm's 3.1,
-//! hence the bound. Padding may be negative (it crops); input positions outside the image read 0 (and
+//! (`c × kh × kw`, e.g. an RGB input's 3×3 kernel), and its kernel gradient, run as direct
+//! convolutions on AVX-512 (`direct_image`, `direct_kernel_grad`): gemm is slow on so narrow a
+//! product. On the benchmark Xeon readme_cnn's first layer took 0.75 ms instead of ~1.2 ms and its
+//! kernel gradient 0.70 ms instead of 1.24 (fastest runs); with every stride-1 forward direct the
+//! 32-channel layer took 6.6 ms against gemm's 3.1, hence the bound. Padding may be negative (it crops); input positions outside the image read 0 (and
 //! receive no gradient).
 //!
 //! (Winograd F(2×2, 3×3) for the stride-1 3×3 forward and input gradient was tried: on the
@@ -117,21 +117,24 @@ impl Conv {
             if self.f64 {
                 self.go::<f64>(slots, threads)
             } else if self.is_direct() {
-                self.forward_direct(slots, threads)
+                match self.kind {
+                    ConvKind::Forward => self.forward_direct(slots, threads),
+                    _ => self.kernel_grad_direct(slots, threads),
+                }
             } else {
                 self.go::<f32>(slots, threads)
             }
         }
     }
 
-    /// A forward f32 convolution with unit stride and dilation, one group and a small kernel
-    /// volume, on a CPU with AVX-512: convolved directly (`direct_image`) instead of as im2col +
-    /// gemm, whose reduction over `c × kh × kw` (27 for an RGB input's 3×3 kernel) is too short
-    /// to run gemm at speed.
+    /// A forward f32 convolution (or its kernel gradient) with unit stride and dilation, one
+    /// group and a small kernel volume, on a CPU with AVX-512: convolved directly
+    /// (`direct_image`, `direct_kernel_grad`) instead of through im2col + gemm, whose product
+    /// over `c × kh × kw` (27 for an RGB input's 3×3 kernel) is too narrow to run gemm at speed.
     fn is_direct(&self) -> bool {
         let [_, cg, kh, kw] = self.kernel;
         let shape_fits = !self.f64
-            && self.kind == ConvKind::Forward
+            && matches!(self.kind, ConvKind::Forward | ConvKind::KernelGrad { .. })
             && self.groups == 1
             && self.stride == [1, 1]
             && self.dilation == [1, 1]
@@ -141,6 +144,91 @@ impl Conv {
         return shape_fits && std::arch::is_x86_feature_detected!("avx512f");
         #[cfg(not(target_arch = "x86_64"))]
         false
+    }
+
+    /// The geometry of a direct convolution of one image.
+    #[cfg(target_arch = "x86_64")]
+    fn direct_geometry(&self) -> Direct {
+        let [_, c, _, _] = self.input;
+        let [o, _, kh, kw] = self.kernel;
+        let [ho, wo] = self.out_hw;
+        Direct {
+            c,
+            kh,
+            kw,
+            o,
+            ho,
+            wo,
+            hp: ho + kh - 1,
+            // whole 32-column chunks read past the last output column, into zeros
+            wp: wo.next_multiple_of(DIRECT_COLS) + kw - 1,
+        }
+    }
+
+    /// Copies image `img` (`c × h × w`) into `xp` zero-padded: padded row r, column q hold
+    /// input (r - pad_lo[0], q - pad_lo[1]), else 0.
+    #[cfg(target_arch = "x86_64")]
+    fn pad_image(&self, img: &[f32], xp: &mut [f32], g: &Direct) {
+        let [_, _, h, wd] = self.input;
+        let [pt, pl] = self.pad_lo;
+        for (ci, plane) in xp.chunks_exact_mut(g.hp * g.wp).take(g.c).enumerate() {
+            for (r, row) in plane.chunks_exact_mut(g.wp).enumerate() {
+                row.fill(0.0);
+                let iy = r as i64 - pt;
+                if !(0..h as i64).contains(&iy) {
+                    continue;
+                }
+                let src = &img[(ci * h + iy as usize) * wd..][..wd];
+                // input columns ix with 0 <= ix + pl < wp
+                let lo = (-pl).max(0) as usize;
+                let hi = (g.wp as i64 - pl).clamp(0, wd as i64) as usize;
+                if lo < hi {
+                    let at = (lo as i64 + pl) as usize;
+                    row[at..at + (hi - lo)].copy_from_slice(&src[lo..hi]);
+                }
+            }
+        }
+    }
+
+    /// The direct kernel gradient (see `is_direct`): each thread sums a range of images, each
+    /// zero-padded into scratch, with `direct_kernel_grad` (`sum_over_images`).
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `is_direct()` holds.
+    unsafe fn kernel_grad_direct(&self, slots: &Slots, threads: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let [n, c, h, wd] = self.input;
+            let [o, _, kh, kw] = self.kernel;
+            let [ho, wo] = self.out_hw;
+            let taps = c * kh * kw;
+            // SAFETY: the operand slots hold the checked geometry's lengths (the caller's
+            // contract).
+            let (x, dy) = unsafe {
+                (
+                    slots.get::<f32>(self.a, n * c * h * wd),
+                    slots.get::<f32>(self.b, n * o * ho * wo),
+                )
+            };
+            let g = self.direct_geometry();
+            let sum = |range: Range<usize>, dw: *mut f32, _: Parallelism| {
+                // SAFETY: `dw` holds the `o × taps` result of this range only.
+                let dw = unsafe { std::slice::from_raw_parts_mut(dw, o * taps) };
+                dw.fill(0.0);
+                with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
+                    for ni in range {
+                        self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
+                        let dyi = &dy[ni * o * ho * wo..(ni + 1) * o * ho * wo];
+                        // SAFETY: the CPU has AVX-512F (`is_direct`); the buffers have the
+                        // sizes `direct_kernel_grad` reads.
+                        unsafe { direct_kernel_grad(xp, dyi, dw, &g) };
+                    }
+                })
+            };
+            self.sum_over_images(slots.ptr(self.out).at::<f32>(0), o * taps, threads, sum);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (slots, threads);
     }
 
     /// The direct forward convolution (see `is_direct`): per image, the weights packed in blocks
@@ -169,17 +257,7 @@ impl Conv {
                 bias: unsafe { slots.get::<f32>(b, o) },
                 relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
             });
-            let g = Direct {
-                c,
-                kh,
-                kw,
-                o,
-                ho,
-                wo,
-                hp: ho + kh - 1,
-                // whole 32-column chunks read past the last output column, into zeros
-                wp: wo.next_multiple_of(DIRECT_COLS) + kw - 1,
-            };
+            let g = self.direct_geometry();
             let packed = o.div_ceil(DIRECT_OC) * taps * DIRECT_OC;
             self.each_image(threads, |ni, _| {
                 with_scratch::<f32, _>(packed + c * g.hp * g.wp, |buf| {
@@ -193,26 +271,7 @@ impl Conv {
                             }
                         }
                     }
-                    // padded row r, column q hold input (r - pad_lo[0], q - pad_lo[1]), else 0
-                    let img = &x[ni * c * h * wd..(ni + 1) * c * h * wd];
-                    let [pt, pl] = self.pad_lo;
-                    for (ci, plane) in xp.chunks_exact_mut(g.hp * g.wp).enumerate() {
-                        for (r, row) in plane.chunks_exact_mut(g.wp).enumerate() {
-                            row.fill(0.0);
-                            let iy = r as i64 - pt;
-                            if !(0..h as i64).contains(&iy) {
-                                continue;
-                            }
-                            let src = &img[(ci * h + iy as usize) * wd..][..wd];
-                            // input columns ix with 0 <= ix + pl < wp
-                            let lo = (-pl).max(0) as usize;
-                            let hi = (g.wp as i64 - pl).clamp(0, wd as i64) as usize;
-                            if lo < hi {
-                                let at = (lo as i64 + pl) as usize;
-                                row[at..at + (hi - lo)].copy_from_slice(&src[lo..hi]);
-                            }
-                        }
-                    }
+                    self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
                     let at = ni * o * ho * wo;
                     // SAFETY: the CPU has AVX-512F (`is_direct`); `xp` and `wpk` have the sizes
                     // `direct_image` reads, and image ni's result block is written by this task
@@ -456,13 +515,28 @@ impl Conv {
                 transpose(&acc, kk, og, dwg);
             }
         };
-        let dw = out.at::<T>(0);
-        if o * kk == 0 {
+        self.sum_over_images(out.at::<T>(0), o * kk, threads, sum);
+    }
+
+    /// Runs `sum(images, dw, gemm_parallelism)`, which writes the kernel gradient of a range of
+    /// images into `dw` (`len` elements): with several threads each takes a contiguous range of
+    /// images and the partial sums are added in range order, so the result does not depend on
+    /// scheduling.
+    fn sum_over_images<T: GemmElem>(
+        &self,
+        dw: *mut T,
+        len: usize,
+        threads: usize,
+        sum: impl Fn(Range<usize>, *mut T, Parallelism) + Sync,
+    ) {
+        let n = self.input[0];
+        let p = self.out_hw[0] * self.out_hw[1];
+        if len == 0 {
             return;
         }
         if n == 0 || p == 0 {
-            // SAFETY: the result holds `o × kk` elements.
-            unsafe { std::slice::from_raw_parts_mut(dw, o * kk) }.fill(T::ZERO);
+            // SAFETY: the result holds `len` elements.
+            unsafe { std::slice::from_raw_parts_mut(dw, len) }.fill(T::ZERO);
             return;
         }
         let parts = if threads > 1 && self.work() >= PAR_MIN {
@@ -479,11 +553,11 @@ impl Conv {
             sum(0..n, dw, par);
             return;
         }
-        let mut partial = vec![T::ZERO; (parts - 1) * o * kk];
+        let mut partial = vec![T::ZERO; (parts - 1) * len];
         let bufs: Vec<Ptr> = std::iter::once(Ptr(dw as *mut u8))
             .chain(
                 partial
-                    .chunks_mut(o * kk)
+                    .chunks_mut(len)
                     .map(|b| Ptr(b.as_mut_ptr() as *mut u8)),
             )
             .collect();
@@ -494,9 +568,9 @@ impl Conv {
                 Parallelism::None,
             )
         });
-        // SAFETY: the result holds `o × kk` elements; the parallel part is over.
-        let dw = unsafe { std::slice::from_raw_parts_mut(dw, o * kk) };
-        for b in partial.chunks(o * kk) {
+        // SAFETY: the result holds `len` elements; the parallel part is over.
+        let dw = unsafe { std::slice::from_raw_parts_mut(dw, len) };
+        for b in partial.chunks(len) {
             for (d, v) in dw.iter_mut().zip(b) {
                 *d += *v;
             }
@@ -836,6 +910,63 @@ unsafe fn direct_image(xp: &[f32], wpk: &[f32], y: *mut f32, g: &Direct) {
                     if cols > 16 {
                         _mm512_mask_storeu_ps(dst.add(16), m1, a[1]);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Output channels and taps one pass of `direct_kernel_grad` sums (4 × 6 accumulators).
+const KG_OC: usize = 4;
+const KG_TAPS: usize = 6;
+
+/// `dw[oc, t] += Σ_{oy,ox} dy[oc, oy, ox] · xp[ci, oy + ky, ox + kx]` (tap t = (ci, ky, kx)) for
+/// one image: blocks of 4 channels × 6 taps summed in 16-lane accumulators over the image (the
+/// rows' last 16 columns masked), then each accumulator's lanes added into `dw`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `xp` holds `c` planes of `hp × wp`, `dy` is `o × ho × wo` and `dw`
+/// `o × c·kh·kw`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], dw: &mut [f32], g: &Direct) {
+    use std::arch::x86_64::*;
+    let taps = g.c * g.kh * g.kw;
+    debug_assert!(xp.len() >= g.c * g.hp * g.wp && dy.len() >= g.o * g.ho * g.wo);
+    debug_assert!(dw.len() >= g.o * taps);
+    // where tap t starts in the padded image
+    let mut tap_at = [0usize; DIRECT_MAX_TAPS];
+    for (t, at) in tap_at.iter_mut().enumerate().take(taps) {
+        let (ci, k) = (t / (g.kh * g.kw), t % (g.kh * g.kw));
+        *at = (ci * g.hp + k / g.kw) * g.wp + k % g.kw;
+    }
+    for o0 in (0..g.o).step_by(KG_OC) {
+        let rows = (g.o - o0).min(KG_OC);
+        for t0 in (0..taps).step_by(KG_TAPS) {
+            let cols = (taps - t0).min(KG_TAPS);
+            // a short block repeats its last tap and channel; their sums are not stored
+            let at: [usize; KG_TAPS] = std::array::from_fn(|j| tap_at[t0 + j.min(cols - 1)]);
+            let ch: [usize; KG_OC] = std::array::from_fn(|i| o0 + i.min(rows - 1));
+            let mut acc = [[_mm512_setzero_ps(); KG_TAPS]; KG_OC];
+            for oy in 0..g.ho {
+                for x0 in (0..g.wo).step_by(16) {
+                    let n = (g.wo - x0).min(16);
+                    let m: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+                    let d: [__m512; KG_OC] = std::array::from_fn(|i| {
+                        _mm512_maskz_loadu_ps(m, dy.as_ptr().add((ch[i] * g.ho + oy) * g.wo + x0))
+                    });
+                    let base = xp.as_ptr().add(oy * g.wp + x0);
+                    for (j, &a) in at.iter().enumerate() {
+                        let v = _mm512_maskz_loadu_ps(m, base.add(a));
+                        for i in 0..KG_OC {
+                            acc[i][j] = _mm512_fmadd_ps(d[i], v, acc[i][j]);
+                        }
+                    }
+                }
+            }
+            for (i, row) in acc.iter().enumerate().take(rows) {
+                for (j, a) in row.iter().enumerate().take(cols) {
+                    dw[(o0 + i) * taps + t0 + j] += _mm512_reduce_add_ps(*a);
                 }
             }
         }
