@@ -52,6 +52,9 @@ pub(crate) struct Conv {
     /// With a bias: also write `max(0, y)` (or `max(y, 0)` when the flag is false) of the biased
     /// result into this slot (the ReLU that follows).
     pub(crate) relu: Option<(usize, bool)>,
+    /// Kernel-gradient kind: also write the cotangent's sum over images and positions, per
+    /// channel (`o` elements: the bias gradient), into this slot.
+    pub(crate) bias_grad: Option<usize>,
     /// Input `[n, c, h, w]`.
     pub(crate) input: [usize; 4],
     /// Kernel `[o, c/groups, kh, kw]`.
@@ -211,21 +214,31 @@ impl Conv {
                 )
             };
             let g = self.direct_geometry();
-            let sum = |range: Range<usize>, dw: *mut f32, _: Parallelism| {
-                // SAFETY: `dw` holds the `o × taps` result of this range only.
-                let dw = unsafe { std::slice::from_raw_parts_mut(dw, o * taps) };
+            let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
+                // SAFETY: `res[0]` holds the `o × taps` result of this range and `res[1]` (with
+                // a bias gradient) its `o` channel sums, written by this call only.
+                let dw = unsafe { std::slice::from_raw_parts_mut(res[0], o * taps) };
+                let mut db = res
+                    .get(1)
+                    .map(|&d| unsafe { std::slice::from_raw_parts_mut(d, o) });
                 dw.fill(0.0);
+                if let Some(db) = db.as_deref_mut() {
+                    db.fill(0.0);
+                }
                 with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
                     for ni in range {
                         self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
                         let dyi = &dy[ni * o * ho * wo..(ni + 1) * o * ho * wo];
                         // SAFETY: the CPU has AVX-512F (`is_direct`); the buffers have the
                         // sizes `direct_kernel_grad` reads.
-                        unsafe { direct_kernel_grad(xp, dyi, dw, &g) };
+                        unsafe { direct_kernel_grad(xp, dyi, dw, db.as_deref_mut(), &g) };
                     }
                 })
             };
-            self.sum_over_images(slots.ptr(self.out).at::<f32>(0), o * taps, threads, sum);
+            let outs: Vec<(Ptr, usize)> = std::iter::once((slots.ptr(self.out), o * taps))
+                .chain(self.bias_grad.map(|s| (slots.ptr(s), o)))
+                .collect();
+            self.sum_over_images(&outs, threads, sum);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads);
@@ -330,6 +343,7 @@ impl Conv {
                     slots.get::<T>(self.a, x_len),
                     slots.get::<T>(self.b, y_len),
                     out,
+                    self.bias_grad.map(|s| slots.ptr(s)),
                     threads,
                 ),
             }
@@ -464,14 +478,30 @@ impl Conv {
     /// with a long reduction and the result is written through transposed strides. With several
     /// threads each sums a contiguous range of images and the partial sums are added in range
     /// order (so results do not depend on scheduling).
-    unsafe fn kernel_grad<T: GemmElem>(&self, x: &[T], dy: &[T], out: Ptr, threads: usize) {
+    unsafe fn kernel_grad<T: GemmElem>(
+        &self,
+        x: &[T],
+        dy: &[T],
+        out: Ptr,
+        db: Option<Ptr>,
+        threads: usize,
+    ) {
         let [n, c, h, wd] = self.input;
         let [o, cg, kh, kw] = self.kernel;
         let og = o / self.groups;
         let (kk, p) = (cg * kh * kw, self.out_hw[0] * self.out_hw[1]);
         let chunk = (KG_COLS / p.max(1)).clamp(1, n.max(1));
-        // Sums images `range` into `dw` (`o × kk`).
-        let sum = |range: std::ops::Range<usize>, dw: *mut T, par: Parallelism| {
+        // Sums images `range` into `res[0]` (`o × kk`) and, with a bias gradient, the cotangent's
+        // channel sums into `res[1]` (`o`).
+        let sum = |range: std::ops::Range<usize>, res: &[*mut T], par: Parallelism| {
+            let dw = res[0];
+            // SAFETY: the bias gradient of this range, `o` elements, written by this call only.
+            let mut db = res
+                .get(1)
+                .map(|&d| unsafe { std::slice::from_raw_parts_mut(d, o) });
+            if let Some(db) = db.as_deref_mut() {
+                db.fill(T::ZERO);
+            }
             // gemm's microkernel wants a column-major destination and a left operand with unit
             // row stride: the sum is kept as `og × kk` column-major (`acc[k·og + o]`), the left
             // operand is the transposed cotangent, the right one the column matrix read down
@@ -491,6 +521,9 @@ impl Conv {
                             wide(|| self.im2col(xg, &mut col[j..], cols, split));
                             let dyg = &dy[(ni * o + g * og) * p..(ni * o + (g + 1) * og) * p];
                             transpose(dyg, og, p, &mut dyt[j * og..(j + p) * og]);
+                            if let Some(db) = db.as_deref_mut() {
+                                add_row_sums(dyg, p, &mut db[g * og..(g + 1) * og]);
+                            }
                         }
                         // SAFETY: `acc` is `og × kk` column-major, `dyt` is `og × cols` with
                         // unit row stride and `col` is `cols × kk` with unit row stride, all
@@ -515,30 +548,36 @@ impl Conv {
                 transpose(&acc, kk, og, dwg);
             }
         };
-        self.sum_over_images(out.at::<T>(0), o * kk, threads, sum);
+        let outs: Vec<(Ptr, usize)> = std::iter::once((out, o * kk))
+            .chain(db.map(|d| (d, o)))
+            .collect();
+        self.sum_over_images(&outs, threads, sum);
     }
 
-    /// Runs `sum(images, dw, gemm_parallelism)`, which writes the kernel gradient of a range of
-    /// images into `dw` (`len` elements): with several threads each takes a contiguous range of
-    /// images and the partial sums are added in range order, so the result does not depend on
-    /// scheduling.
+    /// Runs `sum(images, results, gemm_parallelism)`, which writes the kernel gradient of a
+    /// range of images (and maybe its bias gradient) into `results`, laid out as `outs` (result
+    /// pointer, elements): with several threads each takes a contiguous range of images and the
+    /// partial sums are added in range order, so the result does not depend on scheduling.
     fn sum_over_images<T: GemmElem>(
         &self,
-        dw: *mut T,
-        len: usize,
+        outs: &[(Ptr, usize)],
         threads: usize,
-        sum: impl Fn(Range<usize>, *mut T, Parallelism) + Sync,
+        sum: impl Fn(Range<usize>, &[*mut T], Parallelism) + Sync,
     ) {
         let n = self.input[0];
         let p = self.out_hw[0] * self.out_hw[1];
-        if len == 0 {
+        let total: usize = outs.iter().map(|o| o.1).sum();
+        if total == 0 {
             return;
         }
         if n == 0 || p == 0 {
-            // SAFETY: the result holds `len` elements.
-            unsafe { std::slice::from_raw_parts_mut(dw, len) }.fill(T::ZERO);
+            for &(at, len) in outs {
+                // SAFETY: each result holds its `len` elements.
+                unsafe { std::slice::from_raw_parts_mut(at.at::<T>(0), len) }.fill(T::ZERO);
+            }
             return;
         }
+        let results = || -> Vec<*mut T> { outs.iter().map(|o| o.0.at::<T>(0)).collect() };
         let parts = if threads > 1 && self.work() >= PAR_MIN {
             threads.min(n)
         } else {
@@ -550,29 +589,36 @@ impl Conv {
             } else {
                 Parallelism::None
             };
-            sum(0..n, dw, par);
+            sum(0..n, &results(), par);
             return;
         }
-        let mut partial = vec![T::ZERO; (parts - 1) * len];
-        let bufs: Vec<Ptr> = std::iter::once(Ptr(dw as *mut u8))
-            .chain(
-                partial
-                    .chunks_mut(len)
-                    .map(|b| Ptr(b.as_mut_ptr() as *mut u8)),
-            )
-            .collect();
-        (0..parts).into_par_iter().for_each(|t| {
-            sum(
-                t * n / parts..(t + 1) * n / parts,
-                bufs[t].at::<T>(0),
-                Parallelism::None,
-            )
+        // range 0 writes the results, range k > 0 block k - 1 of `partial`, laid out as `outs`
+        let mut partial = vec![T::ZERO; (parts - 1) * total];
+        let base = Ptr(partial.as_mut_ptr() as *mut u8);
+        let block = |k: usize| -> Vec<*mut T> {
+            let mut at = (k - 1) * total;
+            outs.iter()
+                .map(|o| {
+                    let q = base.at::<T>(at);
+                    at += o.1;
+                    q
+                })
+                .collect()
+        };
+        (0..parts).into_par_iter().for_each(|k| {
+            let range = k * n / parts..(k + 1) * n / parts;
+            let res = if k == 0 { results() } else { block(k) };
+            sum(range, &res, Parallelism::None)
         });
-        // SAFETY: the result holds `len` elements; the parallel part is over.
-        let dw = unsafe { std::slice::from_raw_parts_mut(dw, len) };
-        for b in partial.chunks(len) {
-            for (d, v) in dw.iter_mut().zip(b) {
-                *d += *v;
+        let mut at = 0;
+        for _ in 1..parts {
+            for &(dst, len) in outs {
+                // SAFETY: the result holds `len` elements; the parallel part is over.
+                let dst = unsafe { std::slice::from_raw_parts_mut(dst.at::<T>(0), len) };
+                for (d, v) in dst.iter_mut().zip(&partial[at..at + len]) {
+                    *d += *v;
+                }
+                at += len;
             }
         }
     }
@@ -922,14 +968,21 @@ const KG_TAPS: usize = 6;
 
 /// `dw[oc, t] += Σ_{oy,ox} dy[oc, oy, ox] · xp[ci, oy + ky, ox + kx]` (tap t = (ci, ky, kx)) for
 /// one image: blocks of 4 channels × 6 taps summed in 16-lane accumulators over the image (the
-/// rows' last 16 columns masked), then each accumulator's lanes added into `dw`.
+/// rows' last 16 columns masked), then each accumulator's lanes added into `dw`; with `db`, the
+/// cotangent's per-channel sums (`o`, a bias gradient) too, from the loads of the first taps.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `xp` holds `c` planes of `hp × wp`, `dy` is `o × ho × wo` and `dw`
 /// `o × c·kh·kw`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], dw: &mut [f32], g: &Direct) {
+unsafe fn direct_kernel_grad(
+    xp: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    mut db: Option<&mut [f32]>,
+    g: &Direct,
+) {
     use std::arch::x86_64::*;
     let taps = g.c * g.kh * g.kw;
     debug_assert!(xp.len() >= g.c * g.hp * g.wp && dy.len() >= g.o * g.ho * g.wo);
@@ -948,6 +1001,8 @@ unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], dw: &mut [f32], g: &Direct)
             let at: [usize; KG_TAPS] = std::array::from_fn(|j| tap_at[t0 + j.min(cols - 1)]);
             let ch: [usize; KG_OC] = std::array::from_fn(|i| o0 + i.min(rows - 1));
             let mut acc = [[_mm512_setzero_ps(); KG_TAPS]; KG_OC];
+            let mut bsum = [_mm512_setzero_ps(); KG_OC];
+            let bias_too = t0 == 0 && db.is_some();
             for oy in 0..g.ho {
                 for x0 in (0..g.wo).step_by(16) {
                     let n = (g.wo - x0).min(16);
@@ -955,6 +1010,11 @@ unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], dw: &mut [f32], g: &Direct)
                     let d: [__m512; KG_OC] = std::array::from_fn(|i| {
                         _mm512_maskz_loadu_ps(m, dy.as_ptr().add((ch[i] * g.ho + oy) * g.wo + x0))
                     });
+                    if bias_too {
+                        for (b, &v) in bsum.iter_mut().zip(&d) {
+                            *b = _mm512_add_ps(*b, v);
+                        }
+                    }
                     let base = xp.as_ptr().add(oy * g.wp + x0);
                     for (j, &a) in at.iter().enumerate() {
                         let v = _mm512_maskz_loadu_ps(m, base.add(a));
@@ -967,6 +1027,11 @@ unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], dw: &mut [f32], g: &Direct)
             for (i, row) in acc.iter().enumerate().take(rows) {
                 for (j, a) in row.iter().enumerate().take(cols) {
                     dw[(o0 + i) * taps + t0 + j] += _mm512_reduce_add_ps(*a);
+                }
+            }
+            if let (true, Some(db)) = (bias_too, db.as_deref_mut()) {
+                for (i, b) in bsum.iter().enumerate().take(rows) {
+                    db[o0 + i] += _mm512_reduce_add_ps(*b);
                 }
             }
         }
@@ -1019,6 +1084,31 @@ impl<T: GemmElem> Epilogue<'_, T> {
             });
         }
     }
+}
+
+/// Adds the sum of each row of `m` (rows of `len > 0` elements) to `acc[row]`: 32 running lanes
+/// per row (four independent vector additions a step, not one latency-bound chain), then the
+/// lanes and the remainder (nearer a pairwise sum's accuracy than one running total).
+fn add_row_sums<T: GemmElem>(m: &[T], len: usize, acc: &mut [T]) {
+    wide(|| {
+        for (a, row) in acc.iter_mut().zip(m.chunks_exact(len)) {
+            let mut lanes = [T::ZERO; 32];
+            let mut blocks = row.chunks_exact(32);
+            for b in &mut blocks {
+                for (l, &v) in lanes.iter_mut().zip(b) {
+                    *l += v;
+                }
+            }
+            let mut s = T::ZERO;
+            for l in lanes {
+                s += l;
+            }
+            for &v in blocks.remainder() {
+                s += v;
+            }
+            *a += s;
+        }
+    })
 }
 
 /// `dst.copy_from_slice(src)` for the short rows of the unfolding loops (an image row, often 8

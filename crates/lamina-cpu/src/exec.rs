@@ -148,14 +148,27 @@ impl CpuExecutable {
         let mut steps = Vec::with_capacity(plan.steps.len());
         // a step whose work an earlier kernel took over (a bias add done by its convolution)
         let mut absorbed = vec![false; plan.steps.len()];
+        // kernel-gradient convolution steps that also write a bias gradient: the sum's slot
+        let mut bias_grads: HashMap<usize, usize> = HashMap::new();
         for (t, step) in plan.steps.iter().enumerate() {
             if absorbed[t] {
                 steps.push(Kernel::Nop);
                 continue;
             }
+            if let Step::Node(id) = step {
+                if let Some(t2) = b.bias_grad_target(*id, t) {
+                    bias_grads.insert(t2, b.write(*id)?);
+                    steps.push(Kernel::Nop);
+                    continue;
+                }
+            }
             let k = match step {
                 Step::Fused { nodes, outputs } => b.fused(nodes, outputs)?,
                 Step::Node(id) => match b.node(*id, t, &through)? {
+                    Kernel::Conv(mut conv) if bias_grads.contains_key(&t) => {
+                        conv.bias_grad = bias_grads.remove(&t);
+                        Kernel::Conv(conv)
+                    }
                     Kernel::Conv(mut conv) => {
                         if let Some((bias, add, relu)) =
                             b.bias_epilogue(*id, plan.steps.get(t + 1))?
@@ -774,6 +787,7 @@ impl<'p> Builder<'p> {
                     out: self.write(id)?,
                     bias: None,
                     relu: None,
+                    bias_grad: None,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
                     out_hw: [ys[2], ys[3]],
@@ -921,6 +935,40 @@ impl<'p> Builder<'p> {
             },
         };
         Ok(Some((self.read(q)?, self.write(add)?, relu)))
+    }
+
+    /// When step `t` is the sum of a value over its batch and spatial axes (`[n, o, h, w]` →
+    /// `[1, o, 1, 1]`: a convolution's bias gradient) and a kernel-gradient convolution within the
+    /// next few steps reads that value as its cotangent, the convolution can sum it per channel
+    /// while it reads it anyway (saving a pass over it): returns that convolution's step. Not
+    /// when anything reads the sum before that step, or its memory overlaps the convolution's
+    /// operands.
+    fn bias_grad_target(&self, r: NodeId, t: usize) -> Option<usize> {
+        let g = &self.plan.graph;
+        let Op::ReduceSum { axes } = self.op(r) else {
+            return None;
+        };
+        let v = *g.nodes[r].inputs.first()?;
+        if self.shape(v).len() != 4 || axes.as_slice() != [0, 2, 3] {
+            return None;
+        }
+        let t2 = (t + 1..(t + 4).min(self.plan.steps.len())).find(|&t2| {
+            matches!(self.plan.steps[t2], Step::Node(k) if matches!(self.op(k),
+                Op::Conv(p) if matches!(p.kind, lamina_core::ConvKind::KernelGrad { .. })
+                    && self.plan.root(g.nodes[k].inputs[1]) == self.plan.root(v)))
+        })?;
+        let Step::Node(conv) = self.plan.steps[t2] else {
+            return None;
+        };
+        let step_of = self.plan.step_of_nodes();
+        // every reader of the sum (or of a view of it) runs after the convolution
+        let late = g.nodes.iter().enumerate().all(|(i, n)| {
+            i == r
+                || !n.inputs.iter().any(|&j| self.plan.root(j) == r)
+                || matches!(self.plan.storage[i], Storage::View(_))
+                || matches!(step_of[i], Some(s) if s > t2)
+        });
+        (late && self.writable_during(r, conv)).then_some(t2)
     }
 
     /// Whether node `id` is stored in the arena where convolution `conv` may write it while it

@@ -526,6 +526,14 @@ fn conv_paths() {
     let w8 = b.input("w8", &[4, 1, 5, 5], DType::F32);
     let y8 = x6.conv2d(w7, 1, 1, 1, 1);
     let y9 = x7.conv2d(w8, 1, 0, 1, 1);
+    // per-channel biases: their gradients are summed by the kernel gradients, over image ranges
+    // on 2 threads (the direct path and the gemm path)
+    let w9 = b.input("w9", &[6, 4, 3, 3], DType::F32);
+    let b9 = b.input("b9", &[1, 6, 1, 1], DType::F32);
+    let w10 = b.input("w10", &[16, 8, 3, 3], DType::F32);
+    let b10 = b.input("b10", &[1, 16, 1, 1], DType::F32);
+    let z9 = x5.conv2d(w9, 1, 1, 1, 1) + b9;
+    let z10 = x.conv2d(w10, 2, 1, 1, 1) + b10;
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
@@ -534,8 +542,16 @@ fn conv_paths() {
         + (y5 * y5).sum(&[], false)
         + (y7 * y7).sum(&[], false)
         + (y8 * y8).sum(&[], false)
-        + (y9 * y9).sum(&[], false);
-    let gs = grad(loss, &[x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8]).unwrap();
+        + (y9 * y9).sum(&[], false)
+        + (z9 * z9).sum(&[], false)
+        + (z10 * z10).sum(&[], false);
+    let gs = grad(
+        loss,
+        &[
+            x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8, w9, b9, w10, b10,
+        ],
+    )
+    .unwrap();
     let mut outs = vec![y, y1, y2, y3, y4, y5, y7, y8, y9];
     outs.extend(gs);
     let g = b.finish(&outs).unwrap();
@@ -557,6 +573,12 @@ fn conv_paths() {
     let mut rng = TestRng::new(11);
     let inputs = random_inputs(&g, &mut rng);
     let plan = Plan::compile(&g).unwrap();
+    assert_eq!(
+        CpuBackend::new().compile(&plan).unwrap().kernel_count(),
+        plan.kernel_count() - 2,
+        "the two bias gradients are summed by their kernel gradients:\n{}",
+        plan.text()
+    );
     for threads in [1, 2] {
         check_against_ref(
             &CpuBackend::with_threads(threads),
@@ -573,6 +595,8 @@ fn conv_paths() {
 /// A per-channel bias added to a forward convolution's result (a training step: the sum is kept
 /// for the ReLU's gradient) and the ReLU of the sum are computed by the convolution itself (stride
 /// 1 and 2), and their steps disappear; not when the convolution's own value is read elsewhere.
+/// The bias gradients are summed by the kernel gradients (gemm and direct paths, 1 and 2
+/// threads).
 #[test]
 fn conv_bias_epilogue() {
     for dtype in [DType::F32, DType::F64] {
@@ -599,11 +623,13 @@ fn conv_bias_epilogue() {
         let plan = Plan::compile(&optimize(&g, true).unwrap()).unwrap();
         let exe = CpuBackend::new().compile(&plan).unwrap();
         // fusion puts each bias add and its ReLU in one group (the sum stored for the ReLU's
-        // gradient, the ReLU for the next layer): one step per convolution disappears
+        // gradient, the ReLU for the next layer): one step per convolution disappears; and each
+        // bias gradient (the cotangent summed over images and positions) is summed by the
+        // kernel gradient that reads the same cotangent
         assert_eq!(
             exe.kernel_count(),
-            plan.kernel_count() - 2,
-            "two bias adds and their ReLUs are done by their convolutions:\n{}",
+            plan.kernel_count() - 2 - 3,
+            "two bias adds and their ReLUs are done by their convolutions, three bias gradients by kernel gradients:\n{}",
             plan.text()
         );
         let mut rng = TestRng::new(13);
