@@ -95,7 +95,8 @@ fn nvrtc_version() -> (i32, i32) {
     static V: OnceLock<(i32, i32)> = OnceLock::new();
     *V.get_or_init(|| {
         let (mut major, mut minor) = (0, 0);
-        // SAFETY: writes two ints; NVRTC was loaded by the caller's compile path.
+        // SAFETY: writes two ints; NVRTC was loaded by the caller (a compile, or
+        // `has_quick_builds` checking that it opens).
         let _ = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
         (major, minor)
     })
@@ -271,13 +272,20 @@ fn in_flight() -> &'static Mutex<HashMap<u64, Arc<Upgrade>>> {
     F.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// This NVRTC has the fast-compile level of quick builds (12.8 or later).
+pub(crate) fn has_quick_builds() -> bool {
+    // SAFETY: only checks that the library can be opened.
+    let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+    present && nvrtc_version() >= (12, 8)
+}
+
 /// A generated module for a quick start: the fully optimised CUBIN when a cache has it,
 /// otherwise a quick build (`QUICK_OPT`) now and the optimised one compiling on a background
 /// thread. Falls back to the full compile when this NVRTC has no fast-compile level (before
 /// 12.8) or the quick build fails.
 fn compile_quick(src: &str) -> Result<(Ptx, Option<Arc<Upgrade>>)> {
     let full = cache_key(src, nvrtc_opts());
-    if nvrtc_version() < (12, 8) || cached(full, true).is_some() {
+    if !has_quick_builds() || cached(full, true).is_some() {
         return compile(src).map(|p| (p, None));
     }
     let Ok(quick) = compile_with(src, quick_opts(), false) else {
@@ -291,7 +299,11 @@ fn compile_quick(src: &str) -> Result<(Ptx, Option<Arc<Upgrade>>)> {
             let up = Arc::new(Upgrade::default());
             let (done, src) = (up.clone(), src.to_string());
             std::thread::spawn(move || {
-                let r = compile_with(&src, nvrtc_opts(), true).map_err(|e| e.to_string());
+                let r = compile_with(&src, nvrtc_opts(), true).map_err(|e| match e {
+                    // `poll` makes it a CUDA error again
+                    Error::Backend { msg, .. } => msg,
+                    e => e.to_string(),
+                });
                 *done.cubin.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                 done.done.notify_all();
                 in_flight()

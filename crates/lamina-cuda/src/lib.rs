@@ -160,6 +160,13 @@ impl CudaBackend {
         self.dev.device_bytes()
     }
 
+    /// Whether this machine's NVRTC has the fast-compile level that
+    /// [`CudaConfig::quick_start`] builds with (NVRTC 12.8 or later); without it every module is
+    /// compiled fully before the first run. False when NVRTC does not load.
+    pub fn has_quick_builds() -> bool {
+        dev::has_quick_builds()
+    }
+
     /// Bytes of device memory in use on the device (by every process), for leak checks.
     pub fn memory_used(&self) -> Result<usize> {
         self.dev.memory_used()

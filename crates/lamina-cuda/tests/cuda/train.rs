@@ -335,10 +335,20 @@ fn quick_start_swaps_in_the_optimised_kernels() {
     let plan = plan_with(c);
     let b = quick(true);
     let mut exe = b.compile(&plan).unwrap();
-    assert!(
-        !exe.kernels_final(),
-        "a never-seen plan starts on quick builds"
-    );
+    if CudaBackend::has_quick_builds() {
+        assert!(
+            !exe.kernels_final(),
+            "a never-seen plan starts on quick builds"
+        );
+    } else {
+        println!(
+            "quick_start_swaps_in_the_optimised_kernels: NVRTC before 12.8 has no quick builds"
+        );
+        assert!(
+            exe.kernels_final(),
+            "without quick builds a plan is final at once"
+        );
+    }
     for k in 0..3 {
         let out = b.run(&mut exe, &mut StateMap::new(), &[&input]).unwrap();
         check(c, &out, &format!("quick run {k}"));
