@@ -241,10 +241,8 @@ impl Conv {
                     }
                 })
             };
-            let outs: Vec<(Ptr, usize)> = std::iter::once((slots.ptr(self.out), o * taps))
-                .chain(self.bias_grad.map(|s| (slots.ptr(s), o)))
-                .collect();
-            self.sum_over_images(&outs, threads, sum);
+            let db = self.bias_grad.map(|s| slots.ptr(s));
+            self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads);
@@ -554,22 +552,25 @@ impl Conv {
                 transpose(&acc, kk, og, dwg);
             }
         };
-        let outs: Vec<(Ptr, usize)> = std::iter::once((out, o * kk))
-            .chain(db.map(|d| (d, o)))
-            .collect();
-        self.sum_over_images(&outs, threads, sum);
+        self.sum_over_images((out, o * kk), db, threads, sum);
     }
 
     /// Runs `sum(images, results, gemm_parallelism)`, which writes the kernel gradient of a
-    /// range of images (and maybe its bias gradient) into `results`, laid out as `outs` (result
-    /// pointer, elements): with several threads each takes a contiguous range of images and the
-    /// partial sums are added in range order, so the result does not depend on scheduling.
+    /// range of images into `results[0]` (`dw`: pointer, elements) and, with `db`, its bias
+    /// gradient (`o` elements) into `results[1]`: with several threads each takes a contiguous
+    /// range of images and the partial sums are added in range order, so the result does not
+    /// depend on scheduling.
     fn sum_over_images<T: GemmElem>(
         &self,
-        outs: &[(Ptr, usize)],
+        dw: (Ptr, usize),
+        db: Option<Ptr>,
         threads: usize,
         sum: impl Fn(Range<usize>, &[*mut T], Parallelism) + Sync,
     ) {
+        let outs: Vec<(Ptr, usize)> = std::iter::once(dw)
+            .chain(db.map(|d| (d, self.kernel[0])))
+            .collect();
+        let outs = outs.as_slice();
         let n = self.input[0];
         let p = self.out_hw[0] * self.out_hw[1];
         let total: usize = outs.iter().map(|o| o.1).sum();
