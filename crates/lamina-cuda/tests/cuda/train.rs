@@ -349,21 +349,21 @@ fn quick_start_swaps_in_the_optimised_kernels() {
             "without quick builds a plan is final at once"
         );
     }
-    for k in 0..3 {
-        let out = b.run(&mut exe, &mut StateMap::new(), &[&input]).unwrap();
-        check(c, &out, &format!("quick run {k}"));
-    }
-    assert!(exe.is_captured(), "the quick step is captured");
+    // three runs (the first captures the step, the others replay it), each checked
+    let run3 = |exe: &mut lamina_cuda::CudaExecutable, when: &str| {
+        for k in 0..3 {
+            let out = b.run(exe, &mut StateMap::new(), &[&input]).unwrap();
+            check(c, &out, &format!("{when} run {k}"));
+        }
+        assert!(exe.is_captured(), "the {when} step is captured");
+    };
+    run3(&mut exe, "quick");
     b.finish_compiling(&mut exe).unwrap();
     assert!(
         exe.kernels_final(),
         "finish_compiling swaps in the optimised builds"
     );
-    for k in 0..3 {
-        let out = b.run(&mut exe, &mut StateMap::new(), &[&input]).unwrap();
-        check(c, &out, &format!("optimised run {k}"));
-    }
-    assert!(exe.is_captured(), "the optimised step is captured again");
+    run3(&mut exe, "optimised");
     let again = b.compile(&plan).unwrap();
     assert!(again.kernels_final(), "the optimised build is cached now");
     // quick start off: final from the start
