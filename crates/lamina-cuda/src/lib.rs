@@ -56,7 +56,7 @@ pub struct CudaConfig {
     /// Capture each step as a CUDA graph on its first run and replay it.
     pub graphs: bool,
     /// Start on quickly compiled kernels: a generated module that no cache holds is first
-    /// compiled at NVRTC's fast-compile level (about 4x faster to build, about 1.5x slower to
+    /// compiled at NVRTC's fast-compile level (about 3.5x faster to build for a large module, about 1.5x slower to
     /// run) and its fully optimised build is compiled on a background thread and swapped in at
     /// the start of the first run after it is ready (or by
     /// [`CudaExecutable::finish_compiling`]). Off: every module is compiled fully before the
