@@ -27,6 +27,7 @@
 //! 32–64 channels; it left with the commit after 69db3e7.)
 
 use crate::arena::{Ptr, Slots};
+use crate::implicit::Problem;
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
 use gemm::Parallelism;
 use lamina_core::ConvKind;
@@ -130,6 +131,8 @@ impl Conv {
                     ConvKind::Forward => self.forward_direct(slots, threads),
                     _ => self.kernel_grad_direct(slots, threads),
                 }
+            } else if let Some(problem) = self.implicit_problem() {
+                self.implicit(slots, threads, &problem)
             } else {
                 self.go::<f32>(slots, threads)
             }
@@ -303,6 +306,180 @@ impl Conv {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads);
+    }
+
+    /// The per-image problem of an f32 convolution with one group (neither direct nor 1×1), its
+    /// kernel gradient, or the input gradient of one with unit stride, on a CPU with AVX-512:
+    /// these run as implicit gemms (`implicit.rs`) instead of im2col + gemm. Not when the packed kernel
+    /// would outgrow L2 (a tile rereads all of it), nor for an empty one.
+    fn implicit_problem(&self) -> Option<Problem> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self.f64
+                || self.groups != 1
+                || self.is_pointwise()
+                || !std::arch::is_x86_feature_detected!("avx512f")
+            {
+                return None;
+            }
+            let [_, c, h, w] = self.input;
+            let [o, _, kh, kw] = self.kernel;
+            let [ho, wo] = self.out_hw;
+            let [dh, dw] = self.dilation;
+            let problem = match self.kind {
+                ConvKind::Forward | ConvKind::KernelGrad { .. } => Problem {
+                    c,
+                    h,
+                    w,
+                    o,
+                    kh,
+                    kw,
+                    ho,
+                    wo,
+                    stride: self.stride,
+                    dilation: self.dilation,
+                    pad: self.pad_lo,
+                },
+                // dx[ci, iy, ix] = Σ w[oc, ci, ky, kx] · dy[oc, iy + pad − ky·d, …]: a forward
+                // correlation of dy with the flipped kernel, low padding (k − 1)·d − pad
+                ConvKind::InputGrad { .. } if self.stride == [1, 1] => Problem {
+                    c: o,
+                    h: ho,
+                    w: wo,
+                    o: c,
+                    kh,
+                    kw,
+                    ho: h,
+                    wo: w,
+                    stride: [1, 1],
+                    dilation: self.dilation,
+                    pad: [
+                        ((kh - 1) * dh) as i64 - self.pad_lo[0],
+                        ((kw - 1) * dw) as i64 - self.pad_lo[1],
+                    ],
+                },
+                _ => return None,
+            };
+            (!problem.is_empty() && problem.packed_len() * 4 <= 1 << 20).then_some(problem)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// Runs an implicit-gemm convolution (see `implicit_problem`): the kernel packed once, then
+    /// per image the convolution and, for a forward one, the bias epilogue.
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `problem` comes from `implicit_problem()`.
+    unsafe fn implicit(&self, slots: &Slots, threads: usize, problem: &Problem) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let ConvKind::KernelGrad { .. } = self.kind {
+                // SAFETY: forwarded from the caller.
+                return unsafe { self.implicit_kernel_grad(slots, threads, problem) };
+            }
+            let n = self.input[0];
+            let in_len = problem.c * problem.h * problem.w;
+            let p = problem.ho * problem.wo;
+            let out_len = problem.o * p;
+            // SAFETY (three reads): the operand and bias slots hold the checked geometry's
+            // lengths (the caller's contract).
+            let (x, w) = unsafe {
+                (
+                    slots.get::<f32>(self.a, n * in_len),
+                    slots.get::<f32>(self.b, self.kernel.iter().product()),
+                )
+            };
+            let bias = self.bias.map(|b| Epilogue {
+                bias: unsafe { slots.get::<f32>(b, problem.o) },
+                relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
+            });
+            let mut packed = vec![0.0; problem.packed_len()];
+            match self.kind {
+                ConvKind::Forward => problem.pack(w, &mut packed),
+                _ => problem.pack_flipped(w, &mut packed),
+            }
+            let offs = problem.tap_offsets();
+            let out = slots.ptr(self.out);
+            self.each_image(threads, |ni, _| {
+                with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
+                    // SAFETY: image ni's result block, written by this task only.
+                    let y = unsafe {
+                        std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
+                    };
+                    let img = &x[ni * in_len..(ni + 1) * in_len];
+                    // SAFETY: the CPU has AVX-512F and the problem is not empty
+                    // (`implicit_problem`).
+                    unsafe { problem.run(img, &packed, &offs, scratch, y) };
+                    if let Some(e) = &bias {
+                        // SAFETY: the block just written by this task.
+                        unsafe { e.apply(out, ni * out_len, 0..problem.o, p) };
+                    }
+                })
+            });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (slots, threads, problem);
+    }
+
+    /// An implicit-gemm kernel gradient (see `implicit_problem`): each thread sums a range of
+    /// images into a transposed kernel gradient (`sum_over_images`), transposed into its result
+    /// at the end; with a bias gradient, the cotangent's channel sums too.
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `problem` comes from `implicit_problem()` for this kernel gradient.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn implicit_kernel_grad(&self, slots: &Slots, threads: usize, problem: &Problem) {
+        let n = self.input[0];
+        let in_len = problem.c * problem.h * problem.w;
+        let p = problem.ho * problem.wo;
+        let (o, taps, ldw) = (problem.o, problem.taps(), problem.ldw());
+        // SAFETY: the operand slots hold the checked geometry's lengths (the caller's contract).
+        let (x, dy) = unsafe {
+            (
+                slots.get::<f32>(self.a, n * in_len),
+                slots.get::<f32>(self.b, n * o * p),
+            )
+        };
+        let offs = problem.tap_offsets();
+        let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
+            // SAFETY: `res[0]` holds the `o × taps` result of this range and `res[1]` (with a
+            // bias gradient) its `o` channel sums, written by this call only.
+            let dw = unsafe { std::slice::from_raw_parts_mut(res[0], o * taps) };
+            let mut db = res
+                .get(1)
+                .map(|&d| unsafe { std::slice::from_raw_parts_mut(d, o) });
+            if let Some(db) = db.as_deref_mut() {
+                db.fill(0.0);
+            }
+            let mut acc_t = vec![0.0f32; taps * ldw];
+            with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
+                for ni in range {
+                    let dyi = &dy[ni * o * p..(ni + 1) * o * p];
+                    // SAFETY: the CPU has AVX-512F and the problem is not empty
+                    // (`implicit_problem`).
+                    unsafe {
+                        problem.add_kernel_grad(
+                            &x[ni * in_len..(ni + 1) * in_len],
+                            dyi,
+                            &offs,
+                            scratch,
+                            &mut acc_t,
+                        )
+                    };
+                    if let Some(db) = db.as_deref_mut() {
+                        add_row_sums(dyi, p, db);
+                    }
+                }
+            });
+            for (oc, row) in dw.chunks_exact_mut(taps).enumerate() {
+                for (t, v) in row.iter_mut().enumerate() {
+                    *v = acc_t[t * ldw + oc];
+                }
+            }
+        };
+        let db = self.bias_grad.map(|s| slots.ptr(s));
+        self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);
     }
 
     /// A 1×1 kernel with unit stride and no padding multiplies the image directly.

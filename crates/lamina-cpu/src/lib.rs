@@ -31,6 +31,7 @@ mod elem;
 mod ew;
 mod exec;
 mod fused;
+mod implicit;
 mod kernels;
 mod layout;
 mod math;

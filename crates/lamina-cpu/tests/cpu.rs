@@ -534,6 +534,16 @@ fn conv_paths() {
     let b10 = b.input("b10", &[1, 16, 1, 1], DType::F32);
     let z9 = x5.conv2d(w9, 1, 1, 1, 1) + b9;
     let z10 = x.conv2d(w10, 2, 1, 1, 1) + b10;
+    // odd sizes: stride 2 without padding, a 1×1 kernel at stride 2 (input-gradient phases no
+    // tap reaches), stride 3 with a 5×5 kernel, and dilation 2
+    let x8 = b.input("x8", &[2, 5, 11, 13], DType::F32);
+    let w11 = b.input("w11", &[7, 5, 3, 3], DType::F32);
+    let w12 = b.input("w12", &[4, 5, 1, 1], DType::F32);
+    let w13 = b.input("w13", &[6, 5, 5, 5], DType::F32);
+    let z11 = x8.conv2d(w11, 2, 0, 1, 1);
+    let z12 = x8.conv2d(w12, 2, 0, 1, 1);
+    let z13 = x8.conv2d(w13, 3, 2, 1, 1);
+    let z14 = x8.conv2d(w11, 1, 2, 2, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
@@ -544,11 +554,15 @@ fn conv_paths() {
         + (y8 * y8).sum(&[], false)
         + (y9 * y9).sum(&[], false)
         + (z9 * z9).sum(&[], false)
-        + (z10 * z10).sum(&[], false);
+        + (z10 * z10).sum(&[], false)
+        + (z11 * z11).sum(&[], false)
+        + (z12 * z12).sum(&[], false)
+        + (z13 * z13).sum(&[], false)
+        + (z14 * z14).sum(&[], false);
     let gs = grad(
         loss,
         &[
-            x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8, w9, b9, w10, b10,
+            x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8, w9, b9, w10, b10, x8, w11, w12, w13,
         ],
     )
     .unwrap();

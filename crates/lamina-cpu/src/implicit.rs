@@ -1,0 +1,655 @@
+//! Implicit-GEMM convolution of one f32 image on AVX-512: `y = W · im2col(x)` without the
+//! unfolded matrix.
+//!
+//! The image is copied once into a *source*: every row zero-padded and split into column phases
+//! by the column stride (`src[(ci·hp + r)·rl + (q mod s)·pw + q div s]` is padded column `q` of
+//! padded row `r`), so the inputs that consecutive output columns read for one kernel tap sit at
+//! consecutive addresses whatever the stride, and every tap is one offset (`Problem::tap_offsets`).
+//! A tile of `P` consecutive output positions of one row × `16·V` output channels then sums over
+//! the taps the broadcast input at `position + offset` times a vector of packed weights: `P·V`
+//! accumulators in registers, `V` weight loads and `P` broadcasts per `P·V` multiply-adds, with
+//! no packing at all. Output channels run along the vector lanes, so a tile writes
+//! `[position][channel]`; the image's result is transposed into `[channel][position]` at the end.
+//!
+//! On the benchmark's layers (32-64 channels, 8-16 output columns) this replaces im2col + gemm,
+//! whose unfolding copy and packing cost as much as a third of the product: the tile alone ran
+//! at the build machine's peak multiply-add rate (113-115 GFLOP/s a core). An input gradient of
+//! a unit-stride convolution is the same computation on the cotangent with the kernel flipped
+//! and its channel axes swapped (`Problem::pack_flipped`).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Output positions one tile computes (then 4 and 1 for a row's tail).
+const TILE: usize = 8;
+/// Output channels per vector.
+const LANES: usize = 16;
+/// About this many taps per pass of the forward tiles over an image (8 channels of a 3×3
+/// kernel).
+const CHUNK_TAPS: usize = 72;
+
+/// One image's correlation: `c` input channels of `h × w`, `o` output channels of `ho × wo`, a
+/// `kh × kw` kernel with `stride`, `dilation` and low padding `pad` (negative crops).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Problem {
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) ho: usize,
+    pub(crate) wo: usize,
+    pub(crate) stride: [usize; 2],
+    pub(crate) dilation: [usize; 2],
+    pub(crate) pad: [i64; 2],
+}
+
+/// `⌈a / b⌉` for `b > 0` and any sign of `a`.
+fn ceil_div(a: i64, b: i64) -> i64 {
+    -(-a).div_euclid(b)
+}
+
+impl Problem {
+    /// Kernel taps (`c × kh × kw`): the length of the sum per output.
+    pub(crate) fn taps(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output channels rounded up to whole vectors: the packed weights' row length and the
+    /// tiles' result row length.
+    pub(crate) fn ldw(&self) -> usize {
+        self.o.next_multiple_of(LANES)
+    }
+
+    /// Padded source rows.
+    fn hp(&self) -> usize {
+        (self.ho - 1) * self.stride[0] + (self.kh - 1) * self.dilation[0] + 1
+    }
+
+    /// Width of one column phase of a source row.
+    fn pw(&self) -> usize {
+        self.wo + (self.kw - 1) * self.dilation[1] / self.stride[1]
+    }
+
+    /// Length of one source row (all its phases).
+    fn rl(&self) -> usize {
+        self.stride[1] * self.pw()
+    }
+
+    /// Packed weights' length (`taps × ldw`).
+    pub(crate) fn packed_len(&self) -> usize {
+        self.taps() * self.ldw()
+    }
+
+    /// Scratch one image needs: the source, then the tiles' `[position][channel]` result.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.c * self.hp() * self.rl() + self.ho * self.wo * self.ldw()
+    }
+
+    /// Whether the problem has anything to compute (an empty one must not be run).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ho == 0 || self.wo == 0 || self.o == 0 || self.taps() == 0
+    }
+
+    /// The source offset of each tap `(ci, ky, kx)` relative to its output position's.
+    pub(crate) fn tap_offsets(&self) -> Vec<u32> {
+        let (hp, pw, rl) = (self.hp(), self.pw(), self.rl());
+        let ([dh, dw], sw) = (self.dilation, self.stride[1]);
+        let mut offs = Vec::with_capacity(self.taps());
+        for ci in 0..self.c {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let q = kx * dw;
+                    let off = (ci * hp + ky * dh) * rl + (q % sw) * pw + q / sw;
+                    offs.push(u32::try_from(off).expect("a convolution source under 2^32"));
+                }
+            }
+        }
+        offs
+    }
+
+    /// Packs an OIHW kernel (`o × c × kh × kw`) as `[tap][ldw]`, zero past channel `o`.
+    pub(crate) fn pack(&self, w: &[f32], packed: &mut [f32]) {
+        let (taps, ldw) = (self.taps(), self.ldw());
+        for (t, row) in packed.chunks_exact_mut(ldw).take(taps).enumerate() {
+            for (oc, v) in row.iter_mut().enumerate() {
+                *v = if oc < self.o { w[oc * taps + t] } else { 0.0 };
+            }
+        }
+    }
+
+    /// Packs the kernel of an input gradient: `w` is the forward kernel (`c_fwd × o_fwd × kh ×
+    /// kw`, where this problem's `c` is `c_fwd`'s output channels and `o` its input channels),
+    /// flipped in both spatial axes with its channel axes swapped.
+    pub(crate) fn pack_flipped(&self, w: &[f32], packed: &mut [f32]) {
+        let (kh, kw, ldw) = (self.kh, self.kw, self.ldw());
+        let mut rows = packed.chunks_exact_mut(ldw);
+        for oc in 0..self.c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = rows.next().expect("packed holds taps × ldw");
+                    for (ci, v) in row.iter_mut().enumerate() {
+                        *v = if ci < self.o {
+                            w[((oc * self.o + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies one image (`c × h × w`) into the padded, phase-split source. Each phase's span of
+    /// input columns is the same for every row, so it is worked out once; a row is then a few
+    /// masked vector moves (its zero ends are rarely more than one element), which matters for
+    /// the benchmark's 8-16-column images, where per-row calls cost more than the copies.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fill_source(&self, img: &[f32], src: &mut [f32]) {
+        let (hp, pw, rl) = (self.hp(), self.pw(), self.rl());
+        let (h, w, sw) = (self.h as i64, self.w, self.stride[1]);
+        let [pt, pl] = self.pad;
+        // phase column j is input column j·sw + ph − pl: columns lo..hi read input from ix
+        let span = |ph: usize| {
+            let at = ph as i64 - pl;
+            let lo = ceil_div(-at, sw as i64).clamp(0, pw as i64) as usize;
+            let hi = ceil_div(w as i64 - at, sw as i64).clamp(lo as i64, pw as i64) as usize;
+            (lo, hi, (lo as i64 * sw as i64 + at).max(0) as usize)
+        };
+        let mut spans = [(0, 0, 0); 4];
+        for (ph, sp) in spans.iter_mut().enumerate().take(sw) {
+            *sp = span(ph);
+        }
+        for (ci, plane) in src.chunks_exact_mut(hp * rl).take(self.c).enumerate() {
+            for (r, row) in plane.chunks_exact_mut(rl).enumerate() {
+                let iy = r as i64 - pt;
+                if !(0..h).contains(&iy) {
+                    row.fill(0.0);
+                    continue;
+                }
+                let xr = &img[(ci * self.h + iy as usize) * w..][..w];
+                for (ph, dst) in row.chunks_exact_mut(pw).enumerate() {
+                    let (lo, hi, ix) = if ph < spans.len() {
+                        spans[ph]
+                    } else {
+                        span(ph)
+                    };
+                    for v in &mut dst[..lo] {
+                        *v = 0.0;
+                    }
+                    for v in &mut dst[hi..] {
+                        *v = 0.0;
+                    }
+                    if lo < hi {
+                        // SAFETY: the CPU has AVX-512F (the caller's contract).
+                        unsafe { strided_copy(&xr[ix..], sw, &mut dst[lo..hi]) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Convolves one image into `y` (`o × ho × wo`): the source and the tiles' result live in
+    /// `scratch` ([`Problem::scratch_len`]), `packed` and `offs` come from [`Problem::pack`] (or
+    /// `pack_flipped`) and [`Problem::tap_offsets`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and the problem is not empty.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn run(
+        &self,
+        img: &[f32],
+        packed: &[f32],
+        offs: &[u32],
+        scratch: &mut [f32],
+        y: &mut [f32],
+    ) {
+        let (p, ldw) = (self.ho * self.wo, self.ldw());
+        let (src, res) = scratch.split_at_mut(self.c * self.hp() * self.rl());
+        assert!(res.len() >= p * ldw && y.len() >= self.o * p && packed.len() >= self.packed_len());
+        // every tap's reads stay inside the source: the last output position plus the largest
+        // offset is the last element of the last channel's last row
+        assert!(offs.iter().all(|&t| t as usize
+            + (self.ho - 1) * self.stride[0] * self.rl()
+            + self.wo
+            - 1
+            < src.len()));
+        // SAFETY: the CPU has AVX-512F (the caller's contract); reads and writes stay within the
+        // buffers checked above.
+        unsafe {
+            self.fill_source(img, src);
+            self.tiles(src.as_ptr(), offs, packed.as_ptr(), res.as_mut_ptr());
+            transpose_rows(res, p, self.o, ldw, y, p);
+        }
+    }
+
+    /// Every tile of the image: rows of output positions by `TILE`, then 4 and 1; the taps in
+    /// chunks of whole input channels (about `CHUNK_TAPS`), each chunk over the whole image
+    /// before the next adds to its sums, so that a chunk's weights and source rows stay in L1.
+    /// (On the benchmark Xeon the 64-channel stride-2 layer's product took 1.0 ms in chunks of 8
+    /// channels against 1.9 ms over all 576 taps at once; the AMD build machine, with half the
+    /// multiply-add rate, ran both at its peak.)
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tiles(&self, src: *const f32, offs: &[u32], packed: *const f32, res: *mut f32) {
+        let (ldw, rl, sh) = (self.ldw(), self.rl(), self.stride[0]);
+        let per_channel = self.kh * self.kw;
+        let chunk = (CHUNK_TAPS / per_channel).max(1) * per_channel;
+        for (k, offs) in offs.chunks(chunk).enumerate() {
+            let (add, packed) = (k > 0, packed.wrapping_add(k * chunk * ldw));
+            for oy in 0..self.ho {
+                let mut ox = 0;
+                while ox < self.wo {
+                    // SAFETY: position (oy, ox) and its result row are inside the buffers (see
+                    // `run`).
+                    let (base, out) = unsafe {
+                        (
+                            src.add(oy * sh * rl + ox),
+                            res.add((oy * self.wo + ox) * ldw),
+                        )
+                    };
+                    let left = self.wo - ox;
+                    // SAFETY: as above, for the positions each arm covers.
+                    ox += unsafe {
+                        if left >= TILE {
+                            channels::<TILE>(base, offs, packed, ldw, out, add)
+                        } else if left >= 4 {
+                            channels::<4>(base, offs, packed, ldw, out, add)
+                        } else {
+                            channels::<1>(base, offs, packed, ldw, out, add)
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl Problem {
+    /// Adds one image's kernel gradient to `acc_t` (`taps × ldw`, the transposed kernel
+    /// gradient `dWᵀ[tap][channel]`): `dy` is the image's cotangent (`o × ho × wo`), `scratch`
+    /// ([`Problem::scratch_len`]) takes the source and the transposed cotangent. Tiles of 8 taps
+    /// × 32 channels sum over the image's positions, one vector load of the transposed
+    /// cotangent per 16 channels and one broadcast per tap each position.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and the problem is not empty.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn add_kernel_grad(
+        &self,
+        img: &[f32],
+        dy: &[f32],
+        offs: &[u32],
+        scratch: &mut [f32],
+        acc_t: &mut [f32],
+    ) {
+        let (p, ldw, taps) = (self.ho * self.wo, self.ldw(), self.taps());
+        let (src, dyt) = scratch.split_at_mut(self.c * self.hp() * self.rl());
+        assert!(dyt.len() >= p * ldw && dy.len() >= self.o * p && acc_t.len() >= taps * ldw);
+        assert!(
+            offs.len() == taps
+                && offs.iter().all(|&t| t as usize
+                    + (self.ho - 1) * self.stride[0] * self.rl()
+                    + self.wo
+                    - 1
+                    < src.len())
+        );
+        // SAFETY: the CPU has AVX-512F (the caller's contract); reads and writes stay within the
+        // buffers checked above.
+        unsafe {
+            self.fill_source(img, src);
+            transpose_rows(dy, self.o, p, p, dyt, ldw);
+            let dyt = &mut dyt[..p * ldw];
+            if self.o < ldw {
+                // the transposed cotangent's rows have `ldw` elements: zero the padding lanes
+                for row in dyt.chunks_exact_mut(ldw) {
+                    row[self.o..].fill(0.0);
+                }
+            }
+            let mut t0 = 0;
+            while t0 < taps {
+                let left = taps - t0;
+                t0 += if left >= TILE {
+                    self.kernel_grad_taps::<TILE>(
+                        src.as_ptr(),
+                        &offs[t0..],
+                        dyt.as_ptr(),
+                        acc_t.as_mut_ptr().add(t0 * ldw),
+                    )
+                } else if left >= 4 {
+                    self.kernel_grad_taps::<4>(
+                        src.as_ptr(),
+                        &offs[t0..],
+                        dyt.as_ptr(),
+                        acc_t.as_mut_ptr().add(t0 * ldw),
+                    )
+                } else {
+                    self.kernel_grad_taps::<1>(
+                        src.as_ptr(),
+                        &offs[t0..],
+                        dyt.as_ptr(),
+                        acc_t.as_mut_ptr().add(t0 * ldw),
+                    )
+                };
+            }
+        }
+    }
+
+    /// `P` taps (starting at `offs[0]`) × every channel of the kernel gradient; returns `P`.
+    ///
+    /// # Safety
+    /// As [`grad_tile`], for all `ldw` channels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel_grad_taps<const P: usize>(
+        &self,
+        src: *const f32,
+        offs: &[u32],
+        dyt: *const f32,
+        acc: *mut f32,
+    ) -> usize {
+        let ldw = self.ldw();
+        let bases: [*const f32; P] = std::array::from_fn(|i| {
+            // SAFETY: a tap offset inside the source (checked by the caller).
+            unsafe { src.add(offs[i] as usize) }
+        });
+        let mut v0 = 0;
+        // SAFETY: channel blocks below `ldw` (the caller's contract).
+        unsafe {
+            while v0 + 2 * LANES <= ldw {
+                self.grad_tile::<P, 2>(&bases, dyt.add(v0), acc.add(v0));
+                v0 += 2 * LANES;
+            }
+            if v0 < ldw {
+                self.grad_tile::<P, 1>(&bases, dyt.add(v0), acc.add(v0));
+            }
+        }
+        P
+    }
+
+    /// `acc[p·ldw + 16v + l] += Σ_{oy,ox} bases[p][oy·sh·rl + ox] · dyt[(oy·wo + ox)·ldw + 16v +
+    /// l]`: `P·V` accumulators over the image's positions.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every `bases[p]` is a tap's position 0 in the source, `dyt` holds
+    /// `ho·wo` rows of `ldw` from its start and `acc` `P` rows of `ldw`, each at least `16·V`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn grad_tile<const P: usize, const V: usize>(
+        &self,
+        bases: &[*const f32; P],
+        dyt: *const f32,
+        acc_io: *mut f32,
+    ) {
+        let (ldw, step) = (self.ldw(), self.stride[0] * self.rl());
+        // SAFETY: every address is inside the ranges of the contract.
+        unsafe {
+            let mut acc: [[__m512; V]; P] = std::array::from_fn(|p| {
+                std::array::from_fn(|v| _mm512_loadu_ps(acc_io.add(p * ldw + v * LANES)))
+            });
+            for oy in 0..self.ho {
+                let row = oy * step;
+                let mut d = dyt.add(oy * self.wo * ldw);
+                for ox in row..row + self.wo {
+                    let mut wv = [_mm512_setzero_ps(); V];
+                    for (v, w) in wv.iter_mut().enumerate() {
+                        *w = _mm512_loadu_ps(d.add(v * LANES));
+                    }
+                    for (a, b) in acc.iter_mut().zip(bases) {
+                        let x = _mm512_set1_ps(*b.add(ox));
+                        for (a, w) in a.iter_mut().zip(&wv) {
+                            *a = _mm512_fmadd_ps(x, *w, *a);
+                        }
+                    }
+                    d = d.add(ldw);
+                }
+            }
+            for (p, row) in acc.iter().enumerate() {
+                for (v, a) in row.iter().enumerate() {
+                    _mm512_storeu_ps(acc_io.add(p * ldw + v * LANES), *a);
+                }
+            }
+        }
+    }
+}
+
+/// `P` positions × every output channel, 32 channels a tile and a last 16; returns `P`.
+///
+/// # Safety
+/// As [`tile`], for all `ldw` channels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn channels<const P: usize>(
+    base: *const f32,
+    offs: &[u32],
+    packed: *const f32,
+    ldw: usize,
+    out: *mut f32,
+    add: bool,
+) -> usize {
+    let mut v0 = 0;
+    // SAFETY: channel blocks below `ldw` (the caller's contract).
+    unsafe {
+        while v0 + 2 * LANES <= ldw {
+            tile::<P, 2>(base, offs, packed.add(v0), ldw, out.add(v0), add);
+            v0 += 2 * LANES;
+        }
+        if v0 < ldw {
+            tile::<P, 1>(base, offs, packed.add(v0), ldw, out.add(v0), add);
+        }
+    }
+    P
+}
+
+/// `out[p·ldw + 16v + l] = Σ_t base[p + offs[t]] · packed[t·ldw + 16v + l]` for `p < P`,
+/// `v < V` (added to `out`'s values with `add`): `P·V` accumulators, one broadcast per position
+/// and one load per vector each tap.
+///
+/// # Safety
+/// The CPU has AVX-512F; `base + p + offs[t]` is readable for every `p < P` and tap, `packed`
+/// for `offs.len()` rows of `ldw` from its start and `out` writable for `P` rows of `ldw`, each
+/// at least `16·V` elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const P: usize, const V: usize>(
+    base: *const f32,
+    offs: &[u32],
+    packed: *const f32,
+    ldw: usize,
+    out: *mut f32,
+    add: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; P];
+    let mut wp = packed;
+    // SAFETY: every address is inside the ranges of the contract.
+    unsafe {
+        if add {
+            for (p, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(out.add(p * ldw + v * LANES));
+                }
+            }
+        }
+        for &t in offs {
+            let s = base.add(t as usize);
+            let mut wv = [_mm512_setzero_ps(); V];
+            for (v, w) in wv.iter_mut().enumerate() {
+                *w = _mm512_loadu_ps(wp.add(v * LANES));
+            }
+            for (p, row) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*s.add(p));
+                for (a, w) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(b, *w, *a);
+                }
+            }
+            wp = wp.add(ldw);
+        }
+        for (p, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(out.add(p * ldw + v * LANES), *a);
+            }
+        }
+    }
+}
+
+/// `dst[j] = src[j·s]` for every `j < dst.len()`: 16 at a time, a stride of 2 by one permute of
+/// two loads.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn strided_copy(src: &[f32], s: usize, dst: &mut [f32]) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    assert!((n - 1) * s < src.len());
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let mask = |k: usize| -> __mmask16 {
+        if k >= 16 {
+            !0
+        } else {
+            (1u16 << k) - 1
+        }
+    };
+    // SAFETY: every masked load reads below `(n − 1)·s + 1 ≤ src.len()` and every masked store
+    // writes below `n`.
+    unsafe {
+        match s {
+            1 => {
+                for j in (0..n).step_by(16) {
+                    let m = mask(n - j);
+                    _mm512_mask_storeu_ps(dp.add(j), m, _mm512_maskz_loadu_ps(m, sp.add(j)));
+                }
+            }
+            2 => {
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let len = (n - 1) * 2 + 1;
+                for j in (0..n).step_by(16) {
+                    let a = _mm512_maskz_loadu_ps(mask(len - 2 * j), sp.add(2 * j));
+                    let b = _mm512_maskz_loadu_ps(
+                        mask(len.saturating_sub(2 * j + 16)),
+                        sp.add(2 * j + 16),
+                    );
+                    _mm512_mask_storeu_ps(
+                        dp.add(j),
+                        mask(n - j),
+                        _mm512_permutex2var_ps(a, even, b),
+                    );
+                }
+            }
+            _ => {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = *src.get_unchecked(j * s);
+                }
+            }
+        }
+    }
+}
+
+/// `y[c·ldy + r] = res[r·ld + c]` for `r < rows`, `c < cols`: whole 16×16 blocks in
+/// registers, the edges element by element.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_rows(
+    res: &[f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    const B: usize = 16;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(cols <= ld && rows <= ldy);
+    assert!(res.len() >= (rows - 1) * ld + cols && y.len() >= (cols - 1) * ldy + rows);
+    let (full_r, full_c) = (rows / B * B, cols / B * B);
+    for r0 in (0..full_r).step_by(B) {
+        for c0 in (0..full_c).step_by(B) {
+            // SAFETY: the block's rows r0.. and columns c0.. are inside both (checked above).
+            unsafe {
+                transpose16(
+                    res.as_ptr().add(r0 * ld + c0),
+                    ld,
+                    y.as_mut_ptr().add(c0 * ldy + r0),
+                    ldy,
+                )
+            };
+        }
+    }
+    let mut edge = |r: usize, c: usize| {
+        // SAFETY: r < rows, c < cols (checked above).
+        unsafe { *y.get_unchecked_mut(c * ldy + r) = *res.get_unchecked(r * ld + c) };
+    };
+    for r in 0..rows {
+        for c in full_c..cols {
+            edge(r, c);
+        }
+    }
+    for r in full_r..rows {
+        for c in 0..full_c {
+            edge(r, c);
+        }
+    }
+}
+
+/// `dst[c·ldd + r] = src[r·lds + c]` for a 16×16 block: unpacks, in-lane shuffles, then two
+/// rounds of 128-bit lane shuffles.
+///
+/// # Safety
+/// The CPU has AVX-512F; both blocks are inside their buffers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * lds)));
+        // t[2i], t[2i+1]: rows 2i, 2i+1 interleaved (low and high pairs of each 128-bit lane)
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4i + k]: rows 4i..4i+4 of columns k, k+4, k+8, k+12 (one per 128-bit lane)
+        let u: [__m512; 16] = std::array::from_fn(|j| {
+            let (i, k) = (j / 4, j % 4);
+            let (a, b) = (t[4 * i + k / 2], t[4 * i + 2 + k / 2]);
+            if k % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm512_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        for k in 0..4 {
+            let x0 = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+            let x1 = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
+            let y0 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+            let y1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
+            _mm512_storeu_ps(dst.add(k * ldd), _mm512_shuffle_f32x4::<0x88>(x0, y0));
+            _mm512_storeu_ps(dst.add((k + 4) * ldd), _mm512_shuffle_f32x4::<0x88>(x1, y1));
+            _mm512_storeu_ps(dst.add((k + 8) * ldd), _mm512_shuffle_f32x4::<0xDD>(x0, y0));
+            _mm512_storeu_ps(
+                dst.add((k + 12) * ldd),
+                _mm512_shuffle_f32x4::<0xDD>(x1, y1),
+            );
+        }
+    }
+}
