@@ -45,6 +45,9 @@ const PAR_MIN: usize = 1 << 16;
 /// 128 and 64 measured the same as 256).
 const KG_COLS: usize = 256;
 
+/// Image ranges per thread that a kernel gradient's sum is split into (see `sum_over_images`).
+const RANGES_PER_THREAD: usize = 4;
+
 /// Geometry of one convolution node.
 #[derive(Clone, Debug)]
 pub(crate) struct Conv {
@@ -734,9 +737,10 @@ impl Conv {
 
     /// Runs `sum(images, results, gemm_parallelism)`, which writes the kernel gradient of a
     /// range of images into `results[0]` (`dw`: pointer, elements) and, with `db`, its bias
-    /// gradient (`o` elements) into `results[1]`: with several threads each takes a contiguous
-    /// range of images and the partial sums are added in range order, so the result does not
-    /// depend on scheduling.
+    /// gradient (`o` elements) into `results[1]`: with several threads the images are split into
+    /// `RANGES_PER_THREAD` contiguous ranges per thread, taken by whichever thread is free (a
+    /// core slowed by another process then holds up one small range, not half the batch), and
+    /// the partial sums are added in range order, so the result does not depend on scheduling.
     fn sum_over_images<T: GemmElem>(
         &self,
         dw: (Ptr, usize),
@@ -763,7 +767,7 @@ impl Conv {
         }
         let results = || -> Vec<*mut T> { outs.iter().map(|o| o.0.at::<T>(0)).collect() };
         let parts = if threads > 1 && self.work() >= PAR_MIN {
-            threads.min(n)
+            (threads * RANGES_PER_THREAD).min(n)
         } else {
             1
         };
