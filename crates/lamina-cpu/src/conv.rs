@@ -27,7 +27,7 @@
 //! 32–64 channels; it left with the commit after 69db3e7.)
 
 use crate::arena::{Ptr, Slots};
-use crate::implicit::Problem;
+use crate::implicit::{PhasedInputGrad, Problem};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
 use gemm::Parallelism;
 use lamina_core::ConvKind;
@@ -136,6 +136,8 @@ impl Conv {
                 }
             } else if let Some(problem) = self.implicit_problem() {
                 self.implicit(slots, threads, &problem)
+            } else if self.is_phased_input_grad() {
+                self.phased_input_grad(slots, threads)
             } else {
                 self.go::<f32>(slots, threads)
             }
@@ -483,6 +485,67 @@ impl Conv {
         };
         let db = self.bias_grad.map(|s| slots.ptr(s));
         self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);
+    }
+
+    /// The input gradient of an f32 convolution with a stride above 1, one group and no
+    /// dilation, on a CPU with AVX-512: one implicit gemm per output phase
+    /// (`implicit::PhasedInputGrad`) instead of gemm + col2im.
+    fn is_phased_input_grad(&self) -> bool {
+        let [o, cg, kh, kw] = self.kernel;
+        let fits = !self.f64
+            && matches!(self.kind, ConvKind::InputGrad { .. })
+            && self.groups == 1
+            && self.stride != [1, 1]
+            && self.dilation == [1, 1]
+            && o * cg * kh * kw * 4 <= 1 << 20;
+        #[cfg(target_arch = "x86_64")]
+        return fits && std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Runs a phased input gradient (see `is_phased_input_grad`): the phases' kernels packed
+    /// once, then each image's gradient.
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `is_phased_input_grad()` holds.
+    unsafe fn phased_input_grad(&self, slots: &Slots, threads: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let [n, c, h, wd] = self.input;
+            let o = self.kernel[0];
+            let dy_len = o * self.out_hw[0] * self.out_hw[1];
+            // SAFETY: the operand slots hold the checked geometry's lengths (the caller's
+            // contract).
+            let (dy, w) = unsafe {
+                (
+                    slots.get::<f32>(self.a, n * dy_len),
+                    slots.get::<f32>(self.b, self.kernel.iter().product()),
+                )
+            };
+            let phased = PhasedInputGrad::new(
+                self.input,
+                self.kernel,
+                self.out_hw,
+                self.stride,
+                self.pad_lo,
+                w,
+            );
+            let out = slots.ptr(self.out);
+            let dx_len = c * h * wd;
+            self.each_image(threads, |ni, _| {
+                with_scratch::<f32, _>(phased.scratch_len(), |scratch| {
+                    // SAFETY: image ni's gradient, written by this task only.
+                    let dx = unsafe {
+                        std::slice::from_raw_parts_mut(out.at::<f32>(ni * dx_len), dx_len)
+                    };
+                    // SAFETY: the CPU has AVX-512F (`is_phased_input_grad`).
+                    unsafe { phased.run(&dy[ni * dy_len..(ni + 1) * dy_len], scratch, dx) };
+                })
+            });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (slots, threads);
     }
 
     /// A 1×1 kernel with unit stride and no padding multiplies the image directly.

@@ -243,23 +243,56 @@ impl Problem {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn tiles(&self, src: *const f32, offs: &[u32], packed: *const f32, res: *mut f32) {
-        let (ldw, rl, sh) = (self.ldw(), self.rl(), self.stride[0]);
-        let per_channel = self.kh * self.kw;
-        let chunk = (CHUNK_TAPS / per_channel).max(1) * per_channel;
-        for (k, offs) in offs.chunks(chunk).enumerate() {
-            let (add, packed) = (k > 0, packed.wrapping_add(k * chunk * ldw));
-            for oy in 0..self.ho {
+        let grid = Grid {
+            hw: [self.ho, self.wo],
+            row_step: self.stride[0] * self.rl(),
+            chunk: (CHUNK_TAPS / (self.kh * self.kw)).max(1) * self.kh * self.kw,
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { grid.tiles(src, offs, packed, self.ldw(), res) }
+    }
+}
+
+/// The output positions of an implicit gemm: `hw[0] × hw[1]`, position `(oy, ox)` at source
+/// offset `oy·row_step + ox`, the taps summed in chunks of `chunk`.
+struct Grid {
+    hw: [usize; 2],
+    row_step: usize,
+    chunk: usize,
+}
+
+impl Grid {
+    /// Every tile: rows of output positions by `TILE`, then 4 and 1, one chunk of taps at a time
+    /// (see [`Problem::tiles`]); `res` gets `[position][ldw]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every position plus every offset is inside the source, `packed`
+    /// holds `offs.len() × ldw` and `res` `positions × ldw` elements.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tiles(
+        &self,
+        src: *const f32,
+        offs: &[u32],
+        packed: *const f32,
+        ldw: usize,
+        res: *mut f32,
+    ) {
+        let [ho, wo] = self.hw;
+        for (k, offs) in offs.chunks(self.chunk).enumerate() {
+            let (add, packed) = (k > 0, packed.wrapping_add(k * self.chunk * ldw));
+            for oy in 0..ho {
                 let mut ox = 0;
-                while ox < self.wo {
-                    // SAFETY: position (oy, ox) and its result row are inside the buffers (see
-                    // `run`).
+                while ox < wo {
+                    // SAFETY: position (oy, ox) and its result row are inside the buffers (the
+                    // caller's contract).
                     let (base, out) = unsafe {
                         (
-                            src.add(oy * sh * rl + ox),
-                            res.add((oy * self.wo + ox) * ldw),
+                            src.add(oy * self.row_step + ox),
+                            res.add((oy * wo + ox) * ldw),
                         )
                     };
-                    let left = self.wo - ox;
+                    let left = wo - ox;
                     // SAFETY: as above, for the positions each arm covers.
                     ox += unsafe {
                         if left >= TILE {
@@ -425,6 +458,262 @@ impl Problem {
     }
 }
 
+/// The input gradient of a convolution with a stride above 1 (dilation 1), as one implicit gemm
+/// per output phase: the gradient at rows `≡ py (mod sh)` and columns `≡ px (mod sw)` only
+/// receives the taps `ky ≡ py + pt (mod sh)`, `kx ≡ px + pl (mod sw)`, from consecutive
+/// cotangent positions: a unit-stride correlation of the cotangent with that sub-kernel,
+/// flipped. No multiply-add meets a zero (a transposed convolution's waste); the phases read
+/// one padded copy of the cotangent, and their results are interleaved into the gradient's rows.
+pub(crate) struct PhasedInputGrad {
+    c: usize,
+    h: usize,
+    w: usize,
+    stride: [usize; 2],
+    /// The shared source: the cotangent padded for every phase (`fill.hp()` rows of
+    /// `fill.rl()`).
+    fill: Problem,
+    /// Phase `py·sw + px`.
+    phases: Vec<Phase>,
+}
+
+struct Phase {
+    /// Output rows and columns of the phase.
+    hw: [usize; 2],
+    /// Taps per cotangent channel (the sub-kernel's size; 0 when no tap reaches the phase, whose
+    /// gradient is then 0).
+    per_channel: usize,
+    packed: Vec<f32>,
+    offs: Vec<u32>,
+}
+
+impl PhasedInputGrad {
+    /// The phases of the input gradient of a convolution of `input` (`[n, c, h, w]`) by `w`
+    /// (`o × c × kh × kw`) into `out_hw` with `stride` and low padding `pad` (dilation 1).
+    pub(crate) fn new(
+        input: [usize; 4],
+        kernel: [usize; 4],
+        out_hw: [usize; 2],
+        stride: [usize; 2],
+        pad: [i64; 2],
+        w: &[f32],
+    ) -> PhasedInputGrad {
+        let [_, c, h, wd] = input;
+        let [o, _, kh, kw] = kernel;
+        let [sh, sw] = stride;
+        let ldw = c.next_multiple_of(LANES);
+        // per axis and phase: (residue of its taps, their count, its outputs, the cotangent
+        // padding before its first output: `taps − 1 − first cotangent index`)
+        let axis = |ph: usize, k: usize, s: usize, pad: i64, len: usize| {
+            let u = ph as i64 + pad;
+            let r = u.rem_euclid(s as i64) as usize;
+            let taps = if r < k { (k - r).div_ceil(s) } else { 0 };
+            let outs = if ph < len { (len - ph).div_ceil(s) } else { 0 };
+            (r, taps, outs, taps as i64 - 1 - u.div_euclid(s as i64))
+        };
+        let ys: Vec<_> = (0..sh).map(|py| axis(py, kh, sh, pad[0], h)).collect();
+        let xs: Vec<_> = (0..sw).map(|px| axis(px, kw, sw, pad[1], wd)).collect();
+        // the shared source: padded by the most any phase needs, as many rows and columns as
+        // any phase reads (`pad_max − pad` more than its own source's)
+        let reach = |v: &[(usize, usize, usize, i64)]| {
+            let top = v.iter().filter(|a| a.1 > 0).map(|a| a.3).max().unwrap_or(0);
+            let len = v
+                .iter()
+                .filter(|a| a.1 > 0 && a.2 > 0)
+                .map(|a| (a.2 + a.1 - 1) as i64 + top - a.3)
+                .max()
+                .unwrap_or(1);
+            (top, len.max(1) as usize)
+        };
+        let ((top, rows), (left, cols)) = (reach(&ys), reach(&xs));
+        // a problem whose source is exactly `rows × cols`: one output, a `rows × cols` kernel
+        let fill = Problem {
+            c: o,
+            h: out_hw[0],
+            w: out_hw[1],
+            o: 1,
+            kh: rows,
+            kw: cols,
+            ho: 1,
+            wo: 1,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [top, left],
+        };
+        let rl = fill.rl();
+        let mut phases = Vec::with_capacity(sh * sw);
+        for &(ry, a, ho, pad_y) in &ys {
+            for &(rx, b, wo, pad_x) in &xs {
+                let per_channel = if ho > 0 && wo > 0 { a * b } else { 0 };
+                let (mut packed, mut offs) = (Vec::new(), Vec::new());
+                if per_channel > 0 {
+                    // tap (oc, a', b') is kernel tap (ry + sh·(a − 1 − a'), rx + sw·(b − 1 −
+                    // b')), read `top − pad_y` rows and `left − pad_x` columns into the source
+                    packed = vec![0.0; o * per_channel * ldw];
+                    let mut rows_out = packed.chunks_exact_mut(ldw);
+                    let (dy0, dx0) = ((top - pad_y) as usize, (left - pad_x) as usize);
+                    for oc in 0..o {
+                        for ai in 0..a {
+                            for bi in 0..b {
+                                let (ky, kx) = (ry + sh * (a - 1 - ai), rx + sw * (b - 1 - bi));
+                                let row = rows_out.next().expect("packed holds taps × ldw");
+                                for (ci, v) in row.iter_mut().take(c).enumerate() {
+                                    *v = w[((oc * c + ci) * kh + ky) * kw + kx];
+                                }
+                                let off = (oc * fill.hp() + ai + dy0) * rl + bi + dx0;
+                                offs.push(u32::try_from(off).expect("a source under 2^32"));
+                            }
+                        }
+                    }
+                }
+                phases.push(Phase {
+                    hw: [ho, wo],
+                    per_channel,
+                    packed,
+                    offs,
+                });
+            }
+        }
+        PhasedInputGrad {
+            c,
+            h,
+            w: wd,
+            stride,
+            fill,
+            phases,
+        }
+    }
+
+    /// Scratch one image needs: every phase's result (`c × h × w` in all), the shared source and
+    /// the largest phase's `[position][channel]` result.
+    pub(crate) fn scratch_len(&self) -> usize {
+        let ldw = self.c.next_multiple_of(LANES);
+        let tiles = self.phases.iter().map(|p| p.hw[0] * p.hw[1] * ldw).max();
+        self.c * self.h * self.w
+            + self.fill.c * self.fill.hp() * self.fill.rl()
+            + tiles.unwrap_or(0)
+    }
+
+    /// The input gradient of one image: `dy` its cotangent, `dx` (`c × h × w`) the result.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn run(&self, dy: &[f32], scratch: &mut [f32], dx: &mut [f32]) {
+        let (c, h, w) = (self.c, self.h, self.w);
+        let [sh, sw] = self.stride;
+        let ldw = c.next_multiple_of(LANES);
+        let rl = self.fill.rl();
+        let (res, rest) = scratch.split_at_mut(c * h * w);
+        let (src, tmp) = rest.split_at_mut(self.fill.c * self.fill.hp() * rl);
+        assert!(dx.len() >= c * h * w);
+        // SAFETY: the CPU has AVX-512F (the caller's contract).
+        unsafe { self.fill.fill_source(dy, src) };
+        // phase k's result, `c × ho × wo`, at `starts[k]`
+        let mut starts = [0; 4];
+        let mut at = 0;
+        for (k, ph) in self.phases.iter().enumerate() {
+            let [ho, wo] = ph.hw;
+            let out = &mut res[at..at + c * ho * wo];
+            if k < starts.len() {
+                starts[k] = at;
+            }
+            at += out.len();
+            if ph.per_channel == 0 {
+                out.fill(0.0);
+                continue;
+            }
+            let last = (ho - 1) * rl + wo - 1;
+            assert!(ph.offs.iter().all(|&t| t as usize + last < src.len()));
+            assert!(tmp.len() >= ho * wo * ldw && ph.packed.len() >= ph.offs.len() * ldw);
+            let grid = Grid {
+                hw: ph.hw,
+                row_step: rl,
+                chunk: (CHUNK_TAPS / ph.per_channel).max(1) * ph.per_channel,
+            };
+            // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
+            // above.
+            unsafe {
+                grid.tiles(
+                    src.as_ptr(),
+                    &ph.offs,
+                    ph.packed.as_ptr(),
+                    ldw,
+                    tmp.as_mut_ptr(),
+                );
+                transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo);
+            }
+        }
+        let start = |k: usize| {
+            if k < starts.len() {
+                starts[k]
+            } else {
+                self.phases[..k].iter().map(|p| c * p.hw[0] * p.hw[1]).sum()
+            }
+        };
+        for ci in 0..c {
+            for iy in 0..h {
+                let (py, j) = (iy % sh, iy / sh);
+                let row = &mut dx[(ci * h + iy) * w..(ci * h + iy + 1) * w];
+                // the row of phase (py, px): `wo` elements
+                let phase_row = |px: usize| {
+                    let k = py * sw + px;
+                    let [ho, wo] = self.phases[k].hw;
+                    &res[start(k) + (ci * ho + j) * wo..][..wo]
+                };
+                if sw == 2 {
+                    // SAFETY: the CPU has AVX-512F (the caller's contract).
+                    unsafe { interleave2(phase_row(0), phase_row(1), row) };
+                } else {
+                    for px in 0..sw.min(w) {
+                        for (i, v) in phase_row(px).iter().enumerate() {
+                            row[px + i * sw] = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[2i] = even[i]`, `dst[2i + 1] = odd[i]` (`even` has `⌈n/2⌉` elements, `odd` `⌊n/2⌋`).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave2(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    assert!(even.len() == n.div_ceil(2) && odd.len() == n / 2);
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let (ep, op, dp) = (even.as_ptr(), odd.as_ptr(), dst.as_mut_ptr());
+    // SAFETY: masked loads and stores stay below each slice's length.
+    unsafe {
+        for i in (0..even.len()).step_by(16) {
+            let a = _mm512_maskz_loadu_ps(mask(even.len() - i), ep.add(i));
+            let b = _mm512_maskz_loadu_ps(mask(odd.len().saturating_sub(i)), op.add(i));
+            let left = n - 2 * i;
+            let (l, r) = (
+                _mm512_permutex2var_ps(a, lo, b),
+                _mm512_permutex2var_ps(a, hi, b),
+            );
+            _mm512_mask_storeu_ps(dp.add(2 * i), mask(left), l);
+            if left > 16 {
+                _mm512_mask_storeu_ps(dp.add(2 * i + 16), mask(left - 16), r);
+            }
+        }
+    }
+}
+
+/// The first `k` of 16 lanes (all of them from 16 on).
+fn mask(k: usize) -> u16 {
+    if k >= 16 {
+        !0
+    } else {
+        (1u16 << k) - 1
+    }
+}
+
 /// `P` positions × every output channel, 32 channels a tile and a last 16; returns `P`.
 ///
 /// # Safety
@@ -517,7 +806,7 @@ unsafe fn zero(dst: &mut [f32]) {
         0 => {}
         // SAFETY: the masked store writes `n < 16` elements of `dst`.
         n if n < 16 => unsafe {
-            _mm512_mask_storeu_ps(dst.as_mut_ptr(), (1u16 << n) - 1, _mm512_setzero_ps())
+            _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask(n), _mm512_setzero_ps())
         },
         _ => dst.fill(0.0),
     }
@@ -548,13 +837,6 @@ unsafe fn split_pair(xr: &[f32], pl: usize, pw: usize, row: &mut [f32]) {
         zero(&mut odd[..jo]);
         zero(&mut odd[jo + n_odd..]);
     }
-    let mask = |k: usize| -> __mmask16 {
-        if k >= 16 {
-            !0
-        } else {
-            (1u16 << k) - 1
-        }
-    };
     let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let (xp, ep, op) = (xr.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
@@ -593,13 +875,6 @@ unsafe fn strided_copy(src: &[f32], s: usize, dst: &mut [f32]) {
     }
     assert!((n - 1) * s < src.len());
     let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-    let mask = |k: usize| -> __mmask16 {
-        if k >= 16 {
-            !0
-        } else {
-            (1u16 << k) - 1
-        }
-    };
     // SAFETY: every masked load reads below `(n − 1)·s + 1 ≤ src.len()` and every masked store
     // writes below `n`.
     unsafe {
