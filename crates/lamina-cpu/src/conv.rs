@@ -395,10 +395,14 @@ impl Conv {
                     slots.get::<f32>(self.b, self.kernel.iter().product()),
                 )
             };
-            let bias = self.bias.map(|b| Epilogue {
-                bias: unsafe { slots.get::<f32>(b, problem.o) },
-                relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
+            // the bias, padded to whole vectors, starts every sum (it is the epilogue's add)
+            let bias = self.bias.map(|b| {
+                let mut v = vec![0.0f32; problem.ldw()];
+                // SAFETY: a bias slot holds `o` elements (compiled so).
+                v[..problem.o].copy_from_slice(unsafe { slots.get::<f32>(b, problem.o) });
+                v
             });
+            let relu = self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first));
             let mut packed = vec![0.0; problem.packed_len()];
             match self.kind {
                 ConvKind::Forward => problem.pack(w, &mut packed),
@@ -408,18 +412,23 @@ impl Conv {
             let out = slots.ptr(self.out);
             self.each_image(threads, |ni, _| {
                 with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
-                    // SAFETY: image ni's result block, written by this task only.
+                    // SAFETY (both): image ni's result block (and the same block of the
+                    // ReLU's result), written by this task only.
                     let y = unsafe {
                         std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
                     };
+                    let relu = relu.map(|(r, zero_first)| {
+                        let r = unsafe {
+                            std::slice::from_raw_parts_mut(r.at::<f32>(ni * out_len), out_len)
+                        };
+                        (r, zero_first)
+                    });
                     let img = &x[ni * in_len..(ni + 1) * in_len];
                     // SAFETY: the CPU has AVX-512F and the problem is not empty
                     // (`implicit_problem`).
-                    unsafe { problem.run(img, &packed, &offs, scratch, y) };
-                    if let Some(e) = &bias {
-                        // SAFETY: the block just written by this task.
-                        unsafe { e.apply(out, ni * out_len, 0..problem.o, p) };
-                    }
+                    unsafe {
+                        problem.run(img, (&packed, &offs), scratch, y, bias.as_deref(), relu)
+                    };
                 })
             });
         }

@@ -201,8 +201,10 @@ impl Problem {
     }
 
     /// Convolves one image into `y` (`o × ho × wo`): the source and the tiles' result live in
-    /// `scratch` ([`Problem::scratch_len`]), `packed` and `offs` come from [`Problem::pack`] (or
-    /// `pack_flipped`) and [`Problem::tap_offsets`].
+    /// `scratch` ([`Problem::scratch_len`]), `(packed, offs)` come from [`Problem::pack`] (or
+    /// `pack_flipped`) and [`Problem::tap_offsets`]. With `bias` (`ldw` values) every sum starts
+    /// from its channel's bias; with `relu`, the ReLU of `y` is written there too (the epilogue
+    /// of a forward convolution, while the block is in registers).
     ///
     /// # Safety
     /// The CPU has AVX-512F and the problem is not empty.
@@ -210,12 +212,15 @@ impl Problem {
     pub(crate) unsafe fn run(
         &self,
         img: &[f32],
-        packed: &[f32],
-        offs: &[u32],
+        (packed, offs): (&[f32], &[u32]),
         scratch: &mut [f32],
         y: &mut [f32],
+        bias: Option<&[f32]>,
+        relu: Option<(&mut [f32], bool)>,
     ) {
         let (p, ldw) = (self.ho * self.wo, self.ldw());
+        assert!(bias.is_none_or(|b| b.len() >= ldw));
+        let init = bias.map_or(std::ptr::null(), |b| b.as_ptr());
         let (src, res) = scratch.split_at_mut(self.c * self.hp() * self.rl());
         assert!(res.len() >= p * ldw && y.len() >= self.o * p && packed.len() >= self.packed_len());
         // every tap's reads stay inside the source: the last output position plus the largest
@@ -229,8 +234,8 @@ impl Problem {
         // buffers checked above.
         unsafe {
             self.fill_source(img, src);
-            self.tiles(src.as_ptr(), offs, packed.as_ptr(), res.as_mut_ptr());
-            transpose_rows(res, p, self.o, ldw, y, p);
+            self.tiles(src.as_ptr(), offs, packed.as_ptr(), res.as_mut_ptr(), init);
+            transpose_rows(res, p, self.o, ldw, y, p, relu);
         }
     }
 
@@ -242,14 +247,21 @@ impl Problem {
     /// multiply-add rate, ran both at its peak.)
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles(&self, src: *const f32, offs: &[u32], packed: *const f32, res: *mut f32) {
+    unsafe fn tiles(
+        &self,
+        src: *const f32,
+        offs: &[u32],
+        packed: *const f32,
+        res: *mut f32,
+        init: *const f32,
+    ) {
         let grid = Grid {
             hw: [self.ho, self.wo],
             row_step: self.stride[0] * self.rl(),
             chunk: (CHUNK_TAPS / (self.kh * self.kw)).max(1) * self.kh * self.kw,
         };
         // SAFETY: forwarded from the caller.
-        unsafe { grid.tiles(src, offs, packed, self.ldw(), res) }
+        unsafe { grid.tiles(src, offs, packed, self.ldw(), res, init) }
     }
 }
 
@@ -263,7 +275,8 @@ struct Grid {
 
 impl Grid {
     /// Every tile: rows of output positions by `TILE`, then 4 and 1, one chunk of taps at a time
-    /// (see [`Problem::tiles`]); `res` gets `[position][ldw]`.
+    /// (see [`Problem::tiles`]); `res` gets `[position][ldw]`, each started from `init` (null, or
+    /// `ldw` values such as a bias).
     ///
     /// # Safety
     /// The CPU has AVX-512F; every position plus every offset is inside the source, `packed`
@@ -277,6 +290,7 @@ impl Grid {
         packed: *const f32,
         ldw: usize,
         res: *mut f32,
+        init: *const f32,
     ) {
         let [ho, wo] = self.hw;
         for (k, offs) in offs.chunks(self.chunk).enumerate() {
@@ -296,11 +310,11 @@ impl Grid {
                     // SAFETY: as above, for the positions each arm covers.
                     ox += unsafe {
                         if left >= TILE {
-                            channels::<TILE>(base, offs, packed, ldw, out, add)
+                            channels::<TILE>(base, offs, packed, ldw, out, add, init)
                         } else if left >= 4 {
-                            channels::<4>(base, offs, packed, ldw, out, add)
+                            channels::<4>(base, offs, packed, ldw, out, add, init)
                         } else {
-                            channels::<1>(base, offs, packed, ldw, out, add)
+                            channels::<1>(base, offs, packed, ldw, out, add, init)
                         }
                     };
                 }
@@ -342,7 +356,7 @@ impl Problem {
         // buffers checked above.
         unsafe {
             self.fill_source(img, src);
-            transpose_rows(dy, self.o, p, p, dyt, ldw);
+            transpose_rows(dy, self.o, p, p, dyt, ldw, None);
             let dyt = &mut dyt[..p * ldw];
             if self.o < ldw {
                 // the transposed cotangent's rows have `ldw` elements: zero the padding lanes
@@ -639,8 +653,9 @@ impl PhasedInputGrad {
                     ph.packed.as_ptr(),
                     ldw,
                     tmp.as_mut_ptr(),
+                    std::ptr::null(),
                 );
-                transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo);
+                transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, None);
             }
         }
         let start = |k: usize| {
@@ -714,7 +729,8 @@ fn mask(k: usize) -> u16 {
     }
 }
 
-/// `P` positions × every output channel, 32 channels a tile and a last 16; returns `P`.
+/// `P` positions × every output channel, 32 channels a tile and a last 16; returns `P`
+/// (`init`: null or `ldw` initial sums).
 ///
 /// # Safety
 /// As [`tile`], for all `ldw` channels.
@@ -727,29 +743,46 @@ unsafe fn channels<const P: usize>(
     ldw: usize,
     out: *mut f32,
     add: bool,
+    init: *const f32,
 ) -> usize {
     let mut v0 = 0;
     // SAFETY: channel blocks below `ldw` (the caller's contract).
     unsafe {
         while v0 + 2 * LANES <= ldw {
-            tile::<P, 2>(base, offs, packed.add(v0), ldw, out.add(v0), add);
+            tile::<P, 2>(
+                base,
+                offs,
+                packed.add(v0),
+                ldw,
+                out.add(v0),
+                add,
+                init.wrapping_add(v0),
+            );
             v0 += 2 * LANES;
         }
         if v0 < ldw {
-            tile::<P, 1>(base, offs, packed.add(v0), ldw, out.add(v0), add);
+            tile::<P, 1>(
+                base,
+                offs,
+                packed.add(v0),
+                ldw,
+                out.add(v0),
+                add,
+                init.wrapping_add(v0),
+            );
         }
     }
     P
 }
 
 /// `out[p·ldw + 16v + l] = Σ_t base[p + offs[t]] · packed[t·ldw + 16v + l]` for `p < P`,
-/// `v < V` (added to `out`'s values with `add`): `P·V` accumulators, one broadcast per position
-/// and one load per vector each tap.
+/// `v < V`, added to `out`'s values with `add`, else to `init[16v + l]` (a bias) unless `init`
+/// is null: `P·V` accumulators, one broadcast per position and one load per vector each tap.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `base + p + offs[t]` is readable for every `p < P` and tap, `packed`
 /// for `offs.len()` rows of `ldw` from its start and `out` writable for `P` rows of `ldw`, each
-/// at least `16·V` elements.
+/// at least `16·V` elements; a non-null `init` is readable for `16·V`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -760,6 +793,7 @@ unsafe fn tile<const P: usize, const V: usize>(
     ldw: usize,
     out: *mut f32,
     add: bool,
+    init: *const f32,
 ) {
     let mut acc = [[_mm512_setzero_ps(); V]; P];
     let mut wp = packed;
@@ -769,6 +803,12 @@ unsafe fn tile<const P: usize, const V: usize>(
             for (p, row) in acc.iter_mut().enumerate() {
                 for (v, a) in row.iter_mut().enumerate() {
                     *a = _mm512_loadu_ps(out.add(p * ldw + v * LANES));
+                }
+            }
+        } else if !init.is_null() {
+            for row in acc.iter_mut() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(init.add(v * LANES));
                 }
             }
         }
@@ -911,8 +951,9 @@ unsafe fn strided_copy(src: &[f32], s: usize, dst: &mut [f32]) {
     }
 }
 
-/// `y[c·ldy + r] = res[r·ld + c]` for `r < rows`, `c < cols`: whole 16×16 blocks in
-/// registers, the edges element by element.
+/// `y[c·ldy + r] = res[r·ld + c]` for `r < rows`, `c < cols`, and with `relu` its ReLU at the
+/// same place of a second result (see [`relu_scalar`]): whole 16×16 blocks in registers, the
+/// edges element by element.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -925,6 +966,7 @@ unsafe fn transpose_rows(
     ld: usize,
     y: &mut [f32],
     ldy: usize,
+    mut relu: Option<(&mut [f32], bool)>,
 ) {
     const B: usize = 16;
     if rows == 0 || cols == 0 {
@@ -932,6 +974,13 @@ unsafe fn transpose_rows(
     }
     assert!(cols <= ld && rows <= ldy);
     assert!(res.len() >= (rows - 1) * ld + cols && y.len() >= (cols - 1) * ldy + rows);
+    assert!(relu
+        .as_ref()
+        .is_none_or(|r| r.0.len() >= (cols - 1) * ldy + rows));
+    let relu_at = |r: &mut Option<(&mut [f32], bool)>, at: usize| {
+        r.as_mut()
+            .map(|(r, zero_first)| (r.as_mut_ptr().wrapping_add(at), *zero_first))
+    };
     let (full_r, full_c) = (rows / B * B, cols / B * B);
     for r0 in (0..full_r).step_by(B) {
         for c0 in (0..full_c).step_by(B) {
@@ -942,13 +991,20 @@ unsafe fn transpose_rows(
                     ld,
                     y.as_mut_ptr().add(c0 * ldy + r0),
                     ldy,
+                    relu_at(&mut relu, c0 * ldy + r0),
                 )
             };
         }
     }
     let mut edge = |r: usize, c: usize| {
         // SAFETY: r < rows, c < cols (checked above).
-        unsafe { *y.get_unchecked_mut(c * ldy + r) = *res.get_unchecked(r * ld + c) };
+        unsafe {
+            let v = *res.get_unchecked(r * ld + c);
+            *y.get_unchecked_mut(c * ldy + r) = v;
+            if let Some((out, zero_first)) = relu.as_mut() {
+                *out.get_unchecked_mut(c * ldy + r) = relu_scalar(v, *zero_first);
+            }
+        }
     };
     for r in 0..rows {
         for c in full_c..cols {
@@ -962,14 +1018,21 @@ unsafe fn transpose_rows(
     }
 }
 
-/// `dst[c·ldd + r] = src[r·lds + c]` for a 16×16 block: unpacks, in-lane shuffles, then two
-/// rounds of 128-bit lane shuffles.
+/// `dst[c·ldd + r] = src[r·lds + c]` for a 16×16 block (and with `relu`, its ReLU at the same
+/// offsets from that pointer): unpacks, in-lane shuffles, then two rounds of 128-bit lane
+/// shuffles.
 ///
 /// # Safety
 /// The CPU has AVX-512F; both blocks are inside their buffers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+unsafe fn transpose16(
+    src: *const f32,
+    lds: usize,
+    dst: *mut f32,
+    ldd: usize,
+    relu: Option<(*mut f32, bool)>,
+) {
     // SAFETY: the caller's contract.
     unsafe {
         let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * lds)));
@@ -992,18 +1055,55 @@ unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
                 _mm512_shuffle_ps::<0xEE>(a, b)
             }
         });
+        let store = |row: usize, v: __m512| {
+            _mm512_storeu_ps(dst.add(row * ldd), v);
+            if let Some((r, zero_first)) = relu {
+                _mm512_storeu_ps(r.add(row * ldd), relu_vector(v, zero_first));
+            }
+        };
         for k in 0..4 {
             let x0 = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
             let x1 = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
             let y0 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
             let y1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
-            _mm512_storeu_ps(dst.add(k * ldd), _mm512_shuffle_f32x4::<0x88>(x0, y0));
-            _mm512_storeu_ps(dst.add((k + 4) * ldd), _mm512_shuffle_f32x4::<0x88>(x1, y1));
-            _mm512_storeu_ps(dst.add((k + 8) * ldd), _mm512_shuffle_f32x4::<0xDD>(x0, y0));
-            _mm512_storeu_ps(
-                dst.add((k + 12) * ldd),
-                _mm512_shuffle_f32x4::<0xDD>(x1, y1),
-            );
+            store(k, _mm512_shuffle_f32x4::<0x88>(x0, y0));
+            store(k + 4, _mm512_shuffle_f32x4::<0x88>(x1, y1));
+            store(k + 8, _mm512_shuffle_f32x4::<0xDD>(x0, y0));
+            store(k + 12, _mm512_shuffle_f32x4::<0xDD>(x1, y1));
         }
+    }
+}
+
+/// The graph's `max(0, v)` (`zero_first`) or `max(v, 0)` with `eval_scalar`'s semantics: NaN
+/// wins, a tie keeps the first operand (so `max(0, −0) = 0`, `max(−0, 0) = −0`).
+fn relu_scalar(v: f32, zero_first: bool) -> f32 {
+    if zero_first {
+        if 0.0 < v || v.is_nan() {
+            v
+        } else {
+            0.0
+        }
+    } else if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// [`relu_scalar`] on 16 lanes.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn relu_vector(v: __m512, zero_first: bool) -> __m512 {
+    let zero = _mm512_setzero_ps();
+    if zero_first {
+        let keep =
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(zero, v) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_blend_ps(keep, zero, v)
+    } else {
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero), v, zero)
     }
 }

@@ -629,8 +629,14 @@ fn conv_bias_epilogue() {
         // a convolution whose value is also an output keeps its own add
         let c3 = x2.conv2d(w2, 1, 0, 1, 1);
         let h3 = (c3 + bias3).relu();
-        let loss = h2.sum(&[], false) + (h3 * h3).sum(&[], false);
-        let gs = grad(loss, &[x, w, bias, w2, bias2, bias3]).unwrap();
+        // 16 channels and 90 positions: whole 16×16 blocks and edges of the f32 implicit
+        // path's transposing epilogue
+        let x4 = b.input("x4", &[2, 8, 9, 10], dtype);
+        let w4 = b.input("w4", &[16, 8, 3, 3], dtype);
+        let bias4 = b.input("bias4", &[1, 16, 1, 1], dtype);
+        let h4 = (x4.conv2d(w4, 1, 1, 1, 1) + bias4).relu();
+        let loss = h2.sum(&[], false) + (h3 * h3).sum(&[], false) + h4.sum(&[], false);
+        let gs = grad(loss, &[x, w, bias, w2, bias2, bias3, w4, bias4]).unwrap();
         let mut outs = vec![loss, h2, c3];
         outs.extend(gs);
         let g = b.finish(&outs).unwrap();
@@ -642,8 +648,8 @@ fn conv_bias_epilogue() {
         // kernel gradient that reads the same cotangent
         assert_eq!(
             exe.kernel_count(),
-            plan.kernel_count() - 2 - 3,
-            "two bias adds and their ReLUs are done by their convolutions, three bias gradients by kernel gradients:\n{}",
+            plan.kernel_count() - 3 - 4,
+            "three bias adds and their ReLUs are done by their convolutions, four bias gradients by kernel gradients:\n{}",
             plan.text()
         );
         let mut rng = TestRng::new(13);
