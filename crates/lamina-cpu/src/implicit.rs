@@ -746,6 +746,14 @@ unsafe fn channels<const P: usize>(
     init: *const f32,
 ) -> usize {
     let mut v0 = 0;
+    // a null `init` stays null for every block
+    let init_at = |v0: usize| {
+        if init.is_null() {
+            init
+        } else {
+            init.wrapping_add(v0)
+        }
+    };
     // SAFETY: channel blocks below `ldw` (the caller's contract).
     unsafe {
         while v0 + 2 * LANES <= ldw {
@@ -756,7 +764,7 @@ unsafe fn channels<const P: usize>(
                 ldw,
                 out.add(v0),
                 add,
-                init.wrapping_add(v0),
+                init_at(v0),
             );
             v0 += 2 * LANES;
         }
@@ -768,7 +776,7 @@ unsafe fn channels<const P: usize>(
                 ldw,
                 out.add(v0),
                 add,
-                init.wrapping_add(v0),
+                init_at(v0),
             );
         }
     }

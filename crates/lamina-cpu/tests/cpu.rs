@@ -544,6 +544,9 @@ fn conv_paths() {
     let z12 = x8.conv2d(w12, 2, 0, 1, 1);
     let z13 = x8.conv2d(w13, 3, 2, 1, 1);
     let z14 = x8.conv2d(w11, 1, 2, 2, 1);
+    // 70 output channels: two tiles of 32 and one of 16 (6 of its lanes padding)
+    let w14 = b.input("w14", &[70, 5, 3, 3], DType::F32);
+    let z15 = x8.conv2d(w14, 2, 1, 1, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
@@ -558,11 +561,13 @@ fn conv_paths() {
         + (z11 * z11).sum(&[], false)
         + (z12 * z12).sum(&[], false)
         + (z13 * z13).sum(&[], false)
-        + (z14 * z14).sum(&[], false);
+        + (z14 * z14).sum(&[], false)
+        + (z15 * z15).sum(&[], false);
     let gs = grad(
         loss,
         &[
             x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8, w9, b9, w10, b10, x8, w11, w12, w13,
+            w14,
         ],
     )
     .unwrap();
@@ -629,11 +634,11 @@ fn conv_bias_epilogue() {
         // a convolution whose value is also an output keeps its own add
         let c3 = x2.conv2d(w2, 1, 0, 1, 1);
         let h3 = (c3 + bias3).relu();
-        // 16 channels and 90 positions: whole 16×16 blocks and edges of the f32 implicit
-        // path's transposing epilogue
+        // 48 channels (a tile of 32 and one of 16) and 90 positions: whole 16×16 blocks and
+        // edges of the f32 implicit path's transposing epilogue
         let x4 = b.input("x4", &[2, 8, 9, 10], dtype);
-        let w4 = b.input("w4", &[16, 8, 3, 3], dtype);
-        let bias4 = b.input("bias4", &[1, 16, 1, 1], dtype);
+        let w4 = b.input("w4", &[48, 8, 3, 3], dtype);
+        let bias4 = b.input("bias4", &[1, 48, 1, 1], dtype);
         let h4 = (x4.conv2d(w4, 1, 1, 1, 1) + bias4).relu();
         let loss = h2.sum(&[], false) + (h3 * h3).sum(&[], false) + h4.sum(&[], false);
         let gs = grad(loss, &[x, w, bias, w2, bias2, bias3, w4, bias4]).unwrap();
