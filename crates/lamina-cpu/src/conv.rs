@@ -1,30 +1,35 @@
-//! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients as gemms:
+//! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients.
+//!
+//! f32 with one group on a CPU with AVX-512 (what training runs):
+//! - forward, kernel gradient, and the input gradient of a unit-stride convolution: implicit
+//!   gemms (`implicit.rs`: the image copied once into a padded source, register tiles over the
+//!   kernel taps, no unfolded matrix), the bias and ReLU of a forward one applied as its block is
+//!   stored;
+//! - input gradient of a strided convolution: one implicit gemm per output phase
+//!   (`implicit::PhasedInputGrad`, no multiply-add by the zeros of a dilated cotangent);
+//! - at most 64 taps with unit stride (an RGB input layer): direct convolutions
+//!   (`direct_image`, `direct_kernel_grad`), faster still on so narrow a product (benchmark Xeon,
+//!   readme_cnn's first layer: 0.75-0.80 ms against 1.05-1.09 as an implicit gemm and ~1.2 as
+//!   im2col + gemm).
+//!
+//! Everything else (f64, groups, CPUs without AVX-512, a kernel too large for L2) runs as gemms:
 //! - forward: `y = W · im2col(x)`, one gemm per image and group;
 //! - input gradient: `dx = col2im(Wᵀ · dy)` (a transposed convolution: no zero-dilated cotangent),
 //!   one gemm per image and group;
 //! - kernel gradient: `dWᵀ = im2col(x) · dyᵀ` over a chunk of images at once (their unfolded
 //!   patches side by side, the small cotangent transposed so that gemm reads a unit-stride right
-//!   operand, about twice as fast), images split between threads, partial sums added in a fixed
-//!   order (so results do not depend on scheduling).
+//!   operand, about twice as fast).
 //!
-//! A 1×1 kernel with unit stride and no padding skips im2col/col2im in the forward and input
-//! gradient. A forward f32 convolution with unit stride, one group and at most 64 taps
-//! (`c × kh × kw`, e.g. an RGB input's 3×3 kernel), and its kernel gradient, run as direct
-//! convolutions on AVX-512 (`direct_image`, `direct_kernel_grad`): gemm is slow on so narrow a
-//! product. On the benchmark Xeon readme_cnn's first layer took 0.75 ms instead of ~1.2 ms and its
-//! kernel gradient 0.70 ms instead of 1.24 (fastest runs); with every stride-1 forward direct the
-//! 32-channel layer took 6.6 ms against gemm's 3.1, hence the bound. Padding may be negative (it crops); input positions outside the image read 0 (and
-//! receive no gradient).
+//! Kernel gradients split the images into ranges summed in a fixed order (so results do not
+//! depend on scheduling). A 1×1 kernel with unit stride and no padding skips im2col/col2im.
+//! Padding may be negative (it crops); input positions outside the image read 0 (and receive no
+//! gradient).
 //!
 //! (Shifted gemms — one product per kernel tap over the input channels, reading the padded image
-//! in place, no unfolding — were measured on the build machine for readme_cnn's layers, 64
-//! images on one thread: 4.4 ms against 3.1 for the 32-channel stride-2 layer's single gemm over
-//! an unfolded image in cache, 3.9-4.1 against 2.8 for the 64-channel one; the difference is
-//! about what the unfolding costs, so they were not built.)
-//!
-//! (Winograd F(2×2, 3×3) for the stride-1 3×3 forward and input gradient was tried: on the
-//! benchmark Xeon it made readme_cnn's step ~2 ms slower, its 16 gemms reducing over only the
-//! 32–64 channels; it left with the commit after 69db3e7.)
+//! in place — measured 4.4 against 3.1 ms for readme_cnn's 32-channel stride-2 layer on the
+//! build machine and were not built. Winograd F(2×2, 3×3) for the stride-1 3×3 forward and input
+//! gradient made readme_cnn's step ~2 ms slower on the benchmark Xeon, its 16 gemms reducing over
+//! only the 32–64 channels; it left with the commit after 69db3e7.)
 
 use crate::arena::{Ptr, Slots};
 use crate::implicit::{PhasedInputGrad, Problem};

@@ -3,7 +3,8 @@
 //! [`CpuBackend`] compiles a [`Plan`] into a [`CpuExecutable`]: one arena of
 //! `plan.arena_bytes` for every intermediate, constants materialised once, and a kernel per step
 //! with its shapes and strides worked out. Elementwise fusion groups run as one chunked pass,
-//! MatMul and Conv go through the `gemm` crate, everything is parallel with rayon.
+//! MatMul goes through the `gemm` crate, f32 convolutions on AVX-512 through implicit gemms of
+//! our own (`gemm` elsewhere), everything is parallel with rayon.
 //!
 //! A run reads fed inputs in place and writes each arena-stored graph output straight into the
 //! host vector it returns (no copy). State semantics follow the reference interpreter: every read
