@@ -234,16 +234,8 @@ impl Conv {
             };
             let g = self.direct_geometry();
             let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
-                // SAFETY: `res[0]` holds the `o × taps` result of this range and `res[1]` (with
-                // a bias gradient) its `o` channel sums, written by this call only.
-                let dw = unsafe { std::slice::from_raw_parts_mut(res[0], o * taps) };
-                let mut db = res
-                    .get(1)
-                    .map(|&d| unsafe { std::slice::from_raw_parts_mut(d, o) });
-                dw.fill(0.0);
-                if let Some(db) = db.as_deref_mut() {
-                    db.fill(0.0);
-                }
+                // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
+                let (dw, mut db) = unsafe { range_results(res, o, taps) };
                 with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
                     for ni in range {
                         self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
@@ -462,15 +454,8 @@ impl Conv {
         };
         let offs = problem.tap_offsets();
         let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
-            // SAFETY: `res[0]` holds the `o × taps` result of this range and `res[1]` (with a
-            // bias gradient) its `o` channel sums, written by this call only.
-            let dw = unsafe { std::slice::from_raw_parts_mut(res[0], o * taps) };
-            let mut db = res
-                .get(1)
-                .map(|&d| unsafe { std::slice::from_raw_parts_mut(d, o) });
-            if let Some(db) = db.as_deref_mut() {
-                db.fill(0.0);
-            }
+            // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
+            let (dw, mut db) = unsafe { range_results(res, o, taps) };
             let mut acc_t = vec![0.0f32; taps * ldw];
             with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
                 for ni in range {
@@ -1301,6 +1286,29 @@ unsafe fn direct_kernel_grad(
             }
         }
     }
+}
+
+/// The results of one image range of an f32 kernel-gradient sum, zeroed: the `o × taps` kernel
+/// gradient and, with a bias gradient, its `o` channel sums.
+///
+/// # Safety
+/// `res` is the result list `sum_over_images` passes for a kernel gradient of `o × taps`
+/// (`res[0]`, then maybe `res[1]`), written by this range only.
+unsafe fn range_results<'a>(
+    res: &[*mut f32],
+    o: usize,
+    taps: usize,
+) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+    // SAFETY: the caller's contract.
+    let dw = unsafe { std::slice::from_raw_parts_mut(res[0], o * taps) };
+    let mut db = res
+        .get(1)
+        .map(|&d| unsafe { std::slice::from_raw_parts_mut(d, o) });
+    dw.fill(0.0);
+    if let Some(d) = db.as_deref_mut() {
+        d.fill(0.0);
+    }
+    (dw, db)
 }
 
 /// What a forward convolution does to each block of its result while it is in cache: add the

@@ -242,34 +242,25 @@ impl Problem {
         // buffers checked above.
         unsafe {
             self.fill_source(img, src);
-            self.tiles(src.as_ptr(), offs, packed.as_ptr(), res.as_mut_ptr(), init);
+            let (sp, rp) = (src.as_ptr(), res.as_mut_ptr());
+            self.grid().tiles(sp, offs, packed.as_ptr(), ldw, rp, init);
             transpose_rows(res, p, self.o, ldw, y, p, relu);
         }
     }
 
-    /// Every tile of the image: rows of output positions by `TILE`, then 4 and 1; the taps in
-    /// chunks of whole input channels (about `CHUNK_TAPS`), each chunk over the whole image
-    /// before the next adds to its sums, so that a chunk's weights and source rows stay in L1.
-    /// (On the benchmark Xeon the 64-channel stride-2 layer's product took 1.0 ms in chunks of 8
-    /// channels against 1.9 ms over all 576 taps at once; the AMD build machine, with half the
-    /// multiply-add rate, ran both at its peak.)
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tiles(
-        &self,
-        src: *const f32,
-        offs: &[u32],
-        packed: *const f32,
-        res: *mut f32,
-        init: *const f32,
-    ) {
-        let grid = Grid {
+    /// The image's output positions, the taps in chunks of whole input channels (about
+    /// `CHUNK_TAPS`): each chunk runs over the whole image before the next adds to its sums, so
+    /// that a chunk's weights and source rows stay in L1. (On the benchmark Xeon the 64-channel
+    /// stride-2 layer's product took 1.0 ms in chunks of 8 channels against 1.9 ms over all 576
+    /// taps at once; the AMD build machine, with half the multiply-add rate, ran both at its
+    /// peak.)
+    fn grid(&self) -> Grid {
+        let per_channel = self.kh * self.kw;
+        Grid {
             hw: [self.ho, self.wo],
             row_step: self.stride[0] * self.rl(),
-            chunk: (CHUNK_TAPS / (self.kh * self.kw)).max(1) * self.kh * self.kw,
-        };
-        // SAFETY: forwarded from the caller.
-        unsafe { grid.tiles(src, offs, packed, self.ldw(), res, init) }
+            chunk: (CHUNK_TAPS / per_channel).max(1) * per_channel,
+        }
     }
 }
 
@@ -283,7 +274,7 @@ struct Grid {
 
 impl Grid {
     /// Every tile: rows of output positions by `TILE`, then 4 and 1, one chunk of taps at a time
-    /// (see [`Problem::tiles`]); `res` gets `[position][ldw]`, each started from `init` (null, or
+    /// (see [`Problem::grid`]); `res` gets `[position][ldw]`, each started from `init` (null, or
     /// `ldw` values such as a bias).
     ///
     /// # Safety
@@ -315,14 +306,23 @@ impl Grid {
                         )
                     };
                     let left = wo - ox;
+                    let args = TileArgs {
+                        base,
+                        offs,
+                        packed,
+                        ldw,
+                        out,
+                        add,
+                        init,
+                    };
                     // SAFETY: as above, for the positions each arm covers.
                     ox += unsafe {
                         if left >= TILE {
-                            channels::<TILE>(base, offs, packed, ldw, out, add, init)
+                            channels::<TILE>(args)
                         } else if left >= 4 {
-                            channels::<4>(base, offs, packed, ldw, out, add, init)
+                            channels::<4>(args)
                         } else {
-                            channels::<1>(base, offs, packed, ldw, out, add, init)
+                            channels::<1>(args)
                         }
                     };
                 }
@@ -451,31 +451,16 @@ impl Problem {
         let (ldw, step) = (self.ldw(), self.stride[0] * self.rl());
         // SAFETY: every address is inside the ranges of the contract.
         unsafe {
-            let mut acc: [[__m512; V]; P] = std::array::from_fn(|p| {
-                std::array::from_fn(|v| _mm512_loadu_ps(acc_io.add(p * ldw + v * LANES)))
-            });
+            let mut acc = load_tile::<P, V>(acc_io, ldw);
             for oy in 0..self.ho {
                 let row = oy * step;
                 let mut d = dyt.add(oy * self.wo * ldw);
                 for ox in row..row + self.wo {
-                    let mut wv = [_mm512_setzero_ps(); V];
-                    for (v, w) in wv.iter_mut().enumerate() {
-                        *w = _mm512_loadu_ps(d.add(v * LANES));
-                    }
-                    for (a, b) in acc.iter_mut().zip(bases) {
-                        let x = _mm512_set1_ps(*b.add(ox));
-                        for (a, w) in a.iter_mut().zip(&wv) {
-                            *a = _mm512_fmadd_ps(x, *w, *a);
-                        }
-                    }
+                    rank1(&mut acc, d, |p| *bases[p].add(ox));
                     d = d.add(ldw);
                 }
             }
-            for (p, row) in acc.iter().enumerate() {
-                for (v, a) in row.iter().enumerate() {
-                    _mm512_storeu_ps(acc_io.add(p * ldw + v * LANES), *a);
-                }
-            }
+            store_tile(&acc, acc_io, ldw);
         }
     }
 }
@@ -737,55 +722,51 @@ fn mask(k: usize) -> u16 {
     }
 }
 
-/// `P` positions × every output channel, 32 channels a tile and a last 16; returns `P`
-/// (`init`: null or `ldw` initial sums).
+/// One tile's operands (see [`tile`]).
+#[derive(Clone, Copy)]
+struct TileArgs<'a> {
+    base: *const f32,
+    offs: &'a [u32],
+    packed: *const f32,
+    ldw: usize,
+    out: *mut f32,
+    add: bool,
+    /// Null, or `ldw` initial sums.
+    init: *const f32,
+}
+
+impl TileArgs<'_> {
+    /// The same tile from output channel `v0` on (a null `init` stays null).
+    fn at(self, v0: usize) -> Self {
+        TileArgs {
+            packed: self.packed.wrapping_add(v0),
+            out: self.out.wrapping_add(v0),
+            init: if self.init.is_null() {
+                self.init
+            } else {
+                self.init.wrapping_add(v0)
+            },
+            ..self
+        }
+    }
+}
+
+/// `P` positions × every output channel, 32 channels a tile and a last 16; returns `P`.
 ///
 /// # Safety
 /// As [`tile`], for all `ldw` channels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn channels<const P: usize>(
-    base: *const f32,
-    offs: &[u32],
-    packed: *const f32,
-    ldw: usize,
-    out: *mut f32,
-    add: bool,
-    init: *const f32,
-) -> usize {
+unsafe fn channels<const P: usize>(args: TileArgs) -> usize {
     let mut v0 = 0;
-    // a null `init` stays null for every block
-    let init_at = |v0: usize| {
-        if init.is_null() {
-            init
-        } else {
-            init.wrapping_add(v0)
-        }
-    };
     // SAFETY: channel blocks below `ldw` (the caller's contract).
     unsafe {
-        while v0 + 2 * LANES <= ldw {
-            tile::<P, 2>(
-                base,
-                offs,
-                packed.add(v0),
-                ldw,
-                out.add(v0),
-                add,
-                init_at(v0),
-            );
+        while v0 + 2 * LANES <= args.ldw {
+            tile::<P, 2>(args.at(v0));
             v0 += 2 * LANES;
         }
-        if v0 < ldw {
-            tile::<P, 1>(
-                base,
-                offs,
-                packed.add(v0),
-                ldw,
-                out.add(v0),
-                add,
-                init_at(v0),
-            );
+        if v0 < args.ldw {
+            tile::<P, 1>(args.at(v0));
         }
     }
     P
@@ -802,50 +783,81 @@ unsafe fn channels<const P: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const P: usize, const V: usize>(
-    base: *const f32,
-    offs: &[u32],
-    packed: *const f32,
-    ldw: usize,
-    out: *mut f32,
-    add: bool,
-    init: *const f32,
-) {
-    let mut acc = [[_mm512_setzero_ps(); V]; P];
-    let mut wp = packed;
+unsafe fn tile<const P: usize, const V: usize>(args: TileArgs) {
+    let (ldw, out) = (args.ldw, args.out);
+    let mut wp = args.packed;
     // SAFETY: every address is inside the ranges of the contract.
     unsafe {
-        if add {
-            for (p, row) in acc.iter_mut().enumerate() {
-                for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(out.add(p * ldw + v * LANES));
-                }
-            }
-        } else if !init.is_null() {
-            for row in acc.iter_mut() {
-                for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(init.add(v * LANES));
-                }
-            }
-        }
-        for &t in offs {
-            let s = base.add(t as usize);
-            let mut wv = [_mm512_setzero_ps(); V];
-            for (v, w) in wv.iter_mut().enumerate() {
-                *w = _mm512_loadu_ps(wp.add(v * LANES));
-            }
-            for (p, row) in acc.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*s.add(p));
-                for (a, w) in row.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(b, *w, *a);
-                }
-            }
+        let mut acc = if args.add {
+            load_tile::<P, V>(out, ldw)
+        } else if !args.init.is_null() {
+            // every position starts from the same `init` (row stride 0)
+            load_tile::<P, V>(args.init, 0)
+        } else {
+            [[_mm512_setzero_ps(); V]; P]
+        };
+        for &t in args.offs {
+            let s = args.base.add(t as usize);
+            rank1(&mut acc, wp, |p| *s.add(p));
             wp = wp.add(ldw);
         }
-        for (p, row) in acc.iter().enumerate() {
-            for (v, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(out.add(p * ldw + v * LANES), *a);
-            }
+        store_tile(&acc, out, ldw);
+    }
+}
+
+/// `acc[p][v] += x(p) · w[16v..16v + 16]` for every `p < P`, `v < V`: `V` vector loads and `P`
+/// broadcasts, the step of both register tiles.
+///
+/// # Safety
+/// The CPU has AVX-512F; `w` is readable for `16·V` elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn rank1<const P: usize, const V: usize>(
+    acc: &mut [[__m512; V]; P],
+    w: *const f32,
+    x: impl Fn(usize) -> f32,
+) {
+    // SAFETY: the caller's contract.
+    let wv: [__m512; V] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(w.add(v * LANES)) });
+    for (p, row) in acc.iter_mut().enumerate() {
+        let b = _mm512_set1_ps(x(p));
+        for (a, w) in row.iter_mut().zip(&wv) {
+            *a = _mm512_fmadd_ps(b, *w, *a);
+        }
+    }
+}
+
+/// A register tile read from `P` rows of `ld` (16·V elements each) at `at`.
+///
+/// # Safety
+/// The CPU has AVX-512F; those elements are readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_tile<const P: usize, const V: usize>(at: *const f32, ld: usize) -> [[__m512; V]; P] {
+    // SAFETY: the caller's contract.
+    std::array::from_fn(|p| {
+        std::array::from_fn(|v| unsafe { _mm512_loadu_ps(at.add(p * ld + v * LANES)) })
+    })
+}
+
+/// Stores a register tile into `P` rows of `ld` at `at`.
+///
+/// # Safety
+/// The CPU has AVX-512F; those elements are writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile<const P: usize, const V: usize>(
+    acc: &[[__m512; V]; P],
+    at: *mut f32,
+    ld: usize,
+) {
+    for (p, row) in acc.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_storeu_ps(at.add(p * ld + v * LANES), *a) };
         }
     }
 }
