@@ -486,6 +486,8 @@ pub(crate) struct PhasedInputGrad {
 struct Phase {
     /// Output rows and columns of the phase.
     hw: [usize; 2],
+    /// Where its `c × rows × columns` result starts in the image's scratch.
+    at: usize,
     /// Taps per cotangent channel (the sub-kernel's size; 0 when no tap reaches the phase, whose
     /// gradient is then 0).
     per_channel: usize,
@@ -548,6 +550,7 @@ impl PhasedInputGrad {
         };
         let rl = fill.rl();
         let mut phases = Vec::with_capacity(sh * sw);
+        let mut at = 0;
         for &(ry, a, ho, pad_y) in &ys {
             for &(rx, b, wo, pad_x) in &xs {
                 let per_channel = if ho > 0 && wo > 0 { a * b } else { 0 };
@@ -574,10 +577,12 @@ impl PhasedInputGrad {
                 }
                 phases.push(Phase {
                     hw: [ho, wo],
+                    at,
                     per_channel,
                     packed,
                     offs,
                 });
+                at += c * ho * wo;
             }
         }
         PhasedInputGrad {
@@ -615,16 +620,9 @@ impl PhasedInputGrad {
         assert!(dx.len() >= c * h * w);
         // SAFETY: the CPU has AVX-512F (the caller's contract).
         unsafe { self.fill.fill_source(dy, src) };
-        // phase k's result, `c × ho × wo`, at `starts[k]`
-        let mut starts = [0; 4];
-        let mut at = 0;
-        for (k, ph) in self.phases.iter().enumerate() {
+        for ph in &self.phases {
             let [ho, wo] = ph.hw;
-            let out = &mut res[at..at + c * ho * wo];
-            if k < starts.len() {
-                starts[k] = at;
-            }
-            at += out.len();
+            let out = &mut res[ph.at..ph.at + c * ho * wo];
             if ph.per_channel == 0 {
                 out.fill(0.0);
                 continue;
@@ -651,22 +649,15 @@ impl PhasedInputGrad {
                 transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, None);
             }
         }
-        let start = |k: usize| {
-            if k < starts.len() {
-                starts[k]
-            } else {
-                self.phases[..k].iter().map(|p| c * p.hw[0] * p.hw[1]).sum()
-            }
-        };
         for ci in 0..c {
             for iy in 0..h {
                 let (py, j) = (iy % sh, iy / sh);
                 let row = &mut dx[(ci * h + iy) * w..(ci * h + iy + 1) * w];
                 // the row of phase (py, px): `wo` elements
                 let phase_row = |px: usize| {
-                    let k = py * sw + px;
-                    let [ho, wo] = self.phases[k].hw;
-                    &res[start(k) + (ci * ho + j) * wo..][..wo]
+                    let ph = &self.phases[py * sw + px];
+                    let [ho, wo] = ph.hw;
+                    &res[ph.at + (ci * ho + j) * wo..][..wo]
                 };
                 if sw == 2 {
                     // SAFETY: the CPU has AVX-512F (the caller's contract).
