@@ -476,11 +476,8 @@ impl Conv {
                     }
                 }
             });
-            for (oc, row) in dw.chunks_exact_mut(taps).enumerate() {
-                for (t, v) in row.iter_mut().enumerate() {
-                    *v = acc_t[t * ldw + oc];
-                }
-            }
+            // SAFETY: the CPU has AVX-512F (`implicit_problem`).
+            unsafe { problem.kernel_grad_result(&acc_t, dw) };
         };
         let db = self.bias_grad.map(|s| slots.ptr(s));
         self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);

@@ -401,6 +401,18 @@ impl Problem {
         }
     }
 
+    /// Writes the kernel gradient `dw` (`o × taps`, OIHW) from the transposed sums `acc_t`
+    /// ([`Problem::add_kernel_grad`]), by 16×16 blocks.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn kernel_grad_result(&self, acc_t: &[f32], dw: &mut [f32]) {
+        let taps = self.taps();
+        // SAFETY: the caller's contract.
+        unsafe { transpose_rows(acc_t, taps, self.o, self.ldw(), dw, taps, None) };
+    }
+
     /// `P` taps (starting at `offs[0]`) × every channel of the kernel gradient; returns `P`.
     ///
     /// # Safety
