@@ -338,6 +338,25 @@ impl Plan {
                 }
             }
         }
+        // A convolution whose value only one fused group a few steps later reads may run that
+        // group as its epilogue (a ReLU's gradient applied while each image's block is in
+        // cache): keep the convolution's operands alive until the group, so that the group's
+        // result is not placed over them.
+        for (t, s) in steps.iter().enumerate() {
+            let Step::Node(p) = *s else { continue };
+            if !matches!(graph.nodes[p].op, Op::Conv(_)) || graph.outputs.contains(&p) {
+                continue;
+            }
+            let group = (t + 1..(t + 4).min(steps.len())).find(|&t2| {
+                matches!(&steps[t2], Step::Fused { nodes, .. }
+                    if !users[p].is_empty() && users[p].iter().all(|u| nodes.contains(u)))
+            });
+            if let Some(t2) = group {
+                for o in operands(s) {
+                    last[o] = last[o].max(t2);
+                }
+            }
+        }
         let mut values: Vec<NodeId> = (0..n)
             .filter(|&i| matches!(storage[i], Storage::Arena { .. }))
             .collect();

@@ -80,6 +80,14 @@ impl Tensor {
         self.graph
     }
 
+    /// Whether this tensor is a constant node (a literal or splat, not computed).
+    pub(crate) fn is_constant(self) -> bool {
+        !self.is_poisoned()
+            && with_builder(self.graph, |st| {
+                matches!(st.graph.nodes[self.id()].op, Op::Const { .. })
+            })
+    }
+
     pub(crate) fn node_in(self, graph: u32) -> Result<NodeId> {
         if self.graph != graph {
             return Err(Error::InvalidGraph(

@@ -32,7 +32,7 @@
 //! only the 32–64 channels; it left with the commit after 69db3e7.)
 
 use crate::arena::{Ptr, Slots};
-use crate::implicit::{PhasedInputGrad, Problem};
+use crate::implicit::{PhasedInputGrad, Problem, Store};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
 use gemm::Parallelism;
 use lamina_core::ConvKind;
@@ -65,8 +65,12 @@ pub(crate) struct Conv {
     /// Slot of a per-channel bias (`o` elements) the forward kind adds to its result.
     pub(crate) bias: Option<usize>,
     /// With a bias: also write `max(0, y)` (or `max(y, 0)` when the flag is false) of the biased
-    /// result into this slot (the ReLU that follows).
+    /// result into this slot (the ReLU that follows). When it is `out` itself, only the ReLU is
+    /// kept: it is written in place of the sum.
     pub(crate) relu: Option<(usize, bool)>,
+    /// Input-gradient kind: keep the result only where this slot's value (a ReLU's result, shaped
+    /// as the result) is positive, zero elsewhere: `where(0 < m, dx, 0)`, the ReLU's gradient.
+    pub(crate) mask: Option<usize>,
     /// Kernel-gradient kind: also write the cotangent's sum over images and positions, per
     /// channel (`o` elements: the bias gradient), into this slot.
     pub(crate) bias_grad: Option<usize>,
@@ -275,10 +279,7 @@ impl Conv {
                     slots.get::<f32>(self.b, o * taps),
                 )
             };
-            let bias = self.bias.map(|b| Epilogue {
-                bias: unsafe { slots.get::<f32>(b, o) },
-                relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
-            });
+            let epilogue = self.epilogue::<f32>(slots);
             let g = self.direct_geometry();
             let packed = o.div_ceil(DIRECT_OC) * taps * DIRECT_OC;
             self.each_image(threads, |ni, _| {
@@ -299,7 +300,7 @@ impl Conv {
                     // `direct_image` reads, and image ni's result block is written by this task
                     // only.
                     unsafe { direct_image(xp, wpk, out.at::<f32>(at), &g) };
-                    if let Some(e) = &bias {
+                    if let Some(e) = &epilogue {
                         // SAFETY: the block just written by this task.
                         unsafe { e.apply(out, at, 0..o, ho * wo) };
                     }
@@ -399,32 +400,33 @@ impl Conv {
                 v[..problem.o].copy_from_slice(unsafe { slots.get::<f32>(b, problem.o) });
                 v
             });
-            let relu = self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first));
+            let out = slots.ptr(self.out);
+            // what the transposing store writes besides (or instead of) the sums
+            let store = match (self.relu, self.mask) {
+                (Some((r, zero_first)), _) if r == self.out => Store::Relu(zero_first),
+                (Some((r, zero_first)), _) => Store::AlsoRelu(slots.ptr(r).at(0), zero_first),
+                (None, Some(m)) => Store::Mask(slots.ptr(m).at::<f32>(0)),
+                (None, None) => Store::Plain,
+            };
             let mut packed = vec![0.0; problem.packed_len()];
             match self.kind {
                 ConvKind::Forward => problem.pack(w, &mut packed),
                 _ => problem.pack_flipped(w, &mut packed),
             }
             let offs = problem.tap_offsets();
-            let out = slots.ptr(self.out);
             self.each_image(threads, |ni, _| {
                 with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
-                    // SAFETY (both): image ni's result block (and the same block of the
-                    // ReLU's result), written by this task only.
+                    // SAFETY: image ni's result block, written by this task only.
                     let y = unsafe {
                         std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
                     };
-                    let relu = relu.map(|(r, zero_first)| {
-                        let r = unsafe {
-                            std::slice::from_raw_parts_mut(r.at::<f32>(ni * out_len), out_len)
-                        };
-                        (r, zero_first)
-                    });
                     let img = &x[ni * in_len..(ni + 1) * in_len];
                     // SAFETY: the CPU has AVX-512F and the problem is not empty
-                    // (`implicit_problem`).
+                    // (`implicit_problem`); the store's second result or mask holds one
+                    // result (compiled so), whose block ni only this task touches.
                     unsafe {
-                        problem.run(img, (&packed, &offs), scratch, y, bias.as_deref(), relu)
+                        let store = store.offset(ni * out_len);
+                        problem.run(img, (&packed, &offs), scratch, y, bias.as_deref(), store)
                     };
                 })
             });
@@ -528,6 +530,7 @@ impl Conv {
                 w,
             );
             let out = slots.ptr(self.out);
+            let epilogue = self.epilogue::<f32>(slots);
             let dx_len = c * h * wd;
             self.each_image(threads, |ni, _| {
                 with_scratch::<f32, _>(phased.scratch_len(), |scratch| {
@@ -537,7 +540,11 @@ impl Conv {
                     };
                     // SAFETY: the CPU has AVX-512F (`is_phased_input_grad`).
                     unsafe { phased.run(&dy[ni * dy_len..(ni + 1) * dy_len], scratch, dx) };
-                })
+                });
+                if let Some(e) = &epilogue {
+                    // SAFETY: the block just written by this task.
+                    unsafe { e.apply(out, ni * dx_len, 0..c, h * wd) };
+                }
             });
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -560,11 +567,7 @@ impl Conv {
         let kk = cg * kh * kw;
         let (x_len, w_len, y_len) = (n * c * h * wd, o * kk, n * o * p);
         let out = slots.ptr(self.out);
-        // SAFETY: a bias slot holds `o` elements and a ReLU slot one result (compiled so).
-        let bias = self.bias.map(|b| Epilogue {
-            bias: unsafe { slots.get::<T>(b, o) },
-            relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
-        });
+        let epilogue = self.epilogue::<T>(slots);
         // SAFETY (all three arms): the operand slots hold the operands of this kind with the
         // lengths computed from the checked geometry (the caller's contract).
         unsafe {
@@ -572,13 +575,14 @@ impl Conv {
                 ConvKind::Forward => self.forward::<T>(
                     slots.get::<T>(self.a, x_len),
                     slots.get::<T>(self.b, w_len),
-                    bias,
+                    epilogue,
                     out,
                     threads,
                 ),
                 ConvKind::InputGrad { .. } => self.input_grad::<T>(
                     slots.get::<T>(self.a, y_len),
                     slots.get::<T>(self.b, w_len),
+                    epilogue,
                     out,
                     threads,
                 ),
@@ -623,7 +627,7 @@ impl Conv {
         &self,
         x: &[T],
         w: &[T],
-        bias: Option<Epilogue<'_, T>>,
+        epilogue: Option<Epilogue<'_, T>>,
         out: Ptr,
         threads: usize,
     ) {
@@ -661,7 +665,7 @@ impl Conv {
                         mul(col)
                     })
                 }
-                if let Some(e) = &bias {
+                if let Some(e) = &epilogue {
                     // SAFETY: the result block of image ni, group g, just written by this task
                     // (and the same block of the ReLU's result, written by this task only).
                     unsafe { e.apply(out, (ni * o + g * og) * p, g * og..(g + 1) * og, p) };
@@ -670,8 +674,15 @@ impl Conv {
         });
     }
 
-    /// `dx[n, g] = col2im(W[g]ᵀ · dy[n, g])`.
-    unsafe fn input_grad<T: GemmElem>(&self, dy: &[T], w: &[T], out: Ptr, threads: usize) {
+    /// `dx[n, g] = col2im(W[g]ᵀ · dy[n, g])` (then `mask`ed, if given).
+    unsafe fn input_grad<T: GemmElem>(
+        &self,
+        dy: &[T],
+        w: &[T],
+        mask: Option<Epilogue<'_, T>>,
+        out: Ptr,
+        threads: usize,
+    ) {
         let [_, c, h, wd] = self.input;
         let [o, cg, kh, kw] = self.kernel;
         let og = o / self.groups;
@@ -709,6 +720,17 @@ impl Conv {
                         let dxg = unsafe { std::slice::from_raw_parts_mut(dx, cg * h * wd) };
                         wide(|| self.col2im(col, dxg, split));
                     })
+                }
+                if let Some(e) = &mask {
+                    // SAFETY: the block just written by this task.
+                    unsafe {
+                        e.apply(
+                            out,
+                            (ni * c + g * cg) * h * wd,
+                            g * cg..(g + 1) * cg,
+                            h * wd,
+                        )
+                    };
                 }
             }
         });
@@ -1308,51 +1330,115 @@ unsafe fn range_results<'a>(
     (dw, db)
 }
 
-/// What a forward convolution does to each block of its result while it is in cache: add the
-/// per-channel bias, then maybe write the ReLU of the sum to a second result.
+/// What a convolution does to each block of its result while it is in cache: add the
+/// per-channel bias, then maybe write the ReLU of the sum to a second result or in place; or,
+/// for an input gradient, zero it where a ReLU's result is not positive.
 struct Epilogue<'a, T> {
-    bias: &'a [T],
-    /// The ReLU's result and whether it is `max(0, y)` (else `max(y, 0)`).
+    bias: Option<&'a [T]>,
+    /// The ReLU's result (maybe the result itself) and whether it is `max(0, y)` (else
+    /// `max(y, 0)`).
     relu: Option<(Ptr, bool)>,
+    /// A ReLU's result: `y = where(0 < m, y, 0)`.
+    mask: Option<Ptr>,
+}
+
+impl Conv {
+    /// The epilogue this convolution's results get, if any.
+    fn epilogue<'a, T: GemmElem>(&self, slots: &'a Slots) -> Option<Epilogue<'a, T>> {
+        let o = self.kernel[0];
+        (self.bias.is_some() || self.relu.is_some() || self.mask.is_some()).then(|| Epilogue {
+            // SAFETY: a bias slot holds `o` elements (compiled so).
+            bias: self.bias.map(|b| unsafe { slots.get::<T>(b, o) }),
+            relu: self.relu.map(|(r, zero_first)| (slots.ptr(r), zero_first)),
+            mask: self.mask.map(|m| slots.ptr(m)),
+        })
+    }
 }
 
 impl<T: GemmElem> Epilogue<'_, T> {
     /// Applies the epilogue to output channels `channels`, `p` elements each, starting at
-    /// element `at` of the result `out` (and of the ReLU's result).
+    /// element `at` of the result `out` (and of the ReLU's result or the mask).
     ///
     /// # Safety
     /// Those elements of `out` (and of the ReLU's result) must be valid and accessed by this
-    /// call only.
+    /// call only, and those of the mask valid and not written meanwhile.
     unsafe fn apply(&self, out: Ptr, at: usize, channels: Range<usize>, p: usize) {
         let len = channels.len() * p;
         // SAFETY: guaranteed by the caller.
         let y = unsafe { std::slice::from_raw_parts_mut(out.at::<T>(at), len) };
-        let bias = &self.bias[channels];
-        wide(|| {
-            for (row, &b) in y.chunks_exact_mut(p.max(1)).zip(bias) {
-                for v in row {
-                    *v += b;
+        let bias = self.bias.map(|b| &b[channels]);
+        match self.relu {
+            // one pass: the sum is not kept
+            Some((r, true)) if r.0 == out.0 => wide(|| bias_relu::<T, true>(y, bias, p)),
+            Some((r, false)) if r.0 == out.0 => wide(|| bias_relu::<T, false>(y, bias, p)),
+            _ => {
+                if let Some(bias) = bias {
+                    wide(|| {
+                        for (row, &b) in y.chunks_exact_mut(p.max(1)).zip(bias) {
+                            for v in row {
+                                *v += b;
+                            }
+                        }
+                    });
+                }
+                if let Some((r, zero_first)) = self.relu {
+                    // SAFETY: guaranteed by the caller.
+                    let r = unsafe { std::slice::from_raw_parts_mut(r.at::<T>(at), len) };
+                    wide(|| {
+                        let pairs = r.iter_mut().zip(y.iter());
+                        if zero_first {
+                            pairs.for_each(|(d, &v)| *d = relu::<T, true>(v));
+                        } else {
+                            pairs.for_each(|(d, &v)| *d = relu::<T, false>(v));
+                        }
+                    });
                 }
             }
-        });
-        if let Some((r, zero_first)) = self.relu {
+        }
+        if let Some(m) = self.mask {
             // SAFETY: guaranteed by the caller.
-            let r = unsafe { std::slice::from_raw_parts_mut(r.at::<T>(at), len) };
-            // `eval_scalar`'s maximum: NaN wins, ties keep the first operand
-            #[allow(clippy::eq_op)]
-            let max = |a: T, b: T| if a < b || b != b { b } else { a };
+            let m = unsafe { std::slice::from_raw_parts(m.at::<T>(at) as *const T, len) };
             wide(|| {
-                if zero_first {
-                    for (d, &v) in r.iter_mut().zip(y.iter()) {
-                        *d = max(T::ZERO, v);
-                    }
-                } else {
-                    for (d, &v) in r.iter_mut().zip(y.iter()) {
-                        *d = max(v, T::ZERO);
-                    }
+                for (v, &m) in y.iter_mut().zip(m) {
+                    *v = if T::ZERO < m { *v } else { T::ZERO };
                 }
             });
         }
+    }
+}
+
+/// The graph's `max(0, v)` (`ZERO_FIRST`) or `max(v, 0)`, with `eval_scalar`'s maximum: NaN
+/// wins, ties keep the first operand.
+#[inline(always)]
+fn relu<T: GemmElem, const ZERO_FIRST: bool>(v: T) -> T {
+    #[allow(clippy::eq_op)]
+    if ZERO_FIRST {
+        if T::ZERO < v || v != v {
+            v
+        } else {
+            T::ZERO
+        }
+    } else if v < T::ZERO {
+        T::ZERO
+    } else {
+        v
+    }
+}
+
+/// `y = relu(y + bias[channel])` in place, for rows of `p` elements, one per channel.
+#[inline(always)]
+fn bias_relu<T: GemmElem, const ZERO_FIRST: bool>(y: &mut [T], bias: Option<&[T]>, p: usize) {
+    match bias {
+        Some(bias) => {
+            for (row, &b) in y.chunks_exact_mut(p.max(1)).zip(bias) {
+                for v in row {
+                    let mut sum = *v;
+                    sum += b;
+                    *v = relu::<T, ZERO_FIRST>(sum);
+                }
+            }
+        }
+        None => y.iter_mut().for_each(|v| *v = relu::<T, ZERO_FIRST>(*v)),
     }
 }
 

@@ -170,7 +170,11 @@ impl CpuExecutable {
                         Kernel::Conv(conv)
                     }
                     Kernel::Conv(mut conv) => {
-                        if let Some((bias, add, relu)) =
+                        if let Some((mask, out, t2)) = b.mask_epilogue(*id, t)? {
+                            conv.mask = Some(mask);
+                            conv.out = out;
+                            absorbed[t2] = true;
+                        } else if let Some((bias, add, relu)) =
                             b.bias_epilogue(*id, plan.steps.get(t + 1))?
                         {
                             conv.bias = Some(bias);
@@ -787,6 +791,7 @@ impl<'p> Builder<'p> {
                     out: self.write(id)?,
                     bias: None,
                     relu: None,
+                    mask: None,
                     bias_grad: None,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
@@ -862,12 +867,13 @@ impl<'p> Builder<'p> {
 
     /// When `next` adds a per-channel bias to forward convolution `conv`'s result (a fused
     /// `conv + expand(bias)` with bias `[1, o, 1, 1]`, read by nothing else), the convolution can
-    /// add the bias to each image's block while it is still in cache and write the sum straight
-    /// into the add's memory, saving a pass over the whole result: returns the slots of the bias
-    /// and of the sum, and of the ReLU of the sum when the same group computes only that too
-    /// (fusion stores the sum for the ReLU's gradient and the ReLU in one group). Not when the
-    /// sum's memory overlaps an operand of the convolution (the planner may reuse it once the
-    /// convolution is done, not while it runs).
+    /// add the bias to each image's block while it is still in cache and write the result straight
+    /// into the group's memory, saving a pass over the whole result: returns the slots of the bias
+    /// and of what the convolution writes, and of the ReLU of the sum when the same group computes
+    /// that too. The group stores the sum, the ReLU of the sum, or both: with only the ReLU the
+    /// convolution writes it where the sum would go (the ReLU's slot is then the written one).
+    /// Not when what is written overlaps an operand of the convolution (the planner may reuse
+    /// that memory once the convolution is done, not while it runs).
     #[allow(clippy::type_complexity)]
     fn bias_epilogue(
         &mut self,
@@ -878,16 +884,21 @@ impl<'p> Builder<'p> {
             return Ok(None);
         };
         let g = &self.plan.graph;
-        let (Op::Conv(p), Some(&add)) = (self.op(conv), outputs.first()) else {
+        let Op::Conv(p) = self.op(conv) else {
             return Ok(None);
         };
-        if p.kind != lamina_core::ConvKind::Forward || !nodes.contains(&add) {
+        let is_add =
+            |i: &NodeId| matches!(g.nodes[*i].op, Op::Add) && g.nodes[*i].inputs.contains(&conv);
+        let Some(&add) = nodes.iter().find(|i| is_add(i)) else {
+            return Ok(None);
+        };
+        if p.kind != lamina_core::ConvKind::Forward {
             return Ok(None);
         }
         let add_node = &g.nodes[add];
         let e = match add_node.inputs[..] {
-            [a, e] if a == conv && matches!(add_node.op, Op::Add) => e,
-            [e, a] if a == conv && matches!(add_node.op, Op::Add) => e,
+            [a, e] if a == conv => e,
+            [e, a] if a == conv => e,
             _ => return Ok(None),
         };
         let is_bias = nodes.contains(&e)
@@ -896,15 +907,16 @@ impl<'p> Builder<'p> {
         if !is_bias {
             return Ok(None);
         }
-        // the rest of the group: nothing, or the ReLU of the sum (stored beside the sum)
+        // the rest of the group: nothing, or the ReLU of the sum (stored with or without the sum)
         let rest: Vec<NodeId> = nodes
             .iter()
             .copied()
             .filter(|&i| i != e && i != add)
             .collect();
-        let relu_of_sum = match outputs[..] {
-            [_] if rest.is_empty() => None,
-            [_, m] => Some(m),
+        let (relu_of_sum, sum_stored) = match outputs[..] {
+            [a] if a == add && rest.is_empty() => (None, true),
+            [a, m] if a == add => (Some(m), true),
+            [m] if m != add => (Some(m), false),
             _ => return Ok(None),
         };
         let q = g.nodes[e].inputs[0];
@@ -924,7 +936,7 @@ impl<'p> Builder<'p> {
         {
             return Ok(None);
         }
-        if !self.writable_during(add, conv) {
+        if sum_stored && !self.writable_during(add, conv) {
             return Ok(None);
         }
         let relu = match relu_of_sum {
@@ -934,7 +946,92 @@ impl<'p> Builder<'p> {
                 None => return Ok(None),
             },
         };
-        Ok(Some((self.read(q)?, self.write(add)?, relu)))
+        let out = match relu {
+            Some((r, _)) if !sum_stored => r,
+            _ => self.write(add)?,
+        };
+        Ok(Some((self.read(q)?, out, relu)))
+    }
+
+    /// When one of the few steps after input-gradient convolution `conv` (step `t`) is only the
+    /// gradient of a ReLU `m = max(0, x)` applied to the convolution's result,
+    /// `where(0 < m, conv, 0)` (the vjp reads the ReLU's result), the convolution can zero its
+    /// result where `m` is not positive while the block is in cache, saving a pass over three
+    /// tensors: returns the slots of `m` and of the masked result, and the group's step. Not
+    /// when the convolution's value has another reader, or the masked result overlaps an
+    /// operand of the convolution, `m`, or anything the steps in between read or write (it is
+    /// now written before them).
+    fn mask_epilogue(&mut self, conv: NodeId, t: usize) -> Result<Option<(usize, usize, usize)>> {
+        let steps = &self.plan.steps;
+        let Some(t2) = (t + 1..(t + 4).min(steps.len())).find(|&t2| {
+            matches!(&steps[t2], Step::Fused { nodes, .. }
+                if nodes.iter().any(|&i| self.plan.graph.nodes[i].inputs.contains(&conv)))
+        }) else {
+            return Ok(None);
+        };
+        let Step::Fused { nodes, outputs } = &steps[t2] else {
+            return Ok(None);
+        };
+        let g = &self.plan.graph;
+        let (Op::Conv(p), &[w]) = (self.op(conv), outputs.as_slice()) else {
+            return Ok(None);
+        };
+        if !matches!(p.kind, lamina_core::ConvKind::InputGrad { .. })
+            || !matches!(self.op(w), Op::Where)
+        {
+            return Ok(None);
+        }
+        let [c, v, z] = g.nodes[w].inputs[..] else {
+            return Ok(None);
+        };
+        let &[z0, m] = g.nodes[c].inputs.as_slice() else {
+            return Ok(None);
+        };
+        let absorbed = |b: &Self, i: NodeId| {
+            matches!(b.op(i), Op::Expand { .. }) && b.plan.storage[i] == Storage::Inline
+        };
+        let members_ok = nodes
+            .iter()
+            .all(|&i| i == w || i == c || (absorbed(self, i) && (i == z || i == z0)));
+        let readers = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(id, n)| *id != w && n.inputs.iter().any(|&i| self.plan.root(i) == conv))
+            .count();
+        let is_output = g.outputs.iter().any(|&i| self.plan.root(i) == conv);
+        if v != conv
+            || !matches!(self.op(c), Op::CmpLt)
+            || !nodes.contains(&c)
+            || nodes.contains(&m)
+            || !members_ok
+            || !self.is_zero(nodes, z)
+            || !self.is_zero(nodes, z0)
+            || readers > 0
+            || is_output
+            || self.shape(m) != self.shape(conv)
+            || self.shape(w) != self.shape(conv)
+            || !self.writable_during(w, conv)
+            || self.overlaps(w, m)
+            || (t + 1..t2).any(|s| self.step_touches(s, w))
+        {
+            return Ok(None);
+        }
+        Ok(Some((self.read(m)?, self.write(w)?, t2)))
+    }
+
+    /// Whether step `s` reads or writes memory that overlaps node `id`'s.
+    fn step_touches(&self, s: usize, id: NodeId) -> bool {
+        let g = &self.plan.graph;
+        let touched = |n: NodeId| {
+            std::iter::once(n)
+                .chain(g.nodes[n].inputs.iter().copied())
+                .any(|i| self.overlaps(id, i))
+        };
+        match &self.plan.steps[s] {
+            Step::Node(n) => touched(*n),
+            Step::Fused { nodes, outputs } => nodes.iter().chain(outputs).any(|&n| touched(n)),
+        }
     }
 
     /// When step `t` is the sum of a value over its batch and spatial axes (`[n, o, h, w]` →
@@ -974,18 +1071,28 @@ impl<'p> Builder<'p> {
     /// Whether node `id` is stored in the arena where convolution `conv` may write it while it
     /// runs: not over any of the convolution's operands.
     fn writable_during(&self, id: NodeId, conv: NodeId) -> bool {
-        let Storage::Arena { offset, bytes } = self.plan.storage[id] else {
-            return false;
-        };
-        !self.plan.graph.nodes[conv].inputs.iter().any(|&i| {
-            match self.plan.storage[self.plan.root(i)] {
+        matches!(self.plan.storage[id], Storage::Arena { .. })
+            && !self.plan.graph.nodes[conv]
+                .inputs
+                .iter()
+                .any(|&i| self.overlaps(id, i))
+    }
+
+    /// Whether node `id`'s arena memory overlaps that of node `other` (or of the value it views).
+    fn overlaps(&self, id: NodeId, other: NodeId) -> bool {
+        match (
+            &self.plan.storage[id],
+            &self.plan.storage[self.plan.root(other)],
+        ) {
+            (
+                Storage::Arena { offset, bytes },
                 Storage::Arena {
                     offset: o2,
                     bytes: b2,
-                } => offset < o2 + b2 && o2 < offset + bytes,
-                _ => false,
-            }
-        })
+                },
+            ) => *offset < o2 + b2 && *o2 < offset + bytes,
+            _ => false,
+        }
     }
 
     /// When `next` is only the ReLU of bias add `add` (whose sum convolution `conv` now writes),
@@ -1021,17 +1128,6 @@ impl<'p> Builder<'p> {
                 && matches!(b.op(i), Op::Expand { .. })
                 && b.plan.storage[i] == Storage::Inline
         };
-        // a positive zero, as a constant or an absorbed expand of one
-        let is_zero = |b: &Self, i: NodeId| {
-            let src = if absorbed(b, i) {
-                b.plan.graph.nodes[i].inputs[0]
-            } else if nodes.contains(&i) {
-                return false;
-            } else {
-                i
-            };
-            matches!(b.splat(src), Some(v) if v == 0.0 && v.is_sign_positive())
-        };
         if !matches!(node.op, Op::Max)
             || nodes.iter().any(|&i| i != m && !absorbed(self, i))
             || !self.writable_during(m, conv)
@@ -1039,11 +1135,25 @@ impl<'p> Builder<'p> {
             return Ok(None);
         }
         let zero_first = match node.inputs[..] {
-            [a, z] if a == add && is_zero(self, z) => false,
-            [z, a] if a == add && is_zero(self, z) => true,
+            [a, z] if a == add && self.is_zero(nodes, z) => false,
+            [z, a] if a == add && self.is_zero(nodes, z) => true,
             _ => return Ok(None),
         };
         Ok(Some((self.write(m)?, zero_first)))
+    }
+
+    /// Whether operand `i` of a member of group `nodes` is a positive zero: a constant, or an
+    /// expand of one that the group absorbed.
+    fn is_zero(&self, nodes: &[NodeId], i: NodeId) -> bool {
+        let src = if nodes.contains(&i) {
+            if !matches!(self.op(i), Op::Expand { .. }) || self.plan.storage[i] != Storage::Inline {
+                return false;
+            }
+            self.plan.graph.nodes[i].inputs[0]
+        } else {
+            i
+        };
+        matches!(self.splat(src), Some(v) if v == 0.0 && v.is_sign_positive())
     }
 
     /// A strided copy of node `id`'s operand into its result.

@@ -211,11 +211,13 @@ impl Problem {
     /// Convolves one image into `y` (`o × ho × wo`): the source and the tiles' result live in
     /// `scratch` ([`Problem::scratch_len`]), `(packed, offs)` come from [`Problem::pack`] (or
     /// `pack_flipped`) and [`Problem::tap_offsets`]. With `bias` (`ldw` values) every sum starts
-    /// from its channel's bias; with `relu`, the ReLU of `y` is written there too (the epilogue
-    /// of a forward convolution, while the block is in registers).
+    /// from its channel's bias; `store` says what is written besides or instead of the sums (the
+    /// epilogue, while the block is in registers).
     ///
     /// # Safety
-    /// The CPU has AVX-512F and the problem is not empty.
+    /// The CPU has AVX-512F and the problem is not empty; `store`'s pointer, if any, addresses
+    /// `o × ho × wo` elements laid out as `y`, which nothing else accesses meanwhile (a mask is
+    /// only read).
     #[cfg(target_arch = "x86_64")]
     pub(crate) unsafe fn run(
         &self,
@@ -224,7 +226,7 @@ impl Problem {
         scratch: &mut [f32],
         y: &mut [f32],
         bias: Option<&[f32]>,
-        relu: Option<(&mut [f32], bool)>,
+        store: Store,
     ) {
         let (p, ldw) = (self.ho * self.wo, self.ldw());
         assert!(bias.is_none_or(|b| b.len() >= ldw));
@@ -244,7 +246,7 @@ impl Problem {
             self.fill_source(img, src);
             let (sp, rp) = (src.as_ptr(), res.as_mut_ptr());
             self.grid().tiles(sp, offs, packed.as_ptr(), ldw, rp, init);
-            transpose_rows(res, p, self.o, ldw, y, p, relu);
+            transpose_rows(res, p, self.o, ldw, y, p, store);
         }
     }
 
@@ -364,7 +366,7 @@ impl Problem {
         // buffers checked above.
         unsafe {
             self.fill_source(img, src);
-            transpose_rows(dy, self.o, p, p, dyt, ldw, None);
+            transpose_rows(dy, self.o, p, p, dyt, ldw, Store::Plain);
             let dyt = &mut dyt[..p * ldw];
             if self.o < ldw {
                 // the transposed cotangent's rows have `ldw` elements: zero the padding lanes
@@ -410,7 +412,7 @@ impl Problem {
     pub(crate) unsafe fn kernel_grad_result(&self, acc_t: &[f32], dw: &mut [f32]) {
         let taps = self.taps();
         // SAFETY: the caller's contract.
-        unsafe { transpose_rows(acc_t, taps, self.o, self.ldw(), dw, taps, None) };
+        unsafe { transpose_rows(acc_t, taps, self.o, self.ldw(), dw, taps, Store::Plain) };
     }
 
     /// `P` taps (starting at `offs[0]`) × every channel of the kernel gradient; returns `P`.
@@ -658,7 +660,7 @@ impl PhasedInputGrad {
                     tmp.as_mut_ptr(),
                     std::ptr::null(),
                 );
-                transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, None);
+                transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, Store::Plain);
             }
         }
         for ci in 0..c {
@@ -982,12 +984,94 @@ unsafe fn strided_copy(src: &[f32], s: usize, dst: &mut [f32]) {
     }
 }
 
-/// `y[c·ldy + r] = res[r·ld + c]` for `r < rows`, `c < cols`, and with `relu` its ReLU at the
-/// same place of a second result (see [`relu_scalar`]): whole 16×16 blocks in registers, the
-/// edges element by element.
+/// What a transposing store writes for each sum `v` it stores at element `i` of its result `y`
+/// (pointers address a tensor laid out as `y`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Store {
+    /// `y[i] = v`.
+    Plain,
+    /// `y[i] = v` and `relu[i] = max(0, v)` (or `max(v, 0)` when the flag is false, see
+    /// [`relu_scalar`]): a forward convolution whose sum is kept beside its ReLU.
+    AlsoRelu(*mut f32, bool),
+    /// `y[i] = max(0, v)` (or `max(v, 0)`): only the ReLU is kept.
+    Relu(bool),
+    /// `y[i] = v` where `0 < mask[i]`, else 0: an input gradient times a ReLU's derivative,
+    /// read from the ReLU's result.
+    Mask(*const f32),
+}
+
+// SAFETY: a `Store` only carries pointers into arena values that the plan gives the convolution
+// (its tasks write disjoint blocks of them, or only read a mask).
+unsafe impl Send for Store {}
+// SAFETY: as above.
+unsafe impl Sync for Store {}
+
+impl Store {
+    /// The same store for the block starting `at` elements further.
+    pub(crate) fn offset(self, at: usize) -> Store {
+        match self {
+            Store::AlsoRelu(r, zero_first) => Store::AlsoRelu(r.wrapping_add(at), zero_first),
+            Store::Mask(m) => Store::Mask(m.wrapping_add(at)),
+            s => s,
+        }
+    }
+
+    /// Writes `v` (or what the store makes of it) at `y`, `at` elements from the block start.
+    ///
+    /// # Safety
+    /// `y` and the store's pointer advanced by `at` are valid for one element.
+    #[inline(always)]
+    unsafe fn scalar(self, y: *mut f32, at: usize, v: f32) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self {
+                Store::Plain => *y = v,
+                Store::AlsoRelu(r, zero_first) => {
+                    *y = v;
+                    *r.add(at) = relu_scalar(v, zero_first);
+                }
+                Store::Relu(zero_first) => *y = relu_scalar(v, zero_first),
+                Store::Mask(m) => *y = if 0.0 < *m.add(at) { v } else { 0.0 },
+            }
+        }
+    }
+
+    /// [`Store::scalar`] on 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `y` and the store's pointer advanced by `at` are valid for 16
+    /// elements.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn vector(self, y: *mut f32, at: usize, v: __m512) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self {
+                Store::Plain => _mm512_storeu_ps(y, v),
+                Store::AlsoRelu(r, zero_first) => {
+                    _mm512_storeu_ps(y, v);
+                    _mm512_storeu_ps(r.add(at), relu_vector(v, zero_first));
+                }
+                Store::Relu(zero_first) => _mm512_storeu_ps(y, relu_vector(v, zero_first)),
+                Store::Mask(m) => {
+                    let keep = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(
+                        _mm512_setzero_ps(),
+                        _mm512_loadu_ps(m.add(at)),
+                    );
+                    _mm512_storeu_ps(y, _mm512_maskz_mov_ps(keep, v))
+                }
+            }
+        }
+    }
+}
+
+/// `y[c·ldy + r] = res[r·ld + c]` for `r < rows`, `c < cols`, written through `store` (whose
+/// pointers address a tensor laid out as `y`): whole 16×16 blocks in registers, the edges
+/// element by element.
 ///
 /// # Safety
-/// The CPU has AVX-512F.
+/// The CPU has AVX-512F; `store`'s pointer, if any, is valid for `y`'s elements written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_rows(
@@ -997,7 +1081,7 @@ unsafe fn transpose_rows(
     ld: usize,
     y: &mut [f32],
     ldy: usize,
-    mut relu: Option<(&mut [f32], bool)>,
+    store: Store,
 ) {
     const B: usize = 16;
     if rows == 0 || cols == 0 {
@@ -1005,13 +1089,6 @@ unsafe fn transpose_rows(
     }
     assert!(cols <= ld && rows <= ldy);
     assert!(res.len() >= (rows - 1) * ld + cols && y.len() >= (cols - 1) * ldy + rows);
-    assert!(relu
-        .as_ref()
-        .is_none_or(|r| r.0.len() >= (cols - 1) * ldy + rows));
-    let relu_at = |r: &mut Option<(&mut [f32], bool)>, at: usize| {
-        r.as_mut()
-            .map(|(r, zero_first)| (r.as_mut_ptr().wrapping_add(at), *zero_first))
-    };
     let (full_r, full_c) = (rows / B * B, cols / B * B);
     for r0 in (0..full_r).step_by(B) {
         for c0 in (0..full_c).step_by(B) {
@@ -1022,19 +1099,17 @@ unsafe fn transpose_rows(
                     ld,
                     y.as_mut_ptr().add(c0 * ldy + r0),
                     ldy,
-                    relu_at(&mut relu, c0 * ldy + r0),
+                    store.offset(c0 * ldy + r0),
                 )
             };
         }
     }
     let mut edge = |r: usize, c: usize| {
-        // SAFETY: r < rows, c < cols (checked above).
+        // SAFETY: r < rows, c < cols (checked above), the store's pointer as `y` (the caller's
+        // contract).
         unsafe {
             let v = *res.get_unchecked(r * ld + c);
-            *y.get_unchecked_mut(c * ldy + r) = v;
-            if let Some((out, zero_first)) = relu.as_mut() {
-                *out.get_unchecked_mut(c * ldy + r) = relu_scalar(v, *zero_first);
-            }
+            store.scalar(y.as_mut_ptr().add(c * ldy + r), c * ldy + r, v);
         }
     };
     for r in 0..rows {
@@ -1049,21 +1124,15 @@ unsafe fn transpose_rows(
     }
 }
 
-/// `dst[c·ldd + r] = src[r·lds + c]` for a 16×16 block (and with `relu`, its ReLU at the same
-/// offsets from that pointer): unpacks, in-lane shuffles, then two rounds of 128-bit lane
+/// `dst[c·ldd + r] = src[r·lds + c]` for a 16×16 block, written through `store` (whose pointer
+/// is at the block's start): unpacks, in-lane shuffles, then two rounds of 128-bit lane
 /// shuffles.
 ///
 /// # Safety
-/// The CPU has AVX-512F; both blocks are inside their buffers.
+/// The CPU has AVX-512F; both blocks (and the store's) are inside their buffers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(
-    src: *const f32,
-    lds: usize,
-    dst: *mut f32,
-    ldd: usize,
-    relu: Option<(*mut f32, bool)>,
-) {
+unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, store: Store) {
     // SAFETY: the caller's contract.
     unsafe {
         let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * lds)));
@@ -1086,21 +1155,16 @@ unsafe fn transpose16(
                 _mm512_shuffle_ps::<0xEE>(a, b)
             }
         });
-        let store = |row: usize, v: __m512| {
-            _mm512_storeu_ps(dst.add(row * ldd), v);
-            if let Some((r, zero_first)) = relu {
-                _mm512_storeu_ps(r.add(row * ldd), relu_vector(v, zero_first));
-            }
-        };
+        let put = |row: usize, v: __m512| store.vector(dst.add(row * ldd), row * ldd, v);
         for k in 0..4 {
             let x0 = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
             let x1 = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
             let y0 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
             let y1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
-            store(k, _mm512_shuffle_f32x4::<0x88>(x0, y0));
-            store(k + 4, _mm512_shuffle_f32x4::<0x88>(x1, y1));
-            store(k + 8, _mm512_shuffle_f32x4::<0xDD>(x0, y0));
-            store(k + 12, _mm512_shuffle_f32x4::<0xDD>(x1, y1));
+            put(k, _mm512_shuffle_f32x4::<0x88>(x0, y0));
+            put(k + 4, _mm512_shuffle_f32x4::<0x88>(x1, y1));
+            put(k + 8, _mm512_shuffle_f32x4::<0xDD>(x0, y0));
+            put(k + 12, _mm512_shuffle_f32x4::<0xDD>(x1, y1));
         }
     }
 }

@@ -640,21 +640,39 @@ fn conv_bias_epilogue() {
         let w4 = b.input("w4", &[48, 8, 3, 3], dtype);
         let bias4 = b.input("bias4", &[1, 48, 1, 1], dtype);
         let h4 = (x4.conv2d(w4, 1, 1, 1, 1) + bias4).relu();
-        let loss = h2.sum(&[], false) + (h3 * h3).sum(&[], false) + h4.sum(&[], false);
-        let gs = grad(loss, &[x, w, bias, w2, bias2, bias3, w4, bias4]).unwrap();
+        // a chain whose input gradients end in a ReLU's gradient, read from the ReLU's result
+        // and applied by the convolution: unit stride (20 channels: a 16×16 block and edges of
+        // the transposing store) and stride 2 (per image, after the phases)
+        let x5 = b.input("x5", &[2, 5, 9, 10], dtype);
+        let w5 = b.input("w5", &[20, 5, 3, 3], dtype);
+        let w6 = b.input("w6", &[24, 20, 3, 3], dtype);
+        let w7 = b.input("w7", &[8, 24, 3, 3], dtype);
+        let h5 = x5.conv2d(w5, 1, 1, 1, 1).relu();
+        let h6 = h5.conv2d(w6, 1, 1, 1, 1).relu();
+        let h7 = h6.conv2d(w7, 2, 1, 1, 1);
+        let loss = h2.sum(&[], false)
+            + (h3 * h3).sum(&[], false)
+            + h4.sum(&[], false)
+            + h7.sum(&[], false);
+        let gs = grad(
+            loss,
+            &[x, w, bias, w2, bias2, bias3, w4, bias4, x5, w5, w6, w7],
+        )
+        .unwrap();
         let mut outs = vec![loss, h2, c3];
         outs.extend(gs);
         let g = b.finish(&outs).unwrap();
         let plan = Plan::compile(&optimize(&g, true).unwrap()).unwrap();
         let exe = CpuBackend::new().compile(&plan).unwrap();
-        // fusion puts each bias add and its ReLU in one group (the sum stored for the ReLU's
-        // gradient, the ReLU for the next layer): one step per convolution disappears; and each
+        // fusion puts each bias add and its ReLU in one group (storing the ReLU, and the sum
+        // too where the ReLU's gradient reads it): one step per convolution disappears; each
         // bias gradient (the cotangent summed over images and positions) is summed by the
-        // kernel gradient that reads the same cotangent
+        // kernel gradient that reads the same cotangent; the chain's two ReLU gradients are
+        // applied by the input gradients they follow
         assert_eq!(
             exe.kernel_count(),
-            plan.kernel_count() - 3 - 4,
-            "three bias adds and their ReLUs are done by their convolutions, four bias gradients by kernel gradients:\n{}",
+            plan.kernel_count() - 3 - 4 - 2,
+            "three bias adds and their ReLUs are done by their convolutions, four bias gradients by kernel gradients, two ReLU gradients by input gradients:\n{}",
             plan.text()
         );
         let mut rng = TestRng::new(13);

@@ -116,7 +116,10 @@ pub(crate) fn vjp_binary(
         // d max(a,b): the whole cotangent goes to `a` where a ≥ b (ties pick the first operand,
         // so a chain of maxima routes each window's gradient to its first maximum, as PyTorch does)
         Op::Max => {
-            let b_wins = a.lt(b);
+            // a < b exactly when a < max(a, b) (NaN and signed zeros included), so when `a` is a
+            // constant (relu is max(0, x)) the mask reads the result and the operand `b` (the
+            // pre-activation) need not be kept for the backward pass
+            let b_wins = if a.is_constant() { a.lt(y) } else { a.lt(b) };
             let zero = ct.zeros_like();
             vec![Some(b_wins.where_(zero, ct)), Some(b_wins.where_(ct, zero))]
         }
