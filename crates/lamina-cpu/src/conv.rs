@@ -421,12 +421,15 @@ impl Conv {
                         std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
                     };
                     let img = &x[ni * in_len..(ni + 1) * in_len];
+                    // the image this thread most likely takes next (rayon splits the range)
+                    let next = x.get((ni + 1) * in_len..(ni + 2) * in_len).unwrap_or(&[]);
                     // SAFETY: the CPU has AVX-512F and the problem is not empty
                     // (`implicit_problem`); the store's second result or mask holds one
                     // result (compiled so), whose block ni only this task touches.
                     unsafe {
                         let store = store.offset(ni * out_len);
-                        problem.run(img, (&packed, &offs), scratch, y, bias.as_deref(), store)
+                        let (bias, kernel) = (bias.as_deref(), (&packed[..], &offs[..]));
+                        problem.run(img, kernel, scratch, y, bias, store, next)
                     };
                 })
             });
@@ -530,21 +533,24 @@ impl Conv {
                 w,
             );
             let out = slots.ptr(self.out);
-            let epilogue = self.epilogue::<f32>(slots);
             let dx_len = c * h * wd;
+            // SAFETY: a mask slot holds one result (compiled so), only read meanwhile.
+            let mask = self
+                .mask
+                .map(|m| unsafe { slots.get::<f32>(m, n * dx_len) });
             self.each_image(threads, |ni, _| {
                 with_scratch::<f32, _>(phased.scratch_len(), |scratch| {
                     // SAFETY: image ni's gradient, written by this task only.
                     let dx = unsafe {
                         std::slice::from_raw_parts_mut(out.at::<f32>(ni * dx_len), dx_len)
                     };
+                    let mask = mask.map(|m| &m[ni * dx_len..(ni + 1) * dx_len]);
+                    // the image this thread most likely takes next (rayon splits the range)
+                    let next = dy.get((ni + 1) * dy_len..(ni + 2) * dy_len).unwrap_or(&[]);
+                    let dy = &dy[ni * dy_len..(ni + 1) * dy_len];
                     // SAFETY: the CPU has AVX-512F (`is_phased_input_grad`).
-                    unsafe { phased.run(&dy[ni * dy_len..(ni + 1) * dy_len], scratch, dx) };
+                    unsafe { phased.run(dy, scratch, dx, mask, next) };
                 });
-                if let Some(e) = &epilogue {
-                    // SAFETY: the block just written by this task.
-                    unsafe { e.apply(out, ni * dx_len, 0..c, h * wd) };
-                }
             });
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -212,7 +212,8 @@ impl Problem {
     /// `scratch` ([`Problem::scratch_len`]), `(packed, offs)` come from [`Problem::pack`] (or
     /// `pack_flipped`) and [`Problem::tap_offsets`]. With `bias` (`ldw` values) every sum starts
     /// from its channel's bias; `store` says what is written besides or instead of the sums (the
-    /// epilogue, while the block is in registers).
+    /// epilogue, while the block is in registers). `next` (the next image, say) is fetched into
+    /// L2 meanwhile.
     ///
     /// # Safety
     /// The CPU has AVX-512F and the problem is not empty; `store`'s pointer, if any, addresses
@@ -227,6 +228,7 @@ impl Problem {
         y: &mut [f32],
         bias: Option<&[f32]>,
         store: Store,
+        next: &[f32],
     ) {
         let (p, ldw) = (self.ho * self.wo, self.ldw());
         assert!(bias.is_none_or(|b| b.len() >= ldw));
@@ -245,7 +247,13 @@ impl Problem {
         unsafe {
             self.fill_source(img, src);
             let (sp, rp) = (src.as_ptr(), res.as_mut_ptr());
-            self.grid().tiles(sp, offs, packed.as_ptr(), ldw, rp, init);
+            let grid = self.grid();
+            let mask = match store {
+                Store::Mask(m) => std::slice::from_raw_parts(m, self.o * p),
+                _ => &[],
+            };
+            let mut prefetch = Prefetch::new([mask, next], grid.steps(offs.len()));
+            grid.tiles(sp, offs, packed.as_ptr(), ldw, rp, init, &mut prefetch);
             transpose_rows(res, p, self.o, ldw, y, p, store);
         }
     }
@@ -274,10 +282,63 @@ struct Grid {
     chunk: usize,
 }
 
+/// Memory a tile loop asks the cache to fetch into L2 a few lines per tile, for use after the
+/// loop (the next image's operand, the mask its epilogue reads): the fetches overlap the
+/// multiply-adds instead of stalling the first reads from main memory. Issuing them all at once
+/// would fill the core's miss buffers and stall the tiles.
+struct Prefetch {
+    regions: [(*const u8, usize); 2],
+    /// The next line: region and byte offset.
+    at: (usize, usize),
+    per_tile: usize,
+}
+
+/// Bytes per cache line.
+const LINE: usize = 64;
+
+impl Prefetch {
+    /// Fetches `regions` (slices of any element type; empty ones are skipped) over about `tiles`
+    /// tile steps.
+    fn new(regions: [&[f32]; 2], tiles: usize) -> Prefetch {
+        let lines: usize = regions.iter().map(|r| (r.len() * 4).div_ceil(LINE)).sum();
+        Prefetch {
+            regions: regions.map(|r| (r.as_ptr() as *const u8, r.len() * 4)),
+            at: (0, 0),
+            per_tile: lines.div_ceil(tiles.max(1)),
+        }
+    }
+
+    /// Issues the next few line fetches.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn step(&mut self) {
+        for _ in 0..self.per_tile {
+            let (mut r, mut off) = self.at;
+            while r < 2 && off >= self.regions[r].1 {
+                (r, off) = (r + 1, 0);
+            }
+            if r == 2 {
+                self.at = (2, 0);
+                return;
+            }
+            // SAFETY: a prefetch never faults; the address is inside region r anyway.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(self.regions[r].0.wrapping_add(off) as *const i8)
+            };
+            self.at = (r, off + LINE);
+        }
+    }
+}
+
 impl Grid {
+    /// Tile steps of [`Grid::tiles`] over `taps` taps (an estimate for [`Prefetch::new`]).
+    fn steps(&self, taps: usize) -> usize {
+        taps.div_ceil(self.chunk) * self.hw[0] * self.hw[1].div_ceil(TILE)
+    }
+
     /// Every tile: rows of output positions by `TILE`, then 4 and 1, one chunk of taps at a time
     /// (see [`Problem::grid`]); `res` gets `[position][ldw]`, each started from `init` (null, or
-    /// `ldw` values such as a bias).
+    /// `ldw` values such as a bias). Each tile step also issues `prefetch`'s next fetches.
     ///
     /// # Safety
     /// The CPU has AVX-512F; every position plus every offset is inside the source, `packed`
@@ -292,6 +353,7 @@ impl Grid {
         ldw: usize,
         res: *mut f32,
         init: *const f32,
+        prefetch: &mut Prefetch,
     ) {
         let [ho, wo] = self.hw;
         for (k, offs) in offs.chunks(self.chunk).enumerate() {
@@ -308,6 +370,7 @@ impl Grid {
                         )
                     };
                     let left = wo - ox;
+                    prefetch.step();
                     let args = TileArgs {
                         base,
                         offs,
@@ -619,21 +682,40 @@ impl PhasedInputGrad {
             + tiles.unwrap_or(0)
     }
 
-    /// The input gradient of one image: `dy` its cotangent, `dx` (`c × h × w`) the result.
+    /// The input gradient of one image: `dy` its cotangent, `dx` (`c × h × w`) the result, zero
+    /// where `mask` (laid out as `dx`, a ReLU's result) is not positive. `next` (the next
+    /// image's cotangent, say) is fetched into L2 meanwhile.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) unsafe fn run(&self, dy: &[f32], scratch: &mut [f32], dx: &mut [f32]) {
+    pub(crate) unsafe fn run(
+        &self,
+        dy: &[f32],
+        scratch: &mut [f32],
+        dx: &mut [f32],
+        mask: Option<&[f32]>,
+        next: &[f32],
+    ) {
         let (c, h, w) = (self.c, self.h, self.w);
         let [sh, sw] = self.stride;
         let ldw = c.next_multiple_of(LANES);
         let rl = self.fill.rl();
         let (res, rest) = scratch.split_at_mut(c * h * w);
         let (src, tmp) = rest.split_at_mut(self.fill.c * self.fill.hp() * rl);
-        assert!(dx.len() >= c * h * w);
+        assert!(dx.len() >= c * h * w && mask.is_none_or(|m| m.len() >= c * h * w));
         // SAFETY: the CPU has AVX-512F (the caller's contract).
         unsafe { self.fill.fill_source(dy, src) };
+        let chunk = |ph: &Phase| (CHUNK_TAPS / ph.per_channel.max(1)).max(1) * ph.per_channel;
+        let steps = self.phases.iter().map(|ph| {
+            let grid = Grid {
+                hw: ph.hw,
+                row_step: rl,
+                chunk: chunk(ph).max(1),
+            };
+            grid.steps(ph.offs.len())
+        });
+        let mut prefetch = Prefetch::new([mask.unwrap_or(&[]), next], steps.sum());
         for ph in &self.phases {
             let [ho, wo] = ph.hw;
             let out = &mut res[ph.at..ph.at + c * ho * wo];
@@ -647,7 +729,7 @@ impl PhasedInputGrad {
             let grid = Grid {
                 hw: ph.hw,
                 row_step: rl,
-                chunk: (CHUNK_TAPS / ph.per_channel).max(1) * ph.per_channel,
+                chunk: chunk(ph),
             };
             // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
             // above.
@@ -659,6 +741,7 @@ impl PhasedInputGrad {
                     ldw,
                     tmp.as_mut_ptr(),
                     std::ptr::null(),
+                    &mut prefetch,
                 );
                 transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, Store::Plain);
             }
@@ -673,13 +756,19 @@ impl PhasedInputGrad {
                     let [ho, wo] = ph.hw;
                     &res[ph.at + (ci * ho + j) * wo..][..wo]
                 };
+                let mask_row = mask.map(|m| &m[(ci * h + iy) * w..][..w]);
                 if sw == 2 {
                     // SAFETY: the CPU has AVX-512F (the caller's contract).
-                    unsafe { interleave2(phase_row(0), phase_row(1), row) };
+                    unsafe { interleave2(phase_row(0), phase_row(1), row, mask_row) };
                 } else {
                     for px in 0..sw.min(w) {
                         for (i, v) in phase_row(px).iter().enumerate() {
                             row[px + i * sw] = *v;
+                        }
+                    }
+                    if let Some(m) = mask_row {
+                        for (v, &m) in row.iter_mut().zip(m) {
+                            *v = if 0.0 < m { *v } else { 0.0 };
                         }
                     }
                 }
@@ -688,18 +777,29 @@ impl PhasedInputGrad {
     }
 }
 
-/// `dst[2i] = even[i]`, `dst[2i + 1] = odd[i]` (`even` has `⌈n/2⌉` elements, `odd` `⌊n/2⌋`).
+/// `dst[2i] = even[i]`, `dst[2i + 1] = odd[i]` (`even` has `⌈n/2⌉` elements, `odd` `⌊n/2⌋`), and 0
+/// wherever `keep` (if given) is not positive.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave2(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+unsafe fn interleave2(even: &[f32], odd: &[f32], dst: &mut [f32], keep: Option<&[f32]>) {
     let n = dst.len();
     assert!(even.len() == n.div_ceil(2) && odd.len() == n / 2);
+    assert!(keep.is_none_or(|k| k.len() >= n));
     let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let (ep, op, dp) = (even.as_ptr(), odd.as_ptr(), dst.as_mut_ptr());
+    // the lanes of the 16 values at `at` to keep: all, or where `keep` is positive
+    let kept = |at: usize, lanes: u16| match keep {
+        // SAFETY: a masked load below `keep`'s length (checked above).
+        Some(k) => unsafe {
+            let m = _mm512_maskz_loadu_ps(lanes, k.as_ptr().add(at));
+            lanes & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_setzero_ps(), m)
+        },
+        None => lanes,
+    };
     // SAFETY: masked loads and stores stay below each slice's length.
     unsafe {
         for i in (0..even.len()).step_by(16) {
@@ -710,9 +810,16 @@ unsafe fn interleave2(even: &[f32], odd: &[f32], dst: &mut [f32]) {
                 _mm512_permutex2var_ps(a, lo, b),
                 _mm512_permutex2var_ps(a, hi, b),
             );
-            _mm512_mask_storeu_ps(dp.add(2 * i), mask(left), l);
+            let lanes = mask(left);
+            _mm512_mask_storeu_ps(
+                dp.add(2 * i),
+                lanes,
+                _mm512_maskz_mov_ps(kept(2 * i, lanes), l),
+            );
             if left > 16 {
-                _mm512_mask_storeu_ps(dp.add(2 * i + 16), mask(left - 16), r);
+                let lanes = mask(left - 16);
+                let r = _mm512_maskz_mov_ps(kept(2 * i + 16, lanes), r);
+                _mm512_mask_storeu_ps(dp.add(2 * i + 16), lanes, r);
             }
         }
     }

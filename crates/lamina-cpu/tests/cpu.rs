@@ -650,15 +650,20 @@ fn conv_bias_epilogue() {
         let h5 = x5.conv2d(w5, 1, 1, 1, 1).relu();
         let h6 = h5.conv2d(w6, 1, 1, 1, 1).relu();
         let h7 = h6.conv2d(w7, 2, 1, 1, 1);
+        // and stride 3 (no vector interleave)
+        let x8 = b.input("x8", &[2, 5, 11, 10], dtype);
+        let w8 = b.input("w8", &[12, 5, 3, 3], dtype);
+        let w9 = b.input("w9", &[6, 12, 3, 3], dtype);
+        let h9 = x8.conv2d(w8, 1, 1, 1, 1).relu().conv2d(w9, 3, 1, 1, 1);
         let loss = h2.sum(&[], false)
             + (h3 * h3).sum(&[], false)
             + h4.sum(&[], false)
-            + h7.sum(&[], false);
-        let gs = grad(
-            loss,
-            &[x, w, bias, w2, bias2, bias3, w4, bias4, x5, w5, w6, w7],
-        )
-        .unwrap();
+            + h7.sum(&[], false)
+            + h9.sum(&[], false);
+        let params = [
+            x, w, bias, w2, bias2, bias3, w4, bias4, x5, w5, w6, w7, w8, w9,
+        ];
+        let gs = grad(loss, &params).unwrap();
         let mut outs = vec![loss, h2, c3];
         outs.extend(gs);
         let g = b.finish(&outs).unwrap();
@@ -667,12 +672,12 @@ fn conv_bias_epilogue() {
         // fusion puts each bias add and its ReLU in one group (storing the ReLU, and the sum
         // too where the ReLU's gradient reads it): one step per convolution disappears; each
         // bias gradient (the cotangent summed over images and positions) is summed by the
-        // kernel gradient that reads the same cotangent; the chain's two ReLU gradients are
+        // kernel gradient that reads the same cotangent; the chains' three ReLU gradients are
         // applied by the input gradients they follow
         assert_eq!(
             exe.kernel_count(),
-            plan.kernel_count() - 3 - 4 - 2,
-            "three bias adds and their ReLUs are done by their convolutions, four bias gradients by kernel gradients, two ReLU gradients by input gradients:\n{}",
+            plan.kernel_count() - 3 - 4 - 3,
+            "three bias adds and their ReLUs are done by their convolutions, four bias gradients by kernel gradients, three ReLU gradients by input gradients:\n{}",
             plan.text()
         );
         let mut rng = TestRng::new(13);
