@@ -429,7 +429,7 @@ impl Conv {
                     unsafe {
                         let store = store.offset(ni * out_len);
                         let (bias, kernel) = (bias.as_deref(), (&packed[..], &offs[..]));
-                        problem.run(img, kernel, scratch, y, bias, store, next)
+                        problem.run(img, kernel, scratch, (y, store), bias, next)
                     };
                 })
             });

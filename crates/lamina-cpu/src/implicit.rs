@@ -225,9 +225,8 @@ impl Problem {
         img: &[f32],
         (packed, offs): (&[f32], &[u32]),
         scratch: &mut [f32],
-        y: &mut [f32],
+        (y, store): (&mut [f32], Store),
         bias: Option<&[f32]>,
-        store: Store,
         next: &[f32],
     ) {
         let (p, ldw) = (self.ho * self.wo, self.ldw());
@@ -253,7 +252,7 @@ impl Problem {
                 _ => &[],
             };
             let mut prefetch = Prefetch::new([mask, next], grid.steps(offs.len()));
-            grid.tiles(sp, offs, packed.as_ptr(), ldw, rp, init, &mut prefetch);
+            grid.tiles(sp, offs, packed.as_ptr(), ldw, (rp, init), &mut prefetch);
             transpose_rows(res, p, self.o, ldw, y, p, store);
         }
     }
@@ -351,8 +350,7 @@ impl Grid {
         offs: &[u32],
         packed: *const f32,
         ldw: usize,
-        res: *mut f32,
-        init: *const f32,
+        (res, init): (*mut f32, *const f32),
         prefetch: &mut Prefetch,
     ) {
         let [ho, wo] = self.hw;
@@ -739,8 +737,7 @@ impl PhasedInputGrad {
                     &ph.offs,
                     ph.packed.as_ptr(),
                     ldw,
-                    tmp.as_mut_ptr(),
-                    std::ptr::null(),
+                    (tmp.as_mut_ptr(), std::ptr::null()),
                     &mut prefetch,
                 );
                 transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, Store::Plain);
