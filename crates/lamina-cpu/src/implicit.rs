@@ -35,9 +35,6 @@ const LANES: usize = 16;
 /// About this many taps per pass of the forward tiles over an image (8 channels of a 3×3
 /// kernel).
 const CHUNK_TAPS: usize = 72;
-/// About this many output positions per pass of the kernel-gradient tiles (whole output rows):
-/// 16 KiB of one 32-channel block of the transposed cotangent, read by every tap tile.
-const KG_BLOCK_POSITIONS: usize = 128;
 
 /// One image's correlation: `c` input channels of `h × w`, `o` output channels of `ho × wo`, a
 /// `kh × kw` kernel with `stride`, `dilation` and low padding `pad` (negative crops).
@@ -438,25 +435,31 @@ impl Problem {
                     row[self.o..].fill(0.0);
                 }
             }
-            // output rows in blocks whose transposed cotangent (one 32-channel block of it)
-            // stays in L1 while every tap tile reads it
-            let rows = (KG_BLOCK_POSITIONS / self.wo).max(1);
-            for oy0 in (0..self.ho).step_by(rows) {
-                let block = oy0..(oy0 + rows).min(self.ho);
-                let mut t0 = 0;
-                while t0 < taps {
-                    let (left, s, acc) =
-                        (taps - t0, src.as_ptr(), acc_t.as_mut_ptr().add(t0 * ldw));
-                    let offs = &offs[t0..];
-                    let b = block.clone();
-                    t0 += if left >= TILE {
-                        self.kernel_grad_taps::<TILE>(s, offs, dyt.as_ptr(), acc, b)
-                    } else if left >= 4 {
-                        self.kernel_grad_taps::<4>(s, offs, dyt.as_ptr(), acc, b)
-                    } else {
-                        self.kernel_grad_taps::<1>(s, offs, dyt.as_ptr(), acc, b)
-                    };
-                }
+            let mut t0 = 0;
+            while t0 < taps {
+                let left = taps - t0;
+                t0 += if left >= TILE {
+                    self.kernel_grad_taps::<TILE>(
+                        src.as_ptr(),
+                        &offs[t0..],
+                        dyt.as_ptr(),
+                        acc_t.as_mut_ptr().add(t0 * ldw),
+                    )
+                } else if left >= 4 {
+                    self.kernel_grad_taps::<4>(
+                        src.as_ptr(),
+                        &offs[t0..],
+                        dyt.as_ptr(),
+                        acc_t.as_mut_ptr().add(t0 * ldw),
+                    )
+                } else {
+                    self.kernel_grad_taps::<1>(
+                        src.as_ptr(),
+                        &offs[t0..],
+                        dyt.as_ptr(),
+                        acc_t.as_mut_ptr().add(t0 * ldw),
+                    )
+                };
             }
         }
     }
@@ -473,8 +476,7 @@ impl Problem {
         unsafe { transpose_rows(acc_t, taps, self.o, self.ldw(), dw, taps, Store::Plain) };
     }
 
-    /// `P` taps (starting at `offs[0]`) × every channel of the kernel gradient, over output
-    /// rows `rows`; returns `P`.
+    /// `P` taps (starting at `offs[0]`) × every channel of the kernel gradient; returns `P`.
     ///
     /// # Safety
     /// As [`grad_tile`], for all `ldw` channels.
@@ -486,7 +488,6 @@ impl Problem {
         offs: &[u32],
         dyt: *const f32,
         acc: *mut f32,
-        rows: std::ops::Range<usize>,
     ) -> usize {
         let ldw = self.ldw();
         let bases: [*const f32; P] = std::array::from_fn(|i| {
@@ -497,18 +498,18 @@ impl Problem {
         // SAFETY: channel blocks below `ldw` (the caller's contract).
         unsafe {
             while v0 + 2 * LANES <= ldw {
-                self.grad_tile::<P, 2>(&bases, dyt.add(v0), acc.add(v0), rows.clone());
+                self.grad_tile::<P, 2>(&bases, dyt.add(v0), acc.add(v0));
                 v0 += 2 * LANES;
             }
             if v0 < ldw {
-                self.grad_tile::<P, 1>(&bases, dyt.add(v0), acc.add(v0), rows);
+                self.grad_tile::<P, 1>(&bases, dyt.add(v0), acc.add(v0));
             }
         }
         P
     }
 
-    /// `acc[p·ldw + 16v + l] += Σ_{oy ∈ rows, ox} bases[p][oy·sh·rl + ox] · dyt[(oy·wo + ox)·ldw +
-    /// 16v + l]`: `P·V` accumulators over those output rows' positions.
+    /// `acc[p·ldw + 16v + l] += Σ_{oy,ox} bases[p][oy·sh·rl + ox] · dyt[(oy·wo + ox)·ldw + 16v +
+    /// l]`: `P·V` accumulators over the image's positions.
     ///
     /// # Safety
     /// The CPU has AVX-512F; every `bases[p]` is a tap's position 0 in the source, `dyt` holds
@@ -521,13 +522,12 @@ impl Problem {
         bases: &[*const f32; P],
         dyt: *const f32,
         acc_io: *mut f32,
-        rows: std::ops::Range<usize>,
     ) {
         let (ldw, step) = (self.ldw(), self.stride[0] * self.rl());
         // SAFETY: every address is inside the ranges of the contract.
         unsafe {
             let mut acc = load_tile::<P, V>(acc_io, ldw);
-            for oy in rows {
+            for oy in 0..self.ho {
                 let row = oy * step;
                 let mut d = dyt.add(oy * self.wo * ldw);
                 for ox in row..row + self.wo {
