@@ -40,6 +40,13 @@ use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
 
+/// Per-image work that writes image `ni`'s result into a buffer: `work(ni, buffer)`.
+type ImageWork<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+
+/// Where a kernel gradient takes each image's cotangent from: its slot (`None`), or the input
+/// gradient's per-image work (`Conv::then`).
+type Cotangent<'a> = Option<&'a ImageWork<'a>>;
+
 /// Convolutions with fewer multiply-adds than this run on one thread.
 const PAR_MIN: usize = 1 << 16;
 
@@ -71,6 +78,10 @@ pub(crate) struct Conv {
     /// Input-gradient kind: keep the result only where this slot's value (a ReLU's result, shaped
     /// as the result) is positive, zero elsewhere: `where(0 < m, dx, 0)`, the ReLU's gradient.
     pub(crate) mask: Option<usize>,
+    /// Input-gradient kind: the kernel gradient that is the only reader of this result (its
+    /// cotangent), run with it image by image: each image's result goes from cache to the kernel
+    /// gradient's sums and is never stored (see [`Conv::is_per_image_input_grad`]).
+    pub(crate) then: Option<Box<Conv>>,
     /// Kernel-gradient kind: also write the cotangent's sum over images and positions, per
     /// channel (`o` elements: the bias gradient), into this slot.
     pub(crate) bias_grad: Option<usize>,
@@ -92,9 +103,24 @@ thread_local! {
     static SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// Per-thread buffer for one image's cotangent that an input gradient hands to the kernel
+    /// gradient run with it (`Conv::then`).
+    static COTANGENT: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+}
+
 /// Runs `f` with a scratch slice of `len` elements (contents unspecified).
 fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
-    SCRATCH.with(|s| {
+    with_buffer(&SCRATCH, len, f)
+}
+
+/// Runs `f` with `len` elements (contents unspecified) of the thread's buffer `key`.
+fn with_buffer<T: GemmElem, R>(
+    key: &'static std::thread::LocalKey<Cell<Vec<f64>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with(|s| {
         // `take` leaves an empty vector behind, so a nested call (rayon work stealing inside
         // gemm) gets its own buffer instead of aliasing this one.
         let mut v = s.take();
@@ -136,12 +162,14 @@ impl Conv {
     pub(crate) unsafe fn run(&self, slots: &Slots, threads: usize) {
         // SAFETY: guaranteed by the caller.
         unsafe {
-            if self.f64 {
+            if let Some(kg) = &self.then {
+                self.input_then_kernel_grad(kg, slots, threads)
+            } else if self.f64 {
                 self.go::<f64>(slots, threads)
             } else if self.is_direct() {
                 match self.kind {
                     ConvKind::Forward => self.forward_direct(slots, threads),
-                    _ => self.kernel_grad_direct(slots, threads),
+                    _ => self.kernel_grad_direct(slots, threads, None),
                 }
             } else if let Some(problem) = self.implicit_problem() {
                 self.implicit(slots, threads, &problem)
@@ -217,38 +245,47 @@ impl Conv {
     }
 
     /// The direct kernel gradient (see `is_direct`): each thread sums a range of images, each
-    /// zero-padded into scratch, with `direct_kernel_grad` (`sum_over_images`).
+    /// zero-padded into scratch, with `direct_kernel_grad` (`sum_over_images`). With
+    /// `cotangent`, each image's cotangent is not read from its slot but written by
+    /// `cotangent(ni, buffer)` (see [`Conv::then`]).
     ///
     /// # Safety
     /// As [`Conv::run`], and `is_direct()` holds.
-    unsafe fn kernel_grad_direct(&self, slots: &Slots, threads: usize) {
+    unsafe fn kernel_grad_direct(&self, slots: &Slots, threads: usize, cotangent: Cotangent) {
         #[cfg(target_arch = "x86_64")]
         {
             let [n, c, h, wd] = self.input;
             let [o, _, kh, kw] = self.kernel;
             let [ho, wo] = self.out_hw;
-            let taps = c * kh * kw;
+            let (taps, dy_len) = (c * kh * kw, o * ho * wo);
             // SAFETY: the operand slots hold the checked geometry's lengths (the caller's
-            // contract).
-            let (x, dy) = unsafe {
-                (
-                    slots.get::<f32>(self.a, n * c * h * wd),
-                    slots.get::<f32>(self.b, n * o * ho * wo),
-                )
+            // contract; a cotangent made image by image has no slot).
+            let x = unsafe { slots.get::<f32>(self.a, n * c * h * wd) };
+            let dy = match cotangent {
+                None => unsafe { slots.get::<f32>(self.b, n * dy_len) },
+                Some(_) => &[],
             };
             let g = self.direct_geometry();
             let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
                 // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
                 let (dw, mut db) = unsafe { range_results(res, o, taps) };
-                with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
-                    for ni in range {
-                        self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
-                        let dyi = &dy[ni * o * ho * wo..(ni + 1) * o * ho * wo];
-                        // SAFETY: the CPU has AVX-512F (`is_direct`); the buffers have the
-                        // sizes `direct_kernel_grad` reads.
-                        unsafe { direct_kernel_grad(xp, dyi, dw, db.as_deref_mut(), &g) };
+                for ni in range {
+                    let mut add = |dyi: &[f32]| {
+                        with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
+                            self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
+                            // SAFETY: the CPU has AVX-512F (`is_direct`); the buffers have the
+                            // sizes `direct_kernel_grad` reads.
+                            unsafe { direct_kernel_grad(xp, dyi, dw, db.as_deref_mut(), &g) };
+                        })
+                    };
+                    match cotangent {
+                        Some(make) => with_buffer::<f32, _>(&COTANGENT, dy_len, |dyi| {
+                            make(ni, dyi);
+                            add(dyi)
+                        }),
+                        None => add(&dy[ni * dy_len..(ni + 1) * dy_len]),
                     }
-                })
+                }
             };
             let db = self.bias_grad.map(|s| slots.ptr(s));
             self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);
@@ -379,63 +416,82 @@ impl Conv {
         {
             if let ConvKind::KernelGrad { .. } = self.kind {
                 // SAFETY: forwarded from the caller.
-                return unsafe { self.implicit_kernel_grad(slots, threads, problem) };
+                return unsafe { self.implicit_kernel_grad(slots, threads, problem, None) };
             }
-            let n = self.input[0];
-            let in_len = problem.c * problem.h * problem.w;
-            let p = problem.ho * problem.wo;
-            let out_len = problem.o * p;
-            // SAFETY (three reads): the operand and bias slots hold the checked geometry's
-            // lengths (the caller's contract).
-            let (x, w) = unsafe {
-                (
-                    slots.get::<f32>(self.a, n * in_len),
-                    slots.get::<f32>(self.b, self.kernel.iter().product()),
-                )
-            };
-            // the bias, padded to whole vectors, starts every sum (it is the epilogue's add)
-            let bias = self.bias.map(|b| {
-                let mut v = vec![0.0f32; problem.ldw()];
-                // SAFETY: a bias slot holds `o` elements (compiled so).
-                v[..problem.o].copy_from_slice(unsafe { slots.get::<f32>(b, problem.o) });
-                v
-            });
+            let out_len = problem.o * problem.ho * problem.wo;
             let out = slots.ptr(self.out);
-            // what the transposing store writes besides (or instead of) the sums
-            let store = match (self.relu, self.mask) {
-                (Some((r, zero_first)), _) if r == self.out => Store::Relu(zero_first),
-                (Some((r, zero_first)), _) => Store::AlsoRelu(slots.ptr(r).at(0), zero_first),
-                (None, Some(m)) => Store::Mask(slots.ptr(m).at::<f32>(0)),
-                (None, None) => Store::Plain,
-            };
-            let mut packed = vec![0.0; problem.packed_len()];
-            match self.kind {
-                ConvKind::Forward => problem.pack(w, &mut packed),
-                _ => problem.pack_flipped(w, &mut packed),
-            }
-            let offs = problem.tap_offsets();
+            // SAFETY: forwarded from the caller.
+            let image = unsafe { self.implicit_image(slots, *problem) };
             self.each_image(threads, |ni, _| {
-                with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
-                    // SAFETY: image ni's result block, written by this task only.
-                    let y = unsafe {
-                        std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
-                    };
-                    let img = &x[ni * in_len..(ni + 1) * in_len];
-                    // the image this thread most likely takes next (rayon splits the range)
-                    let next = x.get((ni + 1) * in_len..(ni + 2) * in_len).unwrap_or(&[]);
-                    // SAFETY: the CPU has AVX-512F and the problem is not empty
-                    // (`implicit_problem`); the store's second result or mask holds one
-                    // result (compiled so), whose block ni only this task touches.
-                    unsafe {
-                        let store = store.offset(ni * out_len);
-                        let (bias, kernel) = (bias.as_deref(), (&packed[..], &offs[..]));
-                        problem.run(img, kernel, scratch, (y, store), bias, next)
-                    };
+                // SAFETY: image ni's result block, written by this task only.
+                image(ni, unsafe {
+                    std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
                 })
             });
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads, problem);
+    }
+
+    /// The per-image work of an implicit forward convolution or unit-stride input gradient:
+    /// `image(ni, y)` writes image ni's result into `y` (`o × ho × wo` of the problem), with the
+    /// epilogue (bias, ReLU, or the mask of image ni).
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `problem` comes from `implicit_problem()` for a forward convolution
+    /// or an input gradient.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn implicit_image<'a>(
+        &'a self,
+        slots: &'a Slots,
+        problem: Problem,
+    ) -> impl Fn(usize, &mut [f32]) + Sync + 'a {
+        let n = self.input[0];
+        let in_len = problem.c * problem.h * problem.w;
+        let out_len = problem.o * problem.ho * problem.wo;
+        // SAFETY (three reads): the operand and bias slots hold the checked geometry's lengths
+        // (the caller's contract).
+        let (x, w) = unsafe {
+            (
+                slots.get::<f32>(self.a, n * in_len),
+                slots.get::<f32>(self.b, self.kernel.iter().product()),
+            )
+        };
+        // the bias, padded to whole vectors, starts every sum (it is the epilogue's add)
+        let bias = self.bias.map(|b| {
+            let mut v = vec![0.0f32; problem.ldw()];
+            // SAFETY: a bias slot holds `o` elements (compiled so).
+            v[..problem.o].copy_from_slice(unsafe { slots.get::<f32>(b, problem.o) });
+            v
+        });
+        // what the transposing store writes besides (or instead of) the sums
+        let store = match (self.relu, self.mask) {
+            (Some((r, zero_first)), _) if r == self.out => Store::Relu(zero_first),
+            (Some((r, zero_first)), _) => Store::AlsoRelu(slots.ptr(r).at(0), zero_first),
+            (None, Some(m)) => Store::Mask(slots.ptr(m).at::<f32>(0)),
+            (None, None) => Store::Plain,
+        };
+        let mut packed = vec![0.0; problem.packed_len()];
+        match self.kind {
+            ConvKind::Forward => problem.pack(w, &mut packed),
+            _ => problem.pack_flipped(w, &mut packed),
+        }
+        let offs = problem.tap_offsets();
+        move |ni, y| {
+            with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
+                let img = &x[ni * in_len..(ni + 1) * in_len];
+                // the image this thread most likely takes next (rayon splits the range)
+                let next = x.get((ni + 1) * in_len..(ni + 2) * in_len).unwrap_or(&[]);
+                // SAFETY: the CPU has AVX-512F and the problem is not empty
+                // (`implicit_problem`); the store's second result or mask holds one result
+                // (compiled so), whose block ni only this image's task touches.
+                unsafe {
+                    let store = store.offset(ni * out_len);
+                    let (bias, kernel) = (bias.as_deref(), (&packed[..], &offs[..]));
+                    problem.run(img, kernel, scratch, (&mut y[..out_len], store), bias, next)
+                };
+            })
+        }
     }
 
     /// An implicit-gemm kernel gradient (see `implicit_problem`): each thread sums a range of
@@ -445,42 +501,56 @@ impl Conv {
     /// # Safety
     /// As [`Conv::run`], and `problem` comes from `implicit_problem()` for this kernel gradient.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn implicit_kernel_grad(&self, slots: &Slots, threads: usize, problem: &Problem) {
+    unsafe fn implicit_kernel_grad(
+        &self,
+        slots: &Slots,
+        threads: usize,
+        problem: &Problem,
+        cotangent: Cotangent,
+    ) {
         let n = self.input[0];
         let in_len = problem.c * problem.h * problem.w;
         let p = problem.ho * problem.wo;
         let (o, taps, ldw) = (problem.o, problem.taps(), problem.ldw());
-        // SAFETY: the operand slots hold the checked geometry's lengths (the caller's contract).
-        let (x, dy) = unsafe {
-            (
-                slots.get::<f32>(self.a, n * in_len),
-                slots.get::<f32>(self.b, n * o * p),
-            )
+        // SAFETY: the operand slots hold the checked geometry's lengths (the caller's contract;
+        // a cotangent made image by image has no slot).
+        let x = unsafe { slots.get::<f32>(self.a, n * in_len) };
+        let dy = match cotangent {
+            None => unsafe { slots.get::<f32>(self.b, n * o * p) },
+            Some(_) => &[],
         };
         let offs = problem.tap_offsets();
         let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
             // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
             let (dw, mut db) = unsafe { range_results(res, o, taps) };
             let mut acc_t = vec![0.0f32; taps * ldw];
-            with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
-                for ni in range {
-                    let dyi = &dy[ni * o * p..(ni + 1) * o * p];
-                    // SAFETY: the CPU has AVX-512F and the problem is not empty
-                    // (`implicit_problem`).
-                    unsafe {
-                        problem.add_kernel_grad(
-                            &x[ni * in_len..(ni + 1) * in_len],
-                            dyi,
-                            &offs,
-                            scratch,
-                            &mut acc_t,
-                        )
-                    };
+            for ni in range {
+                let mut add = |dyi: &[f32]| {
+                    with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
+                        // SAFETY: the CPU has AVX-512F and the problem is not empty
+                        // (`implicit_problem`).
+                        unsafe {
+                            problem.add_kernel_grad(
+                                &x[ni * in_len..(ni + 1) * in_len],
+                                dyi,
+                                &offs,
+                                scratch,
+                                &mut acc_t,
+                            )
+                        };
+                    });
                     if let Some(db) = db.as_deref_mut() {
                         add_row_sums(dyi, p, db);
                     }
+                };
+                match cotangent {
+                    Some(make) => with_buffer::<f32, _>(&COTANGENT, o * p, |dyi| {
+                        make(ni, dyi);
+                        add(dyi)
+                    }),
+                    None => add(&dy[ni * o * p..(ni + 1) * o * p]),
                 }
-            });
+            }
             // SAFETY: the CPU has AVX-512F (`implicit_problem`).
             unsafe { problem.kernel_grad_result(&acc_t, dw) };
         };
@@ -513,48 +583,105 @@ impl Conv {
     unsafe fn phased_input_grad(&self, slots: &Slots, threads: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            let [n, c, h, wd] = self.input;
-            let o = self.kernel[0];
-            let dy_len = o * self.out_hw[0] * self.out_hw[1];
-            // SAFETY: the operand slots hold the checked geometry's lengths (the caller's
-            // contract).
-            let (dy, w) = unsafe {
-                (
-                    slots.get::<f32>(self.a, n * dy_len),
-                    slots.get::<f32>(self.b, self.kernel.iter().product()),
-                )
-            };
-            let phased = PhasedInputGrad::new(
-                self.input,
-                self.kernel,
-                self.out_hw,
-                self.stride,
-                self.pad_lo,
-                w,
-            );
+            let [_, c, h, wd] = self.input;
             let out = slots.ptr(self.out);
             let dx_len = c * h * wd;
-            // SAFETY: a mask slot holds one result (compiled so), only read meanwhile.
-            let mask = self
-                .mask
-                .map(|m| unsafe { slots.get::<f32>(m, n * dx_len) });
+            // SAFETY: forwarded from the caller.
+            let image = unsafe { self.phased_image(slots) };
             self.each_image(threads, |ni, _| {
-                with_scratch::<f32, _>(phased.scratch_len(), |scratch| {
-                    // SAFETY: image ni's gradient, written by this task only.
-                    let dx = unsafe {
-                        std::slice::from_raw_parts_mut(out.at::<f32>(ni * dx_len), dx_len)
-                    };
-                    let mask = mask.map(|m| &m[ni * dx_len..(ni + 1) * dx_len]);
-                    // the image this thread most likely takes next (rayon splits the range)
-                    let next = dy.get((ni + 1) * dy_len..(ni + 2) * dy_len).unwrap_or(&[]);
-                    let dy = &dy[ni * dy_len..(ni + 1) * dy_len];
-                    // SAFETY: the CPU has AVX-512F (`is_phased_input_grad`).
-                    unsafe { phased.run(dy, scratch, dx, mask, next) };
-                });
+                // SAFETY: image ni's gradient, written by this task only.
+                image(ni, unsafe {
+                    std::slice::from_raw_parts_mut(out.at::<f32>(ni * dx_len), dx_len)
+                })
             });
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads);
+    }
+
+    /// The per-image work of a phased input gradient: `image(ni, dx)` writes image ni's
+    /// gradient (masked, with a mask) into `dx` (`c × h × w`).
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `is_phased_input_grad()` holds.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn phased_image<'a>(
+        &'a self,
+        slots: &'a Slots,
+    ) -> impl Fn(usize, &mut [f32]) + Sync + 'a {
+        let [n, c, h, wd] = self.input;
+        let o = self.kernel[0];
+        let dy_len = o * self.out_hw[0] * self.out_hw[1];
+        // SAFETY: the operand slots hold the checked geometry's lengths (the caller's contract).
+        let (dy, w) = unsafe {
+            (
+                slots.get::<f32>(self.a, n * dy_len),
+                slots.get::<f32>(self.b, self.kernel.iter().product()),
+            )
+        };
+        let phased = PhasedInputGrad::new(
+            self.input,
+            self.kernel,
+            self.out_hw,
+            self.stride,
+            self.pad_lo,
+            w,
+        );
+        let dx_len = c * h * wd;
+        // SAFETY: a mask slot holds one result (compiled so), only read meanwhile.
+        let mask = self
+            .mask
+            .map(|m| unsafe { slots.get::<f32>(m, n * dx_len) });
+        move |ni, dx| {
+            with_scratch::<f32, _>(phased.scratch_len(), |scratch| {
+                let mask = mask.map(|m| &m[ni * dx_len..(ni + 1) * dx_len]);
+                // the image this thread most likely takes next (rayon splits the range)
+                let next = dy.get((ni + 1) * dy_len..(ni + 2) * dy_len).unwrap_or(&[]);
+                let dy = &dy[ni * dy_len..(ni + 1) * dy_len];
+                // SAFETY: the CPU has AVX-512F (`is_phased_input_grad`).
+                unsafe { phased.run(dy, scratch, &mut dx[..dx_len], mask, next) };
+            })
+        }
+    }
+
+    /// Whether this input gradient can hand its result to a kernel gradient image by image
+    /// (`then`): the implicit and phased paths work per image.
+    pub(crate) fn is_per_image_input_grad(&self) -> bool {
+        matches!(self.kind, ConvKind::InputGrad { .. })
+            && (self.implicit_problem().is_some() || self.is_phased_input_grad())
+    }
+
+    /// Whether this kernel gradient can take its cotangent image by image from an input
+    /// gradient (`then`): the direct and implicit paths work per image.
+    pub(crate) fn is_per_image_kernel_grad(&self) -> bool {
+        matches!(self.kind, ConvKind::KernelGrad { .. })
+            && (self.is_direct() || self.implicit_problem().is_some())
+    }
+
+    /// This input gradient and the kernel gradient `kg` that reads it (see `then`): each range
+    /// of images' kernel-gradient sums takes every image's cotangent from this convolution's
+    /// per-image work, written into a per-thread buffer in cache instead of the arena.
+    ///
+    /// # Safety
+    /// As [`Conv::run`] for both, with `is_per_image_input_grad()` and
+    /// `kg.is_per_image_kernel_grad()`.
+    unsafe fn input_then_kernel_grad(&self, kg: &Conv, slots: &Slots, threads: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY (all): forwarded from the caller.
+            let make: Box<ImageWork> = match self.implicit_problem() {
+                Some(problem) => Box::new(unsafe { self.implicit_image(slots, problem) }),
+                None => Box::new(unsafe { self.phased_image(slots) }),
+            };
+            let cotangent: Cotangent = Some(&*make);
+            if kg.is_direct() {
+                unsafe { kg.kernel_grad_direct(slots, threads, cotangent) }
+            } else if let Some(problem) = kg.implicit_problem() {
+                unsafe { kg.implicit_kernel_grad(slots, threads, &problem, cotangent) }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (kg, slots, threads);
     }
 
     /// A 1×1 kernel with unit stride and no padding multiplies the image directly.

@@ -170,10 +170,13 @@ impl CpuExecutable {
                         Kernel::Conv(conv)
                     }
                     Kernel::Conv(mut conv) => {
-                        if let Some((mask, out, t2)) = b.mask_epilogue(*id, t)? {
-                            conv.mask = Some(mask);
-                            conv.out = out;
-                            absorbed[t2] = true;
+                        // the value the convolution writes (its own, or the masked one)
+                        let (mut value, mut masked) = (*id, None);
+                        if let Some(e) = b.mask_epilogue(*id, t)? {
+                            conv.mask = Some(b.read(e.mask)?);
+                            conv.out = b.write(e.masked)?;
+                            absorbed[e.step] = true;
+                            (value, masked) = (e.masked, Some((e.mask, e.step)));
                         } else if let Some((bias, add, relu)) =
                             b.bias_epilogue(*id, plan.steps.get(t + 1))?
                         {
@@ -191,6 +194,25 @@ impl CpuExecutable {
                                     r
                                 }
                             };
+                        }
+                        if conv.is_per_image_input_grad() {
+                            if let Some((t3, kg, bias_t)) =
+                                b.kernel_grad_reader(*id, value, t, masked)
+                            {
+                                if let Kernel::Conv(mut kg_conv) = b.node(kg, t3, &through)? {
+                                    if kg_conv.is_per_image_kernel_grad() {
+                                        if let Some(tr) = bias_t {
+                                            let Step::Node(r) = plan.steps[tr] else {
+                                                unreachable!("bias_grad_target finds a node step")
+                                            };
+                                            kg_conv.bias_grad = Some(b.write(r)?);
+                                            absorbed[tr] = true;
+                                        }
+                                        conv.then = Some(Box::new(kg_conv));
+                                        absorbed[t3] = true;
+                                    }
+                                }
+                            }
                         }
                         Kernel::Conv(conv)
                     }
@@ -318,6 +340,16 @@ enum Through {
     Transposed,
     /// The operand of an Expand growing batch axes only, read with batch stride 0.
     Broadcast,
+}
+
+/// A ReLU's gradient that an input-gradient convolution applies (see `Builder::mask_epilogue`).
+struct MaskEpilogue {
+    /// The ReLU's result, whose positive elements keep the gradient.
+    mask: NodeId,
+    /// The masked gradient, now written by the convolution.
+    masked: NodeId,
+    /// The fused group's step, which no longer runs.
+    step: usize,
 }
 
 /// Compile-time state: memory, slot bindings and snapshots.
@@ -792,6 +824,7 @@ impl<'p> Builder<'p> {
                     bias: None,
                     relu: None,
                     mask: None,
+                    then: None,
                     bias_grad: None,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
@@ -957,11 +990,11 @@ impl<'p> Builder<'p> {
     /// gradient of a ReLU `m = max(0, x)` applied to the convolution's result,
     /// `where(0 < m, conv, 0)` (the vjp reads the ReLU's result), the convolution can zero its
     /// result where `m` is not positive while the block is in cache, saving a pass over three
-    /// tensors: returns the slots of `m` and of the masked result, and the group's step. Not
+    /// tensors: returns `m`, the masked result and the group's step. Not
     /// when the convolution's value has another reader, or the masked result overlaps an
     /// operand of the convolution, `m`, or anything the steps in between read or write (it is
     /// now written before them).
-    fn mask_epilogue(&mut self, conv: NodeId, t: usize) -> Result<Option<(usize, usize, usize)>> {
+    fn mask_epilogue(&self, conv: NodeId, t: usize) -> Result<Option<MaskEpilogue>> {
         let steps = &self.plan.steps;
         let Some(t2) = (t + 1..(t + 4).min(steps.len())).find(|&t2| {
             matches!(&steps[t2], Step::Fused { nodes, .. }
@@ -1017,7 +1050,77 @@ impl<'p> Builder<'p> {
         {
             return Ok(None);
         }
-        Ok(Some((self.read(m)?, self.write(w)?, t2)))
+        Ok(Some(MaskEpilogue {
+            mask: m,
+            masked: w,
+            step: t2,
+        }))
+    }
+
+    /// When input-gradient convolution `conv` (step `t`) writes `value` and the only reader of
+    /// `value` is a later kernel-gradient convolution (as its cotangent; also the sum over its
+    /// images and positions that this kernel gradient computes, a bias gradient), the two can
+    /// run together image by image, the cotangent never stored (`Conv::then`): returns the
+    /// kernel gradient's step and node and the bias-gradient sum's step. `masked`: the ReLU
+    /// result that masks `value` and the mask group's step (see `mask_epilogue`). Not when the
+    /// kernel gradient's other operand is computed after `t`, or its results (now written at
+    /// `t`) overlap the input gradient's operands, the mask, or anything the steps in between
+    /// read or write.
+    fn kernel_grad_reader(
+        &self,
+        conv: NodeId,
+        value: NodeId,
+        t: usize,
+        masked: Option<(NodeId, usize)>,
+    ) -> Option<(usize, NodeId, Option<usize>)> {
+        let g = &self.plan.graph;
+        let step_of = self.plan.step_of_nodes();
+        let readers: Vec<NodeId> = (0..g.nodes.len())
+            .filter(|&i| {
+                g.nodes[i]
+                    .inputs
+                    .iter()
+                    .any(|&j| self.plan.root(j) == value)
+            })
+            .collect();
+        let is_kg = |k: NodeId| {
+            matches!(self.op(k), Op::Conv(p) if matches!(p.kind, lamina_core::ConvKind::KernelGrad { .. }))
+                && self.plan.root(g.nodes[k].inputs[1]) == value
+                && self.plan.root(g.nodes[k].inputs[0]) != value
+        };
+        let kgs: Vec<NodeId> = readers.iter().copied().filter(|&k| is_kg(k)).collect();
+        let &[kg] = kgs.as_slice() else {
+            return None;
+        };
+        let t3 = step_of[kg]?;
+        let mut bias_t = None;
+        for &r in readers.iter().filter(|&&r| r != kg) {
+            let tr = step_of[r]?;
+            if self.plan.steps[tr] != Step::Node(r)
+                || bias_t.is_some()
+                || self.bias_grad_target(r, tr) != Some(t3)
+            {
+                return None;
+            }
+            bias_t = Some(tr);
+        }
+        let x = self.plan.root(g.nodes[kg].inputs[0]);
+        let available = step_of[x].is_none_or(|tx| tx < t);
+        let results = std::iter::once(kg).chain(bias_t.map(|tr| match self.plan.steps[tr] {
+            Step::Node(r) => r,
+            Step::Fused { .. } => kg,
+        }));
+        // the steps in between, but the mask group's and the bias-gradient sum's own (done at
+        // `t` now)
+        let absorbed = |s: usize| Some(s) == bias_t || Some(s) == masked.map(|(_, t2)| t2);
+        let free = |r: NodeId| {
+            self.writable_during(r, conv)
+                && masked.is_none_or(|(m, _)| !self.overlaps(r, m))
+                && (t + 1..t3).all(|s| absorbed(s) || !self.step_touches(s, r))
+        };
+        let is_output = g.outputs.iter().any(|&o| self.plan.root(o) == value);
+        (t3 > t && available && !is_output && results.into_iter().all(free))
+            .then_some((t3, kg, bias_t))
     }
 
     /// Whether step `s` reads or writes memory that overlaps node `id`'s.

@@ -650,18 +650,30 @@ fn conv_bias_epilogue() {
         let h5 = x5.conv2d(w5, 1, 1, 1, 1).relu();
         let h6 = h5.conv2d(w6, 1, 1, 1, 1).relu();
         let h7 = h6.conv2d(w7, 2, 1, 1, 1);
-        // and stride 3 (no vector interleave)
+        // and stride 3 (no vector interleave); the input's gradient is not asked for, so the
+        // first layer's kernel gradient (direct, with its bias gradient) is the only reader of
+        // the second's input gradient: they run together image by image
         let x8 = b.input("x8", &[2, 5, 11, 10], dtype);
         let w8 = b.input("w8", &[12, 5, 3, 3], dtype);
+        let bias8 = b.input("bias8", &[1, 12, 1, 1], dtype);
         let w9 = b.input("w9", &[6, 12, 3, 3], dtype);
-        let h9 = x8.conv2d(w8, 1, 1, 1, 1).relu().conv2d(w9, 3, 1, 1, 1);
+        let h9 = (x8.conv2d(w8, 1, 1, 1, 1) + bias8)
+            .relu()
+            .conv2d(w9, 3, 1, 1, 1);
+        // the same with an implicit kernel gradient (16 input channels) and a unit-stride input
+        // gradient
+        let x10 = b.input("x10", &[2, 16, 9, 8], dtype);
+        let w10 = b.input("w10", &[20, 16, 3, 3], dtype);
+        let w11 = b.input("w11", &[4, 20, 3, 3], dtype);
+        let h11 = x10.conv2d(w10, 1, 1, 1, 1).relu().conv2d(w11, 1, 1, 1, 1);
         let loss = h2.sum(&[], false)
             + (h3 * h3).sum(&[], false)
             + h4.sum(&[], false)
             + h7.sum(&[], false)
-            + h9.sum(&[], false);
+            + h9.sum(&[], false)
+            + h11.sum(&[], false);
         let params = [
-            x, w, bias, w2, bias2, bias3, w4, bias4, x5, w5, w6, w7, w8, w9,
+            x, w, bias, w2, bias2, bias3, w4, bias4, x5, w5, w6, w7, w8, bias8, w9, w10, w11,
         ];
         let gs = grad(loss, &params).unwrap();
         let mut outs = vec![loss, h2, c3];
@@ -672,12 +684,18 @@ fn conv_bias_epilogue() {
         // fusion puts each bias add and its ReLU in one group (storing the ReLU, and the sum
         // too where the ReLU's gradient reads it): one step per convolution disappears; each
         // bias gradient (the cotangent summed over images and positions) is summed by the
-        // kernel gradient that reads the same cotangent; the chains' three ReLU gradients are
-        // applied by the input gradients they follow
+        // kernel gradient that reads the same cotangent; the chains' four ReLU gradients are
+        // applied by the input gradients they follow; and where the per-image paths run (f32
+        // with AVX-512), two kernel gradients run inside the input gradients they read
+        let together = if dtype == DType::F32 && has_avx512() {
+            2
+        } else {
+            0
+        };
         assert_eq!(
             exe.kernel_count(),
-            plan.kernel_count() - 3 - 4 - 3,
-            "three bias adds and their ReLUs are done by their convolutions, four bias gradients by kernel gradients, three ReLU gradients by input gradients:\n{}",
+            plan.kernel_count() - 4 - 5 - 4 - together,
+            "four bias adds and their ReLUs are done by their convolutions, five bias gradients by kernel gradients, four ReLU gradients by input gradients, {together} kernel gradients with input gradients:\n{}",
             plan.text()
         );
         let mut rng = TestRng::new(13);
@@ -699,6 +717,14 @@ fn conv_bias_epilogue() {
             );
         }
     }
+}
+
+/// Whether this CPU runs lamina-cpu's AVX-512 convolution paths.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// A fused update written straight into its state buffer reads and writes the same memory: every
