@@ -2,7 +2,7 @@
 //! strides, so a transposed operand (a Permute of the last two axes) or one broadcast over the
 //! batch axes (an Expand) can be read in place instead of being copied first.
 
-use crate::arena::Slots;
+use crate::arena::{Ptr, Slots};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -173,6 +173,35 @@ impl MatMul {
         // is packed, `b` is streamed down its columns) and transposed into place.
         // (small products skip it: the scratch and the copy cost more than gemm's packing)
         let via_scratch = self.b.rs == 1 && self.b.cs != 1 && m < n && m * n * k >= VIA_SCRATCH_MIN;
+        // gemm's own packing of a left operand read along its rows is slow for long reductions
+        // (dense1 of readme_cnn, k = 4096: 2.3x slower; at k = 784 the copy does not pay): copy
+        // it column-major first, once for every thread's block of columns (each copying the
+        // whole operand for itself cost the benchmark Xeon 0.1-0.2 ms a step)
+        let a_copy = (via_scratch && batch == 1 && self.a.cs == 1 && k >= LONG_K).then(|| {
+            let mut at = vec![T::ZERO; m * k];
+            let dst = Ptr(at.as_mut_ptr() as *mut u8);
+            let rs = self.a.rs;
+            let slabs = if threads > 1 { threads } else { 1 };
+            (0..slabs).into_par_iter().for_each(|t| {
+                let (k0, k1) = (k * t / slabs, k * (t + 1) / slabs);
+                // SAFETY: `a` holds `m` rows of `k` (row stride `rs`); slab t writes copy rows
+                // k0..k1 only. Blocked 16×16 so both sides stay in cache.
+                unsafe {
+                    let a = pa.at::<T>(self.a.batch_offsets[0] as usize);
+                    for i0 in (0..m).step_by(16) {
+                        for kb in (k0..k1).step_by(16) {
+                            for i in i0..(i0 + 16).min(m) {
+                                for kk in kb..(kb + 16).min(k1) {
+                                    *dst.at::<T>(kk * m + i) =
+                                        *a.offset(i as isize * rs + kk as isize);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            at
+        });
         // rows `r` and columns `c` of product `bi`
         let part = |bi: usize, r: Range<usize>, c: Range<usize>, par: Parallelism| {
             let a = pa.at::<T>(
@@ -190,11 +219,11 @@ impl MatMul {
             unsafe {
                 if via_scratch {
                     let mut t = vec![T::ZERO; rows * cols];
-                    // gemm's own packing of a left operand read along its rows is slow for long
-                    // reductions (dense1 of readme_cnn, k = 4096: 2.3x slower; at k = 784 the
-                    // copy does not pay): copy it column-major first (blocked, both sides in cache)
+                    // the left operand column-major (see `a_copy`; made here for a batch)
                     let mut at = Vec::new();
-                    let (a, a_s) = if a_s.0 == 1 || k < LONG_K {
+                    let (a, a_s) = if let Some(copy) = &a_copy {
+                        (copy.as_ptr().add(r.start) as *mut T, (1, m as isize))
+                    } else if a_s.0 == 1 || k < LONG_K {
                         (a, a_s)
                     } else {
                         at = vec![T::ZERO; rows * k];

@@ -444,8 +444,8 @@ fn integer_index_and_random_paths() {
 /// Big matmuls (gemm's own threads), a batched one with a transposed operand, and a batch
 /// broadcast: all read in place where it is safe. A transposed right operand with fewer rows than
 /// columns in the result and enough work (`y`, `z`, `qk`) takes the column-major-scratch path,
-/// split and batched, and with a long reduction (`z`) its left operand is copied column-major
-/// first; `att`'s small products skip it.
+/// split and batched, and with a long reduction (`z`, `z3`: split between threads) its left
+/// operand is copied column-major first; `att`'s small products skip it.
 #[test]
 fn matmul_paths() {
     let b = GraphBuilder::new();
@@ -457,13 +457,17 @@ fn matmul_paths() {
     let a2 = b.input("a2", &[20, 2100], DType::F32);
     let w2 = b.input("w2", &[30, 2100], DType::F32);
     let z = a2.matmul(w2.transpose(0, 1));
+    // the same split between threads by columns, sharing one copy
+    let a3 = b.input("a3", &[32, 2100], DType::F32);
+    let w3 = b.input("w3", &[48, 2100], DType::F32);
+    let z3 = a3.matmul(w3.transpose(0, 1));
     let q2 = b.input("q2", &[2, 64, 100], DType::F32);
     let k2 = b.input("k2", &[2, 96, 100], DType::F32);
     let qk = q2.matmul(k2.transpose(-1, -2));
     let y = a.matmul(w.transpose(0, 1));
     let att = q.matmul(k.transpose(-1, -2)).softmax(-1);
     let g = b
-        .finish(&[y, att, q.matmul(v), att.transpose(-1, -2).matmul(q), z, qk])
+        .finish(&[y, att, q.matmul(v), att.transpose(-1, -2).matmul(q), z, qk, z3])
         .unwrap();
     let mut rng = TestRng::new(5);
     let inputs = random_inputs(&g, &mut rng);
