@@ -187,7 +187,7 @@ impl MatMul {
                 // SAFETY: `a` holds `m` rows of `k` (row stride `rs`); slab t writes copy rows
                 // k0..k1 only. Blocked 16×16 so both sides stay in cache.
                 unsafe {
-                    let a = pa.at::<T>(self.a.batch_offsets[0] as usize);
+                    let a = pa.at::<T>(self.a.batch_offsets[0]);
                     for i0 in (0..m).step_by(16) {
                         for kb in (k0..k1).step_by(16) {
                             for i in i0..(i0 + 16).min(m) {
