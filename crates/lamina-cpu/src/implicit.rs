@@ -847,6 +847,11 @@ impl PhasedInputGrad {
                 transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, Store::Plain);
             }
         }
+        if sw == 2 {
+            // SAFETY: the CPU has AVX-512F (the caller's contract); `res` holds every phase's
+            // result and `dx` (and the mask) `c × h × w` elements (checked above).
+            return unsafe { self.interleave_pairs(res, dx, mask) };
+        }
         for ci in 0..c {
             for iy in 0..h {
                 let (py, j) = (iy % sh, iy / sh);
@@ -857,70 +862,82 @@ impl PhasedInputGrad {
                     let [ho, wo] = ph.hw;
                     &res[ph.at + (ci * ho + j) * wo..][..wo]
                 };
-                let mask_row = mask.map(|m| &m[(ci * h + iy) * w..][..w]);
-                if sw == 2 {
-                    // SAFETY: the CPU has AVX-512F (the caller's contract).
-                    unsafe { interleave2(phase_row(0), phase_row(1), row, mask_row) };
-                } else {
-                    for px in 0..sw.min(w) {
-                        for (i, v) in phase_row(px).iter().enumerate() {
-                            row[px + i * sw] = *v;
-                        }
+                for px in 0..sw.min(w) {
+                    for (i, v) in phase_row(px).iter().enumerate() {
+                        row[px + i * sw] = *v;
                     }
-                    if let Some(m) = mask_row {
-                        for (v, &m) in row.iter_mut().zip(m) {
-                            *v = if 0.0 < m { *v } else { 0.0 };
-                        }
+                }
+                if let Some(m) = mask.map(|m| &m[(ci * h + iy) * w..][..w]) {
+                    for (v, &m) in row.iter_mut().zip(m) {
+                        *v = if 0.0 < m { *v } else { 0.0 };
                     }
                 }
             }
         }
     }
-}
 
-/// `dst[2i] = even[i]`, `dst[2i + 1] = odd[i]` (`even` has `⌈n/2⌉` elements, `odd` `⌊n/2⌋`), and 0
-/// wherever `keep` (if given) is not positive.
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn interleave2(even: &[f32], odd: &[f32], dst: &mut [f32], keep: Option<&[f32]>) {
-    let n = dst.len();
-    assert!(even.len() == n.div_ceil(2) && odd.len() == n / 2);
-    assert!(keep.is_none_or(|k| k.len() >= n));
-    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    let (ep, op, dp) = (even.as_ptr(), odd.as_ptr(), dst.as_mut_ptr());
-    // the lanes of the 16 values at `at` to keep: all, or where `keep` is positive
-    let kept = |at: usize, lanes: u16| match keep {
-        // SAFETY: a masked load below `keep`'s length (checked above).
-        Some(k) => unsafe {
-            let m = _mm512_maskz_loadu_ps(lanes, k.as_ptr().add(at));
-            lanes & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_setzero_ps(), m)
-        },
-        None => lanes,
-    };
-    // SAFETY: masked loads and stores stay below each slice's length.
-    unsafe {
-        for i in (0..even.len()).step_by(16) {
-            let a = _mm512_maskz_loadu_ps(mask(even.len() - i), ep.add(i));
-            let b = _mm512_maskz_loadu_ps(mask(odd.len().saturating_sub(i)), op.add(i));
-            let left = n - 2 * i;
-            let (l, r) = (
-                _mm512_permutex2var_ps(a, lo, b),
-                _mm512_permutex2var_ps(a, hi, b),
-            );
-            let lanes = mask(left);
-            _mm512_mask_storeu_ps(
-                dp.add(2 * i),
-                lanes,
-                _mm512_maskz_mov_ps(kept(2 * i, lanes), l),
-            );
-            if left > 16 {
-                let lanes = mask(left - 16);
-                let r = _mm512_maskz_mov_ps(kept(2 * i + 16, lanes), r);
-                _mm512_mask_storeu_ps(dp.add(2 * i + 16), lanes, r);
+    /// The gradient's rows from the phases' results at column stride 2: row `iy` of channel
+    /// `ci` interleaves row `iy div sh` of phases `(iy mod sh, 0)` and `(iy mod sh, 1)`, zeroed
+    /// where `keep` (a ReLU's result, if given) is not positive. One pass of pointer steps over all rows: the benchmark's
+    /// rows are 16-32 elements, one vector step each, where per-row slicing cost more than the
+    /// moves.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn interleave_pairs(&self, res: &[f32], dx: &mut [f32], keep: Option<&[f32]>) {
+        let (c, h, w, sh) = (self.c, self.h, self.w, self.stride[0]);
+        assert!(self.stride[1] == 2 && dx.len() >= c * h * w);
+        assert!(keep.is_none_or(|m| m.len() >= c * h * w));
+        let (n_even, n_odd) = (w.div_ceil(2), w / 2);
+        // each phase's result (`c × rows × cols`) lies inside `res`, the phases of column 0
+        // have `n_even` columns, those of column 1 `n_odd`
+        for (k, ph) in self.phases.iter().enumerate() {
+            let [ho, wo] = ph.hw;
+            assert!(ph.at + c * ho * wo <= res.len() && wo == [n_even, n_odd][k % 2]);
+        }
+        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let zero = _mm512_setzero_ps();
+        let (rp, dp) = (res.as_ptr(), dx.as_mut_ptr());
+        let kp = keep.map_or(std::ptr::null(), |m| m.as_ptr());
+        for ci in 0..c {
+            for iy in 0..h {
+                let (py, j) = (iy % sh, iy / sh);
+                let (p0, p1) = (&self.phases[py * 2], &self.phases[py * 2 + 1]);
+                // SAFETY: phase rows j of channel ci are inside `res`, row iy of channel ci
+                // inside `dx` and the mask (asserted above); masked loads and stores stay
+                // within the rows (`n_even`, `n_odd` and `w` elements).
+                unsafe {
+                    let ep = rp.add(p0.at + (ci * p0.hw[0] + j) * n_even);
+                    let op = rp.add(p1.at + (ci * p1.hw[0] + j) * n_odd);
+                    let at = (ci * h + iy) * w;
+                    for i in (0..n_even).step_by(16) {
+                        let a = _mm512_maskz_loadu_ps(mask(n_even - i), ep.add(i));
+                        let b = _mm512_maskz_loadu_ps(mask(n_odd.saturating_sub(i)), op.add(i));
+                        let halves = [
+                            _mm512_permutex2var_ps(a, lo, b),
+                            _mm512_permutex2var_ps(a, hi, b),
+                        ];
+                        for (k, v) in halves.into_iter().enumerate() {
+                            let first = 2 * i + 16 * k;
+                            if first >= w {
+                                break;
+                            }
+                            let lanes = mask(w - first);
+                            // the lanes kept: all, or where the mask is positive
+                            let keep = if kp.is_null() {
+                                lanes
+                            } else {
+                                let m = _mm512_maskz_loadu_ps(lanes, kp.add(at + first));
+                                lanes & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(zero, m)
+                            };
+                            let v = _mm512_maskz_mov_ps(keep, v);
+                            _mm512_mask_storeu_ps(dp.add(at + first), lanes, v);
+                        }
+                    }
+                }
             }
         }
     }

@@ -467,7 +467,15 @@ fn matmul_paths() {
     let y = a.matmul(w.transpose(0, 1));
     let att = q.matmul(k.transpose(-1, -2)).softmax(-1);
     let g = b
-        .finish(&[y, att, q.matmul(v), att.transpose(-1, -2).matmul(q), z, qk, z3])
+        .finish(&[
+            y,
+            att,
+            q.matmul(v),
+            att.transpose(-1, -2).matmul(q),
+            z,
+            qk,
+            z3,
+        ])
         .unwrap();
     let mut rng = TestRng::new(5);
     let inputs = random_inputs(&g, &mut rng);
