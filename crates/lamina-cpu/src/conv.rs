@@ -20,6 +20,12 @@
 //!   patches side by side, the small cotangent transposed so that gemm reads a unit-stride right
 //!   operand, about twice as fast).
 //!
+//! Epilogues, applied to each image's block while it is in cache (the steps they replace become
+//! no-ops, see `exec.rs`): a forward convolution's bias and ReLU (only the ReLU stored when
+//! nothing else reads the sum); an input gradient's ReLU gradient `where(0 < relu, dx, 0)`; and a
+//! kernel gradient that is the only reader of an input gradient's result runs inside it, image by
+//! image (`Conv::then`, the per-image paths), the cotangent never stored.
+//!
 //! Kernel gradients split the images into ranges summed in a fixed order (so results do not
 //! depend on scheduling). A 1×1 kernel with unit stride and no padding skips im2col/col2im.
 //! Padding may be negative (it crops); input positions outside the image read 0 (and receive no
