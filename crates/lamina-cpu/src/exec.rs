@@ -954,17 +954,8 @@ impl<'p> Builder<'p> {
         };
         let q = g.nodes[e].inputs[0];
         let o = self.shape(conv)[1];
-        // the convolution's value must have no reader but the add (directly or through a view)
-        let readers = g
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(id, n)| *id != add && n.inputs.iter().any(|&i| self.plan.root(i) == conv))
-            .count();
-        let is_output = g.outputs.iter().any(|&i| self.plan.root(i) == conv);
         if self.shape(q) != [1, o, 1, 1]
-            || readers > 0
-            || is_output
+            || !self.read_only_by(conv, add)
             || self.shape(add) != self.shape(conv)
         {
             return Ok(None);
@@ -1026,13 +1017,6 @@ impl<'p> Builder<'p> {
         let members_ok = nodes
             .iter()
             .all(|&i| i == w || i == c || (absorbed(self, i) && (i == z || i == z0)));
-        let readers = g
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(id, n)| *id != w && n.inputs.iter().any(|&i| self.plan.root(i) == conv))
-            .count();
-        let is_output = g.outputs.iter().any(|&i| self.plan.root(i) == conv);
         if v != conv
             || !matches!(self.op(c), Op::CmpLt)
             || !nodes.contains(&c)
@@ -1040,8 +1024,7 @@ impl<'p> Builder<'p> {
             || !members_ok
             || !self.is_zero(nodes, z)
             || !self.is_zero(nodes, z0)
-            || readers > 0
-            || is_output
+            || !self.read_only_by(conv, w)
             || self.shape(m) != self.shape(conv)
             || self.shape(w) != self.shape(conv)
             || !self.writable_during(w, conv)
@@ -1169,6 +1152,17 @@ impl<'p> Builder<'p> {
                 || matches!(step_of[i], Some(s) if s > t2)
         });
         (late && self.writable_during(r, conv)).then_some(t2)
+    }
+
+    /// Whether `reader` is the only node that reads `value` (directly or through a view) and
+    /// `value` is not a graph output.
+    fn read_only_by(&self, value: NodeId, reader: NodeId) -> bool {
+        let g = &self.plan.graph;
+        let others =
+            g.nodes.iter().enumerate().any(|(id, n)| {
+                id != reader && n.inputs.iter().any(|&i| self.plan.root(i) == value)
+            });
+        !others && !g.outputs.iter().any(|&i| self.plan.root(i) == value)
     }
 
     /// Whether node `id` is stored in the arena where convolution `conv` may write it while it
