@@ -460,6 +460,57 @@ fn fusion_stores_values_read_later_as_extra_outputs() {
     }
 }
 
+/// A ReLU's gradient reads the ReLU's result (`0 < max(0, z)` is `0 < z`), so the forward pass
+/// stores only the ReLU, not its input as well; the values match the reference.
+#[test]
+fn relu_gradient_reads_the_relu_not_its_input() {
+    let b = GraphBuilder::new();
+    let x = b.input("x", &[4, 6], DType::F32);
+    let bias = b.input("bias", &[6], DType::F32);
+    let h = (x + bias).relu();
+    let loss = (h * h).sum(&[], false);
+    let g = grad(loss, &[x]).unwrap();
+    let graph = b.finish(&[loss, g[0]]).unwrap();
+    let plan = Plan::compile(&graph).unwrap();
+    let nodes = &plan.graph.nodes;
+    for n in nodes.iter().filter(|n| matches!(n.op, Op::CmpLt)) {
+        assert!(
+            n.inputs.iter().all(|&i| !matches!(nodes[i].op, Op::Add)),
+            "the ReLU's gradient compares the pre-activation:\n{}",
+            plan.text()
+        );
+    }
+    // the group computing the bias add and the ReLU stores the ReLU (and h·h for the sum), not
+    // the bias add
+    let forward = plan.steps.iter().find_map(|s| match s {
+        lamina_core::Step::Fused { nodes: m, outputs }
+            if m.iter().any(|&i| matches!(nodes[i].op, Op::Max)) =>
+        {
+            Some(outputs.clone())
+        }
+        _ => None,
+    });
+    let outputs = forward.expect("a fused step computes the ReLU");
+    assert!(
+        outputs.iter().any(|&o| matches!(nodes[o].op, Op::Max))
+            && outputs.iter().all(|&o| !matches!(nodes[o].op, Op::Add)),
+        "{}",
+        plan.text()
+    );
+    let mut rng = TestRng::new(4);
+    let xs = HostTensor::from_f64(&[4, 6], DType::F32, &rng.vec(24, -2.0, 2.0)).unwrap();
+    let bs = HostTensor::from_f64(&[6], DType::F32, &rng.vec(6, -1.0, 1.0)).unwrap();
+    let cpu = CpuBackend::new();
+    let mut exe = cpu.compile(&plan).unwrap();
+    let got = cpu
+        .run(&mut exe, &mut StateMap::new(), &[&xs, &bs])
+        .unwrap();
+    let want = run_graph(&graph, &[&xs, &bs], &mut StateMap::new()).unwrap();
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close(g, w, 1e-5, 1e-6, &format!("relu output {k}"));
+    }
+}
+
 fn mlp_step(widths: &[usize], batch: usize, dtype: DType, lr: f64) -> Graph {
     let b = GraphBuilder::new();
     let x = b.input("x", &[batch, widths[0]], dtype);
