@@ -526,11 +526,16 @@ impl Conv {
             Some(_) => &[],
         };
         let offs = problem.tap_offsets();
-        let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
-            // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
-            let (dw, mut db) = unsafe { range_results(res, o, taps) };
-            let mut acc_t = vec![0.0f32; taps * ldw];
-            for ni in range {
+        // each image range sums into its own transposed gradient (and channel sums); they are
+        // added in range order and transposed once: one transpose instead of one per range, and
+        // no second zeroed buffer of partial results (readme_cnn's 64-channel kernel gradients
+        // have 8 ranges of 37k-74k sums)
+        let parts = self.image_ranges(threads);
+        let mut sums = vec![0.0f32; parts * taps * ldw];
+        let mut bias_sums = vec![0.0f32; parts * o];
+        let bias_too = self.bias_grad.is_some();
+        let range_sum = |(k, (acc_t, db)): (usize, (&mut [f32], &mut [f32]))| {
+            for ni in k * n / parts..(k + 1) * n / parts {
                 let mut add = |dyi: &[f32]| {
                     with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
                         // SAFETY: the CPU has AVX-512F and the problem is not empty
@@ -541,11 +546,11 @@ impl Conv {
                                 dyi,
                                 &offs,
                                 scratch,
-                                &mut acc_t,
+                                acc_t,
                             )
                         };
                     });
-                    if let Some(db) = db.as_deref_mut() {
+                    if bias_too {
                         add_row_sums(dyi, p, db);
                     }
                 };
@@ -557,11 +562,39 @@ impl Conv {
                     None => add(&dy[ni * o * p..(ni + 1) * o * p]),
                 }
             }
-            // SAFETY: the CPU has AVX-512F (`implicit_problem`).
-            unsafe { problem.kernel_grad_result(&acc_t, dw) };
         };
-        let db = self.bias_grad.map(|s| slots.ptr(s));
-        self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);
+        if parts > 1 {
+            sums.par_chunks_mut(taps * ldw)
+                .zip(bias_sums.par_chunks_mut(o))
+                .enumerate()
+                .for_each(range_sum);
+        } else {
+            sums.chunks_mut(taps * ldw)
+                .zip(bias_sums.chunks_mut(o))
+                .enumerate()
+                .for_each(range_sum);
+        }
+        let (first, rest) = sums.split_at_mut(taps * ldw);
+        for part in rest.chunks_exact(taps * ldw) {
+            for (a, v) in first.iter_mut().zip(part) {
+                *a += *v;
+            }
+        }
+        // SAFETY: the result slot holds the `o × taps` gradient (the caller's contract).
+        let dw =
+            unsafe { std::slice::from_raw_parts_mut(slots.ptr(self.out).at::<f32>(0), o * taps) };
+        // SAFETY: the CPU has AVX-512F (`implicit_problem`).
+        unsafe { problem.kernel_grad_result(first, dw) };
+        if let Some(b) = self.bias_grad {
+            // SAFETY: a bias-gradient slot holds `o` elements (compiled so).
+            let db = unsafe { std::slice::from_raw_parts_mut(slots.ptr(b).at::<f32>(0), o) };
+            db.fill(0.0);
+            for part in bias_sums.chunks_exact(o) {
+                for (a, v) in db.iter_mut().zip(part) {
+                    *a += *v;
+                }
+            }
+        }
     }
 
     /// The input gradient of an f32 convolution with a stride above 1, one group and no
@@ -955,6 +988,16 @@ impl Conv {
         self.sum_over_images((out, o * kk), db, threads, sum);
     }
 
+    /// Image ranges a kernel gradient's sum is split into: `RANGES_PER_THREAD` per thread (taken
+    /// dynamically, added in range order), one without threads or enough work.
+    fn image_ranges(&self, threads: usize) -> usize {
+        if threads > 1 && self.work() >= PAR_MIN {
+            (threads * RANGES_PER_THREAD).min(self.input[0]).max(1)
+        } else {
+            1
+        }
+    }
+
     /// Runs `sum(images, results, gemm_parallelism)`, which writes the kernel gradient of a
     /// range of images into `results[0]` (`dw`: pointer, elements) and, with `db`, its bias
     /// gradient (`o` elements) into `results[1]`: with several threads the images are split into
@@ -986,11 +1029,7 @@ impl Conv {
             return;
         }
         let results = || -> Vec<*mut T> { outs.iter().map(|o| o.0.at::<T>(0)).collect() };
-        let parts = if threads > 1 && self.work() >= PAR_MIN {
-            (threads * RANGES_PER_THREAD).min(n)
-        } else {
-            1
-        };
+        let parts = self.image_ranges(threads);
         if parts == 1 {
             let par = if threads > 1 && self.work() >= PAR_MIN * 4 {
                 Parallelism::Rayon(threads)
