@@ -24,7 +24,9 @@
 //! no-ops, see `exec.rs`): a forward convolution's bias and ReLU (only the ReLU stored when
 //! nothing else reads the sum); an input gradient's ReLU gradient `where(0 < relu, dx, 0)`; and a
 //! kernel gradient that is the only reader of an input gradient's result runs inside it, image by
-//! image (`Conv::then`, the per-image paths), the cotangent never stored.
+//! image (`Conv::then`, the per-image paths), the cotangent never stored; a forward convolution
+//! whose input another forward convolution has just written runs with it image by image
+//! (`Conv::next`), reading each block from cache.
 //!
 //! Kernel gradients split the images into ranges summed in a fixed order (so results do not
 //! depend on scheduling). A 1×1 kernel with unit stride and no padding skips im2col/col2im.
@@ -88,6 +90,10 @@ pub(crate) struct Conv {
     /// cotangent), run with it image by image: each image's result goes from cache to the kernel
     /// gradient's sums and is never stored (see [`Conv::is_per_image_input_grad`]).
     pub(crate) then: Option<Box<Conv>>,
+    /// Forward kind: the forward convolution that reads this one's result (or its ReLU) as its
+    /// input, run with it image by image: each image's block is read from cache right after it
+    /// is written (see [`Conv::is_per_image_forward`]).
+    pub(crate) next: Option<Box<Conv>>,
     /// Kernel-gradient kind: also write the cotangent's sum over images and positions, per
     /// channel (`o` elements: the bias gradient), into this slot.
     pub(crate) bias_grad: Option<usize>,
@@ -170,6 +176,8 @@ impl Conv {
         unsafe {
             if let Some(kg) = &self.then {
                 self.input_then_kernel_grad(kg, slots, threads)
+            } else if let Some(next) = &self.next {
+                self.forward_then_forward(next, slots, threads)
             } else if self.f64 {
                 self.go::<f64>(slots, threads)
             } else if self.is_direct() {
@@ -309,49 +317,120 @@ impl Conv {
     unsafe fn forward_direct(&self, slots: &Slots, threads: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            let [n, c, h, wd] = self.input;
-            let [o, _, kh, kw] = self.kernel;
-            let [ho, wo] = self.out_hw;
-            let taps = c * kh * kw;
-            let out = slots.ptr(self.out);
-            // SAFETY (three reads): the operand and bias slots hold the checked geometry's
-            // lengths (the caller's contract).
-            let (x, w) = unsafe {
-                (
-                    slots.get::<f32>(self.a, n * c * h * wd),
-                    slots.get::<f32>(self.b, o * taps),
-                )
-            };
-            let epilogue = self.epilogue::<f32>(slots);
-            let g = self.direct_geometry();
-            let packed = o.div_ceil(DIRECT_OC) * taps * DIRECT_OC;
-            self.each_image(threads, |ni, _| {
-                with_scratch::<f32, _>(packed + c * g.hp * g.wp, |buf| {
-                    let (wpk, xp) = buf.split_at_mut(packed);
-                    // weights as [block][tap][DIRECT_OC], zero rows past the last channel
-                    for (b, blk) in wpk.chunks_exact_mut(taps * DIRECT_OC).enumerate() {
-                        for (t, lane) in blk.chunks_exact_mut(DIRECT_OC).enumerate() {
-                            for (i, v) in lane.iter_mut().enumerate() {
-                                let oc = b * DIRECT_OC + i;
-                                *v = if oc < o { w[oc * taps + t] } else { 0.0 };
-                            }
-                        }
-                    }
-                    self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
-                    let at = ni * o * ho * wo;
-                    // SAFETY: the CPU has AVX-512F (`is_direct`); `xp` and `wpk` have the sizes
-                    // `direct_image` reads, and image ni's result block is written by this task
-                    // only.
-                    unsafe { direct_image(xp, wpk, out.at::<f32>(at), &g) };
-                    if let Some(e) = &epilogue {
-                        // SAFETY: the block just written by this task.
-                        unsafe { e.apply(out, at, 0..o, ho * wo) };
-                    }
-                })
-            });
+            // SAFETY: forwarded from the caller.
+            let image = unsafe { self.direct_image_work(slots) };
+            self.each_image(threads, |ni, _| image(ni));
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads);
+    }
+
+    /// The per-image work of a direct forward convolution: `image(ni)` writes image ni's block of
+    /// the result (and the epilogue's).
+    ///
+    /// # Safety
+    /// As [`Conv::run`], and `is_direct()` holds; each image's call writes only its blocks.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn direct_image_work<'a>(&'a self, slots: &'a Slots) -> impl Fn(usize) + Sync + 'a {
+        let [n, c, h, wd] = self.input;
+        let [o, _, kh, kw] = self.kernel;
+        let [ho, wo] = self.out_hw;
+        let taps = c * kh * kw;
+        let out = slots.ptr(self.out);
+        // SAFETY (three reads): the operand and bias slots hold the checked geometry's lengths
+        // (the caller's contract).
+        let (x, w) = unsafe {
+            (
+                slots.get::<f32>(self.a, n * c * h * wd),
+                slots.get::<f32>(self.b, o * taps),
+            )
+        };
+        let epilogue = self.epilogue::<f32>(slots);
+        let g = self.direct_geometry();
+        let packed = o.div_ceil(DIRECT_OC) * taps * DIRECT_OC;
+        move |ni| {
+            with_scratch::<f32, _>(packed + c * g.hp * g.wp, |buf| {
+                let (wpk, xp) = buf.split_at_mut(packed);
+                // weights as [block][tap][DIRECT_OC], zero rows past the last channel
+                for (b, blk) in wpk.chunks_exact_mut(taps * DIRECT_OC).enumerate() {
+                    for (t, lane) in blk.chunks_exact_mut(DIRECT_OC).enumerate() {
+                        for (i, v) in lane.iter_mut().enumerate() {
+                            let oc = b * DIRECT_OC + i;
+                            *v = if oc < o { w[oc * taps + t] } else { 0.0 };
+                        }
+                    }
+                }
+                self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
+                let at = ni * o * ho * wo;
+                // SAFETY: the CPU has AVX-512F (`is_direct`); `xp` and `wpk` have the sizes
+                // `direct_image` reads, and image ni's result block is written by this task
+                // only.
+                unsafe { direct_image(xp, wpk, out.at::<f32>(at), &g) };
+                if let Some(e) = &epilogue {
+                    // SAFETY: the block just written by this task.
+                    unsafe { e.apply(out, at, 0..o, ho * wo) };
+                }
+            })
+        }
+    }
+
+    /// Whether this forward convolution works image by image (the direct and implicit paths), so
+    /// that it can run with the forward convolution that reads it (`next`).
+    pub(crate) fn is_per_image_forward(&self) -> bool {
+        self.kind == ConvKind::Forward && (self.is_direct() || self.implicit_problem().is_some())
+    }
+
+    /// This forward convolution and `next`, which reads its result: image by image, each image's
+    /// block read from cache right after it is written.
+    ///
+    /// # Safety
+    /// As [`Conv::run`] for both, with `is_per_image_forward()` for both; `next`'s results
+    /// overlap none of this convolution's operands or results.
+    unsafe fn forward_then_forward(&self, next: &Conv, slots: &Slots, threads: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY (all): forwarded from the caller.
+            let first: Box<dyn Fn(usize) + Sync + '_> = match self.implicit_problem() {
+                Some(problem) if !self.is_direct() => unsafe {
+                    self.implicit_forward_work(slots, problem)
+                },
+                _ => Box::new(unsafe { self.direct_image_work(slots) }),
+            };
+            let second: Box<dyn Fn(usize) + Sync + '_> = match next.implicit_problem() {
+                Some(problem) if !next.is_direct() => unsafe {
+                    next.implicit_forward_work(slots, problem)
+                },
+                _ => Box::new(unsafe { next.direct_image_work(slots) }),
+            };
+            self.each_image(threads, |ni, _| {
+                first(ni);
+                second(ni)
+            });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (next, slots, threads);
+    }
+
+    /// [`Conv::implicit_image`] writing image ni's block of this convolution's result slot.
+    ///
+    /// # Safety
+    /// As [`Conv::implicit_image`]; each image's call writes only its blocks.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn implicit_forward_work<'a>(
+        &'a self,
+        slots: &'a Slots,
+        problem: Problem,
+    ) -> Box<dyn Fn(usize) + Sync + 'a> {
+        let out_len = problem.o * problem.ho * problem.wo;
+        let out = slots.ptr(self.out);
+        // SAFETY: forwarded from the caller.
+        let image = unsafe { self.implicit_image(slots, problem) };
+        Box::new(move |ni| {
+            // SAFETY: image ni's result block, written by this image's task only.
+            image(ni, unsafe {
+                std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
+            })
+        })
     }
 
     /// The per-image problem of an f32 convolution with one group (neither direct nor 1×1), its
@@ -424,16 +503,9 @@ impl Conv {
                 // SAFETY: forwarded from the caller.
                 return unsafe { self.implicit_kernel_grad(slots, threads, problem, None) };
             }
-            let out_len = problem.o * problem.ho * problem.wo;
-            let out = slots.ptr(self.out);
             // SAFETY: forwarded from the caller.
-            let image = unsafe { self.implicit_image(slots, *problem) };
-            self.each_image(threads, |ni, _| {
-                // SAFETY: image ni's result block, written by this task only.
-                image(ni, unsafe {
-                    std::slice::from_raw_parts_mut(out.at::<f32>(ni * out_len), out_len)
-                })
-            });
+            let image = unsafe { self.implicit_forward_work(slots, *problem) };
+            self.each_image(threads, |ni, _| image(ni));
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (slots, threads, problem);

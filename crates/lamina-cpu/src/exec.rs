@@ -169,32 +169,9 @@ impl CpuExecutable {
                         conv.bias_grad = bias_grads.remove(&t);
                         Kernel::Conv(conv)
                     }
-                    Kernel::Conv(mut conv) => {
-                        // the value the convolution writes (its own, or the masked one)
-                        let (mut value, mut masked) = (*id, None);
-                        if let Some(e) = b.mask_epilogue(*id, t)? {
-                            conv.mask = Some(b.read(e.mask)?);
-                            conv.out = b.write(e.masked)?;
-                            absorbed[e.step] = true;
-                            (value, masked) = (e.masked, Some((e.mask, e.step)));
-                        } else if let Some((bias, add, relu)) =
-                            b.bias_epilogue(*id, plan.steps.get(t + 1))?
-                        {
-                            conv.bias = Some(bias);
-                            conv.out = add;
-                            absorbed[t + 1] = true;
-                            conv.relu = match relu {
-                                // the ReLU was in the bias add's group
-                                Some(r) => Some(r),
-                                None => {
-                                    let r = b.relu_epilogue(*id, add, plan.steps.get(t + 2))?;
-                                    if r.is_some() {
-                                        absorbed[t + 2] = true;
-                                    }
-                                    r
-                                }
-                            };
-                        }
+                    Kernel::Conv(conv) => {
+                        let (mut conv, value, masked) =
+                            b.with_epilogues(conv, *id, t, &mut absorbed)?;
                         if conv.is_per_image_input_grad() {
                             if let Some((t3, kg, bias_t)) =
                                 b.kernel_grad_reader(*id, value, t, masked)
@@ -210,6 +187,22 @@ impl CpuExecutable {
                                         }
                                         conv.then = Some(Box::new(kg_conv));
                                         absorbed[t3] = true;
+                                    }
+                                }
+                            }
+                        }
+                        if conv.is_per_image_forward() {
+                            if let Some((t2, next)) = b.forward_reader(&conv, t, &absorbed) {
+                                if let Kernel::Conv(next_conv) = b.node(next, t2, &through)? {
+                                    let mut taken = absorbed.clone();
+                                    let (next_conv, _, _) =
+                                        b.with_epilogues(next_conv, next, t2, &mut taken)?;
+                                    if next_conv.is_per_image_forward()
+                                        && b.forward_results_free(&conv, &next_conv, t, t2, &taken)
+                                    {
+                                        taken[t2] = true;
+                                        absorbed = taken;
+                                        conv.next = Some(Box::new(next_conv));
                                     }
                                 }
                             }
@@ -825,6 +818,7 @@ impl<'p> Builder<'p> {
                     relu: None,
                     mask: None,
                     then: None,
+                    next: None,
                     bias_grad: None,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
@@ -975,6 +969,99 @@ impl<'p> Builder<'p> {
             _ => self.write(add)?,
         };
         Ok(Some((self.read(q)?, out, relu)))
+    }
+
+    /// Convolution `conv` (node `id`, step `t`) with the epilogues it takes over (see
+    /// `mask_epilogue`, `bias_epilogue`, `relu_epilogue`), marking their steps in `absorbed`:
+    /// also the value it now writes (its own, or the masked one) and, with a mask, the ReLU
+    /// result and the mask group's step.
+    #[allow(clippy::type_complexity)]
+    fn with_epilogues(
+        &mut self,
+        mut conv: Conv,
+        id: NodeId,
+        t: usize,
+        absorbed: &mut [bool],
+    ) -> Result<(Conv, NodeId, Option<(NodeId, usize)>)> {
+        let plan = self.plan;
+        let (mut value, mut masked) = (id, None);
+        if let Some(e) = self.mask_epilogue(id, t)? {
+            conv.mask = Some(self.read(e.mask)?);
+            conv.out = self.write(e.masked)?;
+            absorbed[e.step] = true;
+            (value, masked) = (e.masked, Some((e.mask, e.step)));
+        } else if let Some((bias, add, relu)) = self.bias_epilogue(id, plan.steps.get(t + 1))? {
+            conv.bias = Some(bias);
+            conv.out = add;
+            absorbed[t + 1] = true;
+            conv.relu = match relu {
+                // the ReLU was in the bias add's group
+                Some(r) => Some(r),
+                None => {
+                    let r = self.relu_epilogue(id, add, plan.steps.get(t + 2))?;
+                    if r.is_some() {
+                        absorbed[t + 2] = true;
+                    }
+                    r
+                }
+            };
+        }
+        Ok((conv, value, masked))
+    }
+
+    /// When a forward convolution a few steps after forward convolution `conv` (step `t`), with
+    /// only absorbed steps between, reads what `conv` writes (its result or its ReLU) as its
+    /// input, the two can run image by image (`Conv::next`), the second reading each image's
+    /// block from cache: returns its step and node.
+    fn forward_reader(&self, conv: &Conv, t: usize, absorbed: &[bool]) -> Option<(usize, NodeId)> {
+        let g = &self.plan.graph;
+        let written = [Some(conv.out), conv.relu.map(|(r, _)| r)];
+        let t2 = (t + 1..(t + 4).min(self.plan.steps.len())).find(|&s| !absorbed[s])?;
+        let Step::Node(next) = self.plan.steps[t2] else {
+            return None;
+        };
+        let is_forward =
+            matches!(self.op(next), Op::Conv(p) if p.kind == lamina_core::ConvKind::Forward);
+        let input = self.plan.root(g.nodes[next].inputs[0]);
+        (is_forward && written.contains(&Some(input))).then_some((t2, next))
+    }
+
+    /// Whether forward convolution `next` (step `t2`, epilogues marked in `taken`) may write its
+    /// results while `conv` (step `t`) runs: they overlap neither `conv`'s operands and results
+    /// nor what the steps in between that still run read or write.
+    fn forward_results_free(
+        &self,
+        conv: &Conv,
+        next: &Conv,
+        t: usize,
+        t2: usize,
+        taken: &[bool],
+    ) -> bool {
+        let n = self.plan.graph.nodes.len();
+        let step_of = self.plan.step_of_nodes();
+        // its weights and bias exist before `t` (sources, or values of earlier steps; slots past
+        // the nodes are snapshots of states)
+        let ready = [Some(next.b), next.bias]
+            .iter()
+            .flatten()
+            .all(|&q| q >= n || step_of[q].is_none_or(|s| s < t));
+        let results = [Some(next.out), next.relu.map(|(r, _)| r)];
+        let theirs = [
+            Some(conv.a),
+            Some(conv.b),
+            conv.bias,
+            Some(conv.out),
+            conv.relu.map(|(r, _)| r),
+        ];
+        ready
+            && results.iter().flatten().all(|&r| {
+                matches!(self.plan.storage[r], Storage::Arena { .. })
+                    && theirs
+                        .iter()
+                        .flatten()
+                        .all(|&q| q >= n || !self.overlaps(r, q))
+                    && (t + 1..t2).all(|s| taken[s] || !self.step_touches(s, r))
+            })
     }
 
     /// When one of the few steps after input-gradient convolution `conv` (step `t`) is only the
