@@ -389,19 +389,8 @@ impl Conv {
     unsafe fn forward_then_forward(&self, next: &Conv, slots: &Slots, threads: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY (all): forwarded from the caller.
-            let first: Box<dyn Fn(usize) + Sync + '_> = match self.implicit_problem() {
-                Some(problem) if !self.is_direct() => unsafe {
-                    self.implicit_forward_work(slots, problem)
-                },
-                _ => Box::new(unsafe { self.direct_image_work(slots) }),
-            };
-            let second: Box<dyn Fn(usize) + Sync + '_> = match next.implicit_problem() {
-                Some(problem) if !next.is_direct() => unsafe {
-                    next.implicit_forward_work(slots, problem)
-                },
-                _ => Box::new(unsafe { next.direct_image_work(slots) }),
-            };
+            // SAFETY (both): forwarded from the caller.
+            let (first, second) = unsafe { (self.forward_work(slots), next.forward_work(slots)) };
             self.each_image(threads, |ni, _| {
                 first(ni);
                 second(ni)
@@ -409,6 +398,22 @@ impl Conv {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (next, slots, threads);
+    }
+
+    /// The per-image work of a forward convolution on its own path: `work(ni)` writes image ni's
+    /// blocks.
+    ///
+    /// # Safety
+    /// As [`Conv::run`], with `is_per_image_forward()`; each image's call writes only its blocks.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn forward_work<'a>(&'a self, slots: &'a Slots) -> Box<dyn Fn(usize) + Sync + 'a> {
+        // SAFETY (both): forwarded from the caller.
+        match self.implicit_problem() {
+            Some(problem) if !self.is_direct() => unsafe {
+                self.implicit_forward_work(slots, problem)
+            },
+            _ => Box::new(unsafe { self.direct_image_work(slots) }),
+        }
     }
 
     /// [`Conv::implicit_image`] writing image ni's block of this convolution's result slot.
