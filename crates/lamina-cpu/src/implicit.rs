@@ -279,12 +279,6 @@ impl Problem {
                     continue;
                 }
                 let xr = &img[(ci * self.h + iy as usize) * w..][..w];
-                if sw == 2 && pl >= 0 && (pl as usize + w).div_ceil(2) <= pw {
-                    // SAFETY: the CPU has AVX-512F (the caller's contract); the row's input
-                    // columns fit its phases (checked above).
-                    unsafe { split_pair(xr, pl as usize, pw, row) };
-                    continue;
-                }
                 for (ph, dst) in row.chunks_exact_mut(pw).enumerate() {
                     let (lo, hi, ix) = if ph < spans.len() {
                         spans[ph]
@@ -1088,72 +1082,6 @@ unsafe fn store_tile<const P: usize, const V: usize>(
         for (v, a) in row.iter().enumerate() {
             // SAFETY: the caller's contract.
             unsafe { _mm512_storeu_ps(at.add(p * ld + v * LANES), *a) };
-        }
-    }
-}
-
-/// `dst.fill(0.0)` without a call for the one or two padding elements of most rows.
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn zero(dst: &mut [f32]) {
-    match dst.len() {
-        0 => {}
-        // SAFETY: the masked store writes `n < 16` elements of `dst`.
-        n if n < 16 => unsafe {
-            _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask(n), _mm512_setzero_ps())
-        },
-        _ => dst.fill(0.0),
-    }
-}
-
-/// One padded row at column stride 2 (`pl ≥ 0` zero columns first): input column `ix` is padded
-/// column `q = ix + pl`, element `q div 2` of phase `q mod 2`. Each 32 input columns are two
-/// loads and two permutes (even, odd) into the two phases; the rest of each phase is zeroed.
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn split_pair(xr: &[f32], pl: usize, pw: usize, row: &mut [f32]) {
-    let w = xr.len();
-    let (n_even, n_odd) = (w.div_ceil(2), w / 2);
-    // where input columns 0 and 1 land: element `je` of phase `pl mod 2`, element `jo` of the
-    // other
-    let (pe, je, jo) = (pl % 2, pl / 2, pl.div_ceil(2));
-    assert!(row.len() == 2 * pw && je + n_even <= pw && jo + n_odd <= pw);
-    let (p0, p1) = row.split_at_mut(pw);
-    let (even, odd) = if pe == 0 { (p0, p1) } else { (p1, p0) };
-    // SAFETY: the CPU has AVX-512F (the caller's contract).
-    unsafe {
-        zero(&mut even[..je]);
-        zero(&mut even[je + n_even..]);
-        zero(&mut odd[..jo]);
-        zero(&mut odd[jo + n_odd..]);
-    }
-    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let (xp, ep, op) = (xr.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
-    // SAFETY: masked loads read below `w`, masked stores write below `je + n_even` and
-    // `jo + n_odd` (checked above).
-    unsafe {
-        for i in (0..n_even).step_by(16) {
-            let a = _mm512_maskz_loadu_ps(mask(w - 2 * i), xp.add(2 * i));
-            let b = _mm512_maskz_loadu_ps(mask(w.saturating_sub(2 * i + 16)), xp.add(2 * i + 16));
-            _mm512_mask_storeu_ps(
-                ep.add(je + i),
-                mask(n_even - i),
-                _mm512_permutex2var_ps(a, ie, b),
-            );
-            _mm512_mask_storeu_ps(
-                op.add(jo + i),
-                mask(n_odd.saturating_sub(i)),
-                _mm512_permutex2var_ps(a, io, b),
-            );
         }
     }
 }
