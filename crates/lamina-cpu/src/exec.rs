@@ -173,15 +173,12 @@ impl CpuExecutable {
                         let (mut conv, value, masked) =
                             b.with_epilogues(conv, *id, t, &mut absorbed)?;
                         if conv.is_per_image_input_grad() {
-                            if let Some((t3, kg, bias_t)) =
+                            if let Some(((t3, kg), bias)) =
                                 b.kernel_grad_reader(*id, value, t, masked)
                             {
                                 if let Kernel::Conv(mut kg_conv) = b.node(kg, t3, &through)? {
                                     if kg_conv.is_per_image_kernel_grad() {
-                                        if let Some(tr) = bias_t {
-                                            let Step::Node(r) = plan.steps[tr] else {
-                                                unreachable!("bias_grad_target finds a node step")
-                                            };
+                                        if let Some((tr, r)) = bias {
                                             kg_conv.bias_grad = Some(b.write(r)?);
                                             absorbed[tr] = true;
                                         }
@@ -334,6 +331,9 @@ enum Through {
     /// The operand of an Expand growing batch axes only, read with batch stride 0.
     Broadcast,
 }
+
+/// A plan step and the node it computes.
+type StepNode = (usize, NodeId);
 
 /// A ReLU's gradient that an input-gradient convolution applies (see `Builder::mask_epilogue`).
 struct MaskEpilogue {
@@ -1068,10 +1068,9 @@ impl<'p> Builder<'p> {
     /// gradient of a ReLU `m = max(0, x)` applied to the convolution's result,
     /// `where(0 < m, conv, 0)` (the vjp reads the ReLU's result), the convolution can zero its
     /// result where `m` is not positive while the block is in cache, saving a pass over three
-    /// tensors: returns `m`, the masked result and the group's step. Not
-    /// when the convolution's value has another reader, or the masked result overlaps an
-    /// operand of the convolution, `m`, or anything the steps in between read or write (it is
-    /// now written before them).
+    /// tensors: returns `m`, the masked result and the group's step. Not when the convolution's
+    /// value has another reader, or the masked result overlaps an operand of the convolution,
+    /// `m`, or anything the steps in between read or write (it is now written before them).
     fn mask_epilogue(&self, conv: NodeId, t: usize) -> Result<Option<MaskEpilogue>> {
         let steps = &self.plan.steps;
         let Some(t2) = (t + 1..(t + 4).min(steps.len())).find(|&t2| {
@@ -1131,7 +1130,7 @@ impl<'p> Builder<'p> {
     /// `value` is a later kernel-gradient convolution (as its cotangent; also the sum over its
     /// images and positions that this kernel gradient computes, a bias gradient), the two can
     /// run together image by image, the cotangent never stored (`Conv::then`): returns the
-    /// kernel gradient's step and node and the bias-gradient sum's step. `masked`: the ReLU
+    /// kernel gradient's step and node and the bias-gradient sum's step and node. `masked`: the ReLU
     /// result that masks `value` and the mask group's step (see `mask_epilogue`). Not when the
     /// kernel gradient's other operand is computed after `t`, or its results (now written at
     /// `t`) overlap the input gradient's operands, the mask, or anything the steps in between
@@ -1142,7 +1141,7 @@ impl<'p> Builder<'p> {
         value: NodeId,
         t: usize,
         masked: Option<(NodeId, usize)>,
-    ) -> Option<(usize, NodeId, Option<usize>)> {
+    ) -> Option<(StepNode, Option<StepNode>)> {
         let g = &self.plan.graph;
         let step_of = self.plan.step_of_nodes();
         let readers: Vec<NodeId> = (0..g.nodes.len())
@@ -1163,26 +1162,25 @@ impl<'p> Builder<'p> {
             return None;
         };
         let t3 = step_of[kg]?;
-        let mut bias_t = None;
+        // the bias-gradient sum: its step and node
+        let mut bias: Option<StepNode> = None;
         for &r in readers.iter().filter(|&&r| r != kg) {
             let tr = step_of[r]?;
             if self.plan.steps[tr] != Step::Node(r)
-                || bias_t.is_some()
+                || bias.is_some()
                 || self.bias_grad_target(r, tr) != Some(t3)
             {
                 return None;
             }
-            bias_t = Some(tr);
+            bias = Some((tr, r));
         }
         let x = self.plan.root(g.nodes[kg].inputs[0]);
         let available = step_of[x].is_none_or(|tx| tx < t);
-        let results = std::iter::once(kg).chain(bias_t.map(|tr| match self.plan.steps[tr] {
-            Step::Node(r) => r,
-            Step::Fused { .. } => kg,
-        }));
+        let results = std::iter::once(kg).chain(bias.map(|(_, r)| r));
         // the steps in between, but the mask group's and the bias-gradient sum's own (done at
         // `t` now)
-        let absorbed = |s: usize| Some(s) == bias_t || Some(s) == masked.map(|(_, t2)| t2);
+        let absorbed =
+            |s: usize| Some(s) == bias.map(|(tr, _)| tr) || Some(s) == masked.map(|(_, t2)| t2);
         let free = |r: NodeId| {
             self.writable_during(r, conv)
                 && masked.is_none_or(|(m, _)| !self.overlaps(r, m))
@@ -1190,7 +1188,7 @@ impl<'p> Builder<'p> {
         };
         let is_output = g.outputs.iter().any(|&o| self.plan.root(o) == value);
         (t3 > t && available && !is_output && results.into_iter().all(free))
-            .then_some((t3, kg, bias_t))
+            .then_some(((t3, kg), bias))
     }
 
     /// Whether step `s` reads or writes memory that overlaps node `id`'s.
