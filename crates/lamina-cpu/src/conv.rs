@@ -121,6 +121,15 @@ thread_local! {
     static COTANGENT: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
 }
 
+/// Image `ni + 1`'s block (`len` elements) of `v` if that image comes before `end` (the next
+/// image a thread takes, to fetch ahead), else nothing.
+fn next_block<T>(v: &[T], ni: usize, end: usize, len: usize) -> &[T] {
+    match ni + 1 < end {
+        true => v.get((ni + 1) * len..(ni + 2) * len).unwrap_or(&[]),
+        false => &[],
+    }
+}
+
 /// Runs `f` with a scratch slice of `len` elements (contents unspecified).
 fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     with_buffer(&SCRATCH, len, f)
@@ -564,7 +573,7 @@ impl Conv {
             with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
                 let img = &x[ni * in_len..(ni + 1) * in_len];
                 // the image this thread most likely takes next (rayon splits the range)
-                let next = x.get((ni + 1) * in_len..(ni + 2) * in_len).unwrap_or(&[]);
+                let next = next_block(x, ni, n, in_len);
                 // SAFETY: the CPU has AVX-512F and the problem is not empty
                 // (`implicit_problem`); the store's second result or mask holds one result
                 // (compiled so), whose block ni only this image's task touches.
@@ -612,20 +621,19 @@ impl Conv {
         let mut bias_sums = vec![0.0f32; parts * o];
         let bias_too = self.bias_grad.is_some();
         let range_sum = |(k, (acc_t, db)): (usize, (&mut [f32], &mut [f32]))| {
-            for ni in k * n / parts..(k + 1) * n / parts {
+            let end = (k + 1) * n / parts;
+            for ni in k * n / parts..end {
+                // the range's next image and its cotangent (if read from its slot)
+                let next = [
+                    next_block(x, ni, end, in_len),
+                    next_block(dy, ni, end, o * p),
+                ];
                 let mut add = |dyi: &[f32]| {
                     with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
+                        let img = &x[ni * in_len..(ni + 1) * in_len];
                         // SAFETY: the CPU has AVX-512F and the problem is not empty
                         // (`implicit_problem`).
-                        unsafe {
-                            problem.add_kernel_grad(
-                                &x[ni * in_len..(ni + 1) * in_len],
-                                dyi,
-                                &offs,
-                                scratch,
-                                acc_t,
-                            )
-                        };
+                        unsafe { problem.add_kernel_grad((img, dyi), &offs, scratch, acc_t, next) };
                     });
                     if bias_too {
                         add_row_sums(dyi, p, db);
@@ -752,7 +760,7 @@ impl Conv {
             with_scratch::<f32, _>(phased.scratch_len(), |scratch| {
                 let mask = mask.map(|m| &m[ni * dx_len..(ni + 1) * dx_len]);
                 // the image this thread most likely takes next (rayon splits the range)
-                let next = dy.get((ni + 1) * dy_len..(ni + 2) * dy_len).unwrap_or(&[]);
+                let next = next_block(dy, ni, n, dy_len);
                 let dy = &dy[ni * dy_len..(ni + 1) * dy_len];
                 // SAFETY: the CPU has AVX-512F (`is_phased_input_grad`).
                 unsafe { phased.run(dy, scratch, &mut dx[..dx_len], mask, next) };

@@ -496,18 +496,19 @@ impl Problem {
     /// gradient `dWᵀ[tap][channel]`): `dy` is the image's cotangent (`o × ho × wo`), `scratch`
     /// ([`Problem::scratch_len`]) takes the source and the transposed cotangent. Tiles of 8 taps
     /// × 32 channels sum over the image's positions, one vector load of the transposed
-    /// cotangent per 16 channels and one broadcast per tap each position.
+    /// cotangent per 16 channels and one broadcast per tap each position. `next` (the next
+    /// image's input and cotangent, say; either may be empty) is fetched into L2 meanwhile.
     ///
     /// # Safety
     /// The CPU has AVX-512F and the problem is not empty.
     #[cfg(target_arch = "x86_64")]
     pub(crate) unsafe fn add_kernel_grad(
         &self,
-        img: &[f32],
-        dy: &[f32],
+        (img, dy): (&[f32], &[f32]),
         offs: &[u32],
         scratch: &mut [f32],
         acc_t: &mut [f32],
+        next: [&[f32]; 2],
     ) {
         let (p, ldw, taps) = (self.ho * self.wo, self.ldw(), self.taps());
         let (src, dyt) = scratch.split_at_mut(self.c * self.hp() * self.rl());
@@ -532,30 +533,20 @@ impl Problem {
                     row[self.o..].fill(0.0);
                 }
             }
+            // one prefetch step per row of each tile's pass (tap tiles × channel blocks × rows)
+            let passes = (taps.div_ceil(TILE) + 2) * ldw.div_ceil(2 * LANES);
+            let mut prefetch = Prefetch::new([next[0], next[1], &[]], passes * self.ho);
             let mut t0 = 0;
             while t0 < taps {
                 let left = taps - t0;
+                let (offs, acc) = (&offs[t0..], acc_t.as_mut_ptr().add(t0 * ldw));
+                let (src, dyt, pf) = (src.as_ptr(), dyt.as_ptr(), &mut prefetch);
                 t0 += if left >= TILE {
-                    self.kernel_grad_taps::<TILE>(
-                        src.as_ptr(),
-                        &offs[t0..],
-                        dyt.as_ptr(),
-                        acc_t.as_mut_ptr().add(t0 * ldw),
-                    )
+                    self.kernel_grad_taps::<TILE>(src, offs, dyt, acc, pf)
                 } else if left >= 4 {
-                    self.kernel_grad_taps::<4>(
-                        src.as_ptr(),
-                        &offs[t0..],
-                        dyt.as_ptr(),
-                        acc_t.as_mut_ptr().add(t0 * ldw),
-                    )
+                    self.kernel_grad_taps::<4>(src, offs, dyt, acc, pf)
                 } else {
-                    self.kernel_grad_taps::<1>(
-                        src.as_ptr(),
-                        &offs[t0..],
-                        dyt.as_ptr(),
-                        acc_t.as_mut_ptr().add(t0 * ldw),
-                    )
+                    self.kernel_grad_taps::<1>(src, offs, dyt, acc, pf)
                 };
             }
         }
@@ -585,6 +576,7 @@ impl Problem {
         offs: &[u32],
         dyt: *const f32,
         acc: *mut f32,
+        prefetch: &mut Prefetch,
     ) -> usize {
         let ldw = self.ldw();
         let bases: [*const f32; P] = std::array::from_fn(|i| {
@@ -595,18 +587,18 @@ impl Problem {
         // SAFETY: channel blocks below `ldw` (the caller's contract).
         unsafe {
             while v0 + 2 * LANES <= ldw {
-                self.grad_tile::<P, 2>(&bases, dyt.add(v0), acc.add(v0));
+                self.grad_tile::<P, 2>(&bases, dyt.add(v0), acc.add(v0), prefetch);
                 v0 += 2 * LANES;
             }
             if v0 < ldw {
-                self.grad_tile::<P, 1>(&bases, dyt.add(v0), acc.add(v0));
+                self.grad_tile::<P, 1>(&bases, dyt.add(v0), acc.add(v0), prefetch);
             }
         }
         P
     }
 
     /// `acc[p·ldw + 16v + l] += Σ_{oy,ox} bases[p][oy·sh·rl + ox] · dyt[(oy·wo + ox)·ldw + 16v +
-    /// l]`: `P·V` accumulators over the image's positions.
+    /// l]`: `P·V` accumulators over the image's positions, a `prefetch` step each row.
     ///
     /// # Safety
     /// The CPU has AVX-512F; every `bases[p]` is a tap's position 0 in the source, `dyt` holds
@@ -619,12 +611,14 @@ impl Problem {
         bases: &[*const f32; P],
         dyt: *const f32,
         acc_io: *mut f32,
+        prefetch: &mut Prefetch,
     ) {
         let (ldw, step) = (self.ldw(), self.stride[0] * self.rl());
         // SAFETY: every address is inside the ranges of the contract.
         unsafe {
             let mut acc = load_tile::<P, V>(acc_io, ldw);
             for oy in 0..self.ho {
+                prefetch.step();
                 let row = oy * step;
                 let mut d = dyt.add(oy * self.wo * ldw);
                 for ox in row..row + self.wo {
