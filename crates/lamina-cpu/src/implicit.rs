@@ -364,16 +364,19 @@ impl Problem {
             hw: [self.ho, self.wo],
             row_step: self.stride[0] * self.rl(),
             chunk: (CHUNK_TAPS / per_channel).max(1) * per_channel,
+            out_step: [self.wo * self.ldw(), self.ldw()],
         }
     }
 }
 
 /// The output positions of an implicit gemm: `hw[0] × hw[1]`, position `(oy, ox)` at source
-/// offset `oy·row_step + ox`, the taps summed in chunks of `chunk`.
+/// offset `oy·row_step + ox` and its result row (of `ldw` channels) at `oy·out_step[0] +
+/// ox·out_step[1]`, the taps summed in chunks of `chunk`.
 struct Grid {
     hw: [usize; 2],
     row_step: usize,
     chunk: usize,
+    out_step: [usize; 2],
 }
 
 /// Memory a tile loop asks the cache to fetch into L2 a few lines per tile, for use after the
@@ -433,12 +436,14 @@ impl Grid {
     }
 
     /// Every tile: rows of output positions by `TILE`, then 4 and 1, one chunk of taps at a time
-    /// (see [`Problem::grid`]); `res` gets `[position][ldw]`, each started from `init` (null, or
-    /// `ldw` values such as a bias). Each tile step also issues `prefetch`'s next fetches.
+    /// (see [`Problem::grid`]); `res` gets each position's `ldw` sums where `out_step` puts
+    /// them, each started from `init` (null, or `ldw` values such as a bias). Each tile step
+    /// also issues `prefetch`'s next fetches.
     ///
     /// # Safety
     /// The CPU has AVX-512F; every position plus every offset is inside the source, `packed`
-    /// holds `offs.len() × ldw` and `res` `positions × ldw` elements.
+    /// holds `offs.len() × ldw` elements and `res` every position's `ldw` (`out_step[1] ≥
+    /// ldw`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn tiles(
@@ -461,7 +466,7 @@ impl Grid {
                     let (base, out) = unsafe {
                         (
                             src.add(oy * self.row_step + ox),
-                            res.add((oy * wo + ox) * ldw),
+                            res.add(oy * self.out_step[0] + ox * self.out_step[1]),
                         )
                     };
                     let left = wo - ox;
@@ -472,6 +477,7 @@ impl Grid {
                         packed,
                         ldw,
                         out,
+                        ldo: self.out_step[1],
                         add,
                         init,
                     };
@@ -652,8 +658,6 @@ pub(crate) struct PhasedInputGrad {
 struct Phase {
     /// Output rows and columns of the phase.
     hw: [usize; 2],
-    /// Where its `c × rows × columns` result starts in the image's scratch.
-    at: usize,
     /// Taps per cotangent channel (the sub-kernel's size; 0 when no tap reaches the phase, whose
     /// gradient is then 0).
     per_channel: usize,
@@ -716,7 +720,6 @@ impl PhasedInputGrad {
         };
         let rl = fill.rl();
         let mut phases = Vec::with_capacity(sh * sw);
-        let mut at = 0;
         for &(ry, a, ho, pad_y) in &ys {
             for &(rx, b, wo, pad_x) in &xs {
                 let per_channel = if ho > 0 && wo > 0 { a * b } else { 0 };
@@ -743,12 +746,10 @@ impl PhasedInputGrad {
                 }
                 phases.push(Phase {
                     hw: [ho, wo],
-                    at,
                     per_channel,
                     packed,
                     offs,
                 });
-                at += c * ho * wo;
             }
         }
         PhasedInputGrad {
@@ -761,19 +762,22 @@ impl PhasedInputGrad {
         }
     }
 
-    /// Scratch one image needs: every phase's result (`c × h × w` in all), the shared source and
-    /// the largest phase's `[position][channel]` result.
+    /// Scratch one image needs: the shared source, then every position's `[position][channel]`
+    /// sums.
     pub(crate) fn scratch_len(&self) -> usize {
         let ldw = self.c.next_multiple_of(LANES);
-        let tiles = self.phases.iter().map(|p| p.hw[0] * p.hw[1] * ldw).max();
-        self.c * self.h * self.w
-            + self.fill.c * self.fill.hp() * self.fill.rl()
-            + tiles.unwrap_or(0)
+        self.fill.c * self.fill.hp() * self.fill.rl() + self.h * self.w * ldw
     }
 
     /// The input gradient of one image: `dy` its cotangent, `dx` (`c × h × w`) the result, zero
     /// where `mask` (laid out as `dx`, a ReLU's result) is not positive. `next` (the next
     /// image's cotangent, say) is fetched into L2 meanwhile.
+    ///
+    /// Every phase's tiles write their positions' rows in the gradient's own position order
+    /// (phase `(py, px)`'s output `(j, i)` is position `(py + sh·j, px + sw·i)`), so one
+    /// transposing store (masked, with a mask) writes the whole gradient: no per-phase
+    /// results to interleave. (Benchmark Xeon, readme_cnn: the interleave pass and the
+    /// per-phase transposes took about 3 ms of thread time a step.)
     ///
     /// # Safety
     /// The CPU has AVX-512F.
@@ -790,144 +794,62 @@ impl PhasedInputGrad {
         let [sh, sw] = self.stride;
         let ldw = c.next_multiple_of(LANES);
         let rl = self.fill.rl();
-        let (res, rest) = scratch.split_at_mut(c * h * w);
-        let (src, tmp) = rest.split_at_mut(self.fill.c * self.fill.hp() * rl);
+        let (src, res) = scratch.split_at_mut(self.fill.c * self.fill.hp() * rl);
+        let res = &mut res[..h * w * ldw];
         assert!(dx.len() >= c * h * w && mask.is_none_or(|m| m.len() >= c * h * w));
         // SAFETY: the CPU has AVX-512F (the caller's contract).
         unsafe { self.fill.fill_source(dy, src) };
-        let chunk = |ph: &Phase| (CHUNK_TAPS / ph.per_channel.max(1)).max(1) * ph.per_channel;
-        let steps = self.phases.iter().map(|ph| {
-            let grid = Grid {
-                hw: ph.hw,
-                row_step: rl,
-                chunk: chunk(ph).max(1),
-            };
-            grid.steps(ph.offs.len())
-        });
+        // phase (py, px): its outputs' rows in `res`, from its first (py·w + px) on
+        let grid = |ph: &Phase| Grid {
+            hw: ph.hw,
+            row_step: rl,
+            chunk: (CHUNK_TAPS / ph.per_channel.max(1)).max(1) * ph.per_channel.max(1),
+            out_step: [sh * w * ldw, sw * ldw],
+        };
+        let first = |k: usize| ((k / sw) * w + k % sw) * ldw;
+        let steps = self.phases.iter().map(|ph| grid(ph).steps(ph.offs.len()));
         let out = &dx[..c * h * w];
         let mut prefetch = Prefetch::new([mask.unwrap_or(&[]), out, next], steps.sum());
-        for ph in &self.phases {
+        for (k, ph) in self.phases.iter().enumerate() {
             let [ho, wo] = ph.hw;
-            let out = &mut res[ph.at..ph.at + c * ho * wo];
+            if ho == 0 || wo == 0 {
+                continue;
+            }
+            // the phase's last output row ends inside `res`
+            let g = grid(ph);
+            assert!(
+                first(k) + (ho - 1) * g.out_step[0] + (wo - 1) * g.out_step[1] + ldw <= res.len()
+            );
             if ph.per_channel == 0 {
-                out.fill(0.0);
+                // no tap reaches the phase: its gradient is 0
+                for j in 0..ho {
+                    for i in 0..wo {
+                        let at = first(k) + j * g.out_step[0] + i * g.out_step[1];
+                        res[at..at + ldw].fill(0.0);
+                    }
+                }
                 continue;
             }
             let last = (ho - 1) * rl + wo - 1;
             assert!(ph.offs.iter().all(|&t| t as usize + last < src.len()));
-            assert!(tmp.len() >= ho * wo * ldw && ph.packed.len() >= ph.offs.len() * ldw);
-            let grid = Grid {
-                hw: ph.hw,
-                row_step: rl,
-                chunk: chunk(ph),
-            };
+            assert!(ph.packed.len() >= ph.offs.len() * ldw);
             // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
             // above.
             unsafe {
-                grid.tiles(
+                g.tiles(
                     src.as_ptr(),
                     &ph.offs,
                     ph.packed.as_ptr(),
                     ldw,
-                    (tmp.as_mut_ptr(), std::ptr::null()),
+                    (res.as_mut_ptr().add(first(k)), std::ptr::null()),
                     &mut prefetch,
-                );
-                transpose_rows(tmp, ho * wo, c, ldw, out, ho * wo, Store::Plain);
-            }
+                )
+            };
         }
-        if sw == 2 {
-            // SAFETY: the CPU has AVX-512F (the caller's contract); `res` holds every phase's
-            // result and `dx` (and the mask) `c × h × w` elements (checked above).
-            return unsafe { self.interleave_pairs(res, dx, mask) };
-        }
-        for ci in 0..c {
-            for iy in 0..h {
-                let (py, j) = (iy % sh, iy / sh);
-                let row = &mut dx[(ci * h + iy) * w..(ci * h + iy + 1) * w];
-                // the row of phase (py, px): `wo` elements
-                let phase_row = |px: usize| {
-                    let ph = &self.phases[py * sw + px];
-                    let [ho, wo] = ph.hw;
-                    &res[ph.at + (ci * ho + j) * wo..][..wo]
-                };
-                for px in 0..sw.min(w) {
-                    for (i, v) in phase_row(px).iter().enumerate() {
-                        row[px + i * sw] = *v;
-                    }
-                }
-                if let Some(m) = mask.map(|m| &m[(ci * h + iy) * w..][..w]) {
-                    for (v, &m) in row.iter_mut().zip(m) {
-                        *v = if 0.0 < m { *v } else { 0.0 };
-                    }
-                }
-            }
-        }
-    }
-
-    /// The gradient's rows from the phases' results at column stride 2: row `iy` of channel
-    /// `ci` interleaves row `iy div sh` of phases `(iy mod sh, 0)` and `(iy mod sh, 1)`, zeroed
-    /// where `keep` (a ReLU's result, if given) is not positive. One pass of pointer steps over all rows: the benchmark's
-    /// rows are 16-32 elements, one vector step each, where per-row slicing cost more than the
-    /// moves.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn interleave_pairs(&self, res: &[f32], dx: &mut [f32], keep: Option<&[f32]>) {
-        let (c, h, w, sh) = (self.c, self.h, self.w, self.stride[0]);
-        assert!(self.stride[1] == 2 && dx.len() >= c * h * w);
-        assert!(keep.is_none_or(|m| m.len() >= c * h * w));
-        let (n_even, n_odd) = (w.div_ceil(2), w / 2);
-        // each phase's result (`c × rows × cols`) lies inside `res`, the phases of column 0
-        // have `n_even` columns, those of column 1 `n_odd`
-        for (k, ph) in self.phases.iter().enumerate() {
-            let [ho, wo] = ph.hw;
-            assert!(ph.at + c * ho * wo <= res.len() && wo == [n_even, n_odd][k % 2]);
-        }
-        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        let zero = _mm512_setzero_ps();
-        let (rp, dp) = (res.as_ptr(), dx.as_mut_ptr());
-        let kp = keep.map_or(std::ptr::null(), |m| m.as_ptr());
-        for ci in 0..c {
-            for iy in 0..h {
-                let (py, j) = (iy % sh, iy / sh);
-                let (p0, p1) = (&self.phases[py * 2], &self.phases[py * 2 + 1]);
-                // SAFETY: phase rows j of channel ci are inside `res`, row iy of channel ci
-                // inside `dx` and the mask (asserted above); masked loads and stores stay
-                // within the rows (`n_even`, `n_odd` and `w` elements).
-                unsafe {
-                    let ep = rp.add(p0.at + (ci * p0.hw[0] + j) * n_even);
-                    let op = rp.add(p1.at + (ci * p1.hw[0] + j) * n_odd);
-                    let at = (ci * h + iy) * w;
-                    for i in (0..n_even).step_by(16) {
-                        let a = _mm512_maskz_loadu_ps(mask(n_even - i), ep.add(i));
-                        let b = _mm512_maskz_loadu_ps(mask(n_odd.saturating_sub(i)), op.add(i));
-                        let halves = [
-                            _mm512_permutex2var_ps(a, lo, b),
-                            _mm512_permutex2var_ps(a, hi, b),
-                        ];
-                        for (k, v) in halves.into_iter().enumerate() {
-                            let first = 2 * i + 16 * k;
-                            if first >= w {
-                                break;
-                            }
-                            let lanes = mask(w - first);
-                            // the lanes kept: all, or where the mask is positive
-                            let keep = if kp.is_null() {
-                                lanes
-                            } else {
-                                let m = _mm512_maskz_loadu_ps(lanes, kp.add(at + first));
-                                lanes & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(zero, m)
-                            };
-                            let v = _mm512_maskz_mov_ps(keep, v);
-                            _mm512_mask_storeu_ps(dp.add(at + first), lanes, v);
-                        }
-                    }
-                }
-            }
-        }
+        let store = mask.map_or(Store::Plain, |m| Store::Mask(m.as_ptr()));
+        // SAFETY: the CPU has AVX-512F; `res` holds every position's `ldw` sums, `dx` and the
+        // mask `c × h × w` elements (checked above).
+        unsafe { transpose_rows(res, h * w, c, ldw, dx, h * w, store) };
     }
 }
 
@@ -948,6 +870,8 @@ struct TileArgs<'a> {
     packed: *const f32,
     ldw: usize,
     out: *mut f32,
+    /// Distance between the tile's result rows (one per position).
+    ldo: usize,
     add: bool,
     /// Null, or `ldw` initial sums.
     init: *const f32,
@@ -990,24 +914,24 @@ unsafe fn channels<const P: usize>(args: TileArgs) -> usize {
     P
 }
 
-/// `out[p·ldw + 16v + l] = Σ_t base[p + offs[t]] · packed[t·ldw + 16v + l]` for `p < P`,
+/// `out[p·ldo + 16v + l] = Σ_t base[p + offs[t]] · packed[t·ldw + 16v + l]` for `p < P`,
 /// `v < V`, added to `out`'s values with `add`, else to `init[16v + l]` (a bias) unless `init`
 /// is null: `P·V` accumulators, one broadcast per position and one load per vector each tap.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `base + p + offs[t]` is readable for every `p < P` and tap, `packed`
-/// for `offs.len()` rows of `ldw` from its start and `out` writable for `P` rows of `ldw`, each
+/// for `offs.len()` rows of `ldw` from its start and `out` writable for `P` rows of `ldo`, each
 /// at least `16·V` elements; a non-null `init` is readable for `16·V`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn tile<const P: usize, const V: usize>(args: TileArgs) {
-    let (ldw, out) = (args.ldw, args.out);
+    let (ldw, ldo, out) = (args.ldw, args.ldo, args.out);
     let mut wp = args.packed;
     // SAFETY: every address is inside the ranges of the contract.
     unsafe {
         let mut acc = if args.add {
-            load_tile::<P, V>(out, ldw)
+            load_tile::<P, V>(out, ldo)
         } else if !args.init.is_null() {
             // every position starts from the same `init` (row stride 0)
             load_tile::<P, V>(args.init, 0)
@@ -1019,7 +943,7 @@ unsafe fn tile<const P: usize, const V: usize>(args: TileArgs) {
             rank1(&mut acc, wp, |p| *s.add(p));
             wp = wp.add(ldw);
         }
-        store_tile(&acc, out, ldw);
+        store_tile(&acc, out, ldo);
     }
 }
 
