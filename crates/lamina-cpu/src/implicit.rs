@@ -53,23 +53,15 @@ pub(crate) struct Problem {
     pub(crate) pad: [i64; 2],
 }
 
-/// Most vectors per source row that [`Problem::row_moves`] plans.
-const MAX_MOVES: usize = 16;
-
-/// One vector of a source row: lanes `dst..dst + 16` (`store` of them) take input columns
-/// `base + l·sw` (from the 32 columns at `base`, `load` masking those inside the input row).
-#[derive(Clone, Copy, Default)]
-struct RowMove {
-    dst: usize,
-    base: isize,
+/// One chunk of an input row, for [`Problem::fill_by_chunks`]: the `16·sw` columns from `at`
+/// (lanes `load` of each of its vectors inside the row), and for each column parity `k < sw`
+/// the vector of columns `at + k + sw·l` stored at `put[k].0` (relative to the source row;
+/// may point before it) in lanes `put[k].1`.
+#[derive(Clone, Copy)]
+struct Chunk {
+    at: usize,
     load: [u16; 2],
-    store: u16,
-}
-
-/// The vectors of one source row (see [`Problem::row_moves`]).
-struct RowMoves {
-    len: usize,
-    moves: [RowMove; MAX_MOVES],
+    put: [(isize, u16); 2],
 }
 
 /// `⌈a / b⌉` for `b > 0` and any sign of `a`.
@@ -168,73 +160,82 @@ impl Problem {
         }
     }
 
-    /// How one source row is built from an input row, as whole-vector moves (column stride 1
-    /// or 2, at most `MAX_MOVES` vectors a row): `None` otherwise.
-    fn row_moves(&self) -> Option<RowMoves> {
-        let (sw, pw, w) = (self.stride[1], self.pw(), self.w as i64);
-        let per_phase = pw.div_ceil(LANES);
-        if sw > 2 || sw * per_phase > MAX_MOVES {
-            return None;
-        }
-        let mut moves = RowMoves {
-            len: 0,
-            moves: [RowMove::default(); MAX_MOVES],
-        };
-        for ph in 0..sw {
-            for k in 0..per_phase {
-                // lane l: phase column j = 16k + l, input column j·sw + ph − pl = base + l·sw
-                let base = (LANES * k * sw + ph) as i64 - self.pad[1];
-                let load = |half: i64| {
-                    (0..LANES as i64).fold(0u16, |m, i| {
-                        let ix = base + half * LANES as i64 + i;
-                        m | (((0..w).contains(&ix) as u16) << i)
-                    })
+    /// The chunks every input row is copied in at column stride 1 or 2 (see
+    /// [`Problem::fill_by_chunks`]): lane `l` of parity `k`'s vector is input column `ix = at +
+    /// k + sw·l`, padded column `q = ix + pl`, phase column `q div sw` of phase `q mod sw`; it
+    /// is stored if `ix` is inside the row and the phase column inside the phase.
+    fn chunks(&self) -> Vec<Chunk> {
+        let (sw, pw, w, pl) = (self.stride[1], self.pw() as i64, self.w, self.pad[1]);
+        debug_assert!(sw <= 2);
+        (0..w)
+            .step_by(LANES * sw)
+            .map(|at| {
+                let n = (w - at).min(LANES * sw);
+                let put = |k: usize| {
+                    let q0 = (at + k) as i64 + pl;
+                    let (phase, j0) = (q0.rem_euclid(sw as i64), q0.div_euclid(sw as i64));
+                    let lanes = (0..LANES).fold(0u16, |m, l| {
+                        let inside = k + sw * l < n && (0..pw).contains(&(j0 + l as i64));
+                        m | ((inside as u16) << l)
+                    });
+                    ((phase * pw + j0) as isize, lanes)
                 };
-                moves.moves[moves.len] = RowMove {
-                    dst: ph * pw + LANES * k,
-                    base: base as isize,
-                    load: [load(0), load(1)],
-                    store: mask(pw - LANES * k),
-                };
-                moves.len += 1;
-            }
-        }
-        Some(moves)
+                Chunk {
+                    at,
+                    load: [mask(n), mask(n.saturating_sub(LANES))],
+                    put: [put(0), if sw == 2 { put(1) } else { (0, 0) }],
+                }
+            })
+            .collect()
     }
 
-    /// [`Problem::fill_source`] by [`Problem::row_moves`]: per row two masked loads of the
-    /// input (zero outside it), one permute and one masked store per vector of the source row.
+    /// [`Problem::fill_source`] at column stride 1 or 2: each source row zeroed by whole
+    /// vectors, then each chunk of its input row loaded once, split into its column parities
+    /// (one permute each at stride 2) and stored into its phases. (Build machine, readme_cnn:
+    /// the step's source copies took 2.7 ms of thread time as one permute of two loads per
+    /// vector of the source, the same with the input in cache: instruction-bound.)
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_by_moves(&self, img: &[f32], src: &mut [f32], moves: &RowMoves) {
-        let (hp, rl, w, sw) = (self.hp(), self.rl(), self.w, self.stride[1] as i32);
+    unsafe fn fill_by_chunks(&self, img: &[f32], src: &mut [f32]) {
+        let (hp, rl, w, sw) = (self.hp(), self.rl(), self.w, self.stride[1]);
         let pt = self.pad[0];
-        assert!(img.len() >= self.c * self.h * w && src.len() >= self.c * hp * rl);
-        let idx = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(sw),
-        );
-        let moves = &moves.moves[..moves.len];
+        assert!(img.len() >= self.c * self.h * w && src.len() >= self.c * hp * rl && sw <= 2);
+        let chunks = self.chunks();
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let zero = _mm512_setzero_ps();
         for (ci, plane) in src.chunks_exact_mut(hp * rl).take(self.c).enumerate() {
             for (r, row) in plane.chunks_exact_mut(rl).enumerate() {
+                let rp = row.as_mut_ptr();
+                for k in (0..rl).step_by(LANES) {
+                    // SAFETY: lanes k..rl of the row.
+                    unsafe { _mm512_mask_storeu_ps(rp.add(k), mask(rl - k), zero) };
+                }
                 let iy = r as i64 - pt;
                 if !(0..self.h as i64).contains(&iy) {
-                    row.fill(0.0);
                     continue;
                 }
                 let xr = img[(ci * self.h + iy as usize) * w..].as_ptr();
-                for m in moves {
-                    // SAFETY: the loads touch only lanes of input columns in 0..w (the masks),
-                    // the store only lanes inside the row's phase.
+                for ch in &chunks {
+                    // SAFETY: the loads touch only lanes of input columns in 0..w, the stores
+                    // only lanes inside the row's phases (`Problem::chunks`).
                     unsafe {
-                        let at = xr.wrapping_offset(m.base);
-                        let a = _mm512_maskz_loadu_ps(m.load[0], at);
-                        let b = _mm512_maskz_loadu_ps(m.load[1], at.wrapping_add(LANES));
-                        let v = _mm512_permutex2var_ps(a, idx, b);
-                        _mm512_mask_storeu_ps(row.as_mut_ptr().add(m.dst), m.store, v);
+                        let a = _mm512_maskz_loadu_ps(ch.load[0], xr.add(ch.at));
+                        let [(d0, m0), (d1, m1)] = ch.put;
+                        if sw == 1 {
+                            _mm512_mask_storeu_ps(rp.wrapping_offset(d0), m0, a);
+                            continue;
+                        }
+                        let b = _mm512_maskz_loadu_ps(ch.load[1], xr.wrapping_add(ch.at + LANES));
+                        let (e, o) = (
+                            _mm512_permutex2var_ps(a, even, b),
+                            _mm512_permutex2var_ps(a, odd, b),
+                        );
+                        _mm512_mask_storeu_ps(rp.wrapping_offset(d0), m0, e);
+                        _mm512_mask_storeu_ps(rp.wrapping_offset(d1), m1, o);
                     }
                 }
             }
@@ -242,11 +243,10 @@ impl Problem {
     }
 
     /// Copies one image (`c × h × w`) into the padded, phase-split source. With column stride 1
-    /// or 2 each source row is a few whole-vector moves planned once ([`Problem::row_moves`]):
-    /// per-row work dominates for the benchmark's 8-32-column images (readme_cnn's 64-channel
-    /// stride-2 forward convolution took 1.64-1.66 ms against 1.76-1.80 with per-phase spans
-    /// and zeroed ends, fastest runs on the build machine). Otherwise each phase's span of input
-    /// columns is worked out once and a row is a strided copy between zeroed ends.
+    /// or 2 each input row is a few whole-vector chunks planned once ([`Problem::chunks`]):
+    /// per-row work dominates for the benchmark's 8-32-column images. Otherwise each phase's
+    /// span of input columns is worked out once and a row is a strided copy between zeroed
+    /// ends.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
@@ -263,9 +263,9 @@ impl Problem {
             let hi = ceil_div(w as i64 - at, sw as i64).clamp(lo as i64, pw as i64) as usize;
             (lo, hi, (lo as i64 * sw as i64 + at).max(0) as usize)
         };
-        if let Some(moves) = self.row_moves() {
+        if sw <= 2 {
             // SAFETY: the CPU has AVX-512F (the caller's contract).
-            return unsafe { self.fill_by_moves(img, src, &moves) };
+            return unsafe { self.fill_by_chunks(img, src) };
         }
         let mut spans = [(0, 0, 0); 4];
         for (ph, sp) in spans.iter_mut().enumerate().take(sw) {

@@ -559,6 +559,9 @@ fn conv_paths() {
     // 70 output channels: two tiles of 32 and one of 16 (6 of its lanes padding)
     let w14 = b.input("w14", &[70, 5, 3, 3], DType::F32);
     let z15 = x8.conv2d(w14, 2, 1, 1, 1);
+    // a 1×1 kernel with padding: the input gradients crop (negative padding) at stride 1 and 2
+    let z16 = x8.conv2d(w12, 1, 1, 1, 1);
+    let z17 = x8.conv2d(w12, 2, 1, 1, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
@@ -574,7 +577,9 @@ fn conv_paths() {
         + (z12 * z12).sum(&[], false)
         + (z13 * z13).sum(&[], false)
         + (z14 * z14).sum(&[], false)
-        + (z15 * z15).sum(&[], false);
+        + (z15 * z15).sum(&[], false)
+        + (z16 * z16).sum(&[], false)
+        + (z17 * z17).sum(&[], false);
     let gs = grad(
         loss,
         &[
