@@ -1145,7 +1145,7 @@ impl Store {
 /// The CPU has AVX-512F; `store`'s pointer, if any, is valid for `y`'s elements written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_rows(
+pub(crate) unsafe fn transpose_rows(
     res: &[f32],
     rows: usize,
     cols: usize,

@@ -1,6 +1,10 @@
 //! Batched MatMul through the `gemm` crate. Operands are read with arbitrary row, column and batch
 //! strides, so a transposed operand (a Permute of the last two axes) or one broadcast over the
 //! batch axes (an Expand) can be read in place instead of being copied first.
+//!
+//! One shape has its own AVX-512 kernel ([`long_k_f32`]): a long reduction (a dense layer fed by a
+//! flattened feature map, readme_cnn's 4096 inputs) by a transposed weight, which gemm ran at a
+//! third of the multiply-add peak.
 
 use crate::arena::{Ptr, Slots};
 use gemm::Parallelism;
@@ -184,6 +188,24 @@ impl MatMul {
             let slabs = if threads > 1 { threads } else { 1 };
             (0..slabs).into_par_iter().for_each(|t| {
                 let (k0, k1) = (k * t / slabs, k * (t + 1) / slabs);
+                #[cfg(target_arch = "x86_64")]
+                if std::mem::size_of::<T>() == 4 && has_avx512f() && k1 > k0 {
+                    // SAFETY: T is f32; as below, the slab's columns k0..k1 of the `m` rows and
+                    // its copy rows; 16×16 blocks transposed in registers.
+                    return unsafe {
+                        let a = pa.at::<f32>(self.a.batch_offsets[0] + k0);
+                        let len = (m - 1) * rs as usize + (k1 - k0);
+                        crate::implicit::transpose_rows(
+                            std::slice::from_raw_parts(a, len),
+                            m,
+                            k1 - k0,
+                            rs as usize,
+                            std::slice::from_raw_parts_mut(dst.at::<f32>(k0 * m), (k1 - k0) * m),
+                            m,
+                            crate::implicit::Store::Plain,
+                        )
+                    };
+                }
                 // SAFETY: `a` holds `m` rows of `k` (row stride `rs`); slab t writes copy rows
                 // k0..k1 only. Blocked 16×16 so both sides stay in cache.
                 unsafe {
@@ -202,6 +224,23 @@ impl MatMul {
             });
             at
         });
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(at), true) = (&a_copy, std::mem::size_of::<T>() == 4 && has_avx512f()) {
+            // SAFETY: T is f32 (size 4, a GemmElem); `at` is the left operand column-major, `b`
+            // is read down its columns (`rs == 1`) and the result is `m × n`, written by this
+            // call only.
+            unsafe {
+                let at = std::slice::from_raw_parts(at.as_ptr() as *const f32, m * k);
+                let b = pb.at::<f32>(self.b.batch_offsets[0]);
+                return long_k_f32(
+                    (m, n, k),
+                    at,
+                    (b, self.b.cs as usize),
+                    po.at::<f32>(0),
+                    threads,
+                );
+            }
+        }
         // rows `r` and columns `c` of product `bi`
         let part = |bi: usize, r: Range<usize>, c: Range<usize>, par: Parallelism| {
             let a = pa.at::<T>(
@@ -288,6 +327,125 @@ impl MatMul {
             };
             for bi in 0..batch {
                 one(bi, par);
+            }
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512f() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Reduction steps per block of [`long_k_f32`]: a block's left operand (`64 × m`) and weights
+/// (`64 ×` a thread's columns) stay in L1 while every tile runs over it.
+const LONG_K_BLOCK: usize = 64;
+
+/// `out[i·n + j] = Σ_k at[k·m + i] · b[j·bcs + k]` (`at` the left operand column-major, `b` a
+/// transposed weight read down its columns): each thread takes a range of columns (whole
+/// tiles) and sums `LONG_K_BLOCK` reduction steps at a time with register tiles of 8 columns ×
+/// 32 rows (one broadcast weight per column and two loads per step, 16 multiply-adds) into a
+/// transposed result `[column][row]`, transposed into `out` at the end.
+///
+/// # Safety
+/// The CPU has AVX-512F; `b` is readable at `j·bcs + kk` for `j < n`, `kk < k`, and `out` is
+/// writable for `m × n` elements that nothing else accesses meanwhile.
+#[cfg(target_arch = "x86_64")]
+unsafe fn long_k_f32(
+    (m, n, k): (usize, usize, usize),
+    at: &[f32],
+    (b, bcs): (*const f32, usize),
+    out: *mut f32,
+    threads: usize,
+) {
+    assert!(at.len() >= m * k && m > 0 && n > 0);
+    let (b, out) = (Ptr(b as *mut u8), Ptr(out as *mut u8));
+    let tasks = threads.clamp(1, n.div_ceil(8));
+    let cut = |t: usize| (n.div_ceil(8) * t / tasks * 8).min(n);
+    let cols = |t: usize| {
+        let (j0, j1) = (cut(t), cut(t + 1));
+        let mut tr = vec![0.0f32; (j1 - j0) * m];
+        // SAFETY: the caller's contract; task t writes columns j0..j1 of `out` only.
+        unsafe {
+            long_k_cols((m, k), at, (b.at::<f32>(0), bcs), j0..j1, &mut tr);
+            for i in 0..m {
+                for j in j0..j1 {
+                    *out.at::<f32>(i * n + j) = *tr.get_unchecked((j - j0) * m + i);
+                }
+            }
+        }
+    };
+    if tasks > 1 {
+        (0..tasks).into_par_iter().for_each(cols);
+    } else {
+        cols(0);
+    }
+}
+
+/// Columns `js` of [`long_k_f32`] into `tr` (`[column − js.start][row]`, zeroed).
+///
+/// # Safety
+/// As [`long_k_f32`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn long_k_cols(
+    (m, k): (usize, usize),
+    at: &[f32],
+    (b, bcs): (*const f32, usize),
+    js: Range<usize>,
+    tr: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const R: usize = 8;
+    let lanes = |left: usize| -> __mmask16 {
+        if left >= 16 {
+            0xffff
+        } else {
+            (1u16 << left) - 1
+        }
+    };
+    assert!(tr.len() >= js.len() * m);
+    let (ap, tp) = (at.as_ptr(), tr.as_mut_ptr());
+    for k0 in (0..k).step_by(LONG_K_BLOCK) {
+        let k1 = (k0 + LONG_K_BLOCK).min(k);
+        for j0 in js.clone().step_by(R) {
+            let rows = (js.end - j0).min(R);
+            // a short tile repeats its last column; its sums are not stored
+            // SAFETY: columns below js.end (the caller's contract).
+            let w: [*const f32; R] =
+                std::array::from_fn(|r| unsafe { b.add((j0 + r.min(rows - 1)) * bcs) });
+            for i0 in (0..m).step_by(32) {
+                let (m0, m1) = (lanes(m - i0), lanes((m - i0).saturating_sub(16)));
+                // SAFETY: rows i0.. of the tile's columns in `tr`, masked to m; reduction steps
+                // below k in `at` and `b`.
+                unsafe {
+                    let t = tp.add((j0 - js.start) * m + i0);
+                    let mut acc: [[__m512; 2]; R] = std::array::from_fn(|r| {
+                        let t = t.add(r.min(rows - 1) * m);
+                        [
+                            _mm512_maskz_loadu_ps(m0, t),
+                            _mm512_maskz_loadu_ps(m1, t.wrapping_add(16)),
+                        ]
+                    });
+                    for kk in k0..k1 {
+                        let a = ap.add(kk * m + i0);
+                        let (a0, a1) = (
+                            _mm512_maskz_loadu_ps(m0, a),
+                            _mm512_maskz_loadu_ps(m1, a.wrapping_add(16)),
+                        );
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let wv = _mm512_set1_ps(*w[r].add(kk));
+                            acc[0] = _mm512_fmadd_ps(wv, a0, acc[0]);
+                            acc[1] = _mm512_fmadd_ps(wv, a1, acc[1]);
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate().take(rows) {
+                        let t = t.add(r * m);
+                        _mm512_mask_storeu_ps(t, m0, acc[0]);
+                        _mm512_mask_storeu_ps(t.wrapping_add(16), m1, acc[1]);
+                    }
+                }
             }
         }
     }

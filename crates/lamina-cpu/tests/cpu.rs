@@ -461,6 +461,10 @@ fn matmul_paths() {
     let a3 = b.input("a3", &[32, 2100], DType::F32);
     let w3 = b.input("w3", &[48, 2100], DType::F32);
     let z3 = a3.matmul(w3.transpose(0, 1));
+    // rows past one 32-row tile, columns past whole 8-column tiles, a last short reduction block
+    let a4 = b.input("a4", &[37, 2050], DType::F32);
+    let w4 = b.input("w4", &[41, 2050], DType::F32);
+    let z4 = a4.matmul(w4.transpose(0, 1));
     let q2 = b.input("q2", &[2, 64, 100], DType::F32);
     let k2 = b.input("k2", &[2, 96, 100], DType::F32);
     let qk = q2.matmul(k2.transpose(-1, -2));
@@ -475,6 +479,7 @@ fn matmul_paths() {
             z,
             qk,
             z3,
+            z4,
         ])
         .unwrap();
     let mut rng = TestRng::new(5);
