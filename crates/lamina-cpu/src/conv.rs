@@ -291,14 +291,16 @@ impl Conv {
             let g = self.direct_geometry();
             let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
                 // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
-                let (dw, mut db) = unsafe { range_results(res, o, taps) };
+                let (dw, db) = unsafe { range_results(res, o, taps) };
+                // the range's sums as 16-lane vectors, added across lanes once at the end
+                let mut lanes = DirectGradLanes::new(o, taps, db.is_some());
                 for ni in range {
                     let mut add = |dyi: &[f32]| {
                         with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
                             self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
                             // SAFETY: the CPU has AVX-512F (`is_direct`); the buffers have the
                             // sizes `direct_kernel_grad` reads.
-                            unsafe { direct_kernel_grad(xp, dyi, dw, db.as_deref_mut(), &g) };
+                            unsafe { direct_kernel_grad(xp, dyi, &mut lanes, &g) };
                         })
                     };
                     match cotangent {
@@ -309,6 +311,7 @@ impl Conv {
                         None => add(&dy[ni * dy_len..(ni + 1) * dy_len]),
                     }
                 }
+                lanes.add_to(dw, db);
             };
             let db = self.bias_grad.map(|s| slots.ptr(s));
             self.sum_over_images::<f32>((slots.ptr(self.out), o * taps), db, threads, sum);
@@ -1498,33 +1501,68 @@ unsafe fn direct_image(xp: &[f32], wpk: &[f32], y: *mut f32, g: &Direct) {
 const KG_OC: usize = 4;
 const KG_TAPS: usize = 6;
 
-/// `dw[oc, t] += Σ_{oy,ox} dy[oc, oy, ox] · xp[ci, oy + ky, ox + kx]` (tap t = (ci, ky, kx)) for
-/// one image: blocks of 4 channels × 6 taps summed in 16-lane accumulators over the image (the
-/// rows' last 16 columns masked), then each accumulator's lanes added into `dw`; with `db`, the
-/// cotangent's per-channel sums (`o`, a bias gradient) too, from the loads of the first taps.
+/// A direct kernel gradient's sums over a range of images, kept as 16-lane vectors (one per
+/// channel and tap, and per channel for the bias gradient) so that each image's block adds to
+/// them with vector loads and stores; the lanes are added once, at the end of the range. (Adding
+/// each image's 24 accumulators across lanes cost a shuffle chain each, on the benchmark
+/// Xeon's multiply-add port.)
+struct DirectGradLanes {
+    /// `[oc][tap][16]`, then `[oc][16]` for the bias gradient.
+    sums: Vec<f32>,
+    o: usize,
+    taps: usize,
+    bias: bool,
+}
+
+impl DirectGradLanes {
+    fn new(o: usize, taps: usize, bias: bool) -> DirectGradLanes {
+        let len = (o * taps + if bias { o } else { 0 }) * 16;
+        DirectGradLanes {
+            sums: vec![0.0; len],
+            o,
+            taps,
+            bias,
+        }
+    }
+
+    /// Adds the sums across lanes to `dw` (`o × taps`) and, if given, `db` (`o`).
+    fn add_to(&self, dw: &mut [f32], db: Option<&mut [f32]>) {
+        let (w_lanes, b_lanes) = self.sums.split_at(self.o * self.taps * 16);
+        for (d, v) in dw.iter_mut().zip(w_lanes.chunks_exact(16)) {
+            *d += v.iter().sum::<f32>();
+        }
+        if let (Some(db), true) = (db, self.bias) {
+            for (d, v) in db.iter_mut().zip(b_lanes.chunks_exact(16)) {
+                *d += v.iter().sum::<f32>();
+            }
+        }
+    }
+}
+
+/// Adds one image's kernel gradient `Σ_{oy,ox} dy[oc, oy, ox] · xp[ci, oy + ky, ox + kx]` (tap t
+/// = (ci, ky, kx)) to `lanes`: blocks of 4 channels × 6 taps summed in 16-lane accumulators over
+/// the image (the rows' last 16 columns masked), started from and stored back to the lanes'
+/// sums; with a bias gradient, the cotangent's per-channel sums too, from the loads of the
+/// first taps.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `xp` holds `c` planes of `hp × wp`, `dy` is `o × ho × wo` and `dw`
-/// `o × c·kh·kw`.
+/// The CPU has AVX-512F; `xp` holds `c` planes of `hp × wp`, `dy` is `o × ho × wo` and `lanes`
+/// was made for `o` channels and `c·kh·kw` taps.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn direct_kernel_grad(
-    xp: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    mut db: Option<&mut [f32]>,
-    g: &Direct,
-) {
+unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], lanes: &mut DirectGradLanes, g: &Direct) {
     use std::arch::x86_64::*;
     let taps = g.c * g.kh * g.kw;
-    debug_assert!(xp.len() >= g.c * g.hp * g.wp && dy.len() >= g.o * g.ho * g.wo);
-    debug_assert!(dw.len() >= g.o * taps);
+    assert!(xp.len() >= g.c * g.hp * g.wp && dy.len() >= g.o * g.ho * g.wo);
+    assert!(lanes.o == g.o && lanes.taps == taps);
     // where tap t starts in the padded image
     let mut tap_at = [0usize; DIRECT_MAX_TAPS];
     for (t, at) in tap_at.iter_mut().enumerate().take(taps) {
         let (ci, k) = (t / (g.kh * g.kw), t % (g.kh * g.kw));
         *at = (ci * g.hp + k / g.kw) * g.wp + k % g.kw;
     }
+    let (sums, bias_sums) = lanes.sums.split_at_mut(g.o * taps * 16);
+    let (sp, bp) = (sums.as_mut_ptr(), bias_sums.as_mut_ptr());
     for o0 in (0..g.o).step_by(KG_OC) {
         let rows = (g.o - o0).min(KG_OC);
         for t0 in (0..taps).step_by(KG_TAPS) {
@@ -1532,38 +1570,59 @@ unsafe fn direct_kernel_grad(
             // a short block repeats its last tap and channel; their sums are not stored
             let at: [usize; KG_TAPS] = std::array::from_fn(|j| tap_at[t0 + j.min(cols - 1)]);
             let ch: [usize; KG_OC] = std::array::from_fn(|i| o0 + i.min(rows - 1));
-            let mut acc = [[_mm512_setzero_ps(); KG_TAPS]; KG_OC];
-            let mut bsum = [_mm512_setzero_ps(); KG_OC];
-            let bias_too = t0 == 0 && db.is_some();
+            // SAFETY (the loads and stores of the sums): channel ch[i] < o, tap < taps.
+            let lane =
+                |i: usize, j: usize| unsafe { sp.add((ch[i] * taps + t0 + j.min(cols - 1)) * 16) };
+            let mut acc: [[__m512; KG_TAPS]; KG_OC] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| unsafe { _mm512_loadu_ps(lane(i, j)) })
+            });
+            let bias_too = t0 == 0 && lanes.bias;
+            // SAFETY: as above, for the bias sums of channel ch[i] (read only when kept).
+            let mut bsum: [__m512; KG_OC] = std::array::from_fn(|i| unsafe {
+                if bias_too {
+                    _mm512_loadu_ps(bp.add(ch[i] * 16))
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
             for oy in 0..g.ho {
                 for x0 in (0..g.wo).step_by(16) {
                     let n = (g.wo - x0).min(16);
                     let m: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
-                    let d: [__m512; KG_OC] = std::array::from_fn(|i| {
-                        _mm512_maskz_loadu_ps(m, dy.as_ptr().add((ch[i] * g.ho + oy) * g.wo + x0))
-                    });
-                    if bias_too {
-                        for (b, &v) in bsum.iter_mut().zip(&d) {
-                            *b = _mm512_add_ps(*b, v);
+                    // SAFETY: row oy, columns x0..x0 + n of channel ch[i] (inside `dy`), and of
+                    // the padded planes from each tap's start (inside `xp`).
+                    unsafe {
+                        let d: [__m512; KG_OC] = std::array::from_fn(|i| {
+                            _mm512_maskz_loadu_ps(
+                                m,
+                                dy.as_ptr().add((ch[i] * g.ho + oy) * g.wo + x0),
+                            )
+                        });
+                        if bias_too {
+                            for (b, &v) in bsum.iter_mut().zip(&d) {
+                                *b = _mm512_add_ps(*b, v);
+                            }
                         }
-                    }
-                    let base = xp.as_ptr().add(oy * g.wp + x0);
-                    for (j, &a) in at.iter().enumerate() {
-                        let v = _mm512_maskz_loadu_ps(m, base.add(a));
-                        for i in 0..KG_OC {
-                            acc[i][j] = _mm512_fmadd_ps(d[i], v, acc[i][j]);
+                        let base = xp.as_ptr().add(oy * g.wp + x0);
+                        for (j, &a) in at.iter().enumerate() {
+                            let v = _mm512_maskz_loadu_ps(m, base.add(a));
+                            for i in 0..KG_OC {
+                                acc[i][j] = _mm512_fmadd_ps(d[i], v, acc[i][j]);
+                            }
                         }
                     }
                 }
             }
             for (i, row) in acc.iter().enumerate().take(rows) {
                 for (j, a) in row.iter().enumerate().take(cols) {
-                    dw[(o0 + i) * taps + t0 + j] += _mm512_reduce_add_ps(*a);
+                    // SAFETY: channel o0 + i, tap t0 + j: inside the sums.
+                    unsafe { _mm512_storeu_ps(lane(i, j), *a) };
                 }
             }
-            if let (true, Some(db)) = (bias_too, db.as_deref_mut()) {
+            if bias_too {
                 for (i, b) in bsum.iter().enumerate().take(rows) {
-                    db[o0 + i] += _mm512_reduce_add_ps(*b);
+                    // SAFETY: channel o0 + i's bias sums.
+                    unsafe { _mm512_storeu_ps(bp.add(ch[i] * 16), *b) };
                 }
             }
         }
