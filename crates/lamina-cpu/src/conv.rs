@@ -358,6 +358,14 @@ impl Conv {
             )
         };
         let epilogue = self.epilogue::<f32>(slots);
+        // the bias, and a ReLU kept in place of the sum, are applied in registers; a ReLU
+        // written besides the sum is a pass over the block
+        let (in_registers, epilogue) = match epilogue {
+            Some(e) if e.mask.is_none() && e.relu.is_none_or(|(r, _)| r.0 == out.0) => {
+                ((e.bias, e.relu.map(|(_, zero_first)| zero_first)), None)
+            }
+            e => ((None, None), e),
+        };
         let g = self.direct_geometry();
         let packed = o.div_ceil(DIRECT_OC) * taps * DIRECT_OC;
         move |ni| {
@@ -377,7 +385,7 @@ impl Conv {
                 // SAFETY: the CPU has AVX-512F (`is_direct`); `xp` and `wpk` have the sizes
                 // `direct_image` reads, and image ni's result block is written by this task
                 // only.
-                unsafe { direct_image(xp, wpk, out.at::<f32>(at), &g) };
+                unsafe { direct_image(xp, wpk, out.at::<f32>(at), &g, in_registers) };
                 if let Some(e) = &epilogue {
                     // SAFETY: the block just written by this task.
                     unsafe { e.apply(out, at, 0..o, ho * wo) };
@@ -1441,14 +1449,22 @@ struct Direct {
 /// `y[oc, oy, ox] = Σ_{ci,ky,kx} w[oc, ci, ky, kx] · xp[ci, oy + ky, ox + kx]` for one image:
 /// per output row, chunks of 32 columns by blocks of 8 channels, each tap one pair of loads of
 /// the padded row and 16 multiply-adds with the broadcast weights (16 accumulators in registers,
-/// a tail chunk's columns masked on store).
+/// a tail chunk's columns masked on store). With `bias` (`o` values, or null) each sum starts
+/// from its channel's bias, and with `relu` only `max(0, y)` (`true`) or `max(y, 0)` is stored:
+/// the bias-and-ReLU epilogue in registers.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `xp` holds `c` planes of `hp × wp`, `wpk` the weights packed as
 /// `[block][tap][DIRECT_OC]`, and `y` points at `o × ho × wo` writable elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn direct_image(xp: &[f32], wpk: &[f32], y: *mut f32, g: &Direct) {
+unsafe fn direct_image(
+    xp: &[f32],
+    wpk: &[f32],
+    y: *mut f32,
+    g: &Direct,
+    (bias, relu): (Option<&[f32]>, Option<bool>),
+) {
     use std::arch::x86_64::*;
     let taps = g.c * g.kh * g.kw;
     debug_assert!(
@@ -1466,7 +1482,13 @@ unsafe fn direct_image(xp: &[f32], wpk: &[f32], y: *mut f32, g: &Direct) {
             let cols = (g.wo - x0).min(DIRECT_COLS);
             let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
             for b in 0..g.o.div_ceil(DIRECT_OC) {
-                let mut acc = [[_mm512_setzero_ps(); 2]; DIRECT_OC];
+                let mut acc: [[__m512; 2]; DIRECT_OC] = std::array::from_fn(|i| {
+                    let v = match bias {
+                        Some(bias) => _mm512_set1_ps(bias[(b * DIRECT_OC + i).min(g.o - 1)]),
+                        None => _mm512_setzero_ps(),
+                    };
+                    [v; 2]
+                });
                 let mut wt = wpk.as_ptr().add(b * taps * DIRECT_OC);
                 for ci in 0..g.c {
                     for ky in 0..g.kh {
@@ -1486,6 +1508,10 @@ unsafe fn direct_image(xp: &[f32], wpk: &[f32], y: *mut f32, g: &Direct) {
                 }
                 let rows = (g.o - b * DIRECT_OC).min(DIRECT_OC);
                 for (i, a) in acc.iter().take(rows).enumerate() {
+                    let a = match relu {
+                        Some(zero_first) => a.map(|v| crate::implicit::relu_vector(v, zero_first)),
+                        None => *a,
+                    };
                     let dst = y.add(((b * DIRECT_OC + i) * g.ho + oy) * g.wo + x0);
                     _mm512_mask_storeu_ps(dst, m0, a[0]);
                     if cols > 16 {

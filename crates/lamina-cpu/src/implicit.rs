@@ -1263,7 +1263,7 @@ fn relu_scalar(v: f32, zero_first: bool) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn relu_vector(v: __m512, zero_first: bool) -> __m512 {
+pub(crate) unsafe fn relu_vector(v: __m512, zero_first: bool) -> __m512 {
     let zero = _mm512_setzero_ps();
     if zero_first {
         let keep =
