@@ -55,6 +55,29 @@ type ImageWork<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 /// gradient's per-image work (`Conv::then`).
 type Cotangent<'a> = Option<&'a ImageWork<'a>>;
 
+/// What a kernel gradient's loop over image ranges also runs for each image (see
+/// [`Conv::beside`]): `before(range, image, range end)` ahead of the image's own sums,
+/// `after(image)` behind them.
+#[derive(Clone, Copy, Default)]
+struct ImageHooks<'a> {
+    before: Option<&'a (dyn Fn(usize, usize, usize) + Sync + 'a)>,
+    after: Option<&'a (dyn Fn(usize) + Sync + 'a)>,
+}
+
+impl ImageHooks<'_> {
+    fn before(&self, k: usize, ni: usize, end: usize) {
+        if let Some(f) = self.before {
+            f(k, ni, end)
+        }
+    }
+
+    fn after(&self, ni: usize) {
+        if let Some(f) = self.after {
+            f(ni)
+        }
+    }
+}
+
 /// Convolutions with fewer multiply-adds than this run on one thread.
 const PAR_MIN: usize = 1 << 16;
 
@@ -94,6 +117,11 @@ pub(crate) struct Conv {
     /// input, run with it image by image: each image's block is read from cache right after it
     /// is written (see [`Conv::is_per_image_forward`]).
     pub(crate) next: Option<Box<Conv>>,
+    /// Input-gradient kind: a kernel gradient of the same layer (it reads the same cotangent),
+    /// run beside this one image by image: its sums over each image come first, then this
+    /// gradient reads the image's cotangent, and its mask (the kernel gradient's input), from
+    /// cache (see [`Conv::is_beside_kernel_grad`]).
+    pub(crate) beside: Option<Box<Conv>>,
     /// Kernel-gradient kind: also write the cotangent's sum over images and positions, per
     /// channel (`o` elements: the bias gradient), into this slot.
     pub(crate) bias_grad: Option<usize>,
@@ -185,6 +213,8 @@ impl Conv {
         unsafe {
             if let Some(kg) = &self.then {
                 self.input_then_kernel_grad(kg, slots, threads)
+            } else if let Some(kg) = &self.beside {
+                self.input_beside_kernel_grad(kg, slots, threads)
             } else if let Some(next) = &self.next {
                 self.forward_then_forward(next, slots, threads)
             } else if self.f64 {
@@ -192,7 +222,7 @@ impl Conv {
             } else if self.is_direct() {
                 match self.kind {
                     ConvKind::Forward => self.forward_direct(slots, threads),
-                    _ => self.kernel_grad_direct(slots, threads, None),
+                    _ => self.kernel_grad_direct(slots, threads, None, ImageHooks::default()),
                 }
             } else if let Some(problem) = self.implicit_problem() {
                 self.implicit(slots, threads, &problem)
@@ -274,7 +304,13 @@ impl Conv {
     ///
     /// # Safety
     /// As [`Conv::run`], and `is_direct()` holds.
-    unsafe fn kernel_grad_direct(&self, slots: &Slots, threads: usize, cotangent: Cotangent) {
+    unsafe fn kernel_grad_direct(
+        &self,
+        slots: &Slots,
+        threads: usize,
+        cotangent: Cotangent,
+        hooks: ImageHooks,
+    ) {
         #[cfg(target_arch = "x86_64")]
         {
             let [n, c, h, wd] = self.input;
@@ -289,12 +325,19 @@ impl Conv {
                 Some(_) => &[],
             };
             let g = self.direct_geometry();
+            let parts = self.image_ranges(threads);
             let sum = |range: Range<usize>, res: &[*mut f32], _: Parallelism| {
                 // SAFETY: `res` comes from `sum_over_images` for this `o × taps` gradient.
                 let (dw, db) = unsafe { range_results(res, o, taps) };
                 // the range's sums as 16-lane vectors, added across lanes once at the end
                 let mut lanes = DirectGradLanes::new(o, taps, db.is_some());
+                // which of `sum_over_images`'s ranges this is (for the hooks)
+                let k = (0..parts)
+                    .find(|&k| k * n / parts == range.start)
+                    .unwrap_or(0);
+                let end = range.end;
                 for ni in range {
+                    hooks.before(k, ni, end);
                     let mut add = |dyi: &[f32]| {
                         with_scratch::<f32, _>(c * g.hp * g.wp, |xp| {
                             self.pad_image(&x[ni * c * h * wd..(ni + 1) * c * h * wd], xp, &g);
@@ -310,6 +353,7 @@ impl Conv {
                         }),
                         None => add(&dy[ni * dy_len..(ni + 1) * dy_len]),
                     }
+                    hooks.after(ni);
                 }
                 lanes.add_to(dw, db);
             };
@@ -526,7 +570,8 @@ impl Conv {
         {
             if let ConvKind::KernelGrad { .. } = self.kind {
                 // SAFETY: forwarded from the caller.
-                return unsafe { self.implicit_kernel_grad(slots, threads, problem, None) };
+                let hooks = ImageHooks::default();
+                return unsafe { self.implicit_kernel_grad(slots, threads, problem, None, hooks) };
             }
             // SAFETY: forwarded from the caller.
             let image = unsafe { self.implicit_forward_work(slots, *problem) };
@@ -597,12 +642,14 @@ impl Conv {
         }
     }
 
-    /// An implicit-gemm kernel gradient (see `implicit_problem`): each thread sums a range of
-    /// images into a transposed kernel gradient (`sum_over_images`), transposed into its result
-    /// at the end; with a bias gradient, the cotangent's channel sums too.
+    /// An implicit-gemm kernel gradient (see `implicit_problem`): each range of images sums into
+    /// its own transposed gradient ([`RangeSums`]), transposed into its result at the end; with
+    /// a bias gradient, the cotangent's channel sums too. `hooks` run another convolution's
+    /// work on each image with it (see [`Conv::beside`]).
     ///
     /// # Safety
-    /// As [`Conv::run`], and `problem` comes from `implicit_problem()` for this kernel gradient.
+    /// As [`Conv::run`], and `problem` comes from `implicit_problem()` for this kernel gradient;
+    /// the hooks may run on any thread, each image once.
     #[cfg(target_arch = "x86_64")]
     unsafe fn implicit_kernel_grad(
         &self,
@@ -610,87 +657,35 @@ impl Conv {
         threads: usize,
         problem: &Problem,
         cotangent: Cotangent,
+        hooks: ImageHooks,
     ) {
         let n = self.input[0];
-        let in_len = problem.c * problem.h * problem.w;
-        let p = problem.ho * problem.wo;
-        let (o, taps, ldw) = (problem.o, problem.taps(), problem.ldw());
-        // SAFETY: the operand slots hold the checked geometry's lengths (the caller's contract;
-        // a cotangent made image by image has no slot).
-        let x = unsafe { slots.get::<f32>(self.a, n * in_len) };
-        let dy = match cotangent {
-            None => unsafe { slots.get::<f32>(self.b, n * o * p) },
-            Some(_) => &[],
-        };
-        let offs = problem.tap_offsets();
-        // each image range sums into its own transposed gradient (and channel sums); they are
-        // added in range order and transposed once: one transpose instead of one per range, and
-        // no second zeroed buffer of partial results (readme_cnn's 64-channel kernel gradients
-        // have 8 ranges of 37k-74k sums)
+        let dy_len = problem.o * problem.ho * problem.wo;
         let parts = self.image_ranges(threads);
-        let mut sums = vec![0.0f32; parts * taps * ldw];
-        let mut bias_sums = vec![0.0f32; parts * o];
-        let bias_too = self.bias_grad.is_some();
-        let range_sum = |(k, (acc_t, db)): (usize, (&mut [f32], &mut [f32]))| {
+        // SAFETY: forwarded from the caller.
+        let sums = unsafe { RangeSums::new(self, slots, *problem, parts, cotangent.is_none()) };
+        let range = |k: usize| {
             let end = (k + 1) * n / parts;
             for ni in k * n / parts..end {
-                // the range's next image and its cotangent (if read from its slot)
-                let next = [
-                    next_block(x, ni, end, in_len),
-                    next_block(dy, ni, end, o * p),
-                ];
-                let mut add = |dyi: &[f32]| {
-                    with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
-                        let img = &x[ni * in_len..(ni + 1) * in_len];
-                        // SAFETY: the CPU has AVX-512F and the problem is not empty
-                        // (`implicit_problem`).
-                        unsafe { problem.add_kernel_grad((img, dyi), &offs, scratch, acc_t, next) };
-                    });
-                    if bias_too {
-                        add_row_sums(dyi, p, db);
-                    }
-                };
+                hooks.before(k, ni, end);
+                // SAFETY (both): range k is summed by this task only.
                 match cotangent {
-                    Some(make) => with_buffer::<f32, _>(&COTANGENT, o * p, |dyi| {
+                    Some(make) => with_buffer::<f32, _>(&COTANGENT, dy_len, |dyi| {
                         make(ni, dyi);
-                        add(dyi)
+                        unsafe { sums.add(k, ni, end, Some(dyi)) }
                     }),
-                    None => add(&dy[ni * o * p..(ni + 1) * o * p]),
+                    None => unsafe { sums.add(k, ni, end, None) },
                 }
+                hooks.after(ni);
             }
         };
         if parts > 1 {
-            sums.par_chunks_mut(taps * ldw)
-                .zip(bias_sums.par_chunks_mut(o))
-                .enumerate()
-                .for_each(range_sum);
+            (0..parts).into_par_iter().for_each(range);
         } else {
-            sums.chunks_mut(taps * ldw)
-                .zip(bias_sums.chunks_mut(o))
-                .enumerate()
-                .for_each(range_sum);
+            range(0);
         }
-        let (first, rest) = sums.split_at_mut(taps * ldw);
-        for part in rest.chunks_exact(taps * ldw) {
-            for (a, v) in first.iter_mut().zip(part) {
-                *a += *v;
-            }
-        }
-        // SAFETY: the result slot holds the `o × taps` gradient (the caller's contract).
-        let dw =
-            unsafe { std::slice::from_raw_parts_mut(slots.ptr(self.out).at::<f32>(0), o * taps) };
-        // SAFETY: the CPU has AVX-512F (`implicit_problem`).
-        unsafe { problem.kernel_grad_result(first, dw) };
-        if let Some(b) = self.bias_grad {
-            // SAFETY: a bias-gradient slot holds `o` elements (compiled so).
-            let db = unsafe { std::slice::from_raw_parts_mut(slots.ptr(b).at::<f32>(0), o) };
-            db.fill(0.0);
-            for part in bias_sums.chunks_exact(o) {
-                for (a, v) in db.iter_mut().zip(part) {
-                    *a += *v;
-                }
-            }
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { sums.finish(slots) };
     }
 
     /// The input gradient of an f32 convolution with a stride above 1, one group and no
@@ -809,11 +804,74 @@ impl Conv {
                 None => Box::new(unsafe { self.phased_image(slots) }),
             };
             let cotangent: Cotangent = Some(&*make);
+            // the kernel gradient beside (`beside`) sums each image first, in `kg`'s ranges
+            let beside = self.beside.as_deref().zip(self.beside_problem());
+            let parts = kg.image_ranges(threads);
+            let sums = beside.map(|(b, p)| unsafe { RangeSums::new(b, slots, p, parts, true) });
+            // SAFETY: `kg`'s range k runs on one task at a time.
+            let before = sums
+                .as_ref()
+                .map(|s| move |k, ni, end| unsafe { s.add(k, ni, end, None) });
+            let hooks = ImageHooks {
+                before: before
+                    .as_ref()
+                    .map(|f| f as &(dyn Fn(usize, usize, usize) + Sync)),
+                after: None,
+            };
             if kg.is_direct() {
-                unsafe { kg.kernel_grad_direct(slots, threads, cotangent) }
+                unsafe { kg.kernel_grad_direct(slots, threads, cotangent, hooks) }
             } else if let Some(problem) = kg.implicit_problem() {
-                unsafe { kg.implicit_kernel_grad(slots, threads, &problem, cotangent) }
+                unsafe { kg.implicit_kernel_grad(slots, threads, &problem, cotangent, hooks) }
             }
+            if let Some(sums) = sums {
+                unsafe { sums.finish(slots) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (kg, slots, threads);
+    }
+
+    /// The problem of the kernel gradient beside this input gradient (see `beside`), if it
+    /// runs as an implicit gemm (else it is not run beside).
+    #[cfg(target_arch = "x86_64")]
+    fn beside_problem(&self) -> Option<Problem> {
+        self.beside.as_ref()?.implicit_problem()
+    }
+
+    /// Whether this kernel gradient can run beside an input gradient that reads its cotangent
+    /// (`beside`): the implicit-gemm path sums image by image.
+    pub(crate) fn is_beside_kernel_grad(&self) -> bool {
+        matches!(self.kind, ConvKind::KernelGrad { .. }) && self.implicit_problem().is_some()
+    }
+
+    /// This input gradient with the kernel gradient `kg` of the same layer beside it (see
+    /// `beside`): `kg`'s ranges of images drive both, each image's kernel-gradient sums first,
+    /// then this gradient of the image, which reads the cotangent (and the mask) from cache.
+    ///
+    /// # Safety
+    /// As [`Conv::run`] for both, with `is_per_image_input_grad()` and
+    /// `kg.is_beside_kernel_grad()`.
+    unsafe fn input_beside_kernel_grad(&self, kg: &Conv, slots: &Slots, threads: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(problem) = kg.implicit_problem() {
+            let [_, c, h, wd] = self.input;
+            let (out, dx_len) = (slots.ptr(self.out), c * h * wd);
+            // SAFETY (all): forwarded from the caller.
+            let image: Box<ImageWork> = match self.implicit_problem() {
+                Some(problem) => Box::new(unsafe { self.implicit_image(slots, problem) }),
+                None => Box::new(unsafe { self.phased_image(slots) }),
+            };
+            // SAFETY: image ni's gradient, written by this image's task only.
+            let after = |ni: usize| {
+                image(ni, unsafe {
+                    std::slice::from_raw_parts_mut(out.at::<f32>(ni * dx_len), dx_len)
+                })
+            };
+            let hooks = ImageHooks {
+                before: None,
+                after: Some(&after),
+            };
+            unsafe { kg.implicit_kernel_grad(slots, threads, &problem, None, hooks) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (kg, slots, threads);
@@ -1526,6 +1584,133 @@ unsafe fn direct_image(
 /// Output channels and taps one pass of `direct_kernel_grad` sums (4 × 6 accumulators).
 const KG_OC: usize = 4;
 const KG_TAPS: usize = 6;
+
+/// An implicit-gemm kernel gradient's sums by image range: range `k` sums into its own
+/// transposed gradient (`taps × ldw`) and channel sums, and [`RangeSums::finish`] adds them in
+/// range order and transposes once (one transpose instead of one per range, and no second
+/// zeroed buffer of partial results: readme_cnn's 64-channel kernel gradients have 8 ranges of
+/// 37k-74k sums). Results do not depend on which thread sums which range.
+#[cfg(target_arch = "x86_64")]
+struct RangeSums<'a> {
+    conv: &'a Conv,
+    problem: Problem,
+    offs: Vec<u32>,
+    x: &'a [f32],
+    /// The cotangent's slot, or nothing when each image's is made and handed to `add`.
+    dy: &'a [f32],
+    sums: Vec<f32>,
+    bias_sums: Vec<f32>,
+    /// Where `sums` and `bias_sums` start: range k writes its own blocks through them.
+    at: (Ptr, Ptr),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> RangeSums<'a> {
+    /// # Safety
+    /// As [`Conv::run`] for `conv`, `problem` from its `implicit_problem()`.
+    unsafe fn new(
+        conv: &'a Conv,
+        slots: &'a Slots,
+        problem: Problem,
+        parts: usize,
+        from_slot: bool,
+    ) -> RangeSums<'a> {
+        let n = conv.input[0];
+        let in_len = problem.c * problem.h * problem.w;
+        let dy_len = problem.o * problem.ho * problem.wo;
+        // SAFETY: the operand slots hold the checked geometry's lengths (the caller's contract;
+        // a cotangent made image by image has no slot).
+        let (x, dy) = unsafe {
+            let dy = if from_slot {
+                slots.get::<f32>(conv.b, n * dy_len)
+            } else {
+                &[]
+            };
+            (slots.get::<f32>(conv.a, n * in_len), dy)
+        };
+        let mut sums = vec![0.0f32; parts * problem.taps() * problem.ldw()];
+        let mut bias_sums = vec![0.0f32; parts * problem.o];
+        let at = (
+            Ptr(sums.as_mut_ptr() as *mut u8),
+            Ptr(bias_sums.as_mut_ptr() as *mut u8),
+        );
+        RangeSums {
+            conv,
+            problem,
+            offs: problem.tap_offsets(),
+            x,
+            dy,
+            sums,
+            bias_sums,
+            at,
+        }
+    }
+
+    /// Adds image `ni` of range `k` (which ends at `end`) to the range's sums, its cotangent
+    /// `dyi` or the slot's.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; one task at a time adds to range `k`.
+    unsafe fn add(&self, k: usize, ni: usize, end: usize, dyi: Option<&[f32]>) {
+        let pr = &self.problem;
+        let (in_len, p) = (pr.c * pr.h * pr.w, pr.ho * pr.wo);
+        let (dy_len, len) = (pr.o * p, pr.taps() * pr.ldw());
+        let dyi = dyi.unwrap_or_else(|| &self.dy[ni * dy_len..(ni + 1) * dy_len]);
+        // the range's next image and its cotangent (if read from its slot)
+        let next = [
+            next_block(self.x, ni, end, in_len),
+            next_block(self.dy, ni, end, dy_len),
+        ];
+        assert!(self.sums.len() >= (k + 1) * len && self.bias_sums.len() >= (k + 1) * pr.o);
+        // SAFETY: range k's blocks (inside the buffers, checked above), written by this task
+        // only (the caller's contract).
+        let (acc_t, db) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.at.0.at::<f32>(k * len), len),
+                std::slice::from_raw_parts_mut(self.at.1.at::<f32>(k * pr.o), pr.o),
+            )
+        };
+        with_scratch::<f32, _>(pr.scratch_len(), |scratch| {
+            let img = &self.x[ni * in_len..(ni + 1) * in_len];
+            // SAFETY: the CPU has AVX-512F (the caller's contract) and the problem is not empty
+            // (`implicit_problem`).
+            unsafe { pr.add_kernel_grad((img, dyi), &self.offs, scratch, acc_t, next) };
+        });
+        if self.conv.bias_grad.is_some() {
+            add_row_sums(dyi, p, db);
+        }
+    }
+
+    /// Adds the ranges' sums in order into the kernel gradient's result (and bias gradient).
+    ///
+    /// # Safety
+    /// As [`RangeSums::new`]; every add is over.
+    unsafe fn finish(mut self, slots: &Slots) {
+        let (o, taps, ldw) = (self.problem.o, self.problem.taps(), self.problem.ldw());
+        let (first, rest) = self.sums.split_at_mut(taps * ldw);
+        for part in rest.chunks_exact(taps * ldw) {
+            for (a, v) in first.iter_mut().zip(part) {
+                *a += *v;
+            }
+        }
+        // SAFETY: the result slot holds the `o × taps` gradient (the caller's contract).
+        let dw = unsafe {
+            std::slice::from_raw_parts_mut(slots.ptr(self.conv.out).at::<f32>(0), o * taps)
+        };
+        // SAFETY: the CPU has AVX-512F (`implicit_problem`).
+        unsafe { self.problem.kernel_grad_result(first, dw) };
+        if let Some(b) = self.conv.bias_grad {
+            // SAFETY: a bias-gradient slot holds `o` elements (compiled so).
+            let db = unsafe { std::slice::from_raw_parts_mut(slots.ptr(b).at::<f32>(0), o) };
+            db.fill(0.0);
+            for part in self.bias_sums.chunks_exact(o) {
+                for (a, v) in db.iter_mut().zip(part) {
+                    *a += *v;
+                }
+            }
+        }
+    }
+}
 
 /// A direct kernel gradient's sums over a range of images, kept as 16-lane vectors (one per
 /// channel and tap, and per channel for the bias gradient) so that each image's block adds to

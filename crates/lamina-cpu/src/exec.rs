@@ -187,6 +187,25 @@ impl CpuExecutable {
                                     }
                                 }
                             }
+                            if let Some(((t2, kg), bias)) =
+                                b.kernel_grad_beside(*id, &conv, t, &absorbed)
+                            {
+                                if let Kernel::Conv(mut kg_conv) = b.node(kg, t2, &through)? {
+                                    if kg_conv.is_beside_kernel_grad() {
+                                        // its bias-gradient sum: still to come, or already
+                                        // handed over (`bias_grads`)
+                                        kg_conv.bias_grad = match bias {
+                                            Some((tr, r)) if tr > t => {
+                                                absorbed[tr] = true;
+                                                Some(b.write(r)?)
+                                            }
+                                            _ => bias_grads.remove(&t2),
+                                        };
+                                        conv.beside = Some(Box::new(kg_conv));
+                                        absorbed[t2] = true;
+                                    }
+                                }
+                            }
                         }
                         if conv.is_per_image_forward() {
                             if let Some((t2, next)) = b.forward_reader(&conv, t, &absorbed) {
@@ -819,6 +838,7 @@ impl<'p> Builder<'p> {
                     mask: None,
                     then: None,
                     next: None,
+                    beside: None,
                     bias_grad: None,
                     input: [xs[0], xs[1], xs[2], xs[3]],
                     kernel: [ws[0], ws[1], ws[2], ws[3]],
@@ -1189,6 +1209,62 @@ impl<'p> Builder<'p> {
         let is_output = g.outputs.iter().any(|&o| self.plan.root(o) == value);
         (t3 > t && available && !is_output && results.into_iter().all(free))
             .then_some(((t3, kg), bias))
+    }
+
+    /// When a kernel-gradient convolution a few steps after input gradient `conv` (step `t`,
+    /// compiled as `ig` with its epilogues and `then`) reads the same cotangent, it can run
+    /// beside it image by image (`Conv::beside`): returns its step and node, and its
+    /// bias-gradient sum's step and node. Not when its input is computed after `t`, or its
+    /// results (now written at `t`) overlap what the input gradient's step reads or writes or
+    /// anything the steps in between read or write.
+    fn kernel_grad_beside(
+        &self,
+        conv: NodeId,
+        ig: &Conv,
+        t: usize,
+        absorbed: &[bool],
+    ) -> Option<(StepNode, Option<StepNode>)> {
+        let g = &self.plan.graph;
+        let step_of = self.plan.step_of_nodes();
+        let cotangent = self.plan.root(g.nodes[conv].inputs[0]);
+        let is_kg = |k: NodeId| {
+            matches!(self.op(k), Op::Conv(p) if matches!(p.kind, lamina_core::ConvKind::KernelGrad { .. }))
+                && self.plan.root(g.nodes[k].inputs[1]) == cotangent
+        };
+        let (t2, kg) = (t + 1..(t + 5).min(self.plan.steps.len()))
+            .filter(|&s| !absorbed[s])
+            .find_map(|s| match self.plan.steps[s] {
+                Step::Node(k) if is_kg(k) => Some((s, k)),
+                _ => None,
+            })?;
+        let x = self.plan.root(g.nodes[kg].inputs[0]);
+        let available = step_of[x].is_none_or(|tx| tx < t);
+        // its bias-gradient sum (before or after `t`)
+        let bias = (0..g.nodes.len()).find_map(|r| {
+            let tr = step_of[r]?;
+            (self.plan.steps[tr] == Step::Node(r) && self.bias_grad_target(r, tr) == Some(t2))
+                .then_some((tr, r))
+        });
+        // what the input gradient's step reads or writes besides its operands
+        let n = g.nodes.len();
+        let at_t = [Some(ig.out), ig.mask, ig.relu.map(|(r, _)| r)]
+            .into_iter()
+            .chain(
+                ig.then
+                    .iter()
+                    .flat_map(|k| [Some(k.a), Some(k.out), k.bias_grad]),
+            )
+            .flatten()
+            .filter(|&q| q < n);
+        let at_t: Vec<NodeId> = at_t.collect();
+        let free = |r: NodeId| {
+            self.writable_during(r, conv)
+                && self.writable_during(r, kg)
+                && at_t.iter().all(|&q| !self.overlaps(r, q))
+                && (t + 1..t2).all(|s| Some(s) == bias.map(|b| b.0) || !self.step_touches(s, r))
+        };
+        let results = std::iter::once(kg).chain(bias.map(|(_, r)| r));
+        (available && results.into_iter().all(free)).then_some(((t2, kg), bias))
     }
 
     /// Whether step `s` reads or writes memory that overlaps node `id`'s.

@@ -446,6 +446,26 @@ fn integer_index_and_random_paths() {
 /// columns in the result and enough work (`y`, `z`, `qk`) takes the column-major-scratch path,
 /// split and batched, and with a long reduction (`z`, `z3`: split between threads) its left
 /// operand is copied column-major first; `att`'s small products skip it.
+/// Input gradients whose layer's kernel gradient (reading the same cotangent) the CPU backend
+/// can run beside them (`Conv::beside`): those of one group (the per-image paths).
+fn same_layer_gradients(plan: &Plan) -> usize {
+    let g = &plan.graph;
+    let kind = |n: &lamina_core::Node| match &n.op {
+        Op::Conv(p) if p.groups == 1 => Some(p.kind),
+        _ => None,
+    };
+    g.nodes
+        .iter()
+        .filter(|n| matches!(kind(n), Some(ConvKind::InputGrad { .. })))
+        .filter(|n| {
+            g.nodes.iter().any(|m| {
+                matches!(kind(m), Some(ConvKind::KernelGrad { .. }))
+                    && plan.root(m.inputs[1]) == plan.root(n.inputs[0])
+            })
+        })
+        .count()
+}
+
 #[test]
 fn matmul_paths() {
     let b = GraphBuilder::new();
@@ -614,12 +634,17 @@ fn conv_paths() {
     let mut rng = TestRng::new(11);
     let inputs = random_inputs(&g, &mut rng);
     let plan = Plan::compile(&g).unwrap();
-    // with AVX-512, the stride-2 convolution of `y6` runs image by image with the one making `y6`
-    let chained = if has_avx512() { 1 } else { 0 };
+    // with AVX-512, the stride-2 convolution of `y6` runs image by image with the one making
+    // `y6`, and each input gradient with its layer's kernel gradient beside it
+    let (chained, beside) = if has_avx512() {
+        (1, same_layer_gradients(&plan))
+    } else {
+        (0, 0)
+    };
     assert_eq!(
         CpuBackend::new().compile(&plan).unwrap().kernel_count(),
-        plan.kernel_count() - 2 - chained,
-        "the two bias gradients are summed by their kernel gradients:\n{}",
+        plan.kernel_count() - 2 - chained - beside,
+        "the two bias gradients are summed by their kernel gradients, {beside} kernel gradients run beside input gradients:\n{}",
         plan.text()
     );
     for threads in [1, 2] {
@@ -710,10 +735,11 @@ fn conv_bias_epilogue() {
         // bias gradient (the cotangent summed over images and positions) is summed by the
         // kernel gradient that reads the same cotangent; the chains' four ReLU gradients are
         // applied by the input gradients they follow; and where the per-image paths run (f32
-        // with AVX-512), two kernel gradients run inside the input gradients they read and two
-        // forward convolutions with the ones whose ReLU they read (of `h` and of `x8`)
+        // with AVX-512), two kernel gradients run inside the input gradients they read, two
+        // forward convolutions with the ones whose ReLU they read (of `h` and of `x8`), and the
+        // other kernel gradients beside their layers' input gradients
         let together = if dtype == DType::F32 && has_avx512() {
-            4
+            4 + same_layer_gradients(&plan)
         } else {
             0
         };
