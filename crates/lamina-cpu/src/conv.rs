@@ -26,7 +26,9 @@
 //! kernel gradient that is the only reader of an input gradient's result runs inside it, image by
 //! image (`Conv::then`, the per-image paths), the cotangent never stored; a forward convolution
 //! whose input another forward convolution has just written runs with it image by image
-//! (`Conv::next`), reading each block from cache.
+//! (`Conv::next`), reading each block from cache; and a kernel gradient that reads the same
+//! cotangent as an input gradient runs beside it (`Conv::beside`), both reading each image's
+//! cotangent (and the kernel gradient's input, the input gradient's mask) once.
 //!
 //! Kernel gradients split the images into ranges summed in a fixed order (so results do not
 //! depend on scheduling). A 1×1 kernel with unit stride and no padding skips im2col/col2im.
