@@ -27,6 +27,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 /// Output positions one tile computes (then 4 and 1 for a row's tail).
 const TILE: usize = 8;
@@ -69,7 +70,60 @@ fn ceil_div(a: i64, b: i64) -> i64 {
     -(-a).div_euclid(b)
 }
 
+thread_local! {
+    /// Per-thread sources kept by layout (most recently used last): the copies write only the
+    /// lanes that hold input, so a kept source's padding is still zero from its first use and
+    /// is not written again. (Zeroing every row before the copy took a third of the copies'
+    /// time in readme_cnn's step on the build machine.)
+    static SOURCES: RefCell<Vec<(SourceKey, Vec<f32>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What fixes a source's layout: `c`, `h`, `w`, padded rows, phase width, row length, column
+/// stride and the two paddings.
+type SourceKey = [i64; 9];
+
+/// Sources larger than this (elements) are not kept: their copy is cheap beside their product.
+const MAX_KEPT_SOURCE: usize = 1 << 18;
+/// Sources kept per thread.
+const KEPT_SOURCES: usize = 16;
+
 impl Problem {
+    /// Runs `f(source, zeroed)` with a buffer for this problem's source: a per-thread one kept
+    /// for its layout (`zeroed`: everything outside the input's lanes is 0), or, for a large
+    /// source, `fallback` (which the copy must zero).
+    fn with_source<R>(&self, fallback: &mut [f32], f: impl FnOnce(&mut [f32], bool) -> R) -> R {
+        let len = self.c * self.hp() * self.rl();
+        if len > MAX_KEPT_SOURCE {
+            return f(&mut fallback[..len], false);
+        }
+        let key = [
+            self.c,
+            self.h,
+            self.w,
+            self.hp(),
+            self.pw(),
+            self.rl(),
+            self.stride[1],
+        ]
+        .map(|v| v as i64);
+        let key: SourceKey = std::array::from_fn(|i| if i < 7 { key[i] } else { self.pad[i - 7] });
+        let kept = SOURCES.with(|s| {
+            let mut s = s.borrow_mut();
+            let at = s.iter().position(|e| e.0 == key)?;
+            Some(s.remove(at).1)
+        });
+        let mut buf = kept.unwrap_or_else(|| vec![0.0; len]);
+        let r = f(&mut buf, true);
+        SOURCES.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() >= KEPT_SOURCES {
+                s.remove(0);
+            }
+            s.push((key, buf));
+        });
+        r
+    }
+
     /// Kernel taps (`c × kh × kw`): the length of the sum per output.
     pub(crate) fn taps(&self) -> usize {
         self.c * self.kh * self.kw
@@ -200,7 +254,7 @@ impl Problem {
     /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_by_chunks(&self, img: &[f32], src: &mut [f32]) {
+    unsafe fn fill_by_chunks(&self, img: &[f32], src: &mut [f32], zeroed: bool) {
         let (hp, rl, w, sw) = (self.hp(), self.rl(), self.w, self.stride[1]);
         let pt = self.pad[0];
         assert!(img.len() >= self.c * self.h * w && src.len() >= self.c * hp * rl && sw <= 2);
@@ -211,7 +265,7 @@ impl Problem {
         for (ci, plane) in src.chunks_exact_mut(hp * rl).take(self.c).enumerate() {
             for (r, row) in plane.chunks_exact_mut(rl).enumerate() {
                 let rp = row.as_mut_ptr();
-                for k in (0..rl).step_by(LANES) {
+                for k in (0..rl).step_by(LANES).filter(|_| !zeroed) {
                     // SAFETY: lanes k..rl of the row.
                     unsafe { _mm512_mask_storeu_ps(rp.add(k), mask(rl - k), zero) };
                 }
@@ -247,13 +301,14 @@ impl Problem {
     /// or 2 each input row is a few whole-vector chunks planned once ([`Problem::chunks`]):
     /// per-row work dominates for the benchmark's 8-32-column images. Otherwise each phase's
     /// span of input columns is worked out once and a row is a strided copy between zeroed
-    /// ends.
+    /// ends. `zeroed`: every element of `src` outside the input's lanes is already 0 (a kept
+    /// source, see [`Problem::with_source`]), so only the input's lanes are written.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_source(&self, img: &[f32], src: &mut [f32]) {
+    unsafe fn fill_source(&self, img: &[f32], src: &mut [f32], zeroed: bool) {
         let (hp, pw, rl) = (self.hp(), self.pw(), self.rl());
         let (h, w, sw) = (self.h as i64, self.w, self.stride[1]);
         let [pt, pl] = self.pad;
@@ -266,7 +321,7 @@ impl Problem {
         };
         if sw <= 2 {
             // SAFETY: the CPU has AVX-512F (the caller's contract).
-            return unsafe { self.fill_by_chunks(img, src) };
+            return unsafe { self.fill_by_chunks(img, src, zeroed) };
         }
         let mut spans = [(0, 0, 0); 4];
         for (ph, sp) in spans.iter_mut().enumerate().take(sw) {
@@ -325,32 +380,34 @@ impl Problem {
         let (p, ldw) = (self.ho * self.wo, self.ldw());
         assert!(bias.is_none_or(|b| b.len() >= ldw));
         let init = bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        let (src, res) = scratch.split_at_mut(self.c * self.hp() * self.rl());
+        let (fallback, res) = scratch.split_at_mut(self.c * self.hp() * self.rl());
         assert!(res.len() >= p * ldw && y.len() >= self.o * p && packed.len() >= self.packed_len());
-        // every tap's reads stay inside the source: the last output position plus the largest
-        // offset is the last element of the last channel's last row
-        assert!(offs.iter().all(|&t| t as usize
-            + (self.ho - 1) * self.stride[0] * self.rl()
-            + self.wo
-            - 1
-            < src.len()));
-        // SAFETY: the CPU has AVX-512F (the caller's contract); reads and writes stay within the
-        // buffers checked above.
-        unsafe {
-            self.fill_source(img, src);
-            let (sp, rp) = (src.as_ptr(), res.as_mut_ptr());
-            let grid = self.grid();
-            let mask = match store {
-                Store::Mask(m) => std::slice::from_raw_parts(m, self.o * p),
-                _ => &[],
-            };
-            // the result block too: its lines are then in L2 when the store writes them, instead
-            // of being read from memory by each store's miss
-            let out = &y[..self.o * p];
-            let mut prefetch = Prefetch::new([mask, out, next], grid.steps(offs.len()));
-            grid.tiles(sp, offs, packed.as_ptr(), ldw, (rp, init), &mut prefetch);
-            transpose_rows(res, p, self.o, ldw, y, p, store);
-        }
+        self.with_source(fallback, |src, zeroed| {
+            // every tap's reads stay inside the source: the last output position plus the largest
+            // offset is the last element of the last channel's last row
+            assert!(offs.iter().all(|&t| t as usize
+                + (self.ho - 1) * self.stride[0] * self.rl()
+                + self.wo
+                - 1
+                < src.len()));
+            // SAFETY: the CPU has AVX-512F (the caller's contract); reads and writes stay within the
+            // buffers checked above.
+            unsafe {
+                self.fill_source(img, src, zeroed);
+                let (sp, rp) = (src.as_ptr(), res.as_mut_ptr());
+                let grid = self.grid();
+                let mask = match store {
+                    Store::Mask(m) => std::slice::from_raw_parts(m, self.o * p),
+                    _ => &[],
+                };
+                // the result block too: its lines are then in L2 when the store writes them, instead
+                // of being read from memory by each store's miss
+                let out = &y[..self.o * p];
+                let mut prefetch = Prefetch::new([mask, out, next], grid.steps(offs.len()));
+                grid.tiles(sp, offs, packed.as_ptr(), ldw, (rp, init), &mut prefetch);
+                transpose_rows(res, p, self.o, ldw, y, p, store);
+            }
+        })
     }
 
     /// The image's output positions, the taps in chunks of whole input channels (about
@@ -518,45 +575,47 @@ impl Problem {
         next: [&[f32]; 2],
     ) {
         let (p, ldw, taps) = (self.ho * self.wo, self.ldw(), self.taps());
-        let (src, dyt) = scratch.split_at_mut(self.c * self.hp() * self.rl());
+        let (fallback, dyt) = scratch.split_at_mut(self.c * self.hp() * self.rl());
         assert!(dyt.len() >= p * ldw && dy.len() >= self.o * p && acc_t.len() >= taps * ldw);
-        assert!(
-            offs.len() == taps
-                && offs.iter().all(|&t| t as usize
-                    + (self.ho - 1) * self.stride[0] * self.rl()
-                    + self.wo
-                    - 1
-                    < src.len())
-        );
-        // SAFETY: the CPU has AVX-512F (the caller's contract); reads and writes stay within the
-        // buffers checked above.
-        unsafe {
-            self.fill_source(img, src);
-            transpose_rows(dy, self.o, p, p, dyt, ldw, Store::Plain);
-            let dyt = &mut dyt[..p * ldw];
-            if self.o < ldw {
-                // the transposed cotangent's rows have `ldw` elements: zero the padding lanes
-                for row in dyt.chunks_exact_mut(ldw) {
-                    row[self.o..].fill(0.0);
+        self.with_source(fallback, |src, zeroed| {
+            assert!(
+                offs.len() == taps
+                    && offs.iter().all(|&t| t as usize
+                        + (self.ho - 1) * self.stride[0] * self.rl()
+                        + self.wo
+                        - 1
+                        < src.len())
+            );
+            // SAFETY: the CPU has AVX-512F (the caller's contract); reads and writes stay within the
+            // buffers checked above.
+            unsafe {
+                self.fill_source(img, src, zeroed);
+                transpose_rows(dy, self.o, p, p, dyt, ldw, Store::Plain);
+                let dyt = &mut dyt[..p * ldw];
+                if self.o < ldw {
+                    // the transposed cotangent's rows have `ldw` elements: zero the padding lanes
+                    for row in dyt.chunks_exact_mut(ldw) {
+                        row[self.o..].fill(0.0);
+                    }
+                }
+                // one prefetch step per row of each tile's pass (tap tiles × channel blocks × rows)
+                let passes = (taps.div_ceil(TILE) + 2) * ldw.div_ceil(2 * LANES);
+                let mut prefetch = Prefetch::new([next[0], next[1], &[]], passes * self.ho);
+                let mut t0 = 0;
+                while t0 < taps {
+                    let left = taps - t0;
+                    let (offs, acc) = (&offs[t0..], acc_t.as_mut_ptr().add(t0 * ldw));
+                    let (src, dyt, pf) = (src.as_ptr(), dyt.as_ptr(), &mut prefetch);
+                    t0 += if left >= TILE {
+                        self.kernel_grad_taps::<TILE>(src, offs, dyt, acc, pf)
+                    } else if left >= 4 {
+                        self.kernel_grad_taps::<4>(src, offs, dyt, acc, pf)
+                    } else {
+                        self.kernel_grad_taps::<1>(src, offs, dyt, acc, pf)
+                    };
                 }
             }
-            // one prefetch step per row of each tile's pass (tap tiles × channel blocks × rows)
-            let passes = (taps.div_ceil(TILE) + 2) * ldw.div_ceil(2 * LANES);
-            let mut prefetch = Prefetch::new([next[0], next[1], &[]], passes * self.ho);
-            let mut t0 = 0;
-            while t0 < taps {
-                let left = taps - t0;
-                let (offs, acc) = (&offs[t0..], acc_t.as_mut_ptr().add(t0 * ldw));
-                let (src, dyt, pf) = (src.as_ptr(), dyt.as_ptr(), &mut prefetch);
-                t0 += if left >= TILE {
-                    self.kernel_grad_taps::<TILE>(src, offs, dyt, acc, pf)
-                } else if left >= 4 {
-                    self.kernel_grad_taps::<4>(src, offs, dyt, acc, pf)
-                } else {
-                    self.kernel_grad_taps::<1>(src, offs, dyt, acc, pf)
-                };
-            }
-        }
+        })
     }
 
     /// Writes the kernel gradient `dw` (`o × taps`, OIHW) from the transposed sums `acc_t`
@@ -796,62 +855,65 @@ impl PhasedInputGrad {
         let [sh, sw] = self.stride;
         let ldw = c.next_multiple_of(LANES);
         let rl = self.fill.rl();
-        let (src, res) = scratch.split_at_mut(self.fill.c * self.fill.hp() * rl);
+        let (fallback, res) = scratch.split_at_mut(self.fill.c * self.fill.hp() * rl);
         let res = &mut res[..h * w * ldw];
         assert!(dx.len() >= c * h * w && mask.is_none_or(|m| m.len() >= c * h * w));
-        // SAFETY: the CPU has AVX-512F (the caller's contract).
-        unsafe { self.fill.fill_source(dy, src) };
-        // phase (py, px): its outputs' rows in `res`, from its first (py·w + px) on
-        let grid = |ph: &Phase| Grid {
-            hw: ph.hw,
-            row_step: rl,
-            chunk: (CHUNK_TAPS / ph.per_channel.max(1)).max(1) * ph.per_channel.max(1),
-            out_step: [sh * w * ldw, sw * ldw],
-        };
-        let first = |k: usize| ((k / sw) * w + k % sw) * ldw;
-        let steps = self.phases.iter().map(|ph| grid(ph).steps(ph.offs.len()));
-        let out = &dx[..c * h * w];
-        let mut prefetch = Prefetch::new([mask.unwrap_or(&[]), out, next], steps.sum());
-        for (k, ph) in self.phases.iter().enumerate() {
-            let [ho, wo] = ph.hw;
-            if ho == 0 || wo == 0 {
-                continue;
-            }
-            // the phase's last output row ends inside `res`
-            let g = grid(ph);
-            assert!(
-                first(k) + (ho - 1) * g.out_step[0] + (wo - 1) * g.out_step[1] + ldw <= res.len()
-            );
-            if ph.per_channel == 0 {
-                // no tap reaches the phase: its gradient is 0
-                for j in 0..ho {
-                    for i in 0..wo {
-                        let at = first(k) + j * g.out_step[0] + i * g.out_step[1];
-                        res[at..at + ldw].fill(0.0);
-                    }
-                }
-                continue;
-            }
-            let last = (ho - 1) * rl + wo - 1;
-            assert!(ph.offs.iter().all(|&t| t as usize + last < src.len()));
-            assert!(ph.packed.len() >= ph.offs.len() * ldw);
-            // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
-            // above.
-            unsafe {
-                g.tiles(
-                    src.as_ptr(),
-                    &ph.offs,
-                    ph.packed.as_ptr(),
-                    ldw,
-                    (res.as_mut_ptr().add(first(k)), std::ptr::null()),
-                    &mut prefetch,
-                )
+        self.fill.with_source(fallback, |src, zeroed| {
+            // SAFETY: the CPU has AVX-512F (the caller's contract).
+            unsafe { self.fill.fill_source(dy, src, zeroed) };
+            // phase (py, px): its outputs' rows in `res`, from its first (py·w + px) on
+            let grid = |ph: &Phase| Grid {
+                hw: ph.hw,
+                row_step: rl,
+                chunk: (CHUNK_TAPS / ph.per_channel.max(1)).max(1) * ph.per_channel.max(1),
+                out_step: [sh * w * ldw, sw * ldw],
             };
-        }
-        let store = mask.map_or(Store::Plain, |m| Store::Mask(m.as_ptr()));
-        // SAFETY: the CPU has AVX-512F; `res` holds every position's `ldw` sums, `dx` and the
-        // mask `c × h × w` elements (checked above).
-        unsafe { transpose_rows(res, h * w, c, ldw, dx, h * w, store) };
+            let first = |k: usize| ((k / sw) * w + k % sw) * ldw;
+            let steps = self.phases.iter().map(|ph| grid(ph).steps(ph.offs.len()));
+            let out = &dx[..c * h * w];
+            let mut prefetch = Prefetch::new([mask.unwrap_or(&[]), out, next], steps.sum());
+            for (k, ph) in self.phases.iter().enumerate() {
+                let [ho, wo] = ph.hw;
+                if ho == 0 || wo == 0 {
+                    continue;
+                }
+                // the phase's last output row ends inside `res`
+                let g = grid(ph);
+                assert!(
+                    first(k) + (ho - 1) * g.out_step[0] + (wo - 1) * g.out_step[1] + ldw
+                        <= res.len()
+                );
+                if ph.per_channel == 0 {
+                    // no tap reaches the phase: its gradient is 0
+                    for j in 0..ho {
+                        for i in 0..wo {
+                            let at = first(k) + j * g.out_step[0] + i * g.out_step[1];
+                            res[at..at + ldw].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
+                let last = (ho - 1) * rl + wo - 1;
+                assert!(ph.offs.iter().all(|&t| t as usize + last < src.len()));
+                assert!(ph.packed.len() >= ph.offs.len() * ldw);
+                // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
+                // above.
+                unsafe {
+                    g.tiles(
+                        src.as_ptr(),
+                        &ph.offs,
+                        ph.packed.as_ptr(),
+                        ldw,
+                        (res.as_mut_ptr().add(first(k)), std::ptr::null()),
+                        &mut prefetch,
+                    )
+                };
+            }
+            let store = mask.map_or(Store::Plain, |m| Store::Mask(m.as_ptr()));
+            // SAFETY: the CPU has AVX-512F; `res` holds every position's `ldw` sums, `dx` and the
+            // mask `c × h × w` elements (checked above).
+            unsafe { transpose_rows(res, h * w, c, ldw, dx, h * w, store) };
+        })
     }
 }
 

@@ -587,6 +587,11 @@ fn conv_paths() {
     // a 1×1 kernel with padding: the input gradients crop (negative padding) at stride 1 and 2
     let z16 = x8.conv2d(w12, 1, 1, 1, 1);
     let z17 = x8.conv2d(w12, 2, 1, 1, 1);
+    // a source too large to keep per thread (8 × 182 × 182 padded elements): copied into
+    // scratch, its padding zeroed each time
+    let x9 = b.input("x9", &[1, 8, 180, 180], DType::F32);
+    let w15 = b.input("w15", &[4, 8, 3, 3], DType::F32);
+    let z18 = x9.conv2d(w15, 1, 1, 1, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
@@ -604,12 +609,13 @@ fn conv_paths() {
         + (z14 * z14).sum(&[], false)
         + (z15 * z15).sum(&[], false)
         + (z16 * z16).sum(&[], false)
-        + (z17 * z17).sum(&[], false);
+        + (z17 * z17).sum(&[], false)
+        + (z18 * z18).sum(&[], false);
     let gs = grad(
         loss,
         &[
             x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8, w9, b9, w10, b10, x8, w11, w12, w13,
-            w14,
+            w14, x9, w15,
         ],
     )
     .unwrap();
