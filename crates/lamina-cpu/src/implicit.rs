@@ -96,17 +96,14 @@ impl Problem {
         if len > MAX_KEPT_SOURCE {
             return f(&mut fallback[..len], false);
         }
-        let key = [
-            self.c,
-            self.h,
-            self.w,
-            self.hp(),
-            self.pw(),
-            self.rl(),
-            self.stride[1],
-        ]
-        .map(|v| v as i64);
-        let key: SourceKey = std::array::from_fn(|i| if i < 7 { key[i] } else { self.pad[i - 7] });
+        let (c, h, w, sw) = (
+            self.c as i64,
+            self.h as i64,
+            self.w as i64,
+            self.stride[1] as i64,
+        );
+        let (hp, pw, rl) = (self.hp() as i64, self.pw() as i64, self.rl() as i64);
+        let key: SourceKey = [c, h, w, hp, pw, rl, sw, self.pad[0], self.pad[1]];
         let kept = SOURCES.with(|s| {
             let mut s = s.borrow_mut();
             let at = s.iter().position(|e| e.0 == key)?;
@@ -265,9 +262,11 @@ impl Problem {
         for (ci, plane) in src.chunks_exact_mut(hp * rl).take(self.c).enumerate() {
             for (r, row) in plane.chunks_exact_mut(rl).enumerate() {
                 let rp = row.as_mut_ptr();
-                for k in (0..rl).step_by(LANES).filter(|_| !zeroed) {
-                    // SAFETY: lanes k..rl of the row.
-                    unsafe { _mm512_mask_storeu_ps(rp.add(k), mask(rl - k), zero) };
+                if !zeroed {
+                    for k in (0..rl).step_by(LANES) {
+                        // SAFETY: lanes k..rl of the row.
+                        unsafe { _mm512_mask_storeu_ps(rp.add(k), mask(rl - k), zero) };
+                    }
                 }
                 let iy = r as i64 - pt;
                 if !(0..self.h as i64).contains(&iy) {
