@@ -801,15 +801,14 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY (all): forwarded from the caller.
-            let make: Box<ImageWork> = match self.implicit_problem() {
-                Some(problem) => Box::new(unsafe { self.implicit_image(slots, problem) }),
-                None => Box::new(unsafe { self.phased_image(slots) }),
-            };
+            let make = unsafe { self.input_grad_image(slots) };
             let cotangent: Cotangent = Some(&*make);
             // the kernel gradient beside (`beside`) sums each image first, in `kg`'s ranges
-            let beside = self.beside.as_deref().zip(self.beside_problem());
             let parts = kg.image_ranges(threads);
-            let sums = beside.map(|(b, p)| unsafe { RangeSums::new(b, slots, p, parts, true) });
+            let sums = self
+                .beside
+                .as_deref()
+                .map(|b| unsafe { RangeSums::new(b, slots, b.beside_problem(), parts, true) });
             // SAFETY: `kg`'s range k runs on one task at a time.
             let before = sums
                 .as_ref()
@@ -833,11 +832,26 @@ impl Conv {
         let _ = (kg, slots, threads);
     }
 
-    /// The problem of the kernel gradient beside this input gradient (see `beside`), if it
-    /// runs as an implicit gemm (else it is not run beside).
+    /// The implicit-gemm problem of a kernel gradient run beside an input gradient (compiled
+    /// only when it has one: `is_beside_kernel_grad`).
     #[cfg(target_arch = "x86_64")]
-    fn beside_problem(&self) -> Option<Problem> {
-        self.beside.as_ref()?.implicit_problem()
+    fn beside_problem(&self) -> Problem {
+        self.implicit_problem()
+            .expect("a kernel gradient beside an input gradient is an implicit gemm")
+    }
+
+    /// The per-image work of a per-image input gradient (`is_per_image_input_grad`): the
+    /// implicit gemm of a unit-stride one, else the phased one.
+    ///
+    /// # Safety
+    /// As [`Conv::run`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn input_grad_image<'a>(&'a self, slots: &'a Slots) -> Box<ImageWork<'a>> {
+        // SAFETY (both): forwarded from the caller.
+        match self.implicit_problem() {
+            Some(problem) => Box::new(unsafe { self.implicit_image(slots, problem) }),
+            None => Box::new(unsafe { self.phased_image(slots) }),
+        }
     }
 
     /// Whether this kernel gradient can run beside an input gradient that reads its cotangent
@@ -855,14 +869,12 @@ impl Conv {
     /// `kg.is_beside_kernel_grad()`.
     unsafe fn input_beside_kernel_grad(&self, kg: &Conv, slots: &Slots, threads: usize) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(problem) = kg.implicit_problem() {
+        {
             let [_, c, h, wd] = self.input;
             let (out, dx_len) = (slots.ptr(self.out), c * h * wd);
+            let problem = kg.beside_problem();
             // SAFETY (all): forwarded from the caller.
-            let image: Box<ImageWork> = match self.implicit_problem() {
-                Some(problem) => Box::new(unsafe { self.implicit_image(slots, problem) }),
-                None => Box::new(unsafe { self.phased_image(slots) }),
-            };
+            let image = unsafe { self.input_grad_image(slots) };
             // SAFETY: image ni's gradient, written by this image's task only.
             let after = |ni: usize| {
                 image(ni, unsafe {

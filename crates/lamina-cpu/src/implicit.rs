@@ -917,7 +917,7 @@ impl PhasedInputGrad {
 }
 
 /// The first `k` of 16 lanes (all of them from 16 on).
-fn mask(k: usize) -> u16 {
+pub(crate) fn mask(k: usize) -> u16 {
     if k >= 16 {
         !0
     } else {
