@@ -46,7 +46,6 @@ use crate::implicit::{PhasedInputGrad, Problem, Store};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
 use gemm::Parallelism;
 use lamina_core::ConvKind;
-use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
 
@@ -682,7 +681,7 @@ impl Conv {
             }
         };
         if parts > 1 {
-            (0..parts).into_par_iter().for_each(range);
+            crate::parallel::for_each(parts, range);
         } else {
             range(0);
         }
@@ -949,9 +948,7 @@ impl Conv {
     fn each_image(&self, threads: usize, image: impl Fn(usize, Parallelism) + Sync) {
         let (n, work) = (self.input[0], self.work());
         if threads > 1 && n >= 2 && work >= PAR_MIN {
-            (0..n)
-                .into_par_iter()
-                .for_each(|ni| image(ni, Parallelism::None));
+            crate::parallel::for_each(n, |ni| image(ni, Parallelism::None));
         } else {
             let par = if threads > 1 && work >= PAR_MIN * 4 {
                 Parallelism::Rayon(threads)
@@ -1220,7 +1217,7 @@ impl Conv {
                 })
                 .collect()
         };
-        (0..parts).into_par_iter().for_each(|k| {
+        crate::parallel::for_each(parts, |k| {
             let range = k * n / parts..(k + 1) * n / parts;
             let res = if k == 0 { results() } else { block(k) };
             sum(range, &res, Parallelism::None)

@@ -11,7 +11,6 @@ use crate::arena::{Block, Ptr, Slots};
 use crate::elem::{with_elem, Dt, Elem};
 use crate::ew::Ew;
 use crate::layout::Strided;
-use rayon::prelude::*;
 
 /// Elements per chunk: 4 KiB of f32 per scratch buffer, so a group's working set stays in L1.
 pub(crate) const CHUNK: usize = 1024;
@@ -160,7 +159,7 @@ impl Fused {
             unsafe { self.run_chunks(slots, 0..chunks) };
         } else {
             let blocks = (threads * 4).min(chunks);
-            (0..blocks).into_par_iter().for_each(|b| {
+            crate::parallel::for_each(blocks, |b| {
                 // SAFETY: guaranteed by the caller; blocks cover disjoint chunk ranges.
                 unsafe { self.run_chunks(slots, b * chunks / blocks..(b + 1) * chunks / blocks) }
             });

@@ -5,7 +5,6 @@
 use crate::arena::Slots;
 use crate::elem::{with_elem, Dt, Elem};
 use crate::layout::Strided;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Below this many elements a kernel runs on the calling thread.
@@ -290,25 +289,20 @@ impl Reduce {
             // disjoint output rows per part
             let rows_per_part = d0.div_ceil(threads * 4);
             let step = self.out_strides[0];
-            acc.par_chunks_mut(rows_per_part * step)
-                .enumerate()
-                .for_each(|(p, a)| {
-                    let lo = p * rows_per_part;
-                    let hi = (lo + rows_per_part).min(d0);
-                    self.accumulate::<T, R>(&x[lo * per0..hi * per0], 0..hi - lo, a);
-                });
+            crate::parallel::for_each_chunk_mut(&mut acc, rows_per_part * step, |p, a| {
+                let lo = p * rows_per_part;
+                let hi = (lo + rows_per_part).min(d0);
+                self.accumulate::<T, R>(&x[lo * per0..hi * per0], 0..hi - lo, a);
+            });
         } else {
             // the outer axis is reduced: private accumulators per part, merged afterwards
             let parts = threads.min(d0);
-            let partial: Vec<Vec<R::A>> = (0..parts)
-                .into_par_iter()
-                .map(|p| {
-                    let (lo, hi) = (p * d0 / parts, (p + 1) * d0 / parts);
-                    let mut a = vec![R::init(); self.out_len];
-                    self.accumulate::<T, R>(&x[lo * per0..hi * per0], 0..hi - lo, &mut a);
-                    a
-                })
-                .collect();
+            let partial: Vec<Vec<R::A>> = crate::parallel::map(parts, |p| {
+                let (lo, hi) = (p * d0 / parts, (p + 1) * d0 / parts);
+                let mut a = vec![R::init(); self.out_len];
+                self.accumulate::<T, R>(&x[lo * per0..hi * per0], 0..hi - lo, &mut a);
+                a
+            });
             for part in partial {
                 for (a, b) in acc.iter_mut().zip(part) {
                     *a = R::merge(*a, b);
@@ -432,7 +426,7 @@ impl StridedCopy {
                 self.walk.gather(x, 0, out);
             } else {
                 let chunk = self.out_len.div_ceil(threads * 4);
-                out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| self.walk.gather(x, c * chunk, o));
+                crate::parallel::for_each_chunk_mut(out, chunk, |c, o| self.walk.gather(x, c * chunk, o));
             }
         })
     }
@@ -508,7 +502,7 @@ impl Gather {
                 rows(0, out);
             } else {
                 let per = (pre * k).div_ceil(threads * 4);
-                out.par_chunks_mut(per * post).enumerate().for_each(|(c, o)| rows(c * per, o));
+                crate::parallel::for_each_chunk_mut(out, per * post, |c, o| rows(c * per, o));
             }
         })
     }

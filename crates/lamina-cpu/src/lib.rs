@@ -4,7 +4,8 @@
 //! `plan.arena_bytes` for every intermediate, constants materialised once, and a kernel per step
 //! with its shapes and strides worked out. Elementwise fusion groups run as one chunked pass,
 //! MatMul goes through the `gemm` crate, f32 convolutions on AVX-512 through implicit gemms of
-//! our own (`gemm` elsewhere), everything is parallel with rayon.
+//! our own (`gemm` elsewhere), everything is parallel on rayon's threads, which stay awake
+//! through a step (`parallel.rs`).
 //!
 //! A run reads fed inputs in place and writes each arena-stored graph output straight into the
 //! host vector it returns (no copy). State semantics follow the reference interpreter: every read
@@ -37,6 +38,7 @@ mod kernels;
 mod layout;
 mod math;
 mod matmul;
+mod parallel;
 #[cfg(feature = "profile")]
 mod profile;
 
@@ -51,6 +53,8 @@ use std::sync::Arc;
 pub struct CpuBackend {
     /// `None`: rayon's global pool.
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// The pool's workers while steps run.
+    team: Arc<parallel::Team>,
     threads: usize,
 }
 
@@ -73,6 +77,7 @@ impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend {
             pool: None,
+            team: parallel::Team::global(),
             threads: rayon::current_num_threads(),
         }
     }
@@ -87,6 +92,10 @@ impl CpuBackend {
             .build()
             .ok();
         CpuBackend {
+            team: match pool {
+                Some(_) => parallel::Team::new(),
+                None => parallel::Team::global(),
+            },
             pool: pool.map(Arc::new),
             threads,
         }
@@ -125,11 +134,12 @@ impl Backend for CpuBackend {
         inputs: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
         let threads = self.threads;
+        let mut step = || parallel::run_step(&self.team, || exe.execute(state, inputs, threads));
         match &self.pool {
-            Some(pool) => pool.install(|| exe.execute(state, inputs, threads)),
+            Some(pool) => pool.install(step),
             // run the whole plan on a worker of the global pool: from outside the pool every
             // parallel kernel would inject its work and block this thread until it is done
-            None if threads > 1 => rayon::scope(|_| exe.execute(state, inputs, threads)),
+            None if threads > 1 => rayon::scope(|_| step()),
             None => exe.execute(state, inputs, threads),
         }
     }

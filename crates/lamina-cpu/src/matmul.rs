@@ -10,7 +10,6 @@
 
 use crate::arena::{Ptr, Slots};
 use gemm::Parallelism;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Products of at least this many multiply-adds use several threads: split into one block per
@@ -188,7 +187,7 @@ impl MatMul {
             let dst = Ptr(at.as_mut_ptr() as *mut u8);
             let rs = self.a.rs;
             let slabs = if threads > 1 { threads } else { 1 };
-            (0..slabs).into_par_iter().for_each(|t| {
+            crate::parallel::for_each(slabs, |t| {
                 let (k0, k1) = (k * t / slabs, k * (t + 1) / slabs);
                 #[cfg(target_arch = "x86_64")]
                 if std::mem::size_of::<T>() == 4 && has_avx512f() && k1 > k0 {
@@ -307,14 +306,12 @@ impl MatMul {
         let work = m * n * k;
         if threads > 1 && batch >= threads && work < GEMM_PAR_MIN * 4 {
             // many small products: one per task
-            (0..batch)
-                .into_par_iter()
-                .for_each(|bi| one(bi, Parallelism::None));
+            crate::parallel::for_each(batch, |bi| one(bi, Parallelism::None));
         } else if threads > 1 && batch == 1 && (GEMM_PAR_MIN..GEMM_SPLIT_MAX).contains(&work) {
             // a mid-size product: one block of columns (or rows) per thread, cut at multiples of
             // 16, each a single-threaded gemm (no shared packing for threads to wait on)
             let cut = |len: usize, t: usize| (len * t / threads).next_multiple_of(16).min(len);
-            (0..threads).into_par_iter().for_each(|t| {
+            crate::parallel::for_each(threads, |t| {
                 if n >= m {
                     part(0, 0..m, cut(n, t)..cut(n, t + 1), Parallelism::None)
                 } else {
@@ -379,7 +376,7 @@ unsafe fn long_k_f32(
         }
     };
     if tasks > 1 {
-        (0..tasks).into_par_iter().for_each(cols);
+        crate::parallel::for_each(tasks, cols);
     } else {
         cols(0);
     }
