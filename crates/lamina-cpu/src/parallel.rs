@@ -81,7 +81,10 @@ impl Team {
 
     /// Starts a spinner on every thread of the current pool unless each other thread has one.
     fn call_helpers(self: &Arc<Team>) {
-        let others = self.spinners.load(Acquire) - usize::from(SPINNING.get());
+        let others = self
+            .spinners
+            .load(Acquire)
+            .saturating_sub(usize::from(SPINNING.get()));
         if others + 1 < rayon::current_num_threads() {
             let team = self.clone();
             rayon::spawn_broadcast(move |_| team.spin());
