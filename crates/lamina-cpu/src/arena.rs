@@ -64,6 +64,13 @@ impl Block {
     }
 
     /// The block viewed as elements of `T` (as many as fit).
+    pub(crate) fn as_slice<T: Elem>(&self) -> &[T] {
+        let n = self.bytes / std::mem::size_of::<T>();
+        // SAFETY: as `as_mut_slice`, shared.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const T, n) }
+    }
+
+    /// The block viewed as elements of `T` (as many as fit).
     pub(crate) fn as_mut_slice<T: Elem>(&mut self) -> &mut [T] {
         let n = self.bytes / std::mem::size_of::<T>();
         // SAFETY: the block holds `bytes` initialised bytes, 64-byte aligned (enough for any `T`

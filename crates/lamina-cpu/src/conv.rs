@@ -41,7 +41,7 @@
 //! gradient made readme_cnn's step ~2 ms slower on the benchmark Xeon, its 16 gemms reducing over
 //! only the 32–64 channels; it left with the commit after 69db3e7.)
 
-use crate::arena::{Ptr, Slots};
+use crate::arena::{Block, Ptr, Slots};
 use crate::implicit::{PhasedInputGrad, Problem, Store};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
 use gemm::Parallelism;
@@ -141,13 +141,13 @@ pub(crate) struct Conv {
 
 thread_local! {
     /// Per-thread im2col/col2im buffer, kept between runs so that a step allocates nothing.
-    static SCRATCH: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+    static SCRATCH: Cell<Option<Block>> = const { Cell::new(None) };
 }
 
 thread_local! {
     /// Per-thread buffer for one image's cotangent that an input gradient hands to the kernel
     /// gradient run with it (`Conv::then`).
-    static COTANGENT: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+    static COTANGENT: Cell<Option<Block>> = const { Cell::new(None) };
 }
 
 /// Image `ni + 1`'s block (`len` elements) of `v` if that image comes before `end` (the next
@@ -164,24 +164,24 @@ fn with_scratch<T: GemmElem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R 
     with_buffer(&SCRATCH, len, f)
 }
 
-/// Runs `f` with `len` elements (contents unspecified) of the thread's buffer `key`.
+/// Runs `f` with `len` elements (contents unspecified) of the thread's buffer `key`, 64-byte
+/// aligned like every buffer the kernels load whole vectors from (an unaligned 64-byte load
+/// spans two cache lines, which costs Intel cores a second access).
 fn with_buffer<T: GemmElem, R>(
-    key: &'static std::thread::LocalKey<Cell<Vec<f64>>>,
+    key: &'static std::thread::LocalKey<Cell<Option<Block>>>,
     len: usize,
     f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
     key.with(|s| {
-        // `take` leaves an empty vector behind, so a nested call (rayon work stealing inside
-        // gemm) gets its own buffer instead of aliasing this one.
-        let mut v = s.take();
-        let words = (len * std::mem::size_of::<T>()).div_ceil(8);
-        if v.len() < words {
-            v.resize(words, 0.0);
-        }
-        // SAFETY: the vector holds at least `len` elements of T (f32 or f64, every bit pattern
-        // valid), f64-aligned, and is borrowed exclusively here.
-        let r = f(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut T, len) });
-        s.set(v);
+        // `take` leaves nothing behind, so a nested call (rayon work stealing inside gemm) gets
+        // its own buffer instead of aliasing this one.
+        let bytes = len * std::mem::size_of::<T>();
+        let mut b = s
+            .take()
+            .filter(|b| b.len() >= bytes)
+            .unwrap_or_else(|| Block::new(bytes));
+        let r = f(&mut b.as_mut_slice::<T>()[..len]);
+        s.set(Some(b));
         r
     })
 }
@@ -268,8 +268,10 @@ impl Conv {
             ho,
             wo,
             hp: ho + kh - 1,
-            // whole 32-column chunks read past the last output column, into zeros
-            wp: wo.next_multiple_of(DIRECT_COLS) + kw - 1,
+            // whole 32-column chunks read past the last output column, into zeros; rows start
+            // on cache lines (the scratch is aligned), so the loads of a row's first tap do not
+            // span two
+            wp: (wo.next_multiple_of(DIRECT_COLS) + kw - 1).next_multiple_of(16),
         }
     }
 
@@ -412,7 +414,8 @@ impl Conv {
             e => ((None, None), e),
         };
         let g = self.direct_geometry();
-        let packed = o.div_ceil(DIRECT_OC) * taps * DIRECT_OC;
+        // (whole cache lines, so that the padded image after them starts on one)
+        let packed = (o.div_ceil(DIRECT_OC) * taps * DIRECT_OC).next_multiple_of(16);
         move |ni| {
             with_scratch::<f32, _>(packed + c * g.hp * g.wp, |buf| {
                 let (wpk, xp) = buf.split_at_mut(packed);
@@ -620,10 +623,10 @@ impl Conv {
             (None, Some(m)) => Store::Mask(slots.ptr(m).at::<f32>(0)),
             (None, None) => Store::Plain,
         };
-        let mut packed = vec![0.0; problem.packed_len()];
+        let mut packed = Block::new(problem.packed_len() * 4);
         match self.kind {
-            ConvKind::Forward => problem.pack(w, &mut packed),
-            _ => problem.pack_flipped(w, &mut packed),
+            ConvKind::Forward => problem.pack(w, packed.as_mut_slice()),
+            _ => problem.pack_flipped(w, packed.as_mut_slice()),
         }
         let offs = problem.tap_offsets();
         move |ni, y| {
@@ -636,7 +639,7 @@ impl Conv {
                 // (compiled so), whose block ni only this image's task touches.
                 unsafe {
                     let store = store.offset(ni * out_len);
-                    let (bias, kernel) = (bias.as_deref(), (&packed[..], &offs[..]));
+                    let (bias, kernel) = (bias.as_deref(), (packed.as_slice(), &offs[..]));
                     problem.run(img, kernel, scratch, (&mut y[..out_len], store), bias, next)
                 };
             })
@@ -1609,7 +1612,7 @@ struct RangeSums<'a> {
     x: &'a [f32],
     /// The cotangent's slot, or nothing when each image's is made and handed to `add`.
     dy: &'a [f32],
-    sums: Vec<f32>,
+    sums: Block,
     bias_sums: Vec<f32>,
     /// Where `sums` and `bias_sums` start: range k writes its own blocks through them.
     at: (Ptr, Ptr),
@@ -1639,12 +1642,9 @@ impl<'a> RangeSums<'a> {
             };
             (slots.get::<f32>(conv.a, n * in_len), dy)
         };
-        let mut sums = vec![0.0f32; parts * problem.taps() * problem.ldw()];
+        let mut sums = Block::new(parts * problem.taps() * problem.ldw() * 4);
         let mut bias_sums = vec![0.0f32; parts * problem.o];
-        let at = (
-            Ptr(sums.as_mut_ptr() as *mut u8),
-            Ptr(bias_sums.as_mut_ptr() as *mut u8),
-        );
+        let at = (Ptr(sums.ptr()), Ptr(bias_sums.as_mut_ptr() as *mut u8));
         RangeSums {
             conv,
             problem,
@@ -1672,7 +1672,7 @@ impl<'a> RangeSums<'a> {
             next_block(self.x, ni, end, in_len),
             next_block(self.dy, ni, end, dy_len),
         ];
-        assert!(self.sums.len() >= (k + 1) * len && self.bias_sums.len() >= (k + 1) * pr.o);
+        assert!(self.sums.len() >= (k + 1) * len * 4 && self.bias_sums.len() >= (k + 1) * pr.o);
         // SAFETY: range k's blocks (inside the buffers, checked above), written by this task
         // only (the caller's contract).
         let (acc_t, db) = unsafe {
@@ -1698,7 +1698,7 @@ impl<'a> RangeSums<'a> {
     /// As [`RangeSums::new`]; every add is over.
     unsafe fn finish(mut self, slots: &Slots) {
         let (o, taps, ldw) = (self.problem.o, self.problem.taps(), self.problem.ldw());
-        let (first, rest) = self.sums.split_at_mut(taps * ldw);
+        let (first, rest) = self.sums.as_mut_slice::<f32>().split_at_mut(taps * ldw);
         for part in rest.chunks_exact(taps * ldw) {
             for (a, v) in first.iter_mut().zip(part) {
                 *a += *v;
@@ -1730,7 +1730,7 @@ impl<'a> RangeSums<'a> {
 /// Xeon's multiply-add port.)
 struct DirectGradLanes {
     /// `[oc][tap][16]`, then `[oc][16]` for the bias gradient.
-    sums: Vec<f32>,
+    sums: Block,
     o: usize,
     taps: usize,
     bias: bool,
@@ -1740,7 +1740,7 @@ impl DirectGradLanes {
     fn new(o: usize, taps: usize, bias: bool) -> DirectGradLanes {
         let len = (o * taps + if bias { o } else { 0 }) * 16;
         DirectGradLanes {
-            sums: vec![0.0; len],
+            sums: Block::new(len * 4),
             o,
             taps,
             bias,
@@ -1749,7 +1749,10 @@ impl DirectGradLanes {
 
     /// Adds the sums across lanes to `dw` (`o × taps`) and, if given, `db` (`o`).
     fn add_to(&self, dw: &mut [f32], db: Option<&mut [f32]>) {
-        let (w_lanes, b_lanes) = self.sums.split_at(self.o * self.taps * 16);
+        let (w_lanes, b_lanes) = self
+            .sums
+            .as_slice::<f32>()
+            .split_at(self.o * self.taps * 16);
         for (d, v) in dw.iter_mut().zip(w_lanes.chunks_exact(16)) {
             *d += v.iter().sum::<f32>();
         }
@@ -1783,7 +1786,10 @@ unsafe fn direct_kernel_grad(xp: &[f32], dy: &[f32], lanes: &mut DirectGradLanes
         let (ci, k) = (t / (g.kh * g.kw), t % (g.kh * g.kw));
         *at = (ci * g.hp + k / g.kw) * g.wp + k % g.kw;
     }
-    let (sums, bias_sums) = lanes.sums.split_at_mut(g.o * taps * 16);
+    let (sums, bias_sums) = lanes
+        .sums
+        .as_mut_slice::<f32>()
+        .split_at_mut(g.o * taps * 16);
     let (sp, bp) = (sums.as_mut_ptr(), bias_sums.as_mut_ptr());
     for o0 in (0..g.o).step_by(KG_OC) {
         let rows = (g.o - o0).min(KG_OC);

@@ -25,6 +25,7 @@
 //! (`Problem::add_kernel_grad`); a strided input gradient splits into phases
 //! ([`PhasedInputGrad`]).
 
+use crate::arena::Block;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -65,6 +66,11 @@ struct Chunk {
     put: [(isize, u16); 2],
 }
 
+/// Whether `v` starts on a cache line.
+fn aligned(v: &[f32]) -> bool {
+    (v.as_ptr() as usize).is_multiple_of(64)
+}
+
 /// `⌈a / b⌉` for `b > 0` and any sign of `a`.
 fn ceil_div(a: i64, b: i64) -> i64 {
     -(-a).div_euclid(b)
@@ -75,7 +81,7 @@ thread_local! {
     /// lanes that hold input, so a kept source's padding is still zero from its first use and
     /// is not written again. (Zeroing every row before the copy took a third of the copies'
     /// time in readme_cnn's step on the build machine.)
-    static SOURCES: RefCell<Vec<(SourceKey, Vec<f32>)>> = const { RefCell::new(Vec::new()) };
+    static SOURCES: RefCell<Vec<(SourceKey, Block)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What fixes a source's layout: `c`, `h`, `w`, padded rows, phase width, row length, column
@@ -109,8 +115,8 @@ impl Problem {
             let at = s.iter().position(|e| e.0 == key)?;
             Some(s.remove(at).1)
         });
-        let mut buf = kept.unwrap_or_else(|| vec![0.0; len]);
-        let r = f(&mut buf, true);
+        let mut buf = kept.unwrap_or_else(|| Block::new(len * 4));
+        let r = f(buf.as_mut_slice(), true);
         SOURCES.with(|s| {
             let mut s = s.borrow_mut();
             if s.len() >= KEPT_SOURCES {
@@ -154,7 +160,13 @@ impl Problem {
 
     /// Scratch one image needs: the source, then the tiles' `[position][channel]` result.
     pub(crate) fn scratch_len(&self) -> usize {
-        self.c * self.hp() * self.rl() + self.ho * self.wo * self.ldw()
+        self.source_len() + self.ho * self.wo * self.ldw()
+    }
+
+    /// The scratch a large source takes ahead of the tiles' results: whole cache lines, so that
+    /// the results (whose rows are whole vectors) start on one in the aligned scratch.
+    fn source_len(&self) -> usize {
+        (self.c * self.hp() * self.rl()).next_multiple_of(LANES)
     }
 
     /// Whether the problem has anything to compute (an empty one must not be run).
@@ -379,8 +391,13 @@ impl Problem {
         let (p, ldw) = (self.ho * self.wo, self.ldw());
         assert!(bias.is_none_or(|b| b.len() >= ldw));
         let init = bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        let (fallback, res) = scratch.split_at_mut(self.c * self.hp() * self.rl());
+        let (fallback, res) = scratch.split_at_mut(self.source_len());
         assert!(res.len() >= p * ldw && y.len() >= self.o * p && packed.len() >= self.packed_len());
+        // whole-vector loads and stores that span two cache lines cost Intel cores twice
+        debug_assert!(
+            aligned(res) && aligned(packed),
+            "tile operands off cache lines"
+        );
         self.with_source(fallback, |src, zeroed| {
             // every tap's reads stay inside the source: the last output position plus the largest
             // offset is the last element of the last channel's last row
@@ -574,7 +591,7 @@ impl Problem {
         next: [&[f32]; 2],
     ) {
         let (p, ldw, taps) = (self.ho * self.wo, self.ldw(), self.taps());
-        let (fallback, dyt) = scratch.split_at_mut(self.c * self.hp() * self.rl());
+        let (fallback, dyt) = scratch.split_at_mut(self.source_len());
         assert!(dyt.len() >= p * ldw && dy.len() >= self.o * p && acc_t.len() >= taps * ldw);
         self.with_source(fallback, |src, zeroed| {
             assert!(
@@ -721,7 +738,7 @@ struct Phase {
     /// Taps per cotangent channel (the sub-kernel's size; 0 when no tap reaches the phase, whose
     /// gradient is then 0).
     per_channel: usize,
-    packed: Vec<f32>,
+    packed: Block,
     offs: Vec<u32>,
 }
 
@@ -783,12 +800,12 @@ impl PhasedInputGrad {
         for &(ry, a, ho, pad_y) in &ys {
             for &(rx, b, wo, pad_x) in &xs {
                 let per_channel = if ho > 0 && wo > 0 { a * b } else { 0 };
-                let (mut packed, mut offs) = (Vec::new(), Vec::new());
+                let (mut packed, mut offs) = (Block::new(0), Vec::new());
                 if per_channel > 0 {
                     // tap (oc, a', b') is kernel tap (ry + sh·(a − 1 − a'), rx + sw·(b − 1 −
                     // b')), read `top − pad_y` rows and `left − pad_x` columns into the source
-                    packed = vec![0.0; o * per_channel * ldw];
-                    let mut rows_out = packed.chunks_exact_mut(ldw);
+                    packed = Block::new(o * per_channel * ldw * 4);
+                    let mut rows_out = packed.as_mut_slice::<f32>().chunks_exact_mut(ldw);
                     let (dy0, dx0) = ((top - pad_y) as usize, (left - pad_x) as usize);
                     for oc in 0..o {
                         for ai in 0..a {
@@ -826,7 +843,7 @@ impl PhasedInputGrad {
     /// sums.
     pub(crate) fn scratch_len(&self) -> usize {
         let ldw = self.c.next_multiple_of(LANES);
-        self.fill.c * self.fill.hp() * self.fill.rl() + self.h * self.w * ldw
+        self.fill.source_len() + self.h * self.w * ldw
     }
 
     /// The input gradient of one image: `dy` its cotangent, `dx` (`c × h × w`) the result, zero
@@ -854,7 +871,7 @@ impl PhasedInputGrad {
         let [sh, sw] = self.stride;
         let ldw = c.next_multiple_of(LANES);
         let rl = self.fill.rl();
-        let (fallback, res) = scratch.split_at_mut(self.fill.c * self.fill.hp() * rl);
+        let (fallback, res) = scratch.split_at_mut(self.fill.source_len());
         let res = &mut res[..h * w * ldw];
         assert!(dx.len() >= c * h * w && mask.is_none_or(|m| m.len() >= c * h * w));
         self.fill.with_source(fallback, |src, zeroed| {
@@ -894,14 +911,14 @@ impl PhasedInputGrad {
                 }
                 let last = (ho - 1) * rl + wo - 1;
                 assert!(ph.offs.iter().all(|&t| t as usize + last < src.len()));
-                assert!(ph.packed.len() >= ph.offs.len() * ldw);
+                assert!(ph.packed.len() >= ph.offs.len() * ldw * 4);
                 // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
                 // above.
                 unsafe {
                     g.tiles(
                         src.as_ptr(),
                         &ph.offs,
-                        ph.packed.as_ptr(),
+                        ph.packed.as_slice::<f32>().as_ptr(),
                         ldw,
                         (res.as_mut_ptr().add(first(k)), std::ptr::null()),
                         &mut prefetch,

@@ -24,7 +24,7 @@ const LONG_K: usize = 2048;
 
 /// Float element types gemm multiplies.
 pub(crate) trait GemmElem:
-    Copy + Send + Sync + std::ops::AddAssign + PartialOrd + std::fmt::Debug + 'static
+    crate::elem::Elem + std::ops::AddAssign + std::fmt::Debug
 {
     const ZERO: Self;
     const ONE: Self;
