@@ -8,7 +8,7 @@
 //! fastest runs: 0.51-0.55 → 0.47-0.56 ms on the build machine; on the Xeon 0.54 against gemm's
 //! 0.52 ms in one round, no gain shown there.)
 
-use crate::arena::{Ptr, Slots};
+use crate::arena::{Block, Ptr, Slots};
 use gemm::Parallelism;
 use std::ops::Range;
 
@@ -183,8 +183,9 @@ impl MatMul {
         // it column-major first, once for every thread's block of columns (each copying the
         // whole operand for itself cost the benchmark Xeon 0.1-0.2 ms a step)
         let a_copy = (via_scratch && batch == 1 && self.a.cs == 1 && k >= LONG_K).then(|| {
-            let mut at = vec![T::ZERO; m * k];
-            let dst = Ptr(at.as_mut_ptr() as *mut u8);
+            // on cache lines, like the convolutions' buffers: the kernel loads it in whole vectors
+            let mut at = Block::new(m * k * std::mem::size_of::<T>());
+            let dst = Ptr(at.ptr());
             let rs = self.a.rs;
             let slabs = if threads > 1 { threads } else { 1 };
             crate::parallel::for_each(slabs, |t| {
@@ -231,7 +232,7 @@ impl MatMul {
             // is read down its columns (`rs == 1`) and the result is `m × n`, written by this
             // call only.
             unsafe {
-                let at = std::slice::from_raw_parts(at.as_ptr() as *const f32, m * k);
+                let at = &at.as_slice::<f32>()[..m * k];
                 let b = pb.at::<f32>(self.b.batch_offsets[0]);
                 return long_k_f32(
                     (m, n, k),
@@ -262,7 +263,10 @@ impl MatMul {
                     // the left operand column-major (see `a_copy`; made here for a batch)
                     let mut at = Vec::new();
                     let (a, a_s) = if let Some(copy) = &a_copy {
-                        (copy.as_ptr().add(r.start) as *mut T, (1, m as isize))
+                        (
+                            copy.as_slice::<T>().as_ptr().add(r.start) as *mut T,
+                            (1, m as isize),
+                        )
                     } else if a_s.0 == 1 || k < LONG_K {
                         (a, a_s)
                     } else {
@@ -364,10 +368,11 @@ unsafe fn long_k_f32(
     let cut = |t: usize| (n.div_ceil(8) * t / tasks * 8).min(n);
     let cols = |t: usize| {
         let (j0, j1) = (cut(t), cut(t + 1));
-        let mut tr = vec![0.0f32; (j1 - j0) * m];
+        let mut tr = Block::new((j1 - j0) * m * 4);
+        let tr = tr.as_mut_slice::<f32>();
         // SAFETY: the caller's contract; task t writes columns j0..j1 of `out` only.
         unsafe {
-            long_k_cols((m, k), at, (b.at::<f32>(0), bcs), j0..j1, &mut tr);
+            long_k_cols((m, k), at, (b.at::<f32>(0), bcs), j0..j1, tr);
             for i in 0..m {
                 for j in j0..j1 {
                     *out.at::<f32>(i * n + j) = *tr.get_unchecked((j - j0) * m + i);
