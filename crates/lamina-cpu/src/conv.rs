@@ -1672,7 +1672,10 @@ impl<'a> RangeSums<'a> {
             next_block(self.x, ni, end, in_len),
             next_block(self.dy, ni, end, dy_len),
         ];
-        assert!(self.sums.len() >= (k + 1) * len * 4 && self.bias_sums.len() >= (k + 1) * pr.o);
+        assert!(
+            self.sums.as_slice::<f32>().len() >= (k + 1) * len
+                && self.bias_sums.len() >= (k + 1) * pr.o
+        );
         // SAFETY: range k's blocks (inside the buffers, checked above), written by this task
         // only (the caller's contract).
         let (acc_t, db) = unsafe {

@@ -67,6 +67,7 @@ struct Chunk {
 }
 
 /// Whether `v` starts on a cache line.
+#[cfg(target_arch = "x86_64")]
 fn aligned(v: &[f32]) -> bool {
     (v.as_ptr() as usize).is_multiple_of(64)
 }
@@ -911,7 +912,7 @@ impl PhasedInputGrad {
                 }
                 let last = (ho - 1) * rl + wo - 1;
                 assert!(ph.offs.iter().all(|&t| t as usize + last < src.len()));
-                assert!(ph.packed.len() >= ph.offs.len() * ldw * 4);
+                assert!(ph.packed.as_slice::<f32>().len() >= ph.offs.len() * ldw);
                 // SAFETY: the CPU has AVX-512F; every read and write is inside the buffers checked
                 // above.
                 unsafe {
