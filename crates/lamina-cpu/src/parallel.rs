@@ -11,7 +11,7 @@
 //! on average against 29 ms; keeping workers awake only inside each step gained a third of
 //! that.)
 //!
-//! So each pool has a [`Team`]: while a step runs, and for [`IDLE_LIMIT`] after, every worker of
+//! So each pool has a [`Team`]: while a step runs, and for the idle limit after, every worker of
 //! the pool that does not run the step runs a *spinner*. It takes the step's loops as they are
 //! published, else any rayon work (gemm's own threads; the next step, handed to the pool from
 //! outside, which then starts without a wake-up), else spins, as OpenMP runtimes do between
@@ -21,11 +21,13 @@
 //! in order (the convolutions fetch a thread's next image ahead) and a slowed or absent worker's
 //! share is taken over by the others.
 //!
-//! A spinner that found nothing to do for [`IDLE_LIMIT`] returns and its worker goes back to
-//! rayon's own idling: a pool between training runs does not burn its cores, and a spinner that
-//! ended up on the stack above work another thread waits for (two steps running at once on one
-//! pool, as tests do) lets it go on. One step at a time holds a team; a step that finds its team
-//! held, and any loop outside a step, runs its loops on rayon as before.
+//! A spinner that found nothing to do for the idle limit ([`idle_limit`]: 2 ms, or
+//! `LAMINA_CPU_SPIN_MS`) returns and its worker goes back to rayon's own idling: a pool between
+//! training runs does not burn its cores, and a spinner that ended up on the stack above work
+//! another thread waits for (two steps running at once on one pool, as tests do) lets it go on.
+//! One step at a time holds a team; a step that finds its team held, any loop outside a step, and
+//! every loop when `LAMINA_CPU_SPIN_MS=0` (cores shared with other busy processes, like OpenMP's
+//! `OMP_WAIT_POLICY=passive`) run their loops on rayon as before.
 
 use rayon::prelude::*;
 use rayon::Yield;
@@ -37,8 +39,23 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a spinner waits for work before it gives its worker back to rayon.
+/// How long a spinner waits for work before it gives its worker back to rayon, unless
+/// `LAMINA_CPU_SPIN_MS` says otherwise.
 const IDLE_LIMIT: Duration = Duration::from_millis(2);
+
+/// The spinners' idle limit: `LAMINA_CPU_SPIN_MS` (whole milliseconds; 0 turns the teams off)
+/// if set to a number, else [`IDLE_LIMIT`]; read once.
+fn idle_limit() -> Duration {
+    static LIMIT: OnceLock<Duration> = OnceLock::new();
+    *LIMIT.get_or_init(|| spin_setting(std::env::var("LAMINA_CPU_SPIN_MS").ok().as_deref()))
+}
+
+/// The idle limit a `LAMINA_CPU_SPIN_MS` value asks for (unset or not a number: [`IDLE_LIMIT`]).
+fn spin_setting(value: Option<&str>) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(IDLE_LIMIT, Duration::from_millis)
+}
 
 thread_local! {
     /// The team whose step this thread runs (null when none): its loops are published there.
@@ -92,7 +109,7 @@ impl Team {
     }
 
     /// A worker's part: the step's loops, else rayon's work, else spinning until nothing came
-    /// for [`IDLE_LIMIT`]. Returns at once on a thread that spins already or runs a step.
+    /// for the idle limit. Returns at once on a thread that spins already or runs a step.
     fn spin(&self) {
         if SPINNING.get() || !STEP.get().is_null() {
             return;
@@ -111,7 +128,7 @@ impl Team {
                 Some(Yield::Executed) => idle_since = None,
                 _ => {
                     let since = *idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > IDLE_LIMIT {
+                    if since.elapsed() > idle_limit() {
                         break;
                     }
                     idle_rounds = idle_rounds.wrapping_add(1);
@@ -211,6 +228,7 @@ impl Loop<'_> {
 /// step holds the team, it just runs `step`.
 pub(crate) fn run_step<R>(team: &Arc<Team>, step: impl FnOnce() -> R) -> R {
     if rayon::current_num_threads() < 2
+        || idle_limit().is_zero()
         || rayon::current_thread_index().is_none()
         || !STEP.get().is_null()
         || team.held.swap(true, Acquire)
@@ -423,6 +441,22 @@ mod tests {
         assert!(!team.held.load(SeqCst));
         let c = p.install(|| run_step(&team, || counts(50)));
         assert!(c[..50].iter().all(|&k| k == 1));
+    }
+
+    /// `LAMINA_CPU_SPIN_MS`: whole milliseconds, 0 included; anything else keeps the default.
+    #[test]
+    fn spin_setting_reads_milliseconds() {
+        let cases = [
+            (None, IDLE_LIMIT),
+            (Some("5"), Duration::from_millis(5)),
+            (Some(" 0 "), Duration::ZERO),
+            (Some("fast"), IDLE_LIMIT),
+            (Some("-1"), IDLE_LIMIT),
+            (Some("1.5"), IDLE_LIMIT),
+        ];
+        for (value, limit) in cases {
+            assert_eq!(spin_setting(value), limit, "{value:?}");
+        }
     }
 
     /// Steps started at once from several threads on one pool all finish, one holding the team
