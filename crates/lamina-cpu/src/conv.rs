@@ -1,6 +1,9 @@
 //! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients.
 //!
 //! f32 with one group on a CPU with AVX-512 (what training runs):
+//! - forward and input gradient of a 3×3 unit-stride convolution with 16 or more input channels
+//!   (of the gradient's correlation): Winograd F(4×4, 3×3) (`winograd.rs`, through the implicit
+//!   path's per-image work and epilogues; `Conv::winograd`, on unless the backend turns it off);
 //! - forward, kernel gradient, and the input gradient of a unit-stride convolution: implicit
 //!   gemms (`implicit.rs`: the image copied once into a padded source, register tiles over the
 //!   kernel taps, no unfolded matrix), the bias and ReLU of a forward one applied as its block is
@@ -37,13 +40,16 @@
 //!
 //! (Shifted gemms — one product per kernel tap over the input channels, reading the padded image
 //! in place — measured 4.4 against 3.1 ms for readme_cnn's 32-channel stride-2 layer on the
-//! build machine and were not built. Winograd F(2×2, 3×3) for the stride-1 3×3 forward and input
-//! gradient made readme_cnn's step ~2 ms slower on the benchmark Xeon, its 16 gemms reducing over
-//! only the 32–64 channels; it left with the commit after 69db3e7.)
+//! build machine and were not built. A first Winograd F(2×2, 3×3), through the `gemm` crate over
+//! chunks of 4 images with scalar transforms, made readme_cnn's step ~2 ms slower on the
+//! benchmark Xeon and left with the commit after 69db3e7; F(4×4, 3×3) image by image with
+//! vector transforms and the implicit gemm's register tiles took it from 18.8-22.5 to 16.1-16.4
+//! ms.)
 
 use crate::arena::{Block, Ptr, Slots};
 use crate::implicit::{PhasedInputGrad, Problem, Store};
 use crate::matmul::{gemm_acc, gemm_into, GemmElem};
+use crate::winograd::Winograd;
 use gemm::Parallelism;
 use lamina_core::ConvKind;
 use std::cell::Cell;
@@ -137,6 +143,9 @@ pub(crate) struct Conv {
     pub(crate) pad_lo: [i64; 2],
     pub(crate) dilation: [usize; 2],
     pub(crate) groups: usize,
+    /// Whether a forward or unit-stride input gradient with a 3×3 kernel may run as Winograd
+    /// F(4×4, 3×3) (`winograd.rs`).
+    pub(crate) winograd: bool,
 }
 
 thread_local! {
@@ -628,9 +637,20 @@ impl Conv {
             ConvKind::Forward => problem.pack(w, packed.as_mut_slice()),
             _ => problem.pack_flipped(w, packed.as_mut_slice()),
         }
+        // a 3×3 stride-1 problem with enough channels runs as Winograd F(4×4, 3×3) on the
+        // transformed packed kernel
+        let winograd = Winograd::of(&problem).filter(|_| self.winograd).map(|wg| {
+            let mut u = Block::new(wg.kernel_len() * 4);
+            // SAFETY: the CPU has AVX-512F (`implicit_problem`).
+            unsafe { wg.transform_kernel(packed.as_slice(), u.as_mut_slice()) };
+            (wg, u)
+        });
         let offs = problem.tap_offsets();
+        let scratch_len = winograd
+            .as_ref()
+            .map_or(problem.scratch_len(), |(wg, _)| wg.scratch_len());
         move |ni, y| {
-            with_scratch::<f32, _>(problem.scratch_len(), |scratch| {
+            with_scratch::<f32, _>(scratch_len, |scratch| {
                 let img = &x[ni * in_len..(ni + 1) * in_len];
                 // the image this thread most likely takes next (rayon splits the range)
                 let next = next_block(x, ni, n, in_len);
@@ -638,9 +658,15 @@ impl Conv {
                 // (`implicit_problem`); the store's second result or mask holds one result
                 // (compiled so), whose block ni only this image's task touches.
                 unsafe {
-                    let store = store.offset(ni * out_len);
-                    let (bias, kernel) = (bias.as_deref(), (packed.as_slice(), &offs[..]));
-                    problem.run(img, kernel, scratch, (&mut y[..out_len], store), bias, next)
+                    let (store, y) = (store.offset(ni * out_len), &mut y[..out_len]);
+                    let bias = bias.as_deref();
+                    match &winograd {
+                        Some((wg, u)) => wg.run(img, u.as_slice(), scratch, (y, store), bias, next),
+                        None => {
+                            let kernel = (packed.as_slice(), &offs[..]);
+                            problem.run(img, kernel, scratch, (y, store), bias, next)
+                        }
+                    }
                 };
             })
         }

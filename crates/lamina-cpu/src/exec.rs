@@ -140,10 +140,12 @@ impl CpuExecutable {
             .count()
     }
 
-    /// Compiles `plan`: checks it, allocates the arena, materialises constants, builds kernels.
-    pub(crate) fn compile(plan: &Plan) -> Result<CpuExecutable> {
+    /// Compiles `plan`: checks it, allocates the arena, materialises constants, builds kernels
+    /// (`winograd`: see `CpuBackend::with_winograd`).
+    pub(crate) fn compile(plan: &Plan, winograd: bool) -> Result<CpuExecutable> {
         lamina_core::passes::verify(&plan.graph)?;
         let mut b = Builder::new(plan)?;
+        b.winograd = winograd;
         let through = b.read_through();
         let mut steps = Vec::with_capacity(plan.steps.len());
         // a step whose work an earlier kernel took over (a bias add done by its convolution)
@@ -380,6 +382,8 @@ struct Builder<'p> {
     pre: Vec<Vec<Snapshot>>,
     bind_inputs: Vec<(usize, usize)>,
     bind_states: Vec<(usize, String)>,
+    /// Whether convolutions may run as Winograd F(4×4, 3×3).
+    winograd: bool,
 }
 
 impl<'p> Builder<'p> {
@@ -467,6 +471,7 @@ impl<'p> Builder<'p> {
             pre: vec![Vec::new(); plan.steps.len()],
             bind_inputs,
             bind_states,
+            winograd: true,
         })
     }
 
@@ -847,6 +852,7 @@ impl<'p> Builder<'p> {
                     pad_lo: [p.padding[0].0, p.padding[1].0],
                     dilation: p.dilation,
                     groups: p.groups,
+                    winograd: self.winograd,
                 })
             }
             Op::Gather { axis } => {

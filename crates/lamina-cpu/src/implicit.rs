@@ -460,7 +460,7 @@ struct Grid {
 /// (and the stores' misses). Issuing them all at once would fill the core's miss buffers and
 /// stall the tiles. (Benchmark Xeon, readme_cnn, sum of each step's fastest run over five
 /// alternating rounds: 18.8-19.2 ms with the result blocks fetched, 19.0-19.8 without.)
-struct Prefetch {
+pub(crate) struct Prefetch {
     regions: [(*const u8, usize); 3],
     /// The next line: region and byte offset.
     at: (usize, usize),
@@ -473,7 +473,7 @@ const LINE: usize = 64;
 impl Prefetch {
     /// Fetches `regions` (slices of any element type; empty ones are skipped) over about `tiles`
     /// tile steps.
-    fn new(regions: [&[f32]; 3], tiles: usize) -> Prefetch {
+    pub(crate) fn new(regions: [&[f32]; 3], tiles: usize) -> Prefetch {
         let lines: usize = regions.iter().map(|r| (r.len() * 4).div_ceil(LINE)).sum();
         Prefetch {
             regions: regions.map(|r| (r.as_ptr() as *const u8, r.len() * 4)),
@@ -485,7 +485,7 @@ impl Prefetch {
     /// Issues the next few line fetches.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         for _ in 0..self.per_tile {
             let (mut r, mut off) = self.at;
             while r < 3 && off >= self.regions[r].1 {
@@ -1036,7 +1036,7 @@ unsafe fn tile<const P: usize, const V: usize>(args: TileArgs) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn rank1<const P: usize, const V: usize>(
+pub(crate) unsafe fn rank1<const P: usize, const V: usize>(
     acc: &mut [[__m512; V]; P],
     w: *const f32,
     x: impl Fn(usize) -> f32,
@@ -1072,7 +1072,7 @@ unsafe fn load_tile<const P: usize, const V: usize>(at: *const f32, ld: usize) -
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn store_tile<const P: usize, const V: usize>(
+pub(crate) unsafe fn store_tile<const P: usize, const V: usize>(
     acc: &[[__m512; V]; P],
     at: *mut f32,
     ld: usize,

@@ -1,6 +1,6 @@
 //! Per-step timing (feature `profile`, off by default): every run adds each step's wall time, and
 //! dropping the executable prints the steps sorted by total time to stderr, with each step's
-//! fastest run (less disturbed than the mean on a shared machine).
+//! median and fastest run (less disturbed than the mean on a shared machine).
 
 use lamina_core::{Op, Plan, Step};
 use std::sync::Mutex;
@@ -9,8 +9,8 @@ use std::time::Duration;
 /// Labels and accumulated times of an executable's steps.
 pub(crate) struct Profile {
     labels: Vec<String>,
-    /// Runs so far, total time per step, fastest time per step.
-    times: Mutex<(usize, Vec<Duration>, Vec<Duration>)>,
+    /// Runs so far and every run's time per step.
+    times: Mutex<(usize, Vec<Vec<Duration>>)>,
 }
 
 impl Profile {
@@ -50,11 +50,7 @@ impl Profile {
             .collect();
         Profile {
             labels,
-            times: Mutex::new((
-                0,
-                vec![Duration::ZERO; plan.steps.len()],
-                vec![Duration::MAX; plan.steps.len()],
-            )),
+            times: Mutex::new((0, vec![Vec::new(); plan.steps.len()])),
         }
     }
 
@@ -63,31 +59,44 @@ impl Profile {
         if step == 0 {
             g.0 += 1;
         }
-        g.1[step] += t;
-        g.2[step] = g.2[step].min(t);
+        g.1[step].push(t);
     }
 }
 
 impl Drop for Profile {
     fn drop(&mut self) {
-        let (runs, times, fastest) = &*self.times.lock().unwrap_or_else(|e| e.into_inner());
+        let (runs, all) = &mut *self.times.lock().unwrap_or_else(|e| e.into_inner());
         if *runs == 0 {
             return;
         }
-        let total: Duration = times.iter().sum();
-        let mut order: Vec<usize> = (0..times.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(times[i]));
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        // per step: mean, median, fastest (µs)
+        let stats: Vec<[f64; 3]> = all
+            .iter_mut()
+            .map(|ts| {
+                ts.sort();
+                let mean = ts.iter().map(|&t| us(t)).sum::<f64>() / *runs as f64;
+                [
+                    mean,
+                    ts.get(ts.len() / 2).map_or(0.0, |&t| us(t)),
+                    ts.first().map_or(0.0, |&t| us(t)),
+                ]
+            })
+            .collect();
+        let sum = |k: usize| stats.iter().map(|s| s[k]).sum::<f64>();
+        let total = sum(0);
+        let mut order: Vec<usize> = (0..stats.len()).collect();
+        order.sort_by(|&a, &b| stats[b][0].total_cmp(&stats[a][0]));
         eprintln!(
-            "lamina-cpu profile: {runs} runs, {:.1} µs per run (sum of fastest {:.1} µs)",
-            total.as_secs_f64() * 1e6 / *runs as f64,
-            fastest.iter().sum::<Duration>().as_secs_f64() * 1e6
+            "lamina-cpu profile: {runs} runs, {total:.1} µs per run (sum of medians {:.1} µs, of fastest {:.1} µs)",
+            sum(1),
+            sum(2)
         );
         for i in order.into_iter().take(40) {
+            let [mean, median, fastest] = stats[i];
             eprintln!(
-                "{:>10.1} µs (fastest {:>8.1}) {:>5.1}%  {}",
-                times[i].as_secs_f64() * 1e6 / *runs as f64,
-                fastest[i].as_secs_f64() * 1e6,
-                100.0 * times[i].as_secs_f64() / total.as_secs_f64(),
+                "{mean:>10.1} µs (median {median:>8.1}, fastest {fastest:>8.1}) {:>5.1}%  {}",
+                100.0 * mean / total,
                 self.labels[i]
             );
         }

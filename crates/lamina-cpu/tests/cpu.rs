@@ -592,6 +592,13 @@ fn conv_paths() {
     let x9 = b.input("x9", &[1, 8, 180, 180], DType::F32);
     let w15 = b.input("w15", &[4, 8, 3, 3], DType::F32);
     let z18 = x9.conv2d(w15, 1, 1, 1, 1);
+    // 24 → 20 channels, 3×3 at unit stride: Winograd F(4×4, 3×3) forward and input gradient
+    // (when on), padding 1, 0 and 2, partial tiles (13 × 10 input)
+    let x10 = b.input("x10", &[2, 24, 13, 10], DType::F32);
+    let w16 = b.input("w16", &[20, 24, 3, 3], DType::F32);
+    let z19 = x10.conv2d(w16, 1, 1, 1, 1);
+    let z20 = x10.conv2d(w16, 1, 0, 1, 1);
+    let z21 = x10.conv2d(w16, 1, 2, 1, 1);
     let loss = (y * y).sum(&[], false)
         + (y1 * y1).sum(&[], false)
         + (y2 * y2).sum(&[], false)
@@ -610,16 +617,18 @@ fn conv_paths() {
         + (z15 * z15).sum(&[], false)
         + (z16 * z16).sum(&[], false)
         + (z17 * z17).sum(&[], false)
-        + (z18 * z18).sum(&[], false);
+        + (z18 * z18).sum(&[], false)
+        + ((z19 * z19).sum(&[], false) + (z20 * z20).sum(&[], false) + (z21 * z21).sum(&[], false))
+            * 0.01;
     let gs = grad(
         loss,
         &[
             x, w, x1, w2, x3, w3, x5, w5, w6, x6, w7, x7, w8, w9, b9, w10, b10, x8, w11, w12, w13,
-            w14, x9, w15,
+            w14, x9, w15, x10, w16,
         ],
     )
     .unwrap();
-    let mut outs = vec![y, y1, y2, y3, y4, y5, y7, y8, y9];
+    let mut outs = vec![y, y1, y2, y3, y4, y5, y7, y8, y9, z19, z20, z21];
     outs.extend(gs);
     let g = b.finish(&outs).unwrap();
     let kinds: Vec<_> = g
@@ -653,16 +662,35 @@ fn conv_paths() {
         "the two bias gradients are summed by their kernel gradients, {beside} kernel gradients run beside input gradients:\n{}",
         plan.text()
     );
-    for threads in [1, 2] {
-        check_against_ref(
-            &CpuBackend::with_threads(threads),
-            &format!("convolutions, {threads} threads"),
-            &g,
-            &plan,
-            &inputs,
-            &StateMap::new(),
-            (1e-4, 1e-4),
+    // Winograd's rounding errors reach a few millionths of the products' magnitudes: 3.4e-4 on
+    // one of `x3`'s gradients (-1.744 from products summing to ~400 in magnitude)
+    for (winograd, tol) in [(false, 1e-4), (true, 1e-3)] {
+        for threads in [1, 2] {
+            check_against_ref(
+                &CpuBackend::with_threads(threads).with_winograd(winograd),
+                &format!("convolutions, {threads} threads, winograd {winograd}"),
+                &g,
+                &plan,
+                &inputs,
+                &StateMap::new(),
+                (tol, tol),
+            );
+        }
+    }
+    if has_avx512() {
+        // the switch reaches the kernels: the Winograd layers round differently
+        let state = StateMap::new();
+        let [on, off] = [true, false].map(|on| {
+            let cpu = CpuBackend::with_threads(2).with_winograd(on);
+            run_cpu(&cpu, &plan, &inputs, &state).unwrap().0
+        });
+        let z19 = 9;
+        assert_ne!(
+            on[z19].to_f64(),
+            off[z19].to_f64(),
+            "Winograd changed nothing"
         );
+        assert_eq!(on[0].to_f64(), off[0].to_f64(), "a stride-2 layer changed");
     }
 }
 
@@ -762,10 +790,11 @@ fn conv_bias_epilogue() {
         } else {
             (1e-10, 1e-10)
         };
-        for threads in [1, 2] {
+        // the 16-24 channel unit-stride layers run as Winograd F(4×4, 3×3) when it is on
+        for (threads, winograd) in [(1, true), (2, true), (2, false)] {
             check_against_ref(
-                &CpuBackend::with_threads(threads),
-                &format!("conv + bias ({dtype}, {threads} threads)"),
+                &CpuBackend::with_threads(threads).with_winograd(winograd),
+                &format!("conv + bias ({dtype}, {threads} threads, winograd {winograd})"),
                 &g,
                 &plan,
                 &inputs,

@@ -1,0 +1,574 @@
+//! Winograd F(4×4, 3×3) (Lavin & Gray, 2016) for one f32 image of a stride-1 3×3 correlation
+//! on AVX-512: each 4×4 block of outputs (a *tile*) comes from a 6×6 block of input,
+//! `Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`, so a tile costs 36 multiply-adds per input × output channel
+//! instead of 144.
+//!
+//! Per image: the image is transposed into a zero-padded `[row][column][channel]` buffer; each
+//! tile's 6×6 block is transformed 16 channels at a time (`V[ξ][tile][channel]`); for each of
+//! the 36 positions ξ of a transformed tile a register-tiled product over the input channels,
+//! `M[ξ][tile][o] = Σ_c V[ξ][tile][c] · U[ξ][c][o]` (8 tiles × 32 output channels, the implicit
+//! gemm's tile); each tile's 36 products are transformed back into its 4×4 outputs, as
+//! `[position][channel]` rows like the implicit gemm's result, which its transposing store then
+//! writes through the same epilogue (ReLU, mask).
+//!
+//! The transforms only add and scale by small constants (powers of two, 1/6, 1/12, 1/24, 5), so
+//! the result stays within a few roundings of direct summation (see the tests' bound).
+//! (readme_cnn's 32 → 64-channel 16×16 layer, forward and input gradient, were ~70 µs an image
+//! each as implicit gemms on the benchmark Xeon; see ARCHITECTURE.md for the measured step.)
+
+use crate::implicit::{rank1, store_tile, transpose_rows, Prefetch, Problem, Store};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Outputs per tile side.
+const M: usize = 4;
+/// Input per tile side (`M + 2` for a 3×3 kernel).
+const A: usize = 6;
+/// Positions of a transformed tile.
+const XI: usize = A * A;
+/// Lanes of a vector.
+const LANES: usize = 16;
+/// Tiles per register tile of the products.
+const TILE: usize = 8;
+
+/// A stride-1 3×3 correlation of one image: `c` input planes `h × w` into `o` planes `ho × wo`,
+/// output `(oy, ox)` reading input `(oy + ky − pad[0], ox + kx − pad[1])`, 0 outside the image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Winograd {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    ho: usize,
+    wo: usize,
+    pad: [usize; 2],
+}
+
+/// Input channels below which the implicit gemm stays: the products' reduction would be too
+/// short to pay for the transforms.
+const MIN_CHANNELS: usize = 16;
+
+impl Winograd {
+    /// The Winograd form of an implicit gemm's problem, where it has one: a 3×3 kernel with
+    /// unit stride and dilation, padding 0 to 2, at least [`MIN_CHANNELS`] input channels and
+    /// a 4×4 output.
+    pub(crate) fn of(p: &Problem) -> Option<Winograd> {
+        let fits = p.kh == 3
+            && p.kw == 3
+            && p.stride == [1, 1]
+            && p.dilation == [1, 1]
+            && p.pad.iter().all(|&q| (0..=2).contains(&q))
+            && p.c >= MIN_CHANNELS
+            && p.ho >= M
+            && p.wo >= M
+            && p.o > 0;
+        fits.then_some(Winograd {
+            c: p.c,
+            h: p.h,
+            w: p.w,
+            o: p.o,
+            ho: p.ho,
+            wo: p.wo,
+            pad: p.pad.map(|q| q as usize),
+        })
+    }
+
+    /// Tile rows and columns.
+    fn tiles(&self) -> [usize; 2] {
+        [self.ho.div_ceil(M), self.wo.div_ceil(M)]
+    }
+
+    /// Tiles of the image.
+    fn tile_count(&self) -> usize {
+        let [th, tw] = self.tiles();
+        th * tw
+    }
+
+    /// Input channels rounded up to whole vectors (the row length of the padded input and of
+    /// the transformed tiles).
+    fn ldk(&self) -> usize {
+        self.c.next_multiple_of(LANES)
+    }
+
+    /// Output channels rounded up to whole vectors (the row length of the transformed kernel,
+    /// the products and the result).
+    fn ldw(&self) -> usize {
+        self.o.next_multiple_of(LANES)
+    }
+
+    /// Rows and columns of the padded input: whole tiles and their 2-pixel overlap.
+    fn padded(&self) -> [usize; 2] {
+        let [th, tw] = self.tiles();
+        [M * th + 2, M * tw + 2]
+    }
+
+    /// Elements of the transformed kernel (`U[ξ][c][ldw]`).
+    pub(crate) fn kernel_len(&self) -> usize {
+        XI * self.c * self.ldw()
+    }
+
+    /// Lengths of the scratch's parts: padded input, transformed tiles, products, result rows
+    /// (each whole cache lines, so that every part starts on one).
+    fn parts(&self) -> [usize; 4] {
+        let [hp, wp] = self.padded();
+        let t = self.tile_count();
+        [
+            hp * wp * self.ldk(),
+            XI * t * self.ldk(),
+            XI * t * self.ldw(),
+            (self.ho * self.wo * self.ldw()).next_multiple_of(LANES),
+        ]
+    }
+
+    /// Scratch one image needs.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.parts().iter().sum()
+    }
+
+    /// `U[ξ][ci][oc] = (G g Gᵀ)[ξ]` for each 3×3 kernel `g` of `packed`, an implicit gemm's
+    /// packed kernel (`[ci·9 + ky·3 + kx][ldw]`, from `Problem::pack` or `pack_flipped`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn transform_kernel(&self, packed: &[f32], u: &mut [f32]) {
+        let ldw = self.ldw();
+        assert!(packed.len() >= 9 * self.c * ldw && u.len() >= self.kernel_len());
+        let (pp, up) = (packed.as_ptr(), u.as_mut_ptr());
+        for ci in 0..self.c {
+            for v in (0..ldw).step_by(LANES) {
+                // SAFETY: taps ci·9.. and lanes v.. of `packed`, rows (ξ, ci) of `u` (checked).
+                unsafe {
+                    let g: [[__m512; 3]; 3] = std::array::from_fn(|ky| {
+                        std::array::from_fn(|kx| {
+                            _mm512_loadu_ps(pp.add((ci * 9 + ky * 3 + kx) * ldw + v))
+                        })
+                    });
+                    // the columns' transform, then the rows'
+                    let gc: [[__m512; 6]; 3] =
+                        std::array::from_fn(|kx| kernel_1d([g[0][kx], g[1][kx], g[2][kx]]));
+                    for (i, row) in (0..A).map(|i| kernel_1d(gc.map(|c| c[i]))).enumerate() {
+                        for (j, r) in row.into_iter().enumerate() {
+                            _mm512_storeu_ps(up.add(((i * A + j) * self.c + ci) * ldw + v), r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Correlates one image (`c × h × w`) with the transformed kernel `u` into `y` (`o × ho ×
+    /// wo`), as `Problem::run` does: `bias` (`ldw` values) is added to every sum and `store`
+    /// says what is written; `next` is fetched into L2 meanwhile.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `store`'s pointer, if any, addresses `o × ho × wo` elements laid out
+    /// as `y`, which nothing else accesses meanwhile (a mask is only read).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn run(
+        &self,
+        img: &[f32],
+        u: &[f32],
+        scratch: &mut [f32],
+        (y, store): (&mut [f32], Store),
+        bias: Option<&[f32]>,
+        next: &[f32],
+    ) {
+        let (p, ldw) = (self.ho * self.wo, self.ldw());
+        let [xl, vl, ml, rl] = self.parts();
+        assert!(
+            img.len() >= self.c * self.h * self.w
+                && u.len() >= self.kernel_len()
+                && scratch.len() >= xl + vl + ml + rl
+                && y.len() >= self.o * p
+                && bias.is_none_or(|b| b.len() >= ldw)
+        );
+        let (xt, rest) = scratch.split_at_mut(xl);
+        let (v, rest) = rest.split_at_mut(vl);
+        let (m, res) = rest.split_at_mut(ml);
+        // SAFETY: the CPU has AVX-512F (the caller's contract); each part's length is checked
+        // above and by the parts' own asserts.
+        unsafe {
+            self.pad_input(img, xt);
+            self.input_transform(xt, v);
+            let mask = match store {
+                Store::Mask(mp) => std::slice::from_raw_parts(mp, self.o * p),
+                _ => &[],
+            };
+            let out = &y[..self.o * p];
+            let mut prefetch = Prefetch::new([mask, out, next], self.product_steps());
+            self.products(v, u, m, &mut prefetch);
+            self.output_transform(m, bias, res);
+            transpose_rows(res, p, self.o, ldw, y, p, store);
+        }
+    }
+
+    /// Writes the image into `xt` (`[hp][wp][ldk]`) at row `pad[0]`, column `pad[1]`, zero
+    /// elsewhere.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pad_input(&self, img: &[f32], xt: &mut [f32]) {
+        let ([hp, wp], ldk, (h, w)) = (self.padded(), self.ldk(), (self.h, self.w));
+        // the whole buffer (a few tens of KB in L1/L2) is cheaper to clear than to track
+        xt.fill(0.0);
+        let cols = w.min(wp - self.pad[1]);
+        for iy in 0..h.min(hp - self.pad[0]) {
+            let at = ((iy + self.pad[0]) * wp + self.pad[1]) * ldk;
+            // SAFETY: the CPU has AVX-512F (the caller's contract).
+            unsafe {
+                transpose_rows(
+                    &img[iy * w..],
+                    self.c,
+                    cols,
+                    h * w,
+                    &mut xt[at..],
+                    ldk,
+                    Store::Plain,
+                )
+            };
+        }
+    }
+
+    /// `V[ξ][tile][c] = (Bᵀ d B)[ξ]` for each tile's 6×6 block `d` of the padded input.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input_transform(&self, xt: &[f32], v: &mut [f32]) {
+        let ([th, tw], [hp, wp], ldk, t) =
+            (self.tiles(), self.padded(), self.ldk(), self.tile_count());
+        assert!(xt.len() >= hp * wp * ldk && v.len() >= XI * t * ldk);
+        let (xp, vp) = (xt.as_ptr(), v.as_mut_ptr());
+        for ty in 0..th {
+            for tx in 0..tw {
+                let tile = ty * tw + tx;
+                for k in (0..ldk).step_by(LANES) {
+                    // SAFETY: rows M·ty..M·ty + 6 < hp and columns M·tx..M·tx + 6 < wp of the
+                    // padded input, row `tile` of each ξ of `v` (checked above).
+                    unsafe {
+                        let at =
+                            |i: usize, j: usize| xp.add(((M * ty + i) * wp + M * tx + j) * ldk + k);
+                        let cols: [[__m512; A]; A] = std::array::from_fn(|j| {
+                            input_1d(std::array::from_fn(|i| _mm512_loadu_ps(at(i, j))))
+                        });
+                        for (i, row) in (0..A).map(|i| input_1d(cols.map(|c| c[i]))).enumerate() {
+                            for (j, r) in row.into_iter().enumerate() {
+                                _mm512_storeu_ps(vp.add(((i * A + j) * t + tile) * ldk + k), r);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Register-tile steps of [`Winograd::products`] (for [`Prefetch::new`]).
+    fn product_steps(&self) -> usize {
+        XI * self.tile_count().div_ceil(TILE) * self.ldw().div_ceil(2 * LANES)
+    }
+
+    /// `M[ξ][tile][oc] = Σ_c V[ξ][tile][c] · U[ξ][c][oc]`: for each ξ, register tiles of 8 (then
+    /// 4, then 1) tiles × 32 (then 16) output channels.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn products(&self, v: &[f32], u: &[f32], m: &mut [f32], prefetch: &mut Prefetch) {
+        let (t, ldk, ldw) = (self.tile_count(), self.ldk(), self.ldw());
+        assert!(v.len() >= XI * t * ldk && u.len() >= XI * self.c * ldw && m.len() >= XI * t * ldw);
+        for xi in 0..XI {
+            // SAFETY: ξ's blocks of the three buffers (checked above).
+            let (vx, ux, mx) = unsafe {
+                (
+                    v.as_ptr().add(xi * t * ldk),
+                    u.as_ptr().add(xi * self.c * ldw),
+                    m.as_mut_ptr().add(xi * t * ldw),
+                )
+            };
+            let mut t0 = 0;
+            while t0 < t {
+                let left = t - t0;
+                // SAFETY: tiles t0.. of ξ's blocks.
+                t0 += unsafe {
+                    let (vx, mx) = (vx.add(t0 * ldk), mx.add(t0 * ldw));
+                    if left >= TILE {
+                        self.product_tiles::<TILE>(vx, ux, mx, prefetch)
+                    } else if left >= 4 {
+                        self.product_tiles::<4>(vx, ux, mx, prefetch)
+                    } else {
+                        self.product_tiles::<1>(vx, ux, mx, prefetch)
+                    }
+                };
+            }
+        }
+    }
+
+    /// `P` tiles × every output channel of one ξ's product; returns `P`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `vx` holds `P` rows of `ldk`, `ux` `c` rows of `ldw`, `mx` `P`
+    /// rows of `ldw`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn product_tiles<const P: usize>(
+        &self,
+        vx: *const f32,
+        ux: *const f32,
+        mx: *mut f32,
+        prefetch: &mut Prefetch,
+    ) -> usize {
+        let (ldk, ldw) = (self.ldk(), self.ldw());
+        let mut o0 = 0;
+        // SAFETY: output channels below ldw of the rows of the contract.
+        unsafe {
+            while o0 + 2 * LANES <= ldw {
+                prefetch.step();
+                self.product_tile::<P, 2>(vx, ux.add(o0), mx.add(o0), ldk, ldw);
+                o0 += 2 * LANES;
+            }
+            if o0 < ldw {
+                prefetch.step();
+                self.product_tile::<P, 1>(vx, ux.add(o0), mx.add(o0), ldk, ldw);
+            }
+        }
+        P
+    }
+
+    /// `mx[p·ldw + 16v + l] = Σ_c vx[p·ldk + c] · ux[c·ldw + 16v + l]`.
+    ///
+    /// # Safety
+    /// As [`Winograd::product_tiles`], for `16·V` channels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn product_tile<const P: usize, const V: usize>(
+        &self,
+        vx: *const f32,
+        ux: *const f32,
+        mx: *mut f32,
+        ldk: usize,
+        ldw: usize,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; P];
+            for c in 0..self.c {
+                rank1(&mut acc, ux.add(c * ldw), |p| *vx.add(p * ldk + c));
+            }
+            store_tile(&acc, mx, ldw);
+        }
+    }
+
+    /// Each tile's outputs `Aᵀ M A` (plus the bias) into `res[(oy·wo + ox)·ldw + oc]`, the
+    /// positions inside the output only.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output_transform(&self, m: &[f32], bias: Option<&[f32]>, res: &mut [f32]) {
+        let ([th, tw], t, ldw) = (self.tiles(), self.tile_count(), self.ldw());
+        assert!(m.len() >= XI * t * ldw && res.len() >= self.ho * self.wo * ldw);
+        let (mp, rp) = (m.as_ptr(), res.as_mut_ptr());
+        for ty in 0..th {
+            let rows = M.min(self.ho - M * ty);
+            for tx in 0..tw {
+                let (tile, cols) = (ty * tw + tx, M.min(self.wo - M * tx));
+                for o in (0..ldw).step_by(LANES) {
+                    // SAFETY: row `tile` of each ξ of `m`, positions inside the output of `res`
+                    // (checked above); a bias holds ldw values.
+                    unsafe {
+                        let b = bias
+                            .map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr().add(o)));
+                        let cols_t: [[__m512; M]; A] = std::array::from_fn(|j| {
+                            output_1d(std::array::from_fn(|i| {
+                                _mm512_loadu_ps(mp.add(((i * A + j) * t + tile) * ldw + o))
+                            }))
+                        });
+                        for (a, row) in (0..rows)
+                            .map(|a| output_1d(cols_t.map(|c| c[a])))
+                            .enumerate()
+                        {
+                            for (bx, r) in row.into_iter().enumerate().take(cols) {
+                                let at = ((M * ty + a) * self.wo + M * tx + bx) * ldw + o;
+                                _mm512_storeu_ps(rp.add(at), _mm512_add_ps(r, b));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `G g` for one column of a 3×3 kernel: the six rows of G (1/4, 0, 0; −1/6, −1/6, −1/6;
+/// −1/6, 1/6, −1/6; 1/24, 1/12, 1/6; 1/24, −1/12, 1/6; 0, 0, 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn kernel_1d([g0, g1, g2]: [__m512; 3]) -> [__m512; A] {
+    let s = _mm512_set1_ps;
+    let (even, odd) = (_mm512_add_ps(g0, g2), g1);
+    // (g0 + g2)/24·... : rows 3, 4 are g0/24 + g2/6 ± g1/12
+    let r34 = _mm512_fmadd_ps(g0, s(1.0 / 24.0), _mm512_mul_ps(g2, s(1.0 / 6.0)));
+    [
+        _mm512_mul_ps(g0, s(0.25)),
+        _mm512_mul_ps(_mm512_add_ps(even, odd), s(-1.0 / 6.0)),
+        _mm512_mul_ps(_mm512_sub_ps(even, odd), s(-1.0 / 6.0)),
+        _mm512_fmadd_ps(odd, s(1.0 / 12.0), r34),
+        _mm512_fnmadd_ps(odd, s(1.0 / 12.0), r34),
+        g2,
+    ]
+}
+
+/// `Bᵀ d` for one column of a 6×6 input block: the rows of Bᵀ are (4, 0, −5, 0, 1, 0),
+/// (0, −4, −4, 1, 1, 0), (0, 4, −4, −1, 1, 0), (0, −2, −1, 2, 1, 0), (0, 2, −1, −2, 1, 0),
+/// (0, 4, 0, −5, 0, 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn input_1d(d: [__m512; A]) -> [__m512; A] {
+    let s = _mm512_set1_ps;
+    let (d34p, d34m) = (_mm512_add_ps(d[3], d[4]), _mm512_sub_ps(d[4], d[3]));
+    let (d12p, d12m) = (_mm512_add_ps(d[1], d[2]), _mm512_sub_ps(d[1], d[2]));
+    let (d42, d31) = (_mm512_sub_ps(d[4], d[2]), _mm512_sub_ps(d[3], d[1]));
+    [
+        _mm512_fmadd_ps(d[0], s(4.0), _mm512_fnmadd_ps(d[2], s(5.0), d[4])),
+        _mm512_fnmadd_ps(d12p, s(4.0), d34p),
+        _mm512_fmadd_ps(d12m, s(4.0), d34m),
+        _mm512_fmadd_ps(d31, s(2.0), d42),
+        _mm512_fnmadd_ps(d31, s(2.0), d42),
+        _mm512_fmadd_ps(d[1], s(4.0), _mm512_fnmadd_ps(d[3], s(5.0), d[5])),
+    ]
+}
+
+/// `Aᵀ m` for one column of a 6×6 product block: the rows of Aᵀ are (1, 1, 1, 1, 1, 0),
+/// (0, 1, −1, 2, −2, 0), (0, 1, 1, 4, 4, 0), (0, 1, −1, 8, −8, 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn output_1d(m: [__m512; A]) -> [__m512; M] {
+    let s = _mm512_set1_ps;
+    let (a, b) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+    let (c, d) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+    [
+        _mm512_add_ps(_mm512_add_ps(m[0], a), c),
+        _mm512_fmadd_ps(d, s(2.0), b),
+        _mm512_fmadd_ps(c, s(4.0), a),
+        _mm512_add_ps(_mm512_fmadd_ps(d, s(8.0), b), m[5]),
+    ]
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The transforms compute the correlation: `Aᵀ[(G g) ⊙ (Bᵀ d)]` is `Σ_k d[i + k] g[k]` in
+    /// each lane (1-D; the 2-D form applies them along both axes), and a whole image against
+    /// direct summation in f64, with padding 0-2, partial tiles, channel counts that are not
+    /// whole vectors, a bias and each store.
+    #[test]
+    fn matches_direct_correlation() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        // deterministic values in [-1, 1)
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
+        };
+        for &(c, o, h, w, pad) in &[
+            (16, 16, 4, 4, [1, 1]),
+            (32, 64, 16, 16, [1, 1]),
+            (64, 32, 16, 16, [1, 1]),
+            (17, 5, 9, 7, [0, 2]),
+            (20, 40, 11, 13, [2, 0]),
+        ] {
+            let (ho, wo) = (h + 2 * pad[0] - 2, w + 2 * pad[1] - 2);
+            let p = Problem {
+                c,
+                h,
+                w,
+                o,
+                kh: 3,
+                kw: 3,
+                ho,
+                wo,
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: pad.map(|q| q as i64),
+            };
+            let wg = Winograd::of(&p).expect("a Winograd problem");
+            let img: Vec<f32> = (0..c * h * w).map(|_| next()).collect();
+            let k: Vec<f32> = (0..o * c * 9).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..wg.ldw())
+                .map(|i| if i < o { next() } else { 0.0 })
+                .collect();
+            let mut packed = crate::arena::Block::new(p.packed_len() * 4);
+            p.pack(&k, packed.as_mut_slice());
+            let mut u = crate::arena::Block::new(wg.kernel_len() * 4);
+            let mut scratch = crate::arena::Block::new(wg.scratch_len() * 4);
+            let mut y = vec![f32::NAN; o * ho * wo];
+            let mut relu = vec![f32::NAN; o * ho * wo];
+            // SAFETY: the CPU has AVX-512F (checked); `relu` is laid out as `y`.
+            unsafe {
+                wg.transform_kernel(packed.as_slice(), u.as_mut_slice());
+                let store = Store::AlsoRelu(relu.as_mut_ptr(), true);
+                wg.run(
+                    &img,
+                    u.as_slice(),
+                    scratch.as_mut_slice(),
+                    (&mut y, store),
+                    Some(&bias),
+                    &[],
+                );
+            }
+            let mut worst = 0.0f64;
+            for oc in 0..o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut want = bias[oc] as f64;
+                        let mut mag = bias[oc].abs() as f64;
+                        for ci in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (oy + ky, ox + kx);
+                                    let (iy, ix) =
+                                        (iy as i64 - pad[0] as i64, ix as i64 - pad[1] as i64);
+                                    if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
+                                        continue;
+                                    }
+                                    let x = img[(ci * h + iy as usize) * w + ix as usize] as f64;
+                                    let g = k[((oc * c + ci) * 3 + ky) * 3 + kx] as f64;
+                                    want += x * g;
+                                    mag += (x * g).abs();
+                                }
+                            }
+                        }
+                        let at = (oc * ho + oy) * wo + ox;
+                        let got = y[at] as f64;
+                        // a few roundings of the sum's magnitude: f32 direct summation is
+                        // ~1e-7·mag, these transforms measured up to 2.6e-6·mag
+                        worst = worst.max((got - want).abs() / mag.max(1.0));
+                        assert!(
+                            (got - want).abs() <= 1e-5 * mag.max(1.0),
+                            "c{c} o{o} {h}×{w} pad{pad:?}: y[{oc}, {oy}, {ox}] = {got}, want {want}"
+                        );
+                        assert_eq!(relu[at], got.max(0.0) as f32);
+                    }
+                }
+            }
+            eprintln!("c{c} o{o} {h}×{w} pad{pad:?}: worst error / magnitude {worst:e}");
+        }
+    }
+}
