@@ -54,6 +54,7 @@ use gemm::Parallelism;
 use lamina_core::ConvKind;
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Per-image work that writes image `ni`'s result into a buffer: `work(ni, buffer)`.
 type ImageWork<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
@@ -1626,22 +1627,36 @@ const KG_OC: usize = 4;
 const KG_TAPS: usize = 6;
 
 /// An implicit-gemm kernel gradient's sums by image range: range `k` sums into its own
-/// transposed gradient (`taps × ldw`) and channel sums, and [`RangeSums::finish`] adds them in
-/// range order and transposes once (one transpose instead of one per range, and no second
-/// zeroed buffer of partial results: readme_cnn's 64-channel kernel gradients have 8 ranges of
-/// 37k-74k sums). Results do not depend on which thread sums which range.
+/// transposed gradient (`taps × ldw`, or for a Winograd one the transformed sums `dU[ξ][c][ldw]`)
+/// and channel sums, and [`RangeSums::finish`] adds them in range order and transposes once (one
+/// transpose instead of one per range, and no second buffer of partial results: readme_cnn's
+/// 64-channel kernel gradients have 8 ranges of 37k-74k sums). Results do not depend on which
+/// thread sums which range. The sums' buffer is kept per thread between runs (`SUMS`) and each
+/// range clears its own part as it starts, on the thread that sums it (a fresh zeroed block
+/// each run cost page faults and a serial clear).
 #[cfg(target_arch = "x86_64")]
 struct RangeSums<'a> {
     conv: &'a Conv,
     problem: Problem,
+    /// The Winograd form the sums take, if the kernel gradient runs as one.
+    winograd: Option<Winograd>,
     offs: Vec<u32>,
     x: &'a [f32],
     /// The cotangent's slot, or nothing when each image's is made and handed to `add`.
     dy: &'a [f32],
     sums: Block,
+    /// Elements of one range's sums.
+    len: usize,
+    /// Whether range k has started (and cleared its sums).
+    started: Vec<AtomicBool>,
     bias_sums: Vec<f32>,
     /// Where `sums` and `bias_sums` start: range k writes its own blocks through them.
     at: (Ptr, Ptr),
+}
+
+thread_local! {
+    /// The kernel-gradient range sums' buffer, kept between runs (see [`RangeSums`]).
+    static SUMS: Cell<Option<Block>> = const { Cell::new(None) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1668,16 +1683,25 @@ impl<'a> RangeSums<'a> {
             };
             (slots.get::<f32>(conv.a, n * in_len), dy)
         };
-        let mut sums = Block::new(parts * problem.taps() * problem.ldw() * 4);
+        let winograd = Winograd::of(&problem).filter(|_| conv.winograd);
+        let len = winograd.map_or(problem.taps() * problem.ldw(), |wg| wg.grad_sums_len());
+        let bytes = parts * len * 4;
+        let mut sums = match SUMS.take() {
+            Some(b) if b.len() >= bytes => b,
+            _ => Block::new(bytes),
+        };
         let mut bias_sums = vec![0.0f32; parts * problem.o];
         let at = (Ptr(sums.ptr()), Ptr(bias_sums.as_mut_ptr() as *mut u8));
         RangeSums {
             conv,
             problem,
+            winograd,
             offs: problem.tap_offsets(),
             x,
             dy,
             sums,
+            len,
+            started: (0..parts).map(|_| AtomicBool::new(false)).collect(),
             bias_sums,
             at,
         }
@@ -1690,8 +1714,8 @@ impl<'a> RangeSums<'a> {
     /// The CPU has AVX-512F; one task at a time adds to range `k`.
     unsafe fn add(&self, k: usize, ni: usize, end: usize, dyi: Option<&[f32]>) {
         let pr = &self.problem;
-        let (in_len, p) = (pr.c * pr.h * pr.w, pr.ho * pr.wo);
-        let (dy_len, len) = (pr.o * p, pr.taps() * pr.ldw());
+        let (in_len, p, len) = (pr.c * pr.h * pr.w, pr.ho * pr.wo, self.len);
+        let dy_len = pr.o * p;
         let dyi = dyi.unwrap_or_else(|| &self.dy[ni * dy_len..(ni + 1) * dy_len]);
         // the range's next image and its cotangent (if read from its slot)
         let next = [
@@ -1704,18 +1728,26 @@ impl<'a> RangeSums<'a> {
         );
         // SAFETY: range k's blocks (inside the buffers, checked above), written by this task
         // only (the caller's contract).
-        let (acc_t, db) = unsafe {
+        let (acc, db) = unsafe {
             (
                 std::slice::from_raw_parts_mut(self.at.0.at::<f32>(k * len), len),
                 std::slice::from_raw_parts_mut(self.at.1.at::<f32>(k * pr.o), pr.o),
             )
         };
-        with_scratch::<f32, _>(pr.scratch_len(), |scratch| {
-            let img = &self.x[ni * in_len..(ni + 1) * in_len];
-            // SAFETY: the CPU has AVX-512F (the caller's contract) and the problem is not empty
-            // (`implicit_problem`).
-            unsafe { pr.add_kernel_grad((img, dyi), &self.offs, scratch, acc_t, next) };
-        });
+        if !self.started[k].swap(true, Ordering::Relaxed) {
+            acc.fill(0.0);
+        }
+        let img = &self.x[ni * in_len..(ni + 1) * in_len];
+        // SAFETY (both): the CPU has AVX-512F (the caller's contract) and the problem is not
+        // empty (`implicit_problem`).
+        match &self.winograd {
+            Some(wg) => with_scratch::<f32, _>(wg.grad_scratch_len(), |scratch| unsafe {
+                wg.add_kernel_grad((img, dyi), scratch, acc, next)
+            }),
+            None => with_scratch::<f32, _>(pr.scratch_len(), |scratch| unsafe {
+                pr.add_kernel_grad((img, dyi), &self.offs, scratch, acc, next)
+            }),
+        }
         if self.conv.bias_grad.is_some() {
             add_row_sums(dyi, p, db);
         }
@@ -1726,19 +1758,56 @@ impl<'a> RangeSums<'a> {
     /// # Safety
     /// As [`RangeSums::new`]; every add is over.
     unsafe fn finish(mut self, slots: &Slots) {
-        let (o, taps, ldw) = (self.problem.o, self.problem.taps(), self.problem.ldw());
-        let (first, rest) = self.sums.as_mut_slice::<f32>().split_at_mut(taps * ldw);
-        for part in rest.chunks_exact(taps * ldw) {
-            for (a, v) in first.iter_mut().zip(part) {
-                *a += *v;
+        let (o, taps, len) = (self.problem.o, self.problem.taps(), self.len);
+        let started: Vec<usize> = (0..self.started.len())
+            .filter(|&k| self.started[k].load(Ordering::Relaxed))
+            .collect();
+        let all = self.sums.as_mut_slice::<f32>();
+        match started.split_first() {
+            // the first started range's sums take the others', chunk by chunk on any thread
+            // (each element still adds the ranges in order)
+            Some((&first, rest)) => {
+                const CHUNK: usize = 4096;
+                let base = Ptr(all.as_mut_ptr() as *mut u8);
+                crate::parallel::for_each(len.div_ceil(CHUNK), |i| {
+                    let at = i * CHUNK..((i + 1) * CHUNK).min(len);
+                    // SAFETY: chunk i of each range's block, inside `all` (ranges below
+                    // parts); chunks are disjoint, so only this task writes chunk i.
+                    unsafe {
+                        let acc = std::slice::from_raw_parts_mut(
+                            base.at::<f32>(first * len + at.start),
+                            at.len(),
+                        );
+                        for &k in rest {
+                            let part = std::slice::from_raw_parts(
+                                base.at::<f32>(k * len + at.start),
+                                at.len(),
+                            );
+                            for (a, v) in acc.iter_mut().zip(part) {
+                                *a += *v;
+                            }
+                        }
+                    }
+                });
+                if first > 0 {
+                    all.copy_within(first * len..(first + 1) * len, 0);
+                }
             }
+            // no images: a zero gradient
+            None => all[..len].fill(0.0),
         }
+        let sums = &all[..len];
         // SAFETY: the result slot holds the `o × taps` gradient (the caller's contract).
         let dw = unsafe {
             std::slice::from_raw_parts_mut(slots.ptr(self.conv.out).at::<f32>(0), o * taps)
         };
-        // SAFETY: the CPU has AVX-512F (`implicit_problem`).
-        unsafe { self.problem.kernel_grad_result(first, dw) };
+        // SAFETY (both): the CPU has AVX-512F (`implicit_problem`).
+        match &self.winograd {
+            Some(wg) => with_scratch::<f32, _>(taps * self.problem.ldw(), |acc_t| unsafe {
+                wg.kernel_grad_result(sums, acc_t, dw)
+            }),
+            None => unsafe { self.problem.kernel_grad_result(sums, dw) },
+        }
         if let Some(b) = self.conv.bias_grad {
             // SAFETY: a bias-gradient slot holds `o` elements (compiled so).
             let db = unsafe { std::slice::from_raw_parts_mut(slots.ptr(b).at::<f32>(0), o) };
@@ -1748,6 +1817,12 @@ impl<'a> RangeSums<'a> {
                     *a += *v;
                 }
             }
+        }
+        // keep the larger buffer for the next run
+        let sums = std::mem::replace(&mut self.sums, Block::new(0));
+        match SUMS.take() {
+            Some(kept) if kept.len() > sums.len() => SUMS.set(Some(kept)),
+            _ => SUMS.set(Some(sums)),
         }
     }
 }

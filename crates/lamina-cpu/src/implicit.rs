@@ -1058,7 +1058,10 @@ pub(crate) unsafe fn rank1<const P: usize, const V: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn load_tile<const P: usize, const V: usize>(at: *const f32, ld: usize) -> [[__m512; V]; P] {
+pub(crate) unsafe fn load_tile<const P: usize, const V: usize>(
+    at: *const f32,
+    ld: usize,
+) -> [[__m512; V]; P] {
     // SAFETY: the caller's contract.
     std::array::from_fn(|p| {
         std::array::from_fn(|v| unsafe { _mm512_loadu_ps(at.add(p * ld + v * LANES)) })

@@ -16,7 +16,7 @@
 //! (readme_cnn's 32 → 64-channel 16×16 layer, forward and input gradient, were ~70 µs an image
 //! each as implicit gemms on the benchmark Xeon; see ARCHITECTURE.md for the measured step.)
 
-use crate::implicit::{rank1, store_tile, transpose_rows, Prefetch, Problem, Store};
+use crate::implicit::{load_tile, rank1, store_tile, transpose_rows, Prefetch, Problem, Store};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -30,6 +30,57 @@ const XI: usize = A * A;
 const LANES: usize = 16;
 /// Tiles per register tile of the products.
 const TILE: usize = 8;
+
+/// `f` (a 1-D transform from `$r` to `$r2` vectors, also `$c` to `$c2`) along the columns of
+/// `$d` (`[[__m512; $c]; $r]`), then along the rows of that: `[[__m512; $c2]; $r2]`. Loops, not
+/// closures, so that everything inlines into the caller's AVX-512 code (a closure passed to
+/// `std::array::from_fn` ran out of line, behind a function without the target feature).
+macro_rules! transform_2d {
+    ($d:expr, $f:ident, [$r:expr, $c:expr] -> [$r2:expr, $c2:expr]) => {{
+        let d = $d;
+        let mut col = [[_mm512_setzero_ps(); $r2]; $c];
+        #[allow(clippy::needless_range_loop)]
+        for j in 0..$c {
+            let mut v = [_mm512_setzero_ps(); $r];
+            for i in 0..$r {
+                v[i] = d[i][j];
+            }
+            col[j] = $f(v);
+        }
+        let mut out = [[_mm512_setzero_ps(); $c2]; $r2];
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..$r2 {
+            let mut v = [_mm512_setzero_ps(); $c];
+            for j in 0..$c {
+                v[j] = col[j][i];
+            }
+            out[i] = $f(v);
+        }
+        out
+    }};
+}
+
+/// Loads `R × C` vectors, `(i, j)` from `p + i·ri + j·rj`.
+///
+/// # Safety
+/// The CPU has AVX-512F; those vectors are readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_block<const R: usize, const C: usize>(
+    p: *const f32,
+    ri: usize,
+    rj: usize,
+) -> [[__m512; C]; R] {
+    let mut b = [[_mm512_setzero_ps(); C]; R];
+    for (i, row) in b.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            // SAFETY: the caller's contract.
+            *v = unsafe { _mm512_loadu_ps(p.add(i * ri + j * rj)) };
+        }
+    }
+    b
+}
 
 /// A stride-1 3×3 correlation of one image: `c` input planes `h × w` into `o` planes `ho × wo`,
 /// output `(oy, ox)` reading input `(oy + ky − pad[0], ox + kx − pad[1])`, 0 outside the image.
@@ -140,15 +191,9 @@ impl Winograd {
             for v in (0..ldw).step_by(LANES) {
                 // SAFETY: taps ci·9.. and lanes v.. of `packed`, rows (ξ, ci) of `u` (checked).
                 unsafe {
-                    let g: [[__m512; 3]; 3] = std::array::from_fn(|ky| {
-                        std::array::from_fn(|kx| {
-                            _mm512_loadu_ps(pp.add((ci * 9 + ky * 3 + kx) * ldw + v))
-                        })
-                    });
-                    // the columns' transform, then the rows'
-                    let gc: [[__m512; 6]; 3] =
-                        std::array::from_fn(|kx| kernel_1d([g[0][kx], g[1][kx], g[2][kx]]));
-                    for (i, row) in (0..A).map(|i| kernel_1d(gc.map(|c| c[i]))).enumerate() {
+                    let g = load_block::<3, 3>(pp.add(ci * 9 * ldw + v), 3 * ldw, ldw);
+                    let rows = transform_2d!(g, kernel_1d, [3, 3] -> [A, A]);
+                    for (i, row) in rows.into_iter().enumerate() {
                         for (j, r) in row.into_iter().enumerate() {
                             _mm512_storeu_ps(up.add(((i * A + j) * self.c + ci) * ldw + v), r);
                         }
@@ -252,14 +297,12 @@ impl Winograd {
                     // SAFETY: rows M·ty..M·ty + 6 < hp and columns M·tx..M·tx + 6 < wp of the
                     // padded input, row `tile` of each ξ of `v` (checked above).
                     unsafe {
-                        let at =
-                            |i: usize, j: usize| xp.add(((M * ty + i) * wp + M * tx + j) * ldk + k);
-                        let cols: [[__m512; A]; A] = std::array::from_fn(|j| {
-                            input_1d(std::array::from_fn(|i| _mm512_loadu_ps(at(i, j))))
-                        });
-                        for (i, row) in (0..A).map(|i| input_1d(cols.map(|c| c[i]))).enumerate() {
-                            for (j, r) in row.into_iter().enumerate() {
-                                _mm512_storeu_ps(vp.add(((i * A + j) * t + tile) * ldk + k), r);
+                        let at = xp.add((M * ty * wp + M * tx) * ldk + k);
+                        let d = load_block::<A, A>(at, wp * ldk, ldk);
+                        let rows = transform_2d!(d, input_1d, [A, A] -> [A, A]);
+                        for (i, row) in rows.iter().enumerate() {
+                            for (j, r) in row.iter().enumerate() {
+                                _mm512_storeu_ps(vp.add(((i * A + j) * t + tile) * ldk + k), *r);
                             }
                         }
                     }
@@ -387,15 +430,10 @@ impl Winograd {
                     unsafe {
                         let b = bias
                             .map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr().add(o)));
-                        let cols_t: [[__m512; M]; A] = std::array::from_fn(|j| {
-                            output_1d(std::array::from_fn(|i| {
-                                _mm512_loadu_ps(mp.add(((i * A + j) * t + tile) * ldw + o))
-                            }))
-                        });
-                        for (a, row) in (0..rows)
-                            .map(|a| output_1d(cols_t.map(|c| c[a])))
-                            .enumerate()
-                        {
+                        let at = mp.add(tile * ldw + o);
+                        let m = load_block::<A, A>(at, A * t * ldw, t * ldw);
+                        let outs = transform_2d!(m, output_1d, [A, A] -> [M, M]);
+                        for (a, row) in outs.into_iter().enumerate().take(rows) {
                             for (bx, r) in row.into_iter().enumerate().take(cols) {
                                 let at = ((M * ty + a) * self.wo + M * tx + bx) * ldw + o;
                                 _mm512_storeu_ps(rp.add(at), _mm512_add_ps(r, b));
@@ -406,6 +444,275 @@ impl Winograd {
             }
         }
     }
+}
+
+/// The kernel gradient: the forward `Y = Aᵀ[U ⊙ V]A` is linear in `U = G g Gᵀ`, so
+/// `∂L/∂U[ξ] = Σ_tiles (A ∂Y Aᵀ)[ξ] ⊙ V[ξ]` and `∂L/∂g = Gᵀ (∂L/∂U) G`: per image, 36 products
+/// `dU[ξ][c][o] += Σ_tile V[ξ][tile][c] · W[ξ][tile][o]` of the transformed input and the
+/// transformed cotangent `W = A ∂Y Aᵀ` (zero past the output's edge), summed over the images in
+/// the transformed domain; the 3×3 gradient is taken once, at the end.
+impl Winograd {
+    /// Elements of the transformed sums `dU[ξ][c][ldw]` a kernel gradient adds to.
+    pub(crate) fn grad_sums_len(&self) -> usize {
+        self.kernel_len()
+    }
+
+    /// Scratch [`Winograd::add_kernel_grad`] needs: padded input, transformed tiles, the
+    /// cotangent as `[position][channel]` rows, the transformed cotangent.
+    pub(crate) fn grad_scratch_len(&self) -> usize {
+        let [xl, vl, wl, _] = self.parts();
+        xl + vl + (self.ho * self.wo * self.ldw()).next_multiple_of(LANES) + wl
+    }
+
+    /// Adds one image's transformed kernel-gradient products to `du` (`dU[ξ][c][ldw]`): `img`
+    /// is the image (`c × h × w`), `dy` its cotangent (`o × ho × wo`); `next` (the next image's
+    /// input and cotangent, say) is fetched into L2 meanwhile.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn add_kernel_grad(
+        &self,
+        (img, dy): (&[f32], &[f32]),
+        scratch: &mut [f32],
+        du: &mut [f32],
+        next: [&[f32]; 2],
+    ) {
+        let (p, ldw) = (self.ho * self.wo, self.ldw());
+        let [xl, vl, wl, _] = self.parts();
+        let dl = (p * ldw).next_multiple_of(LANES);
+        assert!(
+            img.len() >= self.c * self.h * self.w
+                && dy.len() >= self.o * p
+                && scratch.len() >= xl + vl + dl + wl
+                && du.len() >= self.grad_sums_len()
+        );
+        let (xt, rest) = scratch.split_at_mut(xl);
+        let (v, rest) = rest.split_at_mut(vl);
+        let (dyt, w) = rest.split_at_mut(dl);
+        // SAFETY: the CPU has AVX-512F (the caller's contract); the parts' lengths are checked
+        // above and by their own asserts.
+        unsafe {
+            self.pad_input(img, xt);
+            self.input_transform(xt, v);
+            transpose_rows(dy, self.o, p, p, dyt, ldw, Store::Plain);
+            if self.o < ldw {
+                // the padding lanes of the rows: zero sums past channel o
+                for row in dyt[..p * ldw].chunks_exact_mut(ldw) {
+                    row[self.o..].fill(0.0);
+                }
+            }
+            self.cotangent_transform(dyt, w);
+            let steps = XI * self.c.div_ceil(TILE) * ldw.div_ceil(2 * LANES);
+            let mut prefetch = Prefetch::new([next[0], next[1], &[]], steps);
+            self.grad_products(v, w, du, &mut prefetch);
+        }
+    }
+
+    /// `W[ξ][tile][o] = (A ∂Y Aᵀ)[ξ]` for each tile's 4×4 block of the cotangent rows `dyt`
+    /// (`[position][ldw]`), zero past the output's edge.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn cotangent_transform(&self, dyt: &[f32], w: &mut [f32]) {
+        let ([th, tw], t, ldw) = (self.tiles(), self.tile_count(), self.ldw());
+        assert!(dyt.len() >= self.ho * self.wo * ldw && w.len() >= XI * t * ldw);
+        let (dp, wp) = (dyt.as_ptr(), w.as_mut_ptr());
+        for ty in 0..th {
+            let rows = M.min(self.ho - M * ty);
+            for tx in 0..tw {
+                let (tile, cols) = (ty * tw + tx, M.min(self.wo - M * tx));
+                for o in (0..ldw).step_by(LANES) {
+                    // SAFETY: positions inside the output of `dyt`, row `tile` of each ξ of
+                    // `w` (checked above).
+                    unsafe {
+                        let mut y = [[_mm512_setzero_ps(); M]; M];
+                        for (a, row) in y.iter_mut().enumerate().take(rows) {
+                            let at = dp.add(((M * ty + a) * self.wo + M * tx) * ldw + o);
+                            for (b, v) in row.iter_mut().enumerate().take(cols) {
+                                *v = _mm512_loadu_ps(at.add(b * ldw));
+                            }
+                        }
+                        let ws = transform_2d!(y, cotangent_1d, [M, M] -> [A, A]);
+                        for (i, row) in ws.into_iter().enumerate() {
+                            for (j, r) in row.into_iter().enumerate() {
+                                _mm512_storeu_ps(wp.add(((i * A + j) * t + tile) * ldw + o), r);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `du[ξ][c][o] += Σ_tile v[ξ][tile][c] · w[ξ][tile][o]`: register tiles of 8 (then 4,
+    /// then 1) input channels × 32 (then 16) output channels over the image's tiles.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn grad_products(&self, v: &[f32], w: &[f32], du: &mut [f32], prefetch: &mut Prefetch) {
+        let (t, ldk, ldw) = (self.tile_count(), self.ldk(), self.ldw());
+        assert!(
+            v.len() >= XI * t * ldk && w.len() >= XI * t * ldw && du.len() >= XI * self.c * ldw
+        );
+        for xi in 0..XI {
+            // SAFETY: ξ's blocks of the three buffers (checked above).
+            let (vx, wx, dx) = unsafe {
+                (
+                    v.as_ptr().add(xi * t * ldk),
+                    w.as_ptr().add(xi * t * ldw),
+                    du.as_mut_ptr().add(xi * self.c * ldw),
+                )
+            };
+            let mut c0 = 0;
+            while c0 < self.c {
+                let left = self.c - c0;
+                // SAFETY: channels c0.. of ξ's blocks.
+                c0 += unsafe {
+                    let (vx, dx) = (vx.add(c0), dx.add(c0 * ldw));
+                    if left >= TILE {
+                        self.grad_tiles::<TILE>(vx, wx, dx, prefetch)
+                    } else if left >= 4 {
+                        self.grad_tiles::<4>(vx, wx, dx, prefetch)
+                    } else {
+                        self.grad_tiles::<1>(vx, wx, dx, prefetch)
+                    }
+                };
+            }
+        }
+    }
+
+    /// `P` input channels × every output channel of one ξ's kernel-gradient sums; returns `P`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `vx + tile·ldk + p` is readable for every tile and `p < P`, `wx`
+    /// holds the tiles' rows of `ldw`, `dx` `P` rows of `ldw`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn grad_tiles<const P: usize>(
+        &self,
+        vx: *const f32,
+        wx: *const f32,
+        dx: *mut f32,
+        prefetch: &mut Prefetch,
+    ) -> usize {
+        let ldw = self.ldw();
+        let mut o0 = 0;
+        // SAFETY: output channels below ldw of the rows of the contract.
+        unsafe {
+            while o0 + 2 * LANES <= ldw {
+                prefetch.step();
+                self.grad_tile::<P, 2>(vx, wx.add(o0), dx.add(o0));
+                o0 += 2 * LANES;
+            }
+            if o0 < ldw {
+                prefetch.step();
+                self.grad_tile::<P, 1>(vx, wx.add(o0), dx.add(o0));
+            }
+        }
+        P
+    }
+
+    /// `dx[p·ldw + 16v + l] += Σ_tile vx[tile·ldk + p] · wx[tile·ldw + 16v + l]`.
+    ///
+    /// # Safety
+    /// As [`Winograd::grad_tiles`], for `16·V` channels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn grad_tile<const P: usize, const V: usize>(
+        &self,
+        vx: *const f32,
+        wx: *const f32,
+        dx: *mut f32,
+    ) {
+        let (ldk, ldw) = (self.ldk(), self.ldw());
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut acc = load_tile::<P, V>(dx, ldw);
+            for tile in 0..self.tile_count() {
+                let s = vx.add(tile * ldk);
+                rank1(&mut acc, wx.add(tile * ldw), |p| *s.add(p));
+            }
+            store_tile(&acc, dx, ldw);
+        }
+    }
+
+    /// Writes the kernel gradient `dw` (`o × c × 3 × 3`) from the summed `du` (`dU[ξ][c][ldw]`):
+    /// `Gᵀ dU G` for each channel pair, through `acc_t` (`9c × ldw`, the transposed gradient).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn kernel_grad_result(&self, du: &[f32], acc_t: &mut [f32], dw: &mut [f32]) {
+        let (c, ldw) = (self.c, self.ldw());
+        assert!(du.len() >= self.grad_sums_len() && acc_t.len() >= 9 * c * ldw);
+        let (dp, ap) = (du.as_ptr(), acc_t.as_mut_ptr());
+        for ci in 0..c {
+            for o in (0..ldw).step_by(LANES) {
+                // SAFETY: rows (ξ, ci) of `du`, taps ci·9.. of `acc_t` (checked above).
+                unsafe {
+                    let u = load_block::<A, A>(dp.add(ci * ldw + o), A * c * ldw, c * ldw);
+                    let g = transform_2d!(u, grad_1d, [A, A] -> [3, 3]);
+                    for (ky, row) in g.into_iter().enumerate() {
+                        for (kx, r) in row.into_iter().enumerate() {
+                            _mm512_storeu_ps(ap.add((ci * 9 + ky * 3 + kx) * ldw + o), r);
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: the CPU has AVX-512F (the caller's contract).
+        unsafe { transpose_rows(acc_t, 9 * c, self.o, ldw, dw, 9 * c, Store::Plain) };
+    }
+}
+
+/// `A y` for one column of a 4×4 cotangent block: the rows of A (the columns of Aᵀ) are
+/// (1, 0, 0, 0), (1, 1, 1, 1), (1, −1, 1, −1), (1, 2, 4, 8), (1, −2, 4, −8), (0, 0, 0, 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn cotangent_1d([y0, y1, y2, y3]: [__m512; M]) -> [__m512; A] {
+    let s = _mm512_set1_ps;
+    let (e1, o1) = (_mm512_add_ps(y0, y2), _mm512_add_ps(y1, y3));
+    let (e2, o2) = (
+        _mm512_fmadd_ps(y2, s(4.0), y0),
+        _mm512_fmadd_ps(y3, s(8.0), _mm512_add_ps(y1, y1)),
+    );
+    [
+        y0,
+        _mm512_add_ps(e1, o1),
+        _mm512_sub_ps(e1, o1),
+        _mm512_add_ps(e2, o2),
+        _mm512_sub_ps(e2, o2),
+        y3,
+    ]
+}
+
+/// `Gᵀ u` for one column of a 6×6 block of transformed sums: the rows of Gᵀ are (1/4, −1/6,
+/// −1/6, 1/24, 1/24, 0), (0, −1/6, 1/6, 1/12, −1/12, 0), (0, −1/6, −1/6, 1/6, 1/6, 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn grad_1d(u: [__m512; A]) -> [__m512; 3] {
+    let s = _mm512_set1_ps;
+    let (p12, m12) = (_mm512_add_ps(u[1], u[2]), _mm512_sub_ps(u[2], u[1]));
+    let (p34, m34) = (_mm512_add_ps(u[3], u[4]), _mm512_sub_ps(u[3], u[4]));
+    [
+        _mm512_fmadd_ps(
+            u[0],
+            s(0.25),
+            _mm512_fmadd_ps(p12, s(-1.0 / 6.0), _mm512_mul_ps(p34, s(1.0 / 24.0))),
+        ),
+        _mm512_fmadd_ps(m12, s(1.0 / 6.0), _mm512_mul_ps(m34, s(1.0 / 12.0))),
+        _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(p34, p12), s(1.0 / 6.0)), u[5]),
+    ]
 }
 
 /// `G g` for one column of a 3×3 kernel: the six rows of G (1/4, 0, 0; −1/6, −1/6, −1/6;
@@ -469,6 +776,111 @@ fn output_1d(m: [__m512; A]) -> [__m512; M] {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+
+    /// Values in [-1, 1) from a fixed xorshift sequence.
+    fn values(seed: &mut u32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 17;
+                *seed ^= *seed << 5;
+                (*seed as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A stride-1 3×3 problem of `c` → `o` channels on `h × w` with `pad`.
+    fn problem(c: usize, o: usize, h: usize, w: usize, pad: [usize; 2]) -> Problem {
+        Problem {
+            c,
+            h,
+            w,
+            o,
+            kh: 3,
+            kw: 3,
+            ho: h + 2 * pad[0] - 2,
+            wo: w + 2 * pad[1] - 2,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: pad.map(|q| q as i64),
+        }
+    }
+
+    /// The kernel gradient summed in the transformed domain over two images matches
+    /// `dw[o][c][ky][kx] = Σ dy[o][oy][ox] · x[c][oy + ky − pad][ox + kx − pad]` in f64, with
+    /// partial tiles and channel counts that are not whole vectors.
+    #[test]
+    fn kernel_gradient_matches_direct_sums() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut seed = 0x1234_5678_u32;
+        for &(c, o, h, w, pad) in &[
+            (32, 64, 16, 16, [1, 1]),
+            (17, 5, 9, 7, [0, 2]),
+            (20, 40, 11, 13, [2, 1]),
+        ] {
+            let p = problem(c, o, h, w, pad);
+            let (ho, wo) = (p.ho, p.wo);
+            let wg = Winograd::of(&p).expect("a Winograd problem");
+            let n = 2;
+            let x = values(&mut seed, n * c * h * w);
+            let dy = values(&mut seed, n * o * ho * wo);
+            let mut du = crate::arena::Block::new(wg.grad_sums_len() * 4);
+            let mut scratch = crate::arena::Block::new(wg.grad_scratch_len() * 4);
+            let mut acc_t = crate::arena::Block::new(9 * c * wg.ldw() * 4);
+            let mut dw = vec![f32::NAN; o * c * 9];
+            // SAFETY: the CPU has AVX-512F (checked).
+            unsafe {
+                for i in 0..n {
+                    let img = &x[i * c * h * w..][..c * h * w];
+                    let dyi = &dy[i * o * ho * wo..][..o * ho * wo];
+                    wg.add_kernel_grad(
+                        (img, dyi),
+                        scratch.as_mut_slice(),
+                        du.as_mut_slice(),
+                        [&[], &[]],
+                    );
+                }
+                wg.kernel_grad_result(du.as_slice(), acc_t.as_mut_slice(), &mut dw);
+            }
+            let mut worst = 0.0f64;
+            for oc in 0..o {
+                for ci in 0..c {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (mut want, mut mag) = (0.0f64, 0.0f64);
+                            for i in 0..n {
+                                for oy in 0..ho {
+                                    for ox in 0..wo {
+                                        let iy = (oy + ky) as i64 - pad[0] as i64;
+                                        let ix = (ox + kx) as i64 - pad[1] as i64;
+                                        if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
+                                            continue;
+                                        }
+                                        let xv =
+                                            x[((i * c + ci) * h + iy as usize) * w + ix as usize];
+                                        let d = dy[((i * o + oc) * ho + oy) * wo + ox];
+                                        want += xv as f64 * d as f64;
+                                        mag += (xv as f64 * d as f64).abs();
+                                    }
+                                }
+                            }
+                            let got = dw[((oc * c + ci) * 3 + ky) * 3 + kx] as f64;
+                            worst = worst.max((got - want).abs() / mag.max(1.0));
+                            assert!(
+                                (got - want).abs() <= 1e-5 * mag.max(1.0),
+                                "c{c} o{o} {h}×{w} pad{pad:?}: dw[{oc}, {ci}, {ky}, {kx}] = {got}, want {want}"
+                            );
+                        }
+                    }
+                }
+            }
+            eprintln!(
+                "kernel gradient c{c} o{o} {h}×{w} pad{pad:?}: worst error / magnitude {worst:e}"
+            );
+        }
+    }
 
     /// The transforms compute the correlation: `Aᵀ[(G g) ⊙ (Bᵀ d)]` is `Σ_k d[i + k] g[k]` in
     /// each lane (1-D; the 2-D form applies them along both axes), and a whole image against
