@@ -5,12 +5,20 @@ use lamina_core::{Error, Result};
 use lamina_train::{Device, ModelTrainer, TrainerConfig};
 use std::time::Instant;
 
-/// Median microseconds per training step of `name` on `device` (over blocks of 10 steps, `steps`
-/// in all), after `warmup` steps run on the final kernels; also the time to the end of the first
+/// Median microseconds per training step of `name` on `device` over blocks of 10 steps: at
+/// least `steps` steps and at least `min_seconds` of timed blocks (a median over a few seconds
+/// is not moved by a burst of a second or so on a shared machine, which takes a 50-step window
+/// of a small model whole), after `warmup` steps run on the final kernels; also the time to the end of the first
 /// step, the time until the optimised kernels were in (`final_kernels_ms`: CUDA's quick start
 /// runs the first steps on quick builds) and the device memory the trainer holds
 /// (`device_bytes`, 0 on the CPU).
-pub fn run(name: &str, device: Device, steps: usize, warmup: usize) -> Result<serde_json::Value> {
+pub fn run(
+    name: &str,
+    device: Device,
+    steps: usize,
+    warmup: usize,
+    min_seconds: f64,
+) -> Result<serde_json::Value> {
     let spec = lamina_nn::zoo::model(name, true)?;
     let batch = spec.input_shape[0];
     let per: usize = spec.input_shape[1..].iter().product();
@@ -53,7 +61,12 @@ pub fn run(name: &str, device: Device, steps: usize, warmup: usize) -> Result<se
     // the host's share: time spent in `submit_batch` (checking, copying, enqueueing)
     let mut host = Vec::with_capacity(steps.div_ceil(BLOCK));
     t.submit_batch(&x, &shape, &y, &[batch])?;
-    for _ in 0..steps.div_ceil(BLOCK).max(1) {
+    let (min_blocks, timed) = (steps.div_ceil(BLOCK).max(1), Instant::now());
+    // a cap on the blocks, should a step take next to nothing
+    const MAX_BLOCKS: usize = 100_000;
+    while times.len() < min_blocks
+        || (timed.elapsed().as_secs_f64() < min_seconds && times.len() < MAX_BLOCKS)
+    {
         let t0 = Instant::now();
         let mut in_submit = 0.0;
         for _ in 0..BLOCK {
@@ -78,7 +91,8 @@ pub fn run(name: &str, device: Device, steps: usize, warmup: usize) -> Result<se
         _ => "cpu",
     };
     Ok(serde_json::json!({
-        "model": name, "mode": mode, "us_per_step": (median * 10.0).round() / 10.0, "steps": steps,
+        "model": name, "mode": mode, "us_per_step": (median * 10.0).round() / 10.0,
+        "steps": times.len() * BLOCK, "timed_seconds": (timed.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         "kernels": t.kernel_count(batch), "first_step_ms": (first_step_ms * 10.0).round() / 10.0,
         "final_kernels_ms": (final_kernels_ms * 10.0).round() / 10.0, "loss": loss,
         "threads": lamina_cpu::CpuBackend::new().threads(), "device_bytes": t.device_bytes(),

@@ -114,10 +114,14 @@ enum Command {
         model: String,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Steps timed at least (in blocks of 10)
         #[arg(long, default_value_t = 50)]
         steps: usize,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+        /// Seconds of timed steps at least: more blocks are timed until they add up to this
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
         #[arg(long)]
         json: bool,
     },
@@ -180,8 +184,9 @@ fn main() -> ExitCode {
             device,
             steps,
             warmup,
+            seconds,
             json,
-        } => bench_command(&model, &device, steps, warmup, json),
+        } => bench_command(&model, &device, (steps, warmup, seconds), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,10 +246,14 @@ fn import_onnx(model: &std::path::Path, output: &std::path::Path) -> lamina_core
 fn bench_command(
     model: &str,
     device: &str,
-    steps: usize,
-    warmup: usize,
+    (steps, warmup, seconds): (usize, usize, f64),
     json: bool,
 ) -> lamina_core::Result<()> {
+    if !(seconds >= 0.0 && seconds.is_finite()) {
+        return Err(lamina_core::Error::Input(format!(
+            "--seconds must be a finite number of seconds ≥ 0, not {seconds}"
+        )));
+    }
     let device = lamina_train::device_from_str(device)?;
     let names: Vec<&str> = if model == "all" {
         lamina_nn::zoo::MODELS.to_vec()
@@ -252,7 +261,7 @@ fn bench_command(
         vec![model]
     };
     for name in names {
-        let row = bench::run(name, device, steps, warmup)?;
+        let row = bench::run(name, device, steps, warmup, seconds)?;
         if json {
             println!("{row}");
         } else {

@@ -273,13 +273,25 @@ fn import_onnx_of_a_pytorch_export_predicts_what_torch_computed() {
 #[test]
 fn bench_prints_json_rows() {
     let o = lamina(&[
-        "bench", "--model", "seed_mlp", "--steps", "3", "--warmup", "1", "--json",
+        "bench",
+        "--model",
+        "seed_mlp",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--seconds",
+        "0.2",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     assert_eq!(v["model"], "seed_mlp");
     assert!(v["us_per_step"].as_f64().unwrap() > 0.0);
+    // one block of 10 steps at least, and blocks until 0.2 s were timed
+    assert!(v["steps"].as_u64().unwrap() >= 10, "{v}");
+    assert!(v["timed_seconds"].as_f64().unwrap() >= 0.2, "{v}");
 }
 
 #[test]
@@ -405,6 +417,10 @@ fn bad_input_gives_a_clear_error_and_a_nonzero_exit() {
         (
             vec!["bench", "--model", "resnet"],
             vec!["unknown benchmark model 'resnet'"],
+        ),
+        (
+            vec!["bench", "--model", "seed_mlp", "--seconds=-1"],
+            vec!["--seconds must be a finite number of seconds ≥ 0, not -1"],
         ),
     ];
     for (args, wants) in cases {
