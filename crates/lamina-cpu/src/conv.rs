@@ -1,9 +1,10 @@
 //! 2-D convolution (NCHW input, OIHW kernel, cross-correlation) and its two gradients.
 //!
 //! f32 with one group on a CPU with AVX-512 (what training runs):
-//! - forward and input gradient of a 3×3 unit-stride convolution with 16 or more input channels
-//!   (of the gradient's correlation): Winograd F(4×4, 3×3) (`winograd.rs`, through the implicit
-//!   path's per-image work and epilogues; `Conv::winograd`, on unless the backend turns it off);
+//! - forward, input gradient and kernel gradient of a 3×3 unit-stride convolution with 16 or
+//!   more input channels (of the correlation computed): Winograd F(4×4, 3×3) (`winograd.rs`,
+//!   through the implicit path's per-image work, epilogues and range sums; `Conv::winograd`, on
+//!   unless the backend turns it off);
 //! - forward, kernel gradient, and the input gradient of a unit-stride convolution: implicit
 //!   gemms (`implicit.rs`: the image copied once into a padded source, register tiles over the
 //!   kernel taps, no unfolded matrix), the bias and ReLU of a forward one applied as its block is
@@ -144,7 +145,7 @@ pub(crate) struct Conv {
     pub(crate) pad_lo: [i64; 2],
     pub(crate) dilation: [usize; 2],
     pub(crate) groups: usize,
-    /// Whether a forward or unit-stride input gradient with a 3×3 kernel may run as Winograd
+    /// Whether a 3×3 unit-stride forward, input gradient or kernel gradient may run as Winograd
     /// F(4×4, 3×3) (`winograd.rs`).
     pub(crate) winograd: bool,
 }

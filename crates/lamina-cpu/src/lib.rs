@@ -113,8 +113,9 @@ impl CpuBackend {
     }
 
     /// Whether executables compiled from now on may run f32 convolutions with a 3×3 kernel,
-    /// unit stride and at least 16 input channels (forward, and the input gradient of such a
-    /// layer) as Winograd F(4×4, 3×3): a quarter of the multiply-adds, at the price of
+    /// unit stride and at least 16 input channels (forward, kernel gradient, and the input
+    /// gradient where the layer has 16 or more output channels) as Winograd F(4×4, 3×3): a
+    /// quarter of the multiply-adds, at the price of
     /// rounding errors up to a few millionths of the sum of the products' magnitudes (direct
     /// summation: about a tenth of that). On by default on CPUs with AVX-512 unless the
     /// environment sets `LAMINA_CPU_WINOGRAD=0`.
