@@ -321,97 +321,26 @@ impl Winograd {
         XI * self.tile_count().div_ceil(TILE) * self.ldw().div_ceil(2 * LANES)
     }
 
-    /// `M[ξ][tile][oc] = Σ_c V[ξ][tile][c] · U[ξ][c][oc]`: for each ξ, register tiles of 8 (then
-    /// 4, then 1) tiles × 32 (then 16) output channels.
+    /// `M[ξ][tile][oc] = Σ_c V[ξ][tile][c] · U[ξ][c][oc]`.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
     unsafe fn products(&self, v: &[f32], u: &[f32], m: &mut [f32], prefetch: &mut Prefetch) {
         let (t, ldk, ldw) = (self.tile_count(), self.ldk(), self.ldw());
         assert!(v.len() >= XI * t * ldk && u.len() >= XI * self.c * ldw && m.len() >= XI * t * ldw);
-        for xi in 0..XI {
-            // SAFETY: ξ's blocks of the three buffers (checked above).
-            let (vx, ux, mx) = unsafe {
-                (
-                    v.as_ptr().add(xi * t * ldk),
-                    u.as_ptr().add(xi * self.c * ldw),
-                    m.as_mut_ptr().add(xi * t * ldw),
-                )
-            };
-            let mut t0 = 0;
-            while t0 < t {
-                let left = t - t0;
-                // SAFETY: tiles t0.. of ξ's blocks.
-                t0 += unsafe {
-                    let (vx, mx) = (vx.add(t0 * ldk), mx.add(t0 * ldw));
-                    if left >= TILE {
-                        self.product_tiles::<TILE>(vx, ux, mx, prefetch)
-                    } else if left >= 4 {
-                        self.product_tiles::<4>(vx, ux, mx, prefetch)
-                    } else {
-                        self.product_tiles::<1>(vx, ux, mx, prefetch)
-                    }
-                };
-            }
-        }
-    }
-
-    /// `P` tiles × every output channel of one ξ's product; returns `P`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `vx` holds `P` rows of `ldk`, `ux` `c` rows of `ldw`, `mx` `P`
-    /// rows of `ldw`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn product_tiles<const P: usize>(
-        &self,
-        vx: *const f32,
-        ux: *const f32,
-        mx: *mut f32,
-        prefetch: &mut Prefetch,
-    ) -> usize {
-        let (ldk, ldw) = (self.ldk(), self.ldw());
-        let mut o0 = 0;
-        // SAFETY: output channels below ldw of the rows of the contract.
-        unsafe {
-            while o0 + 2 * LANES <= ldw {
-                prefetch.step();
-                self.product_tile::<P, 2>(vx, ux.add(o0), mx.add(o0), ldk, ldw);
-                o0 += 2 * LANES;
-            }
-            if o0 < ldw {
-                prefetch.step();
-                self.product_tile::<P, 1>(vx, ux.add(o0), mx.add(o0), ldk, ldw);
-            }
-        }
-        P
-    }
-
-    /// `mx[p·ldw + 16v + l] = Σ_c vx[p·ldk + c] · ux[c·ldw + 16v + l]`.
-    ///
-    /// # Safety
-    /// As [`Winograd::product_tiles`], for `16·V` channels.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn product_tile<const P: usize, const V: usize>(
-        &self,
-        vx: *const f32,
-        ux: *const f32,
-        mx: *mut f32,
-        ldk: usize,
-        ldw: usize,
-    ) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; P];
-            for c in 0..self.c {
-                rank1(&mut acc, ux.add(c * ldw), |p| *vx.add(p * ldk + c));
-            }
-            store_tile(&acc, mx, ldw);
-        }
+        let product = Product {
+            a: (v.as_ptr(), t * ldk, [ldk, 1]),
+            b: (u.as_ptr(), self.c * ldw),
+            out: (m.as_mut_ptr(), t * ldw),
+            rows: t,
+            k: self.c,
+            ldw,
+            add: false,
+        };
+        // SAFETY: the CPU has AVX-512F (the caller's contract); every ξ's blocks lie inside the
+        // buffers (checked above).
+        unsafe { product.run(prefetch) }
     }
 
     /// Each tile's outputs `Aᵀ M A` (plus the bias) into `res[(oy·wo + ox)·ldw + oc]`, the
@@ -553,99 +482,28 @@ impl Winograd {
         }
     }
 
-    /// `du[ξ][c][o] += Σ_tile v[ξ][tile][c] · w[ξ][tile][o]`: register tiles of 8 (then 4,
-    /// then 1) input channels × 32 (then 16) output channels over the image's tiles.
+    /// `du[ξ][c][o] += Σ_tile v[ξ][tile][c] · w[ξ][tile][o]`.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
     unsafe fn grad_products(&self, v: &[f32], w: &[f32], du: &mut [f32], prefetch: &mut Prefetch) {
         let (t, ldk, ldw) = (self.tile_count(), self.ldk(), self.ldw());
         assert!(
             v.len() >= XI * t * ldk && w.len() >= XI * t * ldw && du.len() >= XI * self.c * ldw
         );
-        for xi in 0..XI {
-            // SAFETY: ξ's blocks of the three buffers (checked above).
-            let (vx, wx, dx) = unsafe {
-                (
-                    v.as_ptr().add(xi * t * ldk),
-                    w.as_ptr().add(xi * t * ldw),
-                    du.as_mut_ptr().add(xi * self.c * ldw),
-                )
-            };
-            let mut c0 = 0;
-            while c0 < self.c {
-                let left = self.c - c0;
-                // SAFETY: channels c0.. of ξ's blocks.
-                c0 += unsafe {
-                    let (vx, dx) = (vx.add(c0), dx.add(c0 * ldw));
-                    if left >= TILE {
-                        self.grad_tiles::<TILE>(vx, wx, dx, prefetch)
-                    } else if left >= 4 {
-                        self.grad_tiles::<4>(vx, wx, dx, prefetch)
-                    } else {
-                        self.grad_tiles::<1>(vx, wx, dx, prefetch)
-                    }
-                };
-            }
-        }
-    }
-
-    /// `P` input channels × every output channel of one ξ's kernel-gradient sums; returns `P`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `vx + tile·ldk + p` is readable for every tile and `p < P`, `wx`
-    /// holds the tiles' rows of `ldw`, `dx` `P` rows of `ldw`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn grad_tiles<const P: usize>(
-        &self,
-        vx: *const f32,
-        wx: *const f32,
-        dx: *mut f32,
-        prefetch: &mut Prefetch,
-    ) -> usize {
-        let ldw = self.ldw();
-        let mut o0 = 0;
-        // SAFETY: output channels below ldw of the rows of the contract.
-        unsafe {
-            while o0 + 2 * LANES <= ldw {
-                prefetch.step();
-                self.grad_tile::<P, 2>(vx, wx.add(o0), dx.add(o0));
-                o0 += 2 * LANES;
-            }
-            if o0 < ldw {
-                prefetch.step();
-                self.grad_tile::<P, 1>(vx, wx.add(o0), dx.add(o0));
-            }
-        }
-        P
-    }
-
-    /// `dx[p·ldw + 16v + l] += Σ_tile vx[tile·ldk + p] · wx[tile·ldw + 16v + l]`.
-    ///
-    /// # Safety
-    /// As [`Winograd::grad_tiles`], for `16·V` channels.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn grad_tile<const P: usize, const V: usize>(
-        &self,
-        vx: *const f32,
-        wx: *const f32,
-        dx: *mut f32,
-    ) {
-        let (ldk, ldw) = (self.ldk(), self.ldw());
-        // SAFETY: the caller's contract.
-        unsafe {
-            let mut acc = load_tile::<P, V>(dx, ldw);
-            for tile in 0..self.tile_count() {
-                let s = vx.add(tile * ldk);
-                rank1(&mut acc, wx.add(tile * ldw), |p| *s.add(p));
-            }
-            store_tile(&acc, dx, ldw);
-        }
+        let product = Product {
+            a: (v.as_ptr(), t * ldk, [1, ldk]),
+            b: (w.as_ptr(), t * ldw),
+            out: (du.as_mut_ptr(), self.c * ldw),
+            rows: self.c,
+            k: t,
+            ldw,
+            add: true,
+        };
+        // SAFETY: the CPU has AVX-512F (the caller's contract); every ξ's blocks lie inside the
+        // buffers (checked above).
+        unsafe { product.run(prefetch) }
     }
 
     /// Writes the kernel gradient `dw` (`o × c × 3 × 3`) from the summed `du` (`dU[ξ][c][ldw]`):
@@ -675,6 +533,124 @@ impl Winograd {
         }
         // SAFETY: the CPU has AVX-512F (the caller's contract).
         unsafe { transpose_rows(acc_t, 9 * c, self.o, ldw, dw, 9 * c, Store::Plain) };
+    }
+}
+
+/// One product per position ξ of a transformed tile: `out[ξ][r][o] (+)= Σ_k a(ξ, r, k) ·
+/// b[ξ][k][o]`, the forward's (rows: tiles, reduction: channels) and the kernel gradient's (rows:
+/// channels, reduction: tiles). Register tiles of 8 (then 4, then 1) rows × 32 (then 16) output
+/// channels, one broadcast of `a` per row and one vector load of `b` per 16 channels each step.
+#[cfg(target_arch = "x86_64")]
+struct Product {
+    /// Start, ξ stride and (row, reduction) strides of `a`.
+    a: (*const f32, usize, [usize; 2]),
+    /// Start and ξ stride of `b` (rows of `ldw`).
+    b: (*const f32, usize),
+    /// Start and ξ stride of the result (rows of `ldw`).
+    out: (*mut f32, usize),
+    rows: usize,
+    k: usize,
+    ldw: usize,
+    /// Add to the result instead of writing it.
+    add: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Product {
+    /// Every ξ's product.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every element the strides address for ξ < 36, rows, reduction steps
+    /// and `ldw` channels is inside its buffer.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(&self, prefetch: &mut Prefetch) {
+        let [rs, _] = self.a.2;
+        for xi in 0..XI {
+            let mut r0 = 0;
+            while r0 < self.rows {
+                let left = self.rows - r0;
+                // SAFETY: rows r0.. of ξ's blocks (the caller's contract).
+                r0 += unsafe {
+                    let a = self.a.0.add(xi * self.a.1 + r0 * rs);
+                    let (b, out) = (
+                        self.b.0.add(xi * self.b.1),
+                        self.out.0.add(xi * self.out.1 + r0 * self.ldw),
+                    );
+                    if left >= TILE {
+                        self.rows_tile::<TILE>(a, b, out, prefetch)
+                    } else if left >= 4 {
+                        self.rows_tile::<4>(a, b, out, prefetch)
+                    } else {
+                        self.rows_tile::<1>(a, b, out, prefetch)
+                    }
+                };
+            }
+        }
+    }
+
+    /// `P` rows × every output channel of one ξ's product; returns `P`.
+    ///
+    /// # Safety
+    /// As [`Product::run`], for these rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_tile<const P: usize>(
+        &self,
+        a: *const f32,
+        b: *const f32,
+        out: *mut f32,
+        prefetch: &mut Prefetch,
+    ) -> usize {
+        let mut o0 = 0;
+        // SAFETY: output channels below ldw of the rows of the contract.
+        unsafe {
+            while o0 + 2 * LANES <= self.ldw {
+                prefetch.step();
+                self.tile::<P, 2>(a, b.add(o0), out.add(o0));
+                o0 += 2 * LANES;
+            }
+            if o0 < self.ldw {
+                prefetch.step();
+                self.tile::<P, 1>(a, b.add(o0), out.add(o0));
+            }
+        }
+        P
+    }
+
+    /// `out[p·ldw + 16v + l] (+)= Σ_k a[p·rs + k·ks] · b[k·ldw + 16v + l]`.
+    ///
+    /// # Safety
+    /// As [`Product::rows_tile`], for `16·V` channels.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const P: usize, const V: usize>(
+        &self,
+        a: *const f32,
+        b: *const f32,
+        out: *mut f32,
+    ) {
+        let ([rs, ks], ldw) = (self.a.2, self.ldw);
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut acc = if self.add {
+                load_tile::<P, V>(out, ldw)
+            } else {
+                [[_mm512_setzero_ps(); V]; P]
+            };
+            // the kernel gradient's rows are adjacent: a constant stride keeps its broadcasts'
+            // addresses one register plus an immediate
+            if rs == 1 {
+                for k in 0..self.k {
+                    let s = a.add(k * ks);
+                    rank1(&mut acc, b.add(k * ldw), |p| *s.add(p));
+                }
+            } else {
+                for k in 0..self.k {
+                    let s = a.add(k * ks);
+                    rank1(&mut acc, b.add(k * ldw), |p| *s.add(p * rs));
+                }
+            }
+            store_tile(&acc, out, ldw);
+        }
     }
 }
 
