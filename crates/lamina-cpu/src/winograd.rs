@@ -140,6 +140,16 @@ impl Winograd {
         th * tw
     }
 
+    /// Every tile: its index, its first output row and column, and how many of its rows and
+    /// columns lie inside the output (fewer than 4 at the far edges).
+    fn tile_blocks(&self) -> impl Iterator<Item = (usize, [usize; 2], [usize; 2])> + '_ {
+        let [_, tw] = self.tiles();
+        (0..self.tile_count()).map(move |tile| {
+            let (oy, ox) = (M * (tile / tw), M * (tile % tw));
+            (tile, [oy, ox], [M.min(self.ho - oy), M.min(self.wo - ox)])
+        })
+    }
+
     /// Input channels rounded up to whole vectors (the row length of the padded input and of
     /// the transformed tiles).
     fn ldk(&self) -> usize {
@@ -291,24 +301,20 @@ impl Winograd {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn input_transform(&self, xt: &[f32], v: &mut [f32]) {
-        let ([th, tw], [hp, wp], ldk, t) =
-            (self.tiles(), self.padded(), self.ldk(), self.tile_count());
+        let ([hp, wp], ldk, t) = (self.padded(), self.ldk(), self.tile_count());
         assert!(xt.len() >= hp * wp * ldk && v.len() >= XI * t * ldk);
         let (xp, vp) = (xt.as_ptr(), v.as_mut_ptr());
-        for ty in 0..th {
-            for tx in 0..tw {
-                let tile = ty * tw + tx;
-                for k in (0..ldk).step_by(LANES) {
-                    // SAFETY: rows M·ty..M·ty + 6 < hp and columns M·tx..M·tx + 6 < wp of the
-                    // padded input, row `tile` of each ξ of `v` (checked above).
-                    unsafe {
-                        let at = xp.add((M * ty * wp + M * tx) * ldk + k);
-                        let d = load_block::<A, A>(at, wp * ldk, ldk);
-                        let rows = transform_2d!(d, input_1d, [A, A] -> [A, A]);
-                        for (i, row) in rows.iter().enumerate() {
-                            for (j, r) in row.iter().enumerate() {
-                                _mm512_storeu_ps(vp.add(((i * A + j) * t + tile) * ldk + k), *r);
-                            }
+        for (tile, [oy, ox], _) in self.tile_blocks() {
+            for k in (0..ldk).step_by(LANES) {
+                // SAFETY: rows oy..oy + 6 < hp and columns ox..ox + 6 < wp of the padded
+                // input, row `tile` of each ξ of `v` (checked above).
+                unsafe {
+                    let at = xp.add((oy * wp + ox) * ldk + k);
+                    let d = load_block::<A, A>(at, wp * ldk, ldk);
+                    let rows = transform_2d!(d, input_1d, [A, A] -> [A, A]);
+                    for (i, row) in rows.iter().enumerate() {
+                        for (j, r) in row.iter().enumerate() {
+                            _mm512_storeu_ps(vp.add(((i * A + j) * t + tile) * ldk + k), *r);
                         }
                     }
                 }
@@ -351,27 +357,23 @@ impl Winograd {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn output_transform(&self, m: &[f32], bias: Option<&[f32]>, res: &mut [f32]) {
-        let ([th, tw], t, ldw) = (self.tiles(), self.tile_count(), self.ldw());
+        let (t, ldw) = (self.tile_count(), self.ldw());
         assert!(m.len() >= XI * t * ldw && res.len() >= self.ho * self.wo * ldw);
         let (mp, rp) = (m.as_ptr(), res.as_mut_ptr());
-        for ty in 0..th {
-            let rows = M.min(self.ho - M * ty);
-            for tx in 0..tw {
-                let (tile, cols) = (ty * tw + tx, M.min(self.wo - M * tx));
-                for o in (0..ldw).step_by(LANES) {
-                    // SAFETY: row `tile` of each ξ of `m`, positions inside the output of `res`
-                    // (checked above); a bias holds ldw values.
-                    unsafe {
-                        let b = bias
-                            .map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr().add(o)));
-                        let at = mp.add(tile * ldw + o);
-                        let m = load_block::<A, A>(at, A * t * ldw, t * ldw);
-                        let outs = transform_2d!(m, output_1d, [A, A] -> [M, M]);
-                        for (a, row) in outs.into_iter().enumerate().take(rows) {
-                            for (bx, r) in row.into_iter().enumerate().take(cols) {
-                                let at = ((M * ty + a) * self.wo + M * tx + bx) * ldw + o;
-                                _mm512_storeu_ps(rp.add(at), _mm512_add_ps(r, b));
-                            }
+        for (tile, [oy, ox], [rows, cols]) in self.tile_blocks() {
+            for o in (0..ldw).step_by(LANES) {
+                // SAFETY: row `tile` of each ξ of `m`, positions inside the output of `res`
+                // (checked above); a bias holds ldw values.
+                unsafe {
+                    let b =
+                        bias.map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b.as_ptr().add(o)));
+                    let at = mp.add(tile * ldw + o);
+                    let m = load_block::<A, A>(at, A * t * ldw, t * ldw);
+                    let outs = transform_2d!(m, output_1d, [A, A] -> [M, M]);
+                    for (a, row) in outs.into_iter().enumerate().take(rows) {
+                        for (bx, r) in row.into_iter().enumerate().take(cols) {
+                            let at = ((oy + a) * self.wo + ox + bx) * ldw + o;
+                            _mm512_storeu_ps(rp.add(at), _mm512_add_ps(r, b));
                         }
                     }
                 }
@@ -452,29 +454,25 @@ impl Winograd {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn cotangent_transform(&self, dyt: &[f32], w: &mut [f32]) {
-        let ([th, tw], t, ldw) = (self.tiles(), self.tile_count(), self.ldw());
+        let (t, ldw) = (self.tile_count(), self.ldw());
         assert!(dyt.len() >= self.ho * self.wo * ldw && w.len() >= XI * t * ldw);
         let (dp, wp) = (dyt.as_ptr(), w.as_mut_ptr());
-        for ty in 0..th {
-            let rows = M.min(self.ho - M * ty);
-            for tx in 0..tw {
-                let (tile, cols) = (ty * tw + tx, M.min(self.wo - M * tx));
-                for o in (0..ldw).step_by(LANES) {
-                    // SAFETY: positions inside the output of `dyt`, row `tile` of each ξ of
-                    // `w` (checked above).
-                    unsafe {
-                        let mut y = [[_mm512_setzero_ps(); M]; M];
-                        for (a, row) in y.iter_mut().enumerate().take(rows) {
-                            let at = dp.add(((M * ty + a) * self.wo + M * tx) * ldw + o);
-                            for (b, v) in row.iter_mut().enumerate().take(cols) {
-                                *v = _mm512_loadu_ps(at.add(b * ldw));
-                            }
+        for (tile, [oy, ox], [rows, cols]) in self.tile_blocks() {
+            for o in (0..ldw).step_by(LANES) {
+                // SAFETY: positions inside the output of `dyt`, row `tile` of each ξ of
+                // `w` (checked above).
+                unsafe {
+                    let mut y = [[_mm512_setzero_ps(); M]; M];
+                    for (a, row) in y.iter_mut().enumerate().take(rows) {
+                        let at = dp.add(((oy + a) * self.wo + ox) * ldw + o);
+                        for (b, v) in row.iter_mut().enumerate().take(cols) {
+                            *v = _mm512_loadu_ps(at.add(b * ldw));
                         }
-                        let ws = transform_2d!(y, cotangent_1d, [M, M] -> [A, A]);
-                        for (i, row) in ws.into_iter().enumerate() {
-                            for (j, r) in row.into_iter().enumerate() {
-                                _mm512_storeu_ps(wp.add(((i * A + j) * t + tile) * ldw + o), r);
-                            }
+                    }
+                    let ws = transform_2d!(y, cotangent_1d, [M, M] -> [A, A]);
+                    for (i, row) in ws.into_iter().enumerate() {
+                        for (j, r) in row.into_iter().enumerate() {
+                            _mm512_storeu_ps(wp.add(((i * A + j) * t + tile) * ldw + o), r);
                         }
                     }
                 }
